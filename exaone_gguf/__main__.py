@@ -1,0 +1,3 @@
+from exaone_gguf.cli import main
+
+main()

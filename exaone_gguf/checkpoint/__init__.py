@@ -1,0 +1,115 @@
+"""The Hugging Face side: a checkpoint directory as a spec, lazy tensors, tokenizer and model-card facts."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from exaone_gguf.checkpoint.safetensors import SafetensorsFile, TensorHandle
+from exaone_gguf.checkpoint.spec import ModelSpec, load_spec
+from exaone_gguf.checkpoint.tokenizer import TokenizerData, load_tokenizer
+from exaone_gguf.errors import InputError
+
+__all__ = ["Checkpoint", "ModelSpec", "TensorHandle", "TokenizerData", "load_checkpoint"]
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    spec: ModelSpec
+    tensors: dict[str, TensorHandle]
+
+    @cached_property
+    def tokenizer(self) -> TokenizerData:
+        return load_tokenizer(self.path)
+
+    @cached_property
+    def card(self) -> dict[str, object]:
+        """Facts from README.md front matter (license, base_model, language, tags), when present."""
+        return read_front_matter(self.path / "README.md")
+
+    def tensor(self, name: str) -> TensorHandle:
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise InputError(f"{self.path}: tensor '{name}' is missing from the checkpoint; it is incomplete.") from None
+
+
+def _index_files(directory: Path) -> dict[str, Path]:
+    """tensor name -> shard file, from model.safetensors.index.json."""
+    index_path = directory / "model.safetensors.index.json"
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+        weight_map = index["weight_map"]
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise TypeError
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise InputError(f"{index_path}: not a valid safetensors index (needs a 'weight_map' object).") from None
+    out = {}
+    for name, fname in weight_map.items():
+        shard = (directory / fname).resolve()
+        if shard.parent != directory.resolve():
+            raise InputError(f"{index_path}: shard '{fname}' is outside the checkpoint directory.")
+        out[name] = shard
+    return out
+
+
+def load_checkpoint(directory: Path | str) -> Checkpoint:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"{directory}: not a directory; pass a Hugging Face checkpoint directory.")
+    spec = load_spec(directory)
+    tensors: dict[str, TensorHandle] = {}
+    if (directory / "model.safetensors.index.json").exists():
+        wanted = _index_files(directory)
+        files = {p: SafetensorsFile(p) for p in sorted(set(wanted.values()))}
+        for name, shard in wanted.items():
+            if name not in files[shard].tensors:
+                raise InputError(f"{shard}: tensor '{name}' is listed in the index but missing from this shard.")
+        for shard, f in files.items():
+            for name, handle in f.tensors.items():
+                if name in tensors:
+                    raise InputError(f"{shard}: tensor '{name}' also appears in {tensors[name].file.path}.")
+                tensors[name] = handle
+    else:
+        shards = sorted(directory.glob("*.safetensors"))
+        if not shards:
+            found = sorted(p.name for p in directory.glob("*.bin")) or ["no weight files"]
+            raise InputError(
+                f"{directory}: no .safetensors weights found ({', '.join(found[:3])}); "
+                "save the model with safetensors first."
+            )
+        for shard in shards:
+            for name, handle in SafetensorsFile(shard).tensors.items():
+                if name in tensors:
+                    raise InputError(f"{shard}: tensor '{name}' also appears in {tensors[name].file.path}.")
+                tensors[name] = handle
+    return Checkpoint(directory, spec, tensors)
+
+
+def read_front_matter(readme: Path) -> dict[str, object]:
+    """A tiny YAML front-matter reader for the keys we carry (scalars and simple lists)."""
+    try:
+        text = readme.read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return {}
+    m = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, re.S)
+    if not m:
+        return {}
+    out: dict[str, object] = {}
+    key = None
+    for line in m.group(1).splitlines():
+        item = re.match(r"^\s*-\s+(.*)$", line)
+        if item and key is not None:
+            lst = out.setdefault(key, [])
+            if isinstance(lst, list):
+                lst.append(item.group(1).strip().strip("'\""))
+            continue
+        kv = re.match(r"^([A-Za-z_][\w-]*):\s*(.*)$", line)
+        if kv:
+            key, value = kv.group(1), kv.group(2).strip().strip("'\"")
+            out[key] = value if value else []
+    return out

@@ -1,0 +1,189 @@
+"""Checkpoint -> GGUF in one streaming pass: plan every key and tensor, then write tensor by tensor."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from gguf import GGMLQuantizationType as T
+from gguf import LlamaFileType
+
+from exaone_gguf.checkpoint import Checkpoint, TensorHandle, load_checkpoint
+from exaone_gguf.convert.family import Family, TensorMapping, family_for
+from exaone_gguf.convert.metadata import add_general
+from exaone_gguf.convert.rope import llama3_divisors
+from exaone_gguf.convert.vocab import add_vocab
+from exaone_gguf.convert.writer import GGUFPlan, PlannedTensor, check_output_path, write_gguf
+from exaone_gguf.errors import InputError
+
+FLOAT_OUTTYPES = {"f32": T.F32, "f16": T.F16, "bf16": T.BF16}
+FLOAT_FILE_TYPES = {T.F32: LlamaFileType.ALL_F32, T.F16: LlamaFileType.MOSTLY_F16, T.BF16: LlamaFileType.MOSTLY_BF16}
+_SOURCE_TO_OUT = {"BF16": T.BF16, "F16": T.F16, "F32": T.F32, "F64": T.F32}
+CHUNK_BYTES = 16 << 20  # float32 bytes handled per step; bounds memory whatever the tensor size
+
+
+def f32_to_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 -> BF16 bit patterns, round-to-nearest-even, NaN kept quiet (as ggml_compute_fp32_to_bf16)."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = (u + (0x7FFF + ((u >> 16) & 1))) >> 16
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    return np.where(nan, (u >> 16) | 64, rounded).astype(np.uint16)
+
+
+def convert_rows(x: np.ndarray, qtype: T, threads: int = 1) -> np.ndarray:
+    """float32 rows -> the bytes of `qtype` rows."""
+    if qtype == T.F32:
+        return x.astype(np.float32, copy=False)
+    if qtype == T.F16:
+        return x.astype(np.float16)
+    if qtype == T.BF16:
+        return f32_to_bf16(x)
+    from exaone_gguf.quantize.kernels import quantize
+
+    return quantize(np.ascontiguousarray(x, dtype=np.float32), qtype, threads=threads)
+
+
+def stream_tensor(handle: TensorHandle, qtype: T, m: TensorMapping | None = None, threads: int = 1) -> Iterator[np.ndarray]:
+    """Yield the GGUF bytes of one checkpoint tensor in row chunks; pages are released behind us."""
+    transform = m.transform if m else None
+    rows_per_chunk = max(1, CHUNK_BYTES // (4 * handle.row_numel))
+    passthrough = transform is None and _SOURCE_TO_OUT.get(handle.dtype) == qtype and handle.dtype != "F64"
+    if len(handle.shape) <= 1:
+        x = handle.raw() if passthrough else handle.to_f32()
+        yield x if passthrough else convert_rows(x if transform is None else transform(x), qtype, threads)
+    else:
+        for start in range(0, handle.n_rows, rows_per_chunk):
+            stop = min(handle.n_rows, start + rows_per_chunk)
+            if passthrough:
+                yield handle.raw(start, stop)
+            else:
+                x = handle.to_f32(start, stop)
+                yield convert_rows(x if transform is None else transform(x), qtype, threads)
+    handle.release()
+
+
+@dataclass
+class ConvertResult:
+    output: Path
+    arch: str
+    outtype: str
+    file_type: int
+    n_tensors: int
+    n_params: int
+    file_size: int
+    tensor_types: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["output"] = str(self.output)
+        return d
+
+
+def check_tensors(ckpt: Checkpoint, fam: Family, mappings: list[TensorMapping]) -> None:
+    """Every tensor the config implies exists with the right shape, and nothing unexplained is left over."""
+    for m in mappings:
+        h = ckpt.tensor(m.hf_name)
+        if h.shape != m.hf_shape:
+            raise InputError(
+                f"{h.file.path}: tensor '{m.hf_name}' has shape {list(h.shape)} but config.json implies "
+                f"{list(m.hf_shape)}; the weights and config do not match."
+            )
+        if h.dtype not in _SOURCE_TO_OUT:
+            raise InputError(f"{h.file.path}: tensor '{m.hf_name}' has dtype {h.dtype}; expected BF16, F16 or F32.")
+    used = {m.hf_name for m in mappings}
+    if ckpt.spec.tie_word_embeddings:
+        used.add("lm_head.weight")  # a tied checkpoint may still carry the copy; the embedding is used
+    extra = sorted(n for n in ckpt.tensors if n not in used and not fam.ignorable(n))
+    if extra:
+        raise InputError(
+            f"{ckpt.tensors[extra[0]].file.path}: unexpected tensor '{extra[0]}' "
+            f"({len(extra)} unexpected in all) for {ckpt.spec.architecture}; is config.json the right one?"
+        )
+
+
+def auto_outtype(ckpt: Checkpoint, mappings: list[TensorMapping]) -> str:
+    """Keep the source precision: the dtype of the first 2-D weight."""
+    for m in mappings:
+        h = ckpt.tensors[m.hf_name]
+        if len(h.shape) == 2:
+            return {T.BF16: "bf16", T.F16: "f16", T.F32: "f32"}[_SOURCE_TO_OUT[h.dtype]]
+    return "f32"
+
+
+def build_plan(ckpt: Checkpoint, outtype: str, threads: int = 1) -> tuple[GGUFPlan, ConvertResult]:
+    spec = ckpt.spec
+    fam = family_for(spec)
+    mappings = fam.tensor_map(spec)
+    check_tensors(ckpt, fam, mappings)
+    if outtype == "auto":
+        outtype = auto_outtype(ckpt, mappings)
+    gguf_shapes = [(m.gguf_name, tuple(reversed(m.hf_shape))) for m in mappings]
+    types = plan_tensor_types(gguf_shapes, outtype, fam.arch, spec.num_layers)
+    file_type = file_type_for(outtype)
+
+    plan = GGUFPlan()
+    plan.add_string("general.architecture", fam.arch)
+    n_params = sum(math.prod(m.hf_shape) for m in mappings)
+    add_general(plan, ckpt, file_type, n_params)
+    fam.add_hparams(spec, plan)
+    add_vocab(plan, ckpt.tokenizer, spec)
+
+    divisors = llama3_divisors(spec)
+    if divisors is not None:
+        plan.add_tensor("rope_freqs.weight", (len(divisors),), T.F32, lambda d=divisors: [d])
+    for m, (name, shape) in zip(mappings, gguf_shapes):
+        handle = ckpt.tensors[m.hf_name]
+        qtype = types[name]
+        plan.add_tensor(name, shape, qtype, lambda h=handle, q=qtype, mm=m: stream_tensor(h, q, mm, threads))
+    result = ConvertResult(
+        output=Path(),
+        arch=fam.arch,
+        outtype=outtype,
+        file_type=file_type,
+        n_tensors=len(plan.tensors),
+        n_params=n_params,
+        file_size=0,
+        tensor_types={t.name: t.qtype.name for t in plan.tensors},
+    )
+    return plan, result
+
+
+def plan_tensor_types(gguf_shapes: list[tuple[str, tuple[int, ...]]], outtype: str, arch: str, n_layers: int) -> dict[str, T]:
+    """Per-tensor storage type: 1-D tensors (norms) F32; weights the output type or the mixture's choice."""
+    if outtype in FLOAT_OUTTYPES:
+        return {n: (FLOAT_OUTTYPES[outtype] if len(s) > 1 else T.F32) for n, s in gguf_shapes}
+    from exaone_gguf.quantize.mixtures import plan_types
+
+    return plan_types(gguf_shapes, outtype, arch, n_layers)
+
+
+def file_type_for(outtype: str) -> int:
+    if outtype in FLOAT_OUTTYPES:
+        return int(FLOAT_FILE_TYPES[FLOAT_OUTTYPES[outtype]])
+    from exaone_gguf.quantize.mixtures import file_type_value
+
+    return file_type_value(outtype)
+
+
+def convert(
+    src: Path | str,
+    out: Path | str,
+    outtype: str = "auto",
+    threads: int = 1,
+    force: bool = False,
+    progress: Callable[[PlannedTensor, int], None] | None = None,
+    on_plan: Callable[[GGUFPlan], None] | None = None,
+) -> ConvertResult:
+    """Convert the checkpoint directory `src` into the GGUF file `out`."""
+    src, out = Path(src), Path(out)
+    ckpt = load_checkpoint(src)
+    check_output_path(out, [src], force)
+    plan, result = build_plan(ckpt, outtype.lower(), threads)
+    if on_plan:
+        on_plan(plan)
+    result.file_size = write_gguf(plan, out, progress)
+    result.output = out
+    return result

@@ -1,0 +1,222 @@
+"""Per-tensor type choice of llama.cpp's quantizer (src/llama-quant.cpp, llama-cpp-python 0.3.36).
+
+Re-implements, for dense models and the file types in formats.FILE_TYPES:
+`tensor_allows_quantization` (which tensors are quantized at all), `llama_tensor_get_type_impl`
+(the mixture rules: output/token_embd, attn_v with its use_more_bits counter, ffn_down, ...)
+and `tensor_type_fallback` (rows that are not whole blocks). The counters make the result
+depend on tensor order, so tensors are visited in llama.cpp's order (`weight_name_comparer`:
+non-block tensors first, then by block number, then by name), whatever order they are given in.
+MoE (n_expert > 1) and Falcon rules are not modelled.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from gguf import GGMLQuantizationType
+
+from exaone_gguf.quantize.formats import block_size, file_type, is_quantized
+
+T = GGMLQuantizationType
+
+# Substrings that keep a "*weight" tensor out of quantization (tensor_allows_quantization).
+_NEVER_QUANTIZE = (
+    "_norm.weight", "ffn_gate_inp.weight", "ffn_gate_tid2eid.weight", "altup", "laurel",
+    "per_layer_model_proj", "ssm_conv1d", "shortconv.conv.weight", "indexer.k_proj.weight",
+    "indexer.q_proj.weight", "time_mix_first.weight", "time_mix_w0.weight", "time_mix_w1.weight",
+    "time_mix_w2.weight", "time_mix_v0.weight", "time_mix_v1.weight", "time_mix_v2.weight",
+    "time_mix_a0.weight", "time_mix_a1.weight", "time_mix_a2.weight", "time_mix_g1.weight",
+    "time_mix_g2.weight", "time_mix_decay_w1.weight", "time_mix_decay_w2.weight",
+    "time_mix_lerp_fused.weight", "attn_rel_b.weight", ".position_embd", "sam.pos_embd",
+    "sam.neck.", "sam.net_", ".rel_pos", ".patch_embd", ".patch_merger", "a.rvq.codebook",
+    "mm.a.code_embd",
+)
+_NEVER_QUANTIZE_EXACT = ("position_embd.weight", "token_types.weight")
+
+# tensor_type_fallback: a 256-block type whose row is not whole blocks goes to a 32-block type.
+_FALLBACK = {
+    T.IQ1_S: T.IQ4_NL, T.IQ1_M: T.IQ4_NL, T.IQ2_XXS: T.IQ4_NL, T.IQ2_XS: T.IQ4_NL,
+    T.IQ2_S: T.IQ4_NL, T.IQ3_XXS: T.IQ4_NL, T.IQ3_S: T.IQ4_NL, T.IQ4_XS: T.IQ4_NL,
+    T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.TQ1_0: T.Q4_0, T.TQ2_0: T.Q4_0,
+    T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0,
+}
+
+_BLK = re.compile(r"blk\.(-?\d+)\.")
+
+
+def file_type_value(ftype: str) -> int:
+    """The integer llama.cpp writes to general.file_type for a CLI file-type name."""
+    return int(file_type(ftype).ftype)
+
+
+def n_dims(ne: Sequence[int]) -> int:
+    """ggml_n_dims: trailing dimensions of size 1 do not count (a [n, 1] tensor is 1-D)."""
+    for i in range(len(ne) - 1, 0, -1):
+        if ne[i] > 1:
+            return i + 1
+    return 1
+
+
+def allows_quantization(name: str, ne: Sequence[int]) -> bool:
+    """tensor_allows_quantization with the default params (output tensor quantized)."""
+    if n_dims(ne) < 2 or not name.endswith("weight"):
+        return False
+    if name in _NEVER_QUANTIZE_EXACT:
+        return False
+    return not any(s in name for s in _NEVER_QUANTIZE)
+
+
+def _category(name: str) -> str:
+    """tensor_get_category: first match wins, substring tests as in llama.cpp."""
+    if name == "output.weight":
+        return "output"
+    if name in ("token_embd.weight", "per_layer_token_embd.weight"):
+        return "token_embd"
+    for key, cat in (("attn_qkv.weight", "attn_v"), ("attn_kv_b.weight", "attn_v"),
+                     ("attn_v.weight", "attn_v"), ("attn_k.weight", "attn_k"),
+                     ("attn_q.weight", "attn_q"), ("attn_output.weight", "attn_output"),
+                     ("ffn_up", "ffn_up"), ("ffn_gate", "ffn_gate"), ("ffn_down", "ffn_down")):
+        if key in name:
+            return cat
+    return "other"
+
+
+def _order_key(name: str) -> tuple[int, str]:
+    m = _BLK.match(name)
+    return (int(m.group(1)) if m else -1, name)
+
+
+def _use_more_bits(i: int, n: int) -> bool:
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+@dataclass
+class _State:
+    ftype: str
+    arch: str
+    n_layers: int
+    n_gqa: int | None
+    is_70b: bool
+    has_imatrix: bool
+    tied: bool
+    n_attention_wv: int
+    i_attention_wv: int = 0
+    i_ffn_down: int = 0
+
+    def gqa(self) -> int:
+        if self.n_gqa is None:
+            raise ValueError(f"the {self.ftype} mixture depends on n_head/n_head_kv; pass n_gqa")
+        return self.n_gqa
+
+
+def _mixture_type(st: _State, new: T, name: str, ne: Sequence[int], cat: str) -> T:
+    """llama_tensor_get_type_impl for dense, non-Falcon models and our file types."""
+    ft = st.ftype
+    if cat == "output" or (st.tied and cat == "token_embd"):
+        if ne[0] % block_size(new) != 0:
+            return T.Q8_0
+        return new if new == T.Q8_0 else T.Q6_K
+    if cat == "token_embd":
+        return new  # only IQ1/IQ2/IQ3_XXS/TQ file types change an untied token_embd
+    if cat == "attn_v":  # also attn_qkv and attn_kv_b
+        i, n = st.i_attention_wv, st.n_attention_wv
+        if ft == "q2_k":
+            new = T.Q4_K if st.gqa() >= 4 else T.Q3_K
+        elif ft == "q3_k_m":
+            new = T.Q5_K if i < 2 else T.Q4_K
+        elif ft == "iq4_xs":
+            if st.gqa() >= 4:
+                new = T.Q5_K
+        elif ft in ("q4_k_m", "q5_k_m") and _use_more_bits(i, n):
+            new = T.Q6_K
+        elif ft == "q4_k_s" and i < 4:
+            new = T.Q5_K
+        if st.is_70b and new in (T.Q3_K, T.Q4_K):
+            new = T.Q5_K  # 8 heads share attn_v in 70B models: more bits cost little
+        st.i_attention_wv += 1
+        return new
+    if cat == "ffn_down":
+        i, n = st.i_ffn_down, st.n_layers  # the counter, not the block number (n_expert <= 1)
+        if ft == "q2_k":
+            new = T.Q3_K
+        elif ft == "q3_k_m":
+            new = T.Q5_K if i < n // 16 else T.Q4_K
+        elif ft == "q4_k_m":
+            if _use_more_bits(i, n):
+                new = T.Q6_K
+        elif ft == "iq4_xs" and i < n // 8 and not st.has_imatrix:
+            new = T.Q5_K
+        elif ft == "q5_k_m" and _use_more_bits(i, n):
+            new = T.Q6_K
+        elif ft == "q4_k_s" and i < n // 8:
+            new = T.Q5_K
+        elif ft in ("q4_0", "q5_0") and st.has_imatrix and i < n // 8:
+            new = T.Q4_1 if ft == "q4_0" else T.Q5_1
+        st.i_ffn_down += 1
+        return new
+    if cat == "attn_output":
+        if ft == "q2_k":
+            return T.Q3_K
+        if ft == "q3_k_m":
+            return T.Q4_K
+    return new
+
+
+def _fallback(new: T, ncols: int) -> T:
+    """tensor_type_fallback."""
+    if ncols % block_size(new) == 0:
+        return new
+    if new in _FALLBACK:
+        ret = _FALLBACK[new]
+    elif block_size(new) <= 32:
+        ret = new
+    else:
+        raise ValueError(f"no tensor type fallback is defined for type {new.name}")
+    return ret if ncols % block_size(ret) == 0 else T.F16
+
+
+def _is_70b(arch: str, n_layers: int, n_gqa: int | None) -> bool:
+    if n_layers != 80:
+        return False
+    if arch == "llama":
+        return n_gqa is not None and n_gqa != 1
+    return arch in ("qwen2", "deci", "olmo")
+
+
+TensorSpec = tuple  # (name, ne) or (name, ne, source_type)
+
+
+def plan_types(tensors: Iterable[TensorSpec], ftype: str, arch: str, n_layers: int, *,
+               n_gqa: int | None = None, has_imatrix: bool = False) -> dict[str, GGMLQuantizationType]:
+    """The type llama_model_quantize gives each tensor for file type `ftype` (a CLI name).
+
+    `tensors`: (GGUF name, ne) pairs, ne[0] = row length, optionally with the source type as a
+    third item (tensors that are not quantized keep it; default F32). `n_layers`: block_count
+    (incl. NextN blocks). `n_gqa` = n_head // n_head_kv: needed by q2_k and iq4_xs (attn_v rule)
+    and for llama 70B detection. `has_imatrix`: whether an importance matrix will be used.
+    Returns {name: type} in the order given.
+    """
+    ft = file_type(ftype)
+    items = [(t[0], tuple(int(v) for v in t[1]), T(t[2]) if len(t) > 2 else T.F32) for t in tensors]
+    names = [name for name, _, _ in items]
+    if len(set(names)) != len(names):
+        raise ValueError("duplicate tensor names")
+    st = _State(
+        ftype=ft.name, arch=arch, n_layers=n_layers, n_gqa=n_gqa,
+        is_70b=_is_70b(arch, n_layers, n_gqa), has_imatrix=has_imatrix,
+        tied="output.weight" not in names,
+        n_attention_wv=sum(_category(n) == "attn_v" for n in names),
+    )
+    out: dict[str, GGMLQuantizationType] = {}
+    for name, ne, src in sorted(items, key=lambda it: _order_key(it[0])):
+        if not allows_quantization(name, ne):
+            out[name] = src
+            continue
+        new = ft.default_type
+        if is_quantized(new):
+            new = _mixture_type(st, new, name, ne, _category(name))
+            new = _fallback(new, ne[0])
+        out[name] = new
+    return {name: out[name] for name in names}

@@ -1,0 +1,264 @@
+"""make-tiny: small random checkpoints with each family's real tensor names, config keys and dtypes.
+
+Weights are deterministic from a seed and scaled so that next-token distributions are peaked (quantization
+error must show in the metrics). `--from-config` keeps every key of a real config.json and shrinks only the
+sizes asked for (no size options = full size, for benchmarks).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exaone_gguf.checkpoint.spec import ModelSpec, parse_config
+from exaone_gguf.checkpoint.st_writer import TensorSource, write_checkpoint_weights
+from exaone_gguf.convert.family import family_for
+from exaone_gguf.convert.pipeline import f32_to_bf16
+from exaone_gguf.errors import InputError
+from exaone_gguf.tiny.tokenizer import write_tokenizer_files
+
+FAMILIES = ("exaone3", "exaone3.5", "exaone4", "exaone4-hybrid")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
+
+_COMMON3 = {
+    "activation_function": "silu",
+    "architectures": ["ExaoneForCausalLM"],
+    "attention_dropout": 0.0,
+    "bos_token_id": 1,
+    "embed_dropout": 0.0,
+    "eos_token_id": 361,
+    "initializer_range": 0.02,
+    "layer_norm_epsilon": 1e-05,
+    "model_type": "exaone",
+    "pad_token_id": 0,
+    "torch_dtype": "bfloat16",
+    "use_cache": True,
+    "vocab_size": 102400,
+}
+_LLAMA3_ROPE = {"high_freq_factor": 4.0, "low_freq_factor": 1.0, "original_max_position_embeddings": 8192, "rope_type": "llama3"}
+
+
+def family_config(family: str) -> dict[str, Any]:
+    """The config.json of a tiny model of `family` (sizes small, keys as in the real files)."""
+    if family == "exaone3":  # EXAONE 3.0: no head_dim, no rope scaling, untied
+        return {
+            "_name_or_path": "exaone-gguf/tiny-exaone3",
+            **_COMMON3,
+            "hidden_size": 256,
+            "intermediate_size": 512,
+            "max_position_embeddings": 4096,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "num_layers": 4,
+            "rope_scaling": None,
+            "rope_theta": 500000.0,
+            "tie_word_embeddings": False,
+        }
+    if family == "exaone3.5":  # EXAONE 3.5 / Deep: head_dim, llama3 scaling factor 8, tied (2.4B)
+        return {
+            "_name_or_path": "exaone-gguf/tiny-exaone3.5",
+            **_COMMON3,
+            "head_dim": 64,
+            "hidden_size": 256,
+            "intermediate_size": 512,
+            "max_position_embeddings": 32768,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "num_layers": 4,
+            "rope_scaling": {"factor": 8.0, **_LLAMA3_ROPE},
+            "rope_theta": 1000000.0,
+            "tie_word_embeddings": True,
+        }
+    if family in ("exaone4", "exaone4-hybrid"):
+        hybrid = family == "exaone4-hybrid"
+        n_layers = 64 if hybrid else 4  # llama.cpp runs EXAONE 4 as hybrid only with exactly 64 layers
+        layer_types = [
+            "full_attention" if not hybrid or i % 4 == 3 else "sliding_attention" for i in range(n_layers)
+        ]
+        return {
+            "_name_or_path": f"exaone-gguf/tiny-{family}",
+            "architectures": ["Exaone4ForCausalLM"],
+            "attention_dropout": 0.0,
+            "bos_token_id": 1,
+            "eos_token_id": 361,
+            "head_dim": 16 if hybrid else 64,
+            "hidden_act": "silu",
+            "hidden_size": 64 if hybrid else 256,
+            "initializer_range": 0.02,
+            "intermediate_size": 128 if hybrid else 512,
+            "layer_types": layer_types,
+            "max_position_embeddings": 131072 if hybrid else 65536,
+            "model_type": "exaone4",
+            "num_attention_heads": 4,
+            "num_hidden_layers": n_layers,
+            "num_key_value_heads": 2,
+            "pad_token_id": 0,
+            "rms_norm_eps": 1e-05,
+            "rope_scaling": {"factor": 16.0, **_LLAMA3_ROPE},
+            "rope_theta": 1000000.0,
+            "sliding_window": 8 if hybrid else None,
+            "sliding_window_pattern": "LLLG" if hybrid else None,
+            "tie_word_embeddings": not hybrid,
+            "torch_dtype": "bfloat16",
+            "transformers_version": "4.54.0",
+            "use_cache": True,
+            "vocab_size": 102400,
+        }
+    raise InputError(f"make-tiny: unknown family {family!r}; choose one of {', '.join(FAMILIES)}.")
+
+
+def shrink_config(
+    cfg: dict[str, Any],
+    layers: int | None = None,
+    hidden: int | None = None,
+    heads: int | None = None,
+    kv_heads: int | None = None,
+    head_dim: int | None = None,
+    intermediate: int | None = None,
+) -> dict[str, Any]:
+    """Shrink a real config's sizes, keeping every other key (and the sliding pattern's rhythm)."""
+    cfg = json.loads(json.dumps(cfg))
+    layer_key = "num_layers" if "num_layers" in cfg else "num_hidden_layers"
+    if layers:
+        if isinstance(cfg.get("layer_types"), list) and cfg["layer_types"]:
+            lt = cfg["layer_types"]
+            cfg["layer_types"] = [lt[i % len(lt)] for i in range(layers)]
+        cfg[layer_key] = layers
+    old_heads = cfg.get("num_attention_heads", 1)
+    old_dim = cfg.get("head_dim") or cfg["hidden_size"] // old_heads
+    if head_dim:
+        if "head_dim" in cfg:
+            cfg["head_dim"] = head_dim
+        old_dim = head_dim
+    if hidden:
+        cfg["hidden_size"] = hidden
+        cfg["num_attention_heads"] = heads or max(1, hidden // old_dim)
+    elif heads:
+        cfg["num_attention_heads"] = heads
+    if kv_heads:
+        cfg["num_key_value_heads"] = kv_heads
+    elif cfg["num_attention_heads"] != old_heads and "num_key_value_heads" in cfg:
+        ratio = max(1, old_heads // cfg["num_key_value_heads"])
+        n = cfg["num_attention_heads"]
+        cfg["num_key_value_heads"] = max(1, n // ratio) if n % max(1, n // ratio) == 0 else n
+    if intermediate:
+        cfg["intermediate_size"] = intermediate
+    return cfg
+
+
+def _weights(spec: ModelSpec, seed: int, dtype: str) -> list[TensorSource]:
+    """Random weights in the family's HF names; scales chosen so the logits are peaked."""
+    fam = family_for(spec)
+    emb_std = 10.0 / np.sqrt(spec.hidden_size)  # logit std ~10 after the final norm
+    sources = []
+    for idx, m in enumerate(fam.tensor_map(spec)):
+        shape = m.hf_shape
+        if len(shape) == 1:
+            mean, std = 1.0, 0.1  # norm gains near 1, distinct per tensor so swaps are visible
+        elif m.gguf_name in ("token_embd.weight", "output.weight"):
+            mean, std = 0.0, emb_std
+        else:
+            mean, std = 0.0, 1.0 / np.sqrt(shape[1])
+        rows = _vocab_row_scale(shape[0]) if m.gguf_name in ("token_embd.weight", "output.weight") else None
+        sources.append(TensorSource(m.hf_name, dtype, shape, _random_rows(seed, idx, shape, mean, std, dtype, rows)))
+    return sources
+
+
+FREQUENT = (362, 362 + 2048)  # ids of the "frequent" tokens: the bytes and first merges of a byte-level BPE
+
+
+def _vocab_row_scale(n_rows: int) -> np.ndarray:
+    """Zipf-like output rows: frequent tokens get 4x the norm of the rest, so each context has a clear
+    winner among them (a peaked distribution with a real margin) while the context still picks which."""
+    scale = np.full(n_rows, 0.25, dtype=np.float32)
+    scale[FREQUENT[0] : FREQUENT[1]] = 1.0
+    return scale
+
+
+def _random_rows(seed: int, idx: int, shape: tuple[int, ...], mean: float, std: float, dtype: str, row_scale=None):
+    def produce():
+        rng = np.random.default_rng([seed, idx])
+        rows = shape[0] if len(shape) > 1 else 1
+        row_len = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
+        step = max(1, (8 << 20) // (4 * row_len))
+        for start in range(0, rows, step):
+            n = min(step, rows - start)
+            x = rng.standard_normal((n, row_len), dtype=np.float32) * np.float32(std) + np.float32(mean)
+            if row_scale is not None:
+                x *= row_scale[start : start + n, None]
+            yield f32_to_bf16(x) if dtype == "BF16" else x.astype(np.float16 if dtype == "F16" else np.float32)
+
+    return produce
+
+
+def _template_family(spec: ModelSpec, family: str | None) -> str:
+    if family:
+        return family
+    return "exaone4" if spec.family == "exaone4" else "exaone3.5"
+
+
+def make_tiny(
+    family: str | None,
+    out_dir: Path | str,
+    seed: int = 0,
+    tokenizer_dir: Path | str | None = None,
+    from_config: Path | str | None = None,
+    force: bool = False,
+    **sizes: int | None,
+) -> Path:
+    """Write a tiny random checkpoint of `family` (or shaped by `from_config`) into `out_dir`."""
+    out = Path(out_dir)
+    if from_config is not None:
+        from exaone_gguf.checkpoint.spec import read_config
+
+        cfg = shrink_config(read_config(Path(from_config)), **sizes)
+    else:
+        if family is None:
+            raise InputError("make-tiny: give a FAMILY or --from-config CONFIG.")
+        cfg = shrink_config(family_config(family), **sizes)
+    spec = parse_config(cfg, Path(from_config) if from_config else Path(f"<{family}>/config.json"))
+    family_for(spec)  # refuses families we cannot write
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise InputError(f"{out}: directory is not empty; choose a new directory or pass --force.")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    dtype = {"float32": "F32", "float16": "F16"}.get(str(spec.torch_dtype), "BF16")
+    write_checkpoint_weights(out, _weights(spec, seed, dtype))
+    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    gen = {"bos_token_id": spec.bos_token_id, "eos_token_id": spec.eos_token_id, "pad_token_id": spec.pad_token_id}
+    (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+    (out / "README.md").write_text(
+        "---\nlicense: apache-2.0\nlanguage:\n- en\n- ko\ntags:\n- exaone-gguf-tiny\n---\n\n"
+        f"# Tiny random {spec.architecture}\n\nRandom weights made by `exaone-gguf make-tiny` (seed {seed}) for tests.\n"
+    )
+    if tokenizer_dir is not None:
+        src = Path(tokenizer_dir)
+        copied = [f for f in TOKENIZER_FILES if (src / f).exists()]
+        if not copied:
+            raise InputError(f"{src}: no tokenizer files found ({', '.join(TOKENIZER_FILES[:3])}, ...).")
+        for f in copied:
+            shutil.copyfile(src / f, out / f)
+    else:
+        from exaone_gguf.templates import template_for
+
+        tfam = _template_family(spec, family)
+        write_tokenizer_files(
+            out,
+            split_digits=spec.family == "exaone",
+            chat_template=template_for(tfam),
+            template_in_jinja=spec.family == "exaone4",
+        )
+    return out

@@ -1,0 +1,175 @@
+"""Logit comparison between a reference and a test model, in the manner of `llama-perplexity --kl-divergence`.
+
+Row i of a logit matrix is the model's prediction for token i + 1, so the T - 1 rows 0..T-2 are scored
+against tokens[1:]; the last row predicts a token we do not have. Distribution statistics (KL divergence,
+same top-1, delta-p, perplexity) use those scored rows; the raw logit differences use every row.
+
+Thresholds (the numbers behind `THRESHOLDS`)
+--------------------------------------------
+Published llama.cpp KL-divergence tables for 7-8B models against their FP16 logits give roughly:
+Q8_0 mean KLD ~1e-3 and same-top-1 ~98-99 %, Q6_K ~3e-3 / ~97 %, Q5_K_M ~6e-3 / ~96 %,
+Q4_K_M ~2-3e-2 / ~93 %, Q4_0 ~5e-2 / ~90 %; the 99th percentile of KLD is typically 10-20x the mean.
+Tiny random test models (hidden 64-256) behave differently in two ways: every weight row is short,
+so block quantisation error does not average out as well, and their peaked next-token distributions
+turn small logit errors into large KLD on the rare rows where two candidates are nearly tied. The
+limits below therefore sit at several times the real-model figures, so that an honest build of a
+tiny model passes, yet still far below what a wrong conversion produces: a swapped tensor, a wrong
+RoPE layout, a dropped norm or an off-by-one token alignment all give mean KLD of order 0.3-5 and
+same-top-1 well under 50 %, which no row of the table tolerates.
+
+Float types also bound the raw logits: `max_rel_logit_diff` is max |dlogit| / max |reference logit|.
+llama.cpp rounds activations to the weight type inside matrix products (F16/BF16) and keeps the KV
+cache in F16 by default, so even an F32 file is not bit-exact against a float32 numpy reference;
+5e-3 allows that while a single 1 %-scaled tensor is already caught. F16 (11-bit mantissa) and BF16
+(8-bit mantissa) get 2e-2 and 5e-2.
+
+`judge` treats NaN as a failure (every comparison with NaN is false), so non-finite test logits fail.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from exaone_gguf.errors import InputError
+
+ROW_CHUNK = 256  # rows converted to float64 at a time: [256, 102400] f64 is 200 MB
+
+
+@dataclass(frozen=True)
+class LogitComparison:
+    n_tokens: int  # T, rows compared for raw logits
+    n_scored: int  # T - 1, rows scored against the next token
+    vocab_size: int
+    finite: bool  # every test logit is finite
+    mean_kld: float  # KL(P_ref || P_test) over scored rows, nats
+    median_kld: float
+    p99_kld: float
+    max_kld: float
+    same_top1: float  # % of scored rows where argmax agrees
+    mean_delta_p: float  # mean of p_test(next) - p_ref(next)
+    rms_delta_p: float
+    max_abs_delta_p: float
+    ppl_ref: float
+    ppl_test: float
+    max_abs_logit_diff: float  # over all T rows
+    max_abs_logit_ref: float
+
+    @property
+    def rel_logit_diff(self) -> float:
+        return self.max_abs_logit_diff / self.max_abs_logit_ref if self.max_abs_logit_ref > 0 else math.inf
+
+    def to_dict(self) -> dict[str, float | int | bool | None]:
+        """JSON-ready: non-finite floats become None (JSON has no NaN)."""
+        d = asdict(self)
+        d["rel_logit_diff"] = self.rel_logit_diff
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float64 (stable: max subtracted first)."""
+    x = x.astype(np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def compare_logits(ref: np.ndarray, test: np.ndarray, tokens: list[int]) -> LogitComparison:
+    """Compare test logits [T, V] with reference logits [T, V] for the token sequence that produced them."""
+    ref, test = np.asarray(ref), np.asarray(test)
+    if ref.ndim != 2 or ref.shape != test.shape:
+        raise InputError(f"logit comparison: shapes differ or are not 2-D (reference {ref.shape}, test {test.shape}).")
+    n, vocab = ref.shape
+    if len(tokens) != n or n < 2:
+        raise InputError(f"logit comparison: need T >= 2 logit rows and one token per row, got {n} rows, {len(tokens)} tokens.")
+    nxt = np.asarray(tokens[1:], dtype=np.int64)
+    if nxt.size and (nxt.min() < 0 or nxt.max() >= vocab):
+        raise InputError(f"logit comparison: a token id is outside the vocabulary of {vocab}.")
+    if not np.isfinite(ref).all():
+        raise InputError("logit comparison: the reference logits contain NaN or infinity.")
+
+    kld, dp, lp_ref, lp_test, top_same = [], [], [], [], []
+    for s in range(0, n - 1, ROW_CHUNK):
+        e = min(s + ROW_CHUNK, n - 1)
+        a, b = log_softmax(ref[s:e]), log_softmax(test[s:e])
+        with np.errstate(invalid="ignore"):  # NaN test rows stay NaN and fail the judge
+            k = (np.exp(a) * (a - b)).sum(axis=-1)
+        kld.append(np.where(k < 0, 0.0, k))  # tiny negatives are rounding; NaN passes through
+        rows = np.arange(e - s)
+        la, lb = a[rows, nxt[s:e]], b[rows, nxt[s:e]]
+        lp_ref.append(la)
+        lp_test.append(lb)
+        dp.append(np.exp(lb) - np.exp(la))
+        top_same.append(ref[s:e].argmax(-1) == test[s:e].argmax(-1))
+    kld_a, dp_a = np.concatenate(kld), np.concatenate(dp)
+    lp_ref_a, lp_test_a = np.concatenate(lp_ref), np.concatenate(lp_test)
+
+    diff = max(float(np.abs(ref[s : s + ROW_CHUNK] - test[s : s + ROW_CHUNK]).max()) for s in range(0, n, ROW_CHUNK))
+    finite = bool(np.isfinite(test).all())
+    return LogitComparison(
+        n_tokens=n,
+        n_scored=n - 1,
+        vocab_size=vocab,
+        finite=finite,
+        mean_kld=float(kld_a.mean()),
+        median_kld=float(np.median(kld_a)),
+        p99_kld=float(np.percentile(kld_a, 99)),
+        max_kld=float(kld_a.max()),
+        same_top1=float(100.0 * np.concatenate(top_same).mean()),
+        mean_delta_p=float(dp_a.mean()),
+        rms_delta_p=float(np.sqrt(np.mean(dp_a**2))),
+        max_abs_delta_p=float(np.abs(dp_a).max()),
+        ppl_ref=float(np.exp(-lp_ref_a.mean())),
+        ppl_test=float(np.exp(-lp_test_a.mean())),
+        max_abs_logit_diff=diff if finite else math.nan,
+        max_abs_logit_ref=float(np.abs(ref).max()),
+    )
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    name: str
+    max_mean_kld: float
+    max_p99_kld: float
+    min_same_top1: float  # percent
+    max_rel_logit_diff: float | None = None  # float types only: quantised logits legitimately move more
+
+
+THRESHOLDS: dict[str, Thresholds] = {
+    t.name: t
+    for t in [
+        Thresholds("F32", 1e-4, 1e-3, 99.0, 5e-3),
+        Thresholds("F16", 5e-4, 5e-3, 98.0, 2e-2),
+        Thresholds("BF16", 2e-3, 2e-2, 97.0, 5e-2),
+        Thresholds("Q8_0", 5e-3, 5e-2, 95.0),
+        Thresholds("Q6_K", 1e-2, 1e-1, 93.0),
+        Thresholds("Q5_K_M", 2e-2, 2e-1, 90.0),
+        Thresholds("Q4_K_M", 6e-2, 6e-1, 85.0),
+        Thresholds("Q4_0", 1e-1, 1.0, 80.0),
+        Thresholds("GENERIC", 1e-1, 1.0, 80.0),  # any other type: as loose as the loosest named one
+    ]
+}
+
+
+def thresholds_for(type_name: str) -> Thresholds:
+    """Limits for a GGUF file type name ('q4_k_m', 'BF16', 'MOSTLY_Q8_0' ...), GENERIC when unknown."""
+    key = type_name.upper().removeprefix("MOSTLY_")
+    return THRESHOLDS.get(key, THRESHOLDS["GENERIC"])
+
+
+def judge(c: LogitComparison, t: Thresholds) -> list[tuple[str, bool, str]]:
+    """(check name, passed, one-line detail) for each limit; NaN never passes."""
+    checks = [
+        ("finite", c.finite, "all test logits finite" if c.finite else "test logits contain NaN or infinity"),
+        ("mean_kld", c.mean_kld <= t.max_mean_kld, f"mean KLD {c.mean_kld:.3g} (max {t.max_mean_kld:g})"),
+        ("p99_kld", c.p99_kld <= t.max_p99_kld, f"99th percentile KLD {c.p99_kld:.3g} (max {t.max_p99_kld:g})"),
+        ("same_top1", c.same_top1 >= t.min_same_top1, f"same top-1 {c.same_top1:.2f}% (min {t.min_same_top1:g}%)"),
+    ]
+    if t.max_rel_logit_diff is not None:
+        rel = c.rel_logit_diff
+        checks.append(
+            ("rel_logit_diff", rel <= t.max_rel_logit_diff,
+             f"max |dlogit| / max |logit| {rel:.3g} (max {t.max_rel_logit_diff:g})")
+        )
+    return [(name, bool(ok), detail) for name, ok, detail in checks]

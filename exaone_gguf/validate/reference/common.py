@@ -1,0 +1,129 @@
+"""Building blocks shared by the per-family reference forwards: float32 numpy, written for reading.
+
+Shapes: T tokens, H hidden, nH query heads, nKV key/value heads, D head_dim. Linear weights are in HF
+layout [out, in], so a projection is `x @ W.T`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from exaone_gguf.checkpoint import Checkpoint
+from exaone_gguf.checkpoint.spec import ModelSpec
+from exaone_gguf.convert.rope import inv_freq
+from exaone_gguf.errors import InputError
+
+# Rows of the output matrix multiplied at a time: bounds memory for 100k-token vocabularies.
+LOGIT_CHUNK_ROWS = 8192
+
+
+def weight(ckpt: Checkpoint, name: str) -> np.ndarray:
+    """One tensor as float32, read when needed; the mmap pages behind it are released right away."""
+    handle = ckpt.tensor(name)
+    w = handle.to_f32()
+    handle.release()
+    return w
+
+
+def linear(ckpt: Checkpoint, name: str, x: np.ndarray) -> np.ndarray:
+    """x @ W.T (+ bias when the checkpoint has one; EXAONE has none, some Llama fine-tunes do)."""
+    y = x @ weight(ckpt, name + ".weight").T
+    if name + ".bias" in ckpt.tensors:
+        y += weight(ckpt, name + ".bias")
+    return y
+
+
+def check_tokens(spec: ModelSpec, token_ids: list[int]) -> np.ndarray:
+    ids = np.asarray(token_ids, dtype=np.int64)
+    if ids.ndim != 1 or ids.size == 0:
+        raise InputError("reference forward: token_ids must be a non-empty flat list of integers.")
+    bad = ids[(ids < 0) | (ids >= spec.vocab_size)]
+    if bad.size:
+        raise InputError(f"reference forward: token id {int(bad[0])} is outside the vocabulary (0..{spec.vocab_size - 1}).")
+    return ids
+
+
+def embed(ckpt: Checkpoint, name: str, ids: np.ndarray) -> np.ndarray:
+    """Gather embedding rows one token id at a time: never materialises the [V, H] table."""
+    handle = ckpt.tensor(name)
+    rows = {int(i): handle.to_f32(int(i), int(i) + 1)[0] for i in np.unique(ids)}
+    return np.stack([rows[int(i)] for i in ids]).astype(np.float32)
+
+
+def output_logits(ckpt: Checkpoint, name: str, x: np.ndarray) -> np.ndarray:
+    """x @ W_out.T with W_out [V, H] read in row chunks, so a 102400 x 5120 head never sits in memory whole."""
+    handle = ckpt.tensor(name)
+    vocab = handle.shape[0]
+    out = np.empty((x.shape[0], vocab), dtype=np.float32)
+    for start in range(0, vocab, LOGIT_CHUNK_ROWS):
+        stop = min(start + LOGIT_CHUNK_ROWS, vocab)
+        out[:, start:stop] = x @ handle.to_f32(start, stop).T
+    handle.release()
+    return out
+
+
+def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """w * x / sqrt(mean(x^2) + eps) over the last axis (Llama RMSNorm; EXAONE q/k norms use it per head)."""
+    ms = np.mean(np.square(x, dtype=np.float32), axis=-1, keepdims=True)
+    return (w * (x / np.sqrt(ms + np.float32(eps)))).astype(np.float32)
+
+
+def rope_tables(spec: ModelSpec, n_pos: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos, sin [T, D] for positions 0..T-1; angles in float64 so long contexts stay exact."""
+    theta = np.outer(np.arange(n_pos, dtype=np.float64), inv_freq(spec))  # [T, D/2]
+    theta = np.concatenate([theta, theta], axis=-1)  # NEOX layout: the two halves share frequencies
+    return np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
+
+
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """NEOX / rotate_half RoPE on x [T, n, D]: pairs (j, j + D/2) rotate together (HF weights, unpermuted)."""
+    half = x.shape[-1] // 2
+    rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos[:, None, :] + rotated * sin[:, None, :]
+
+
+def attention_mask(n: int, window: int | None) -> np.ndarray:
+    """Boolean [T, T], True where query q may see key k: k <= q, and q - k < window on sliding layers."""
+    q = np.arange(n)[:, None]
+    k = np.arange(n)[None, :]
+    visible = k <= q
+    if window is not None:
+        visible &= (q - k) < window
+    return visible
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, window: int | None) -> np.ndarray:
+    """Scaled dot-product attention with GQA. q [T, nH, D], k/v [T, nKV, D] -> [T, nH*D].
+
+    Query head h reads kv head h // (nH / nKV) (transformers' repeat_kv). One kv group at a time keeps
+    the score matrix at [group, T, T].
+    """
+    n, n_heads, d = q.shape
+    n_kv = k.shape[1]
+    group = n_heads // n_kv
+    mask = attention_mask(n, window)
+    scale = np.float32(1.0 / np.sqrt(d))
+    out = np.empty((n, n_heads, d), dtype=np.float32)
+    for g in range(n_kv):
+        qg = q[:, g * group : (g + 1) * group].transpose(1, 0, 2)  # [group, T, D]
+        scores = (qg @ k[:, g].T) * scale  # [group, T, T]
+        scores = np.where(mask, scores, -np.inf)
+        scores -= scores.max(axis=-1, keepdims=True)
+        p = np.exp(scores)
+        p /= p.sum(axis=-1, keepdims=True)
+        out[:, g * group : (g + 1) * group] = (p @ v[:, g]).transpose(1, 0, 2)
+    return out.reshape(n, n_heads * d)
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    """x * sigmoid(x), with sigmoid written through tanh so large |x| cannot overflow."""
+    return x * (np.float32(0.5) * (np.float32(1.0) + np.tanh(np.float32(0.5) * x)))
+
+
+def swiglu(ckpt: Checkpoint, gate: str, up: str, down: str, x: np.ndarray) -> np.ndarray:
+    """down(silu(gate(x)) * up(x)), the FFN of every family here."""
+    return linear(ckpt, down, silu(linear(ckpt, gate, x)) * linear(ckpt, up, x))
+
+
+def split_heads(x: np.ndarray, n_heads: int, head_dim: int) -> np.ndarray:
+    return x.reshape(x.shape[0], n_heads, head_dim)

@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny checkpoints built once per session, the shared/fixtures folder, llama.cpp runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+TINY_FAMILIES = ("exaone3", "exaone3.5", "exaone4", "exaone4-hybrid")
+
+
+def fixture_path(*parts: str) -> Path:
+    """A file under ../shared/fixtures; under CI=true a missing fixture fails instead of skipping."""
+    path = FIXTURES.joinpath(*parts)
+    if not path.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"fixture {path} is missing (CI must have ../shared beside the checkout)")
+        pytest.skip(f"fixture {path} is missing")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """tiny_dir(family, tokenizer=None) -> checkpoint directory, built once per session."""
+    from exaone_gguf.tiny import make_tiny
+
+    root = tmp_path_factory.mktemp("tiny")
+    cache: dict[tuple, Path] = {}
+
+    def get(family: str, tokenizer: str | None = None) -> Path:
+        key = (family, tokenizer)
+        if key not in cache:
+            out = root / f"{family}-{tokenizer or 'own'}"
+            tok_dir = fixture_path(tokenizer) if tokenizer else None
+            cache[key] = make_tiny(family, out, tokenizer_dir=tok_dir)
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_dir, tmp_path_factory):
+    """tiny_gguf(family, outtype, tokenizer=None) -> converted GGUF path, built once per session."""
+    from exaone_gguf.convert.pipeline import convert
+
+    root = tmp_path_factory.mktemp("gguf")
+    cache: dict[tuple, Path] = {}
+
+    def get(family: str, outtype: str, tokenizer: str | None = None) -> Path:
+        key = (family, outtype, tokenizer)
+        if key not in cache:
+            out = root / f"{family}-{tokenizer or 'own'}-{outtype}.gguf"
+            convert(tiny_dir(family, tokenizer), out, outtype)
+            cache[key] = out
+        return cache[key]
+
+    return get
+
+
+def llama_cpp_logits(gguf: Path, tokens: list[int]) -> np.ndarray:
+    """Per-position logits from llama.cpp (row i predicts token i+1)."""
+    from llama_cpp import Llama
+
+    # F32 KV cache: the comparison measures the file, not llama.cpp's default F16 cache rounding.
+    llm = Llama(
+        str(gguf), n_ctx=max(64, len(tokens)), n_batch=len(tokens), logits_all=True, verbose=False, n_threads=2,
+        type_k=0, type_v=0,
+    )
+    llm.eval(tokens)
+    out = np.array(llm.scores[: len(tokens)], dtype=np.float32)
+    llm.close()
+    return out
