@@ -63,39 +63,114 @@ def _print_json(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
+def _run_with_progress(label: str, run):
+    """Run a writer job (`run(progress=..., on_plan=...)`) under a byte-counting progress bar."""
+    with _progress() as progress:
+        task = progress.add_task(label, total=None)
+
+        def on_plan(plan):
+            progress.update(task, total=plan.data_bytes)
+
+        def on_chunk(tensor, n):
+            progress.update(task, advance=n, description=f"{tensor.name:<28}")
+
+        return run(progress=on_chunk, on_plan=on_plan)
+
+
+def _report_written(result, as_json: bool) -> None:
+    if as_json:
+        _print_json(result.to_dict())
+    err.print(
+        f"wrote [bold]{result.output}[/] ({result.arch}, {result.outtype}, {result.n_tensors} tensors, "
+        f"{result.file_size / 1e6:.1f} MB)",
+        highlight=False,
+    )
+
+
 @app.command()
 def convert(
     src_dir: Path = typer.Argument(..., help="Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output .gguf file."),
     outtype: str = typer.Option("auto", "--outtype", help=f"Tensor type: {OUTTYPES}. auto keeps the source precision."),
     threads: int = typer.Option(1, "--threads", min=1, help="Worker threads for quantization kernels."),
+    imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="llama.cpp importance matrix (GGUF or .dat)."),
     split_max_size: Optional[str] = typer.Option(None, "--split-max-size", help="Split output into shards (not yet supported)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
-    """Convert a checkpoint directory into a GGUF file."""
+    """Convert a checkpoint directory into a GGUF file (quantized types in the same pass)."""
     from exaone_gguf.convert.pipeline import convert as run_convert
 
     with _errors():
         if split_max_size:
             raise InputError("--split-max-size: split output is not supported yet; convert without it.")
-        with _progress() as progress:
-            task = progress.add_task(f"converting {src_dir.name}", total=None)
-
-            def on_plan(plan):
-                progress.update(task, total=plan.data_bytes)
-
-            def on_chunk(tensor, n):
-                progress.update(task, advance=n, description=f"{tensor.name:<28}")
-
-            result = run_convert(src_dir, output, outtype, threads=threads, force=force, progress=on_chunk, on_plan=on_plan)
-        if as_json:
-            _print_json(result.to_dict())
-        err.print(
-            f"wrote [bold]{result.output}[/] ({result.arch}, {result.outtype}, {result.n_tensors} tensors, "
-            f"{result.file_size / 1e6:.1f} MB)",
-            highlight=False,
+        result = _run_with_progress(
+            f"converting {src_dir.name}",
+            lambda **kw: run_convert(src_dir, output, outtype, threads=threads, force=force, imatrix=imatrix, **kw),
         )
+        _report_written(result, as_json)
+
+
+@app.command()
+def quantize(
+    input_gguf: Path = typer.Argument(..., metavar="IN.gguf", help="F32/F16/BF16 GGUF file."),
+    output: Path = typer.Argument(..., metavar="OUT.gguf", help="Output file."),
+    qtype: str = typer.Argument(..., metavar="TYPE", help="q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k, iq4_xs, f16, bf16, f32"),
+    imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="llama.cpp importance matrix (GGUF or .dat)."),
+    threads: int = typer.Option(1, "--threads", min=1, help="Worker threads for quantization kernels."),
+    allow_requantize: bool = typer.Option(False, "--allow-requantize", help="Accept an already quantized input."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Quantize a GGUF file with llama.cpp's per-tensor type mixture and its exact kernels."""
+    from exaone_gguf.quantize.from_gguf import quantize_gguf
+
+    with _errors():
+        result = _run_with_progress(
+            f"quantizing {input_gguf.name}",
+            lambda **kw: quantize_gguf(
+                input_gguf, output, qtype, threads=threads, imatrix=imatrix, allow_requantize=allow_requantize, force=force, **kw
+            ),
+        )
+        _report_written(result, as_json)
+
+
+def _parse_thresholds(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise InputError(f"--threshold {item!r}: write NAME=NUMBER, e.g. max_mean_kld=0.01.")
+    return out
+
+
+@app.command()
+def validate(
+    model: Path = typer.Argument(..., metavar="MODEL.gguf", help="GGUF file to validate."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="Source checkpoint directory to compare with."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (all layers offloaded)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON to this file."),
+    text: Optional[Path] = typer.Option(None, "--text", help="Evaluation text file (default: built-in bilingual text)."),
+    max_tokens: int = typer.Option(256, "--max-tokens", min=2, help="Tokens of the evaluation text to compare."),
+    threshold: list[str] = typer.Option([], "--threshold", help="Override a pass threshold, e.g. max_mean_kld=0.01."),
+) -> None:
+    """Check a GGUF: metadata, tokenizer, chat template, and logits against the source checkpoint."""
+    from exaone_gguf.validate import validate as run_validate
+
+    with _errors():
+        report = run_validate(
+            model, reference, device=device, text=text, max_tokens=max_tokens, threshold_overrides=_parse_thresholds(threshold)
+        )
+        report.render(err)
+        if json_path:
+            report.write_json(json_path)
+        if not report.passed:
+            failed = [c.name for c in report.checks if c.status == "fail"]
+            raise ValidationFailed(f"{len(failed)} check(s) failed: {', '.join(failed)}")
 
 
 @app.command("make-tiny")

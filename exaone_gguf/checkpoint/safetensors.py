@@ -65,10 +65,17 @@ class TensorHandle:
         if len(self.shape) <= 1:
             return np.frombuffer(self.file.mmap, dt, math.prod(self.shape), self.begin).reshape(self.shape)
         stop = self.shape[0] if stop is None else min(stop, self.shape[0])
-        row_bytes = self.row_numel * dt.itemsize
-        count = (stop - start) * self.row_numel
-        arr = np.frombuffer(self.file.mmap, dt, count, self.begin + start * row_bytes)
+        begin, nbytes = self.byte_range(start, stop)
+        arr = np.frombuffer(self.file.mmap, dt, nbytes // dt.itemsize, begin)
         return arr.reshape((stop - start, *self.shape[1:]))
+
+    def byte_range(self, start: int = 0, stop: int | None = None) -> tuple[int, int]:
+        """(absolute file offset, byte count) of rows [start, stop): for copying bytes without reading them."""
+        if len(self.shape) <= 1:
+            return self.begin, self.nbytes
+        stop = self.shape[0] if stop is None else min(stop, self.shape[0])
+        row_bytes = self.row_numel * DTYPES[self.dtype].itemsize
+        return self.begin + start * row_bytes, (stop - start) * row_bytes
 
     def to_f32(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows [start, stop) as float32 (a fresh array)."""
@@ -79,9 +86,10 @@ class TensorHandle:
             raise InputError(f"{self.file.path}: tensor '{self.name}' has dtype {self.dtype}, not a float type.")
         return raw.astype(np.float32)
 
-    def release(self) -> None:
-        """Tell the kernel the pages of this tensor may be dropped (keeps RSS flat on large models)."""
-        self.file.release(self.begin, self.nbytes)
+    def release(self, start: int = 0, stop: int | None = None) -> None:
+        """Tell the kernel the mapped pages of rows [start, stop) (default: all) may be dropped from this
+        process (keeps RSS flat on large models; the page cache keeps them, so a later read is cheap)."""
+        self.file.release(*self.byte_range(start, stop))
 
 
 class SafetensorsFile:

@@ -7,11 +7,12 @@ The file is written as OUT.partial, fsynced and renamed; on any failure the part
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
@@ -78,12 +79,25 @@ def tensor_nbytes(qtype: GGMLQuantizationType, shape: tuple[int, ...]) -> int:
     return n * (shape[0] // block) * size
 
 
+@dataclass(frozen=True)
+class FileSpan:
+    """`nbytes` bytes at `offset` of the file `path`, to be copied verbatim: the kernel copies them
+    (copy_file_range), so they never pass through this process's memory."""
+
+    path: Path
+    offset: int
+    nbytes: int
+
+
+Chunk = bytes | np.ndarray | FileSpan
+
+
 @dataclass
 class PlannedTensor:
     name: str
     shape: tuple[int, ...]  # GGUF ne order: ne[0] is the row length
     qtype: GGMLQuantizationType
-    produce: Callable[[], Iterable[bytes | np.ndarray]]  # yields the tensor's bytes in order
+    produce: Callable[[], Iterable[Chunk]]  # yields the tensor's bytes in order
     nbytes: int = 0
     offset: int = 0  # relative to the start of the data section
 
@@ -160,25 +174,70 @@ def check_output_path(out: Path, inputs: Iterable[Path], force: bool) -> None:
         raise InputError(f"{out}: the directory {out.parent} does not exist; create it first.")
 
 
-def _chunks(produce: Callable[[], Iterable[bytes | np.ndarray]]) -> Iterator[bytes | memoryview]:
+def _chunks(produce: Callable[[], Iterable[Chunk]]) -> Iterator[bytes | memoryview | FileSpan]:
     for c in produce():
         yield memoryview(np.ascontiguousarray(c)).cast("B") if isinstance(c, np.ndarray) else c
+
+
+class _SpanCopier:
+    """Copies FileSpans into the output file, keeping one read descriptor per source file."""
+
+    def __init__(self) -> None:
+        self.fds: dict[Path, int] = {}
+        self.kernel_copy = hasattr(os, "copy_file_range")
+
+    def copy(self, span: FileSpan, f: BinaryIO) -> None:
+        f.flush()  # buffered bytes go first; then write at the descriptor's position and move past it
+        pos = f.tell()
+        src = self.fds.get(span.path)
+        if src is None:
+            src = self.fds[span.path] = os.open(span.path, os.O_RDONLY)
+        done = 0
+        while done < span.nbytes:
+            n = self._copy_some(src, f.fileno(), span.offset + done, pos + done, span.nbytes - done)
+            if n <= 0:
+                raise RuntimeError(f"{span.path}: ended before byte {span.offset + span.nbytes}")
+            done += n
+        f.seek(pos + done)
+
+    def _copy_some(self, src: int, dst: int, src_off: int, dst_off: int, n: int) -> int:
+        n = min(n, 1 << 30)
+        if self.kernel_copy:
+            try:
+                return os.copy_file_range(src, dst, n, src_off, dst_off)
+            except OSError as e:  # other filesystem (older kernels), or not supported here: plain copy
+                if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+                    raise
+                self.kernel_copy = False
+        data = os.pread(src, min(n, 8 << 20), src_off)
+        return os.pwrite(dst, data, dst_off) if data else 0
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
 
 
 def write_gguf(plan: GGUFPlan, out: Path, progress: Callable[[PlannedTensor, int], None] | None = None) -> int:
     """Write `plan` to `out` atomically; returns the file size. `progress(tensor, nbytes_done)` after each chunk."""
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
+    copier = _SpanCopier()
     try:
         with open(partial, "wb") as f:
             f.write(plan.header_bytes())
             for t in plan.tensors:
                 written = 0
                 for chunk in _chunks(t.produce):
-                    f.write(chunk)
-                    written += len(chunk)
+                    if isinstance(chunk, FileSpan):
+                        copier.copy(chunk, f)
+                        n = chunk.nbytes
+                    else:
+                        f.write(chunk)
+                        n = len(chunk)
+                    written += n
                     if progress:
-                        progress(t, len(chunk))
+                        progress(t, n)
                 if written != t.nbytes:
                     raise RuntimeError(f"tensor {t.name}: produced {written} bytes, expected {t.nbytes}")
                 f.write(b"\0" * (_pad(t.nbytes) - t.nbytes))
@@ -193,4 +252,6 @@ def write_gguf(plan: GGUFPlan, out: Path, progress: Callable[[PlannedTensor, int
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    finally:
+        copier.close()
     return out.stat().st_size

@@ -135,8 +135,3 @@ def quantize_rows(x: np.ndarray, qtype: GGMLQuantizationType, imatrix: np.ndarra
             f.result()
     return out
 
-
-def fp32_to_bf16(x: np.ndarray) -> np.ndarray:
-    """ggml's own scalar fp32 -> bf16 (ggml_fp32_to_bf16_row_ref, the path ggml_quantize_chunk takes)."""
-    return quantize_rows(np.asarray(x, np.float32).reshape(1, -1), GGMLQuantizationType.BF16).view(np.uint16).reshape(np.shape(x))
-

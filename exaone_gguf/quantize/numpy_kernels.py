@@ -7,7 +7,7 @@ evaluation order, sum left to right (`_seqsum`, never numpy's pairwise sum), emu
 `nearest_int`'s magic-number rounding, C's roundf (half away from zero), the x86 float->int
 truncation, ggml's fp16 conversion (round to nearest even, NaN -> 0x7E00) and the
 "first element wins" tie rule of the C min/max loops. Everything is vectorised over blocks;
-only the fixed 32/16-value reductions and the 19-21 candidate scales of the K-quants loop.
+the only Python loops run over the 19-21 candidate scales of the K-quant searches.
 """
 
 from __future__ import annotations

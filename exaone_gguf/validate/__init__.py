@@ -1,0 +1,130 @@
+"""validate: prove a GGUF matches its source — metadata, tokenizer, chat template and logits.
+
+`validate(model, reference)` runs every check and returns a Report; a failed check is a result, not an
+exception. Bad input (unreadable files, bad options) raises InputError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from exaone_gguf.checkpoint import load_checkpoint
+from exaone_gguf.errors import InputError
+from exaone_gguf.gguf_io import read_gguf
+from exaone_gguf.validate.evaltext import load_text
+from exaone_gguf.validate.metadata_check import EXAONE_ARCHS, check_metadata, file_type_name
+from exaone_gguf.validate.metrics import Thresholds, compare_logits, judge, thresholds_for
+from exaone_gguf.validate.report import Report
+from exaone_gguf.validate.results import CheckResult
+from exaone_gguf.validate.runner import Runner, check_device
+from exaone_gguf.validate.template_check import check_templates
+from exaone_gguf.validate.tokenizer_check import check_round_trip, check_special_tokens, compare_tokenization
+
+__all__ = ["validate", "Report", "CheckResult"]
+
+DEFAULT_MAX_TOKENS = 256
+
+
+def override_thresholds(base: Thresholds, overrides: dict[str, float] | None) -> Thresholds:
+    if not overrides:
+        return base
+    fields = {f.name for f in dataclasses.fields(Thresholds)} - {"name"}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise InputError(f"--threshold {unknown[0]}: unknown threshold; choose from {', '.join(sorted(fields))}.")
+    return dataclasses.replace(base, **overrides)
+
+
+def check_chat_stop(runner: Runner, eos: int | None) -> CheckResult:
+    """create_chat_completion must stop on EOS: force EOS with a logit bias and see generation end there."""
+    name = "chat: completion stops on EOS"
+    if eos is None:
+        return CheckResult(name, "fail", "the file has no EOS token")
+    try:
+        out = runner.llm.create_chat_completion(
+            messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0.0, logit_bias={eos: 100.0}
+        )
+    except Exception as e:  # a template llama-cpp-python cannot render is reported by the template checks
+        return CheckResult(name, "fail", f"create_chat_completion raised {type(e).__name__}: {str(e)[:120]}")
+    choice = out["choices"][0]
+    content = choice["message"].get("content") or ""
+    if choice["finish_reason"] != "stop" or content:
+        return CheckResult(
+            name, "fail", f"generation went on after EOS {eos} (finish_reason {choice['finish_reason']}, text {content[:40]!r})"
+        )
+    return CheckResult(name, "pass", f"stopped at EOS {eos} with no text")
+
+
+def check_logits(runner: Runner, ckpt, tokens: list[int], thresholds: Thresholds) -> tuple[list[CheckResult], dict | None]:
+    got = runner.logits(tokens)
+    if ckpt is None:
+        finite = bool(np.isfinite(got).all())
+        detail = f"{len(tokens)} positions finite" if finite else "logits contain NaN or infinity"
+        return [CheckResult("logits: finite", "pass" if finite else "fail", detail)], None
+    from exaone_gguf.validate.reference import forward
+
+    ref = forward(ckpt, tokens)
+    comparison = compare_logits(ref, got, tokens)
+    results = [
+        CheckResult(f"logits: {name.replace('_', ' ')}", "pass" if ok else "fail", detail)
+        for name, ok, detail in judge(comparison, thresholds)
+    ]
+    return results, comparison.to_dict()
+
+
+def validate(
+    model: Path | str,
+    reference: Path | str | None = None,
+    device: str = "cpu",
+    text: str | Path | None = None,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    threshold_overrides: dict[str, float] | None = None,
+) -> Report:
+    start = time.perf_counter()
+    model = Path(model)
+    check_device(device)
+    f = read_gguf(model)
+    ckpt = load_checkpoint(reference) if reference is not None else None
+    eval_text = load_text(text)
+    ft = file_type_name(f.get("general.file_type"))
+    thresholds = override_thresholds(thresholds_for(ft), threshold_overrides)
+    report = Report(str(model), str(reference) if reference else None, ft, device, thresholds=dataclasses.asdict(thresholds))
+    checks = report.checks
+    checks += check_metadata(f, ckpt)
+
+    arch = f.get("general.architecture")
+    tokens_list = f.get("tokenizer.ggml.tokens") or []
+    eos = f.get("tokenizer.ggml.eos_token_id")
+    bos = f.get("tokenizer.ggml.bos_token_id")
+    tok_text = lambda i: tokens_list[i] if i is not None and 0 <= i < len(tokens_list) else ""  # noqa: E731
+    gguf_template = f.get("tokenizer.chat_template")
+    checks += check_templates(ckpt.tokenizer.chat_template if ckpt else None, gguf_template, tok_text(bos), tok_text(eos))
+
+    try:
+        runner = Runner(model, n_ctx=max(64, max_tokens), device=device)
+    except InputError as e:
+        checks.append(CheckResult("llama.cpp: loads the file", "fail", str(e)))
+        report.seconds = time.perf_counter() - start
+        return report
+    with runner:
+        checks.append(CheckResult("llama.cpp: loads the file", "pass", f"{len(f.tensors)} tensors, device {device}"))
+        if ckpt is not None:
+            checks.append(compare_tokenization(runner.llm, ckpt.tokenizer.build_reference()))
+        else:
+            checks.append(check_round_trip(runner.llm))
+        if arch in EXAONE_ARCHS:
+            checks.append(check_special_tokens(runner.llm, eos))
+        if gguf_template:
+            checks.append(check_chat_stop(runner, eos))
+        tokens = runner.llm.tokenize(eval_text.encode("utf-8"), add_bos=False, special=False)[:max_tokens]
+        if len(tokens) < 2:
+            raise InputError("the evaluation text is shorter than two tokens; give a longer --text.")
+        results, metrics = check_logits(runner, ckpt, tokens, thresholds)
+        checks += results
+        report.metrics = metrics
+    report.seconds = time.perf_counter() - start
+    return report

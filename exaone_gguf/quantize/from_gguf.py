@@ -1,0 +1,122 @@
+"""`exaone-gguf quantize IN.gguf OUT.gguf TYPE`: an F32/F16/BF16 GGUF to a quantized one, streaming.
+
+Metadata is carried over (general.file_type and the quantize.imatrix.* keys are rewritten, as
+llama.cpp's quantizer does); each tensor gets the type llama.cpp's mixture rules give it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from gguf import GGML_QUANT_VERSION, GGUFValueType
+from gguf import GGMLQuantizationType as T
+
+from exaone_gguf.checkpoint.safetensors import bf16_to_f32
+from exaone_gguf.convert.pipeline import CHUNK_BYTES, ConvertResult, add_imatrix_keys, convert_rows
+from exaone_gguf.convert.writer import GGUFPlan, PlannedTensor, check_output_path, write_gguf
+from exaone_gguf.errors import InputError
+from exaone_gguf.gguf_io import GGUFFile, TensorInfo, read_gguf
+from exaone_gguf.quantize.formats import file_type, row_nbytes
+from exaone_gguf.quantize.imatrix import load_imatrix, weights_for
+from exaone_gguf.quantize.mixtures import allows_quantization, plan_types
+
+FLOATS = (T.F32, T.F16, T.BF16)
+
+
+def rows_f32(f: GGUFFile, t: TensorInfo, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of a tensor as float32 (row = ne[0] values)."""
+    rb = row_nbytes(t.tensor_type, t.shape[0])
+    raw = f.tensor_bytes(t)[start * rb : stop * rb]
+    if t.tensor_type == T.F32:
+        return raw.view(np.float32).reshape(stop - start, -1).copy()
+    if t.tensor_type == T.F16:
+        return raw.view(np.float16).reshape(stop - start, -1).astype(np.float32)
+    if t.tensor_type == T.BF16:
+        return bf16_to_f32(raw.view(np.uint16)).reshape(stop - start, -1)
+    from gguf.quants import dequantize
+
+    return dequantize(raw.reshape(stop - start, rb), t.tensor_type).reshape(stop - start, -1).astype(np.float32)
+
+
+def stream_gguf_tensor(
+    f: GGUFFile, t: TensorInfo, qtype: T, threads: int, imatrix: np.ndarray | None
+) -> Iterator[np.ndarray]:
+    n_rows = t.n_elements // t.shape[0]
+    if qtype == t.tensor_type:  # kept as it is: copy the bytes
+        yield f.tensor_bytes(t)
+        return
+    step = max(1, CHUNK_BYTES // (4 * t.shape[0]))
+    for start in range(0, n_rows, step):
+        stop = min(n_rows, start + step)
+        yield convert_rows(rows_f32(f, t, start, stop), qtype, threads, imatrix)
+
+
+def quantize_gguf(
+    src: Path | str,
+    out: Path | str,
+    ftype: str,
+    threads: int = 1,
+    imatrix: Path | str | None = None,
+    allow_requantize: bool = False,
+    force: bool = False,
+    progress: Callable[[PlannedTensor, int], None] | None = None,
+    on_plan: Callable[[GGUFPlan], None] | None = None,
+) -> ConvertResult:
+    src, out = Path(src), Path(out)
+    ft = file_type(ftype)
+    f = read_gguf(src)
+    check_output_path(out, [src] + ([Path(imatrix)] if imatrix else []), force)
+    arch = f.get("general.architecture")
+    if not isinstance(arch, str):
+        raise InputError(f"{src}: general.architecture is missing; this is not a model file.")
+    already = [t for t in f.tensors if t.tensor_type not in FLOATS and allows_quantization(t.name, t.shape)]
+    if already and not allow_requantize:
+        raise InputError(
+            f"{src}: is already quantized ({already[0].name} is {already[0].tensor_type.name}); quantize from an "
+            "F32/F16/BF16 GGUF, or pass --allow-requantize to accept a second rounding."
+        )
+    weights = load_imatrix(imatrix) if imatrix else None
+    n_layers = int(f.get(f"{arch}.block_count", 0) or 0)
+    heads, kv = f.get(f"{arch}.attention.head_count"), f.get(f"{arch}.attention.head_count_kv")
+    types = plan_types(
+        [(t.name, t.shape, t.tensor_type) for t in f.tensors],
+        ft.name,
+        arch,
+        n_layers,
+        n_gqa=heads // kv if heads and kv else None,
+        has_imatrix=weights is not None,
+    )
+
+    plan = GGUFPlan()
+    rewritten = {"general.quantization_version": GGML_QUANT_VERSION, "general.file_type": int(ft.ftype)}
+    for key, value in f.metadata.items():  # same order as the input, so convert and quantize agree byte for byte
+        if key.startswith("quantize.imatrix."):
+            continue
+        if key in rewritten:
+            plan.add(key, GGUFValueType.UINT32, rewritten.pop(key))
+        else:
+            vtype, sub = f.types[key]
+            plan.add(key, vtype, value, sub)
+    for key, value in rewritten.items():
+        plan.add(key, GGUFValueType.UINT32, value)
+    if weights is not None:
+        add_imatrix_keys(plan, Path(imatrix), weights)
+    for t in f.tensors:
+        q = types[t.name]
+        w = weights_for(weights, t.name, t.shape) if q not in FLOATS else None
+        plan.add_tensor(t.name, t.shape, q, lambda t=t, q=q, w=w: stream_gguf_tensor(f, t, q, threads, w))
+    if on_plan:
+        on_plan(plan)
+    size = write_gguf(plan, out, progress)
+    return ConvertResult(
+        output=out,
+        arch=arch,
+        outtype=ft.name,
+        file_type=int(ft.ftype),
+        n_tensors=len(plan.tensors),
+        n_params=sum(t.n_elements for t in f.tensors),
+        file_size=size,
+        tensor_types={t.name: t.qtype.name for t in plan.tensors},
+    )

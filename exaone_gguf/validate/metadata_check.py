@@ -1,0 +1,235 @@
+"""Metadata checks: what llama.cpp needs, against the source config and tokenizer when there is one.
+
+Expected values are derived from ModelSpec directly (not through the converter's family modules), so a
+converter bug is not mirrored by the check.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from gguf import GGMLQuantizationType as T
+from gguf import LlamaFileType
+
+from exaone_gguf.checkpoint import Checkpoint
+from exaone_gguf.checkpoint.spec import ModelSpec
+from exaone_gguf.convert.rope import llama3_divisors
+from exaone_gguf.gguf_io import GGUFFile
+from exaone_gguf.validate.results import CheckResult
+
+ARCH_OF_FAMILY = {"exaone": "exaone", "exaone4": "exaone4", "llama": "llama"}
+EXAONE_ARCHS = ("exaone", "exaone4")
+EXAONE_EOS = "[|endofturn|]"
+LLAMA_CPP_HYBRID_LAYERS = 64  # llama.cpp enables EXAONE 4 sliding-window attention only at this depth
+
+
+def _f32(x: float) -> float:
+    return float(np.float32(x))
+
+
+def _result(name: str, problems: list[str], ok_detail: str) -> CheckResult:
+    return CheckResult(name, "fail", "; ".join(problems)) if problems else CheckResult(name, "pass", ok_detail)
+
+
+def file_type_name(value: int | None) -> str:
+    """general.file_type -> 'F32', 'BF16', 'Q4_K_M', ..."""
+    try:
+        name = LlamaFileType(value).name
+    except ValueError:
+        return f"UNKNOWN({value})"
+    return {"ALL_F32": "F32"}.get(name, name.removeprefix("MOSTLY_"))
+
+
+def check_hparams(f: GGUFFile, spec: ModelSpec) -> list[CheckResult]:
+    arch = f.get("general.architecture")
+    want_arch = ARCH_OF_FAMILY[spec.family]
+    out = [_result("metadata: architecture", [] if arch == want_arch else [f"{arch!r}, expected {want_arch!r}"], arch)]
+    a = want_arch
+    expected: dict[str, object] = {
+        f"{a}.block_count": spec.num_layers,
+        f"{a}.context_length": spec.max_position_embeddings,
+        f"{a}.embedding_length": spec.hidden_size,
+        f"{a}.feed_forward_length": spec.intermediate_size,
+        f"{a}.attention.head_count": spec.num_heads,
+        f"{a}.attention.head_count_kv": spec.num_kv_heads,
+        f"{a}.rope.freq_base": _f32(spec.rope_theta),
+        f"{a}.attention.layer_norm_rms_epsilon": _f32(spec.rms_eps),
+    }
+    problems = []
+    for key, want in expected.items():
+        got = f.get(key)
+        if got is None:
+            problems.append(f"{key} missing")
+        elif got != want:
+            problems.append(f"{key} = {got}, expected {want}")
+    # head size: llama.cpp derives it from these keys, or from embedding/heads when absent
+    for key in (f"{a}.attention.key_length", f"{a}.attention.value_length", f"{a}.rope.dimension_count"):
+        got = f.get(key, spec.hidden_size // spec.num_heads)
+        if got != spec.head_dim:
+            problems.append(f"{key} = {got}, expected {spec.head_dim}")
+    out.append(_result("metadata: hyperparameters", problems, f"{len(expected) + 3} keys as in config.json"))
+    return out
+
+
+def check_rope_freqs(f: GGUFFile, spec: ModelSpec) -> CheckResult:
+    name = "metadata: rope_freqs (llama3 scaling)"
+    want = llama3_divisors(spec)
+    has = any(t.name == "rope_freqs.weight" for t in f.tensors)
+    if want is None:
+        return _result(name, ["rope_freqs.weight present but config.json has no llama3 rope scaling"] if has else [], "none, as config")
+    if not has:
+        return CheckResult(name, "fail", "rope_freqs.weight missing: llama.cpp would run without llama3 rope scaling")
+    got = f.tensor_f32("rope_freqs.weight").reshape(-1)
+    if got.shape != want.shape or not np.allclose(got, want, rtol=1e-6, atol=0):
+        return CheckResult(name, "fail", f"rope_freqs values differ from the llama3 factors of config.json")
+    return CheckResult(name, "pass", f"{len(want)} factors, factor {spec.rope_scaling.factor:g}")
+
+
+def check_sliding_window(f: GGUFFile, arch: str, n_layers: int, spec: ModelSpec | None) -> CheckResult:
+    name = "metadata: sliding window"
+    window = f.get(f"{arch}.attention.sliding_window")
+    pattern = f.get(f"{arch}.attention.sliding_window_pattern")
+    hybrid = spec.is_hybrid if spec is not None else (pattern is not None and bool(np.any(pattern)))
+    if not hybrid:
+        return CheckResult(name, "pass", "all layers global, as config") if window is None else CheckResult(
+            name, "warn", f"sliding_window = {window} on a model without sliding layers"
+        )
+    problems = []
+    if spec is not None:
+        if window != spec.sliding_window:
+            problems.append(f"sliding_window = {window}, expected {spec.sliding_window}")
+        want = [spec.is_sliding(i) for i in range(spec.num_layers)]
+        if pattern is None or [bool(x) for x in np.atleast_1d(pattern)] != want:
+            problems.append("sliding_window_pattern missing or different from config.json's layer_types")
+    elif window is None:
+        problems.append("sliding_window missing")
+    if arch == "exaone4" and n_layers != LLAMA_CPP_HYBRID_LAYERS:
+        problems.append(
+            f"{n_layers} layers: llama.cpp runs EXAONE 4 with sliding-window attention only at "
+            f"{LLAMA_CPP_HYBRID_LAYERS} layers, so this file would run every layer as global"
+        )
+    return _result(name, problems, f"window {window}, {int(np.sum(pattern))} sliding layers")
+
+
+def check_vocab(f: GGUFFile, ckpt: Checkpoint | None) -> list[CheckResult]:
+    tokens = f.get("tokenizer.ggml.tokens") or []
+    types = f.get("tokenizer.ggml.token_type")
+    arch = f.get("general.architecture")
+    out = []
+    problems = []
+    if f.get("tokenizer.ggml.model") != "gpt2" and arch in EXAONE_ARCHS:
+        problems.append(f"tokenizer.ggml.model = {f.get('tokenizer.ggml.model')!r}, expected 'gpt2'")
+    if ckpt is not None:
+        spec, tok = ckpt.spec, ckpt.tokenizer
+        if len(tokens) != spec.vocab_size:
+            problems.append(f"{len(tokens)} tokens, config.json says vocab_size {spec.vocab_size}")
+        else:
+            want_tokens, want_types = tok.token_list(spec.vocab_size)
+            if tokens != want_tokens:
+                i = next(i for i, (a, b) in enumerate(zip(tokens, want_tokens)) if a != b)
+                problems.append(f"token {i} is {tokens[i]!r}, source has {want_tokens[i]!r}")
+            elif types is None or list(np.asarray(types)) != want_types:
+                problems.append("token types differ from the source's added/special tokens")
+    else:
+        vs = f.get(f"{arch}.vocab_size")
+        if vs is not None and vs != len(tokens):
+            problems.append(f"{len(tokens)} tokens but {arch}.vocab_size = {vs}")
+    out.append(_result("metadata: vocabulary", problems, f"{len(tokens)} tokens"))
+
+    pre = f.get("tokenizer.ggml.pre")
+    if ckpt is not None:
+        want_pre = ckpt.tokenizer.pre
+        out.append(_result("metadata: pre-tokenizer", [] if pre == want_pre else [f"{pre!r}, source tokenizer needs {want_pre!r}"], pre))
+    elif arch in EXAONE_ARCHS:
+        out.append(_result("metadata: pre-tokenizer", [] if pre in ("exaone", "exaone4") else [f"{pre!r} is not an EXAONE pre-tokenizer"], str(pre)))
+    return out
+
+
+def check_special_ids(f: GGUFFile, ckpt: Checkpoint | None) -> CheckResult:
+    tokens = f.get("tokenizer.ggml.tokens") or []
+    got = {k: f.get(f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "unknown", "padding")}
+    problems = []
+    if ckpt is not None:
+        tok, spec = ckpt.tokenizer, ckpt.spec
+        want = {
+            "bos": tok.bos_token_id if tok.bos_token_id is not None else spec.bos_token_id,
+            "eos": tok.eos_token_id if tok.eos_token_id is not None else spec.eos_token_id,
+            "unknown": tok.unk_token_id,
+            "padding": tok.pad_token_id if tok.pad_token_id is not None else spec.pad_token_id,
+        }
+        problems += [f"{k} id {got[k]}, expected {v}" for k, v in want.items() if v is not None and got[k] != v]
+        if spec.eos_token_id is not None and got["eos"] != spec.eos_token_id:
+            problems.append(f"eos id {got['eos']} but config.json's eos_token_id is {spec.eos_token_id}")
+    eos = got["eos"]
+    if f.get("general.architecture") in EXAONE_ARCHS:
+        if eos is None or not 0 <= eos < len(tokens) or tokens[eos] != EXAONE_EOS:
+            shown = tokens[eos] if eos is not None and 0 <= eos < len(tokens) else None
+            problems.append(f"EOS is {eos} ({shown!r}), EXAONE ends turns with {EXAONE_EOS}")
+    detail = ", ".join(f"{k} {v}" for k, v in got.items())
+    return _result("metadata: special tokens", sorted(set(problems)), detail)
+
+
+def check_tensor_types(f: GGUFFile, n_layers: int, n_gqa: int | None) -> CheckResult:
+    """Every tensor's actual type is the one general.file_type implies (llama.cpp's mixture for quant types)."""
+    name = "metadata: tensor types vs file type"
+    ft = f.get("general.file_type")
+    ftname = file_type_name(ft)
+    floats = {"F32": T.F32, "F16": T.F16, "BF16": T.BF16}
+    if ftname in floats:
+        want = {t.name: (floats[ftname] if sum(d > 1 for d in t.shape) > 1 else T.F32) for t in f.tensors}
+    else:
+        from exaone_gguf.quantize.formats import FILE_TYPES
+        from exaone_gguf.quantize.mixtures import plan_types
+
+        if ftname.lower() not in FILE_TYPES:
+            return CheckResult(name, "warn", f"file type {ftname}: no mixture rules to check against")
+        want = plan_types(
+            [(t.name, t.shape) for t in f.tensors], ftname.lower(), f.get("general.architecture"), n_layers, n_gqa=n_gqa
+        )
+    bad = [f"{t.name} is {t.tensor_type.name}, expected {want[t.name].name}" for t in f.tensors if t.tensor_type != want[t.name]]
+    if bad:
+        return CheckResult(name, "fail", f"{len(bad)} tensors differ from file type {ftname}: {bad[0]}")
+    return CheckResult(name, "pass", f"{len(f.tensors)} tensors consistent with {ftname}")
+
+
+def check_tensor_shapes(f: GGUFFile, ckpt: Checkpoint) -> CheckResult:
+    """Tensor names and shapes: every weight the family needs, in the source's shapes (GGUF ne order)."""
+    from exaone_gguf.convert.family import family_for
+
+    want = {m.gguf_name: tuple(reversed(m.hf_shape)) for m in family_for(ckpt.spec).tensor_map(ckpt.spec)}
+    got = {t.name: tuple(t.shape) for t in f.tensors if t.name != "rope_freqs.weight"}
+    problems = [f"{n} missing" for n in want if n not in got]
+    problems += [f"{n} has shape {list(got[n])}, expected {list(s)}" for n, s in want.items() if n in got and got[n] != s]
+    problems += [f"unexpected tensor {n}" for n in got if n not in want]
+    return _result("metadata: tensors", problems[:3] + ([f"... {len(problems) - 3} more"] if len(problems) > 3 else []), f"{len(got)} tensors")
+
+
+def check_metadata(f: GGUFFile, ckpt: Checkpoint | None) -> list[CheckResult]:
+    arch = f.get("general.architecture")
+    n_layers = int(f.get(f"{arch}.block_count", 0) or 0)
+    heads, kv = f.get(f"{arch}.attention.head_count"), f.get(f"{arch}.attention.head_count_kv")
+    n_gqa = heads // kv if heads and kv else None
+    out: list[CheckResult] = []
+    if ckpt is not None:
+        spec = ckpt.spec
+        out += check_hparams(f, spec)
+        out.append(check_rope_freqs(f, spec))
+        out.append(check_tensor_shapes(f, ckpt))
+    else:
+        required = ["block_count", "embedding_length", "attention.head_count", "attention.layer_norm_rms_epsilon"]
+        missing = [f"{arch}.{k}" for k in required if f.get(f"{arch}.{k}") is None]
+        problems = [f"{k} missing" for k in missing]
+        if arch not in ("exaone", "exaone4", "llama"):
+            problems.insert(0, f"architecture {arch!r} is not one this tool validates")
+        out.append(_result("metadata: required keys", problems, f"{arch}: required keys present"))
+        rope = next((t for t in f.tensors if t.name == "rope_freqs.weight"), None)
+        if rope is not None:
+            head = f.get(f"{arch}.attention.key_length") or (f.get(f"{arch}.embedding_length", 0) // (heads or 1))
+            vals = f.tensor_f32(rope).reshape(-1)
+            ok = rope.shape[0] * 2 == head and bool(np.all(np.isfinite(vals))) and bool(np.all(vals >= 1.0))
+            out.append(_result("metadata: rope_freqs (llama3 scaling)", [] if ok else ["rope_freqs has the wrong length or values < 1"], f"{rope.shape[0]} factors"))
+    if arch == "exaone4" or (ckpt is None and f.get(f"{arch}.attention.sliding_window") is not None):
+        out.append(check_sliding_window(f, arch, n_layers, ckpt.spec if ckpt else None))
+    out += check_vocab(f, ckpt)
+    out.append(check_special_ids(f, ckpt))
+    out.append(check_tensor_types(f, n_layers, n_gqa))
+    return out

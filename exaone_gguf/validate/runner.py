@@ -1,0 +1,74 @@
+"""Run a GGUF in llama-cpp-python: full per-position logits, tokenization, chat completion.
+
+Row i of the logits predicts token i+1 (llama-cpp-python fills `scores` for every position only with
+`logits_all=True`). The KV cache is kept in F32 so that the comparison measures the file, not llama.cpp's
+default F16 cache rounding.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from exaone_gguf.errors import InputError
+
+GGML_TYPE_F32 = 0
+CUDA_HINT = (
+    'reinstall it with CUDA: CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir llama-cpp-python'
+)
+
+
+def check_device(device: str) -> int:
+    """n_gpu_layers for `device`; refuses cuda when this llama-cpp-python build cannot offload."""
+    if device == "cpu":
+        return 0
+    if device != "cuda":
+        raise InputError(f"--device {device!r}: choose cpu or cuda.")
+    import llama_cpp
+
+    if not llama_cpp.llama_supports_gpu_offload():
+        raise InputError(f"--device cuda: the installed llama-cpp-python has no GPU support; {CUDA_HINT}.")
+    return -1
+
+
+class Runner:
+    """One loaded model (vocab-only when `vocab_only`)."""
+
+    def __init__(self, gguf: Path, n_ctx: int = 512, device: str = "cpu", vocab_only: bool = False) -> None:
+        from llama_cpp import Llama
+
+        self.path = Path(gguf)
+        n_gpu_layers = check_device(device)
+        try:
+            self.llm = Llama(
+                str(self.path),
+                n_ctx=n_ctx,
+                n_batch=n_ctx,
+                n_ubatch=n_ctx,
+                logits_all=not vocab_only,
+                vocab_only=vocab_only,
+                n_gpu_layers=n_gpu_layers,
+                type_k=GGML_TYPE_F32,
+                type_v=GGML_TYPE_F32,
+                n_threads=max(1, os.cpu_count() or 1),
+                seed=0,
+                verbose=False,
+            )
+        except ValueError as e:  # llama-cpp-python raises ValueError("Failed to load model from file: ...")
+            raise InputError(f"{self.path}: llama.cpp could not load it ({e}); the file is broken or unsupported.") from None
+
+    def logits(self, tokens: list[int]) -> np.ndarray:
+        self.llm.reset()
+        self.llm.eval(tokens)
+        return np.array(self.llm.scores[: len(tokens)], dtype=np.float32)
+
+    def close(self) -> None:
+        self.llm.close()
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
