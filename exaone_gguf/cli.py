@@ -11,6 +11,7 @@ from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from exaone_gguf.errors import InputError, ValidationFailed
@@ -35,12 +36,16 @@ def _errors() -> Iterator[None]:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         yield
-    except InputError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    except InputError as e:  # escape: messages quote shapes and tokens such as [left, right]
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     except ValidationFailed as e:
-        err.print(f"[bold red]validation failed:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]validation failed:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+    except OSError as e:  # unreadable input, full disk, permissions: bad input or environment, not a bug
+        where = f"{e.filename}: " if e.filename else ""
+        err.print(f"[bold red]error:[/] {escape(where + (e.strerror or str(e)))}.", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]; nothing was left at the output path.")
         raise typer.Exit(130)
@@ -90,26 +95,83 @@ def _report_written(result, as_json: bool) -> None:
 @app.command()
 def convert(
     src_dir: Path = typer.Argument(..., help="Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output .gguf file."),
-    outtype: str = typer.Option("auto", "--outtype", help=f"Tensor type: {OUTTYPES}. auto keeps the source precision."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output .gguf file, or a directory (OUT_DIR/) for several types."),
+    outtype: str = typer.Option(
+        "auto", "--outtype", help=f"Tensor type: {OUTTYPES}; a comma list (bf16,q8_0,q4_k_m) writes each into OUT_DIR/."
+    ),
     threads: int = typer.Option(1, "--threads", min=1, help="Worker threads for quantization kernels."),
     imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="llama.cpp importance matrix (GGUF or .dat)."),
-    split_max_size: Optional[str] = typer.Option(None, "--split-max-size", help="Split output into shards (not yet supported)."),
+    split_max_size: Optional[str] = typer.Option(
+        None, "--split-max-size", help="Shards of at most this much tensor data: 5G, 500M (decimal, as gguf-split)."
+    ),
+    split_max_tensors: Optional[int] = typer.Option(None, "--split-max-tensors", min=1, help="Shards of at most N tensors."),
+    validate_out: bool = typer.Option(
+        False, "--validate", help="Validate each output against SRC_DIR; the JSON report is kept beside it."
+    ),
+    arch: Optional[str] = typer.Option(
+        None, "--arch", help="GGUF architecture: default the family's own; 'llama' writes EXAONE 3.x for older runtimes."
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    allow_nonfinite: bool = typer.Option(
+        False, "--allow-nonfinite", help="Convert weights containing NaN or infinity anyway (with a warning)."
+    ),
 ) -> None:
     """Convert a checkpoint directory into a GGUF file (quantized types in the same pass)."""
     from exaone_gguf.convert.pipeline import convert as run_convert
 
+    from exaone_gguf import publish as pub
+
     with _errors():
-        if split_max_size:
-            raise InputError("--split-max-size: split output is not supported yet; convert without it.")
+        if "," in outtype or output.is_dir() or str(output).endswith(("/", "\\")):  # several types -> OUT_DIR
+            published = _run_with_progress(
+                f"converting {src_dir.name}",
+                lambda **kw: pub.publish(
+                    src_dir, output, outtype, threads=threads, force=force, validate=validate_out, imatrix=imatrix,
+                    split_max_size=split_max_size, split_max_tensors=split_max_tensors, arch=arch,
+                    allow_nonfinite=allow_nonfinite, on_validated=lambda report: report.render(err), **kw,
+                ),
+            )
+            _report_published(published, as_json)
+            return
+        split = split_max_size is not None or split_max_tensors is not None
+        report_json = pub.report_path(output) if validate_out else None
+        if report_json is not None and report_json.exists() and not force:
+            raise InputError(f"{report_json}: already exists; pass --force to overwrite it.")
         result = _run_with_progress(
             f"converting {src_dir.name}",
-            lambda **kw: run_convert(src_dir, output, outtype, threads=threads, force=force, imatrix=imatrix, **kw),
+            lambda **kw: (pub.convert_split if split else run_convert)(
+                src_dir, output, outtype, threads=threads, force=force, imatrix=imatrix, arch=arch,
+                allow_nonfinite=allow_nonfinite, **kw,
+                **({"split_max_size": split_max_size, "split_max_tensors": split_max_tensors} if split else {}),
+            ),
         )
+        if split:
+            result, shards = result
+            err.print(f"{len(shards)} shard(s): {', '.join(p.name for p in shards)}", highlight=False)
+        if report_json is not None:
+            report = pub.validate_output(result.output, src_dir, report_json)
+            report.render(err)
+            if not report.passed:
+                _report_written(result, as_json)
+                raise ValidationFailed(f"{result.output} failed validation; see {report_json}.")
+        if result.nonfinite:
+            names = ", ".join(result.nonfinite[:3]) + (", ..." if len(result.nonfinite) > 3 else "")
+            err.print(
+                f"[bold yellow]warning:[/] {len(result.nonfinite)} tensor(s) contain NaN or infinity "
+                f"({escape(names)}); converted anyway because of --allow-nonfinite.",
+                highlight=False, soft_wrap=True,
+            )
         _report_written(result, as_json)
 
+
+def _report_published(result, as_json: bool) -> None:
+    if as_json:
+        _print_json(result.to_dict())
+    for v in result.variants:
+        extra = f", mean KLD {v.mean_kld:.5f}, same top-1 {v.same_top1:.1f}%" if v.mean_kld is not None else ""
+        err.print(f"wrote [bold]{v.files[0]}[/] ({v.outtype}, {v.size / 1e6:.1f} MB, {len(v.files)} file(s){extra})", highlight=False)
+    err.print(f"card {result.card}, manifest {result.manifest} ({result.seconds:.1f} s)", highlight=False)
 
 @app.command()
 def quantize(
@@ -176,7 +238,8 @@ def validate(
 @app.command("make-tiny")
 def make_tiny_cmd(
     args: list[str] = typer.Argument(
-        ..., metavar="[FAMILY] OUT_DIR", help="FAMILY: exaone3 | exaone3.5 | exaone4 | exaone4-hybrid (optional with --from-config)."
+        ..., metavar="[FAMILY] OUT_DIR", help="FAMILY: exaone3 | exaone3.5 | exaone4 | exaone4-hybrid | exaone-deep | exaone3-awq | llama | llama-awq "
+        "(optional with --from-config)."
     ),
     seed: int = typer.Option(0, "--seed"),
     tokenizer_dir: Optional[Path] = typer.Option(None, "--tokenizer-dir", help="Use real tokenizer files from DIR."),

@@ -21,7 +21,7 @@ from exaone_gguf.convert.pipeline import f32_to_bf16
 from exaone_gguf.errors import InputError
 from exaone_gguf.tiny.tokenizer import write_tokenizer_files
 
-FAMILIES = ("exaone3", "exaone3.5", "exaone4", "exaone4-hybrid")
+FAMILIES = ("exaone3", "exaone3.5", "exaone4", "exaone4-hybrid", "exaone-deep", "exaone3-awq", "llama", "llama-awq")
 TOKENIZER_FILES = (
     "tokenizer.json",
     "vocab.json",
@@ -51,6 +51,16 @@ _LLAMA3_ROPE = {"high_freq_factor": 4.0, "low_freq_factor": 1.0, "original_max_p
 
 def family_config(family: str) -> dict[str, Any]:
     """The config.json of a tiny model of `family` (sizes small, keys as in the real files)."""
+    if family == "exaone-deep":  # EXAONE Deep: the 3.5 network, its own chat template
+        return {**family_config("exaone3.5"), "_name_or_path": "exaone-gguf/tiny-exaone-deep"}
+    if family == "exaone3-awq":
+        from exaone_gguf.tiny.awq import exaone3_awq_config
+
+        return exaone3_awq_config(family_config("exaone3"))
+    if family in ("llama", "llama-awq"):
+        from exaone_gguf.tiny.llama import llama_config
+
+        return llama_config(awq=family == "llama-awq")
     if family == "exaone3":  # EXAONE 3.0: no head_dim, no rope scaling, untied
         return {
             "_name_or_path": "exaone-gguf/tiny-exaone3",
@@ -157,22 +167,48 @@ def shrink_config(
     return cfg
 
 
+# Sublayer outputs that feed the residual stream directly: scaled down (GPT-2 style, by 1/sqrt(2 * layers))
+# so the network is well conditioned like a trained one, not chaotic: small weight errors then stay small
+# and quantization metrics look like real models' (a chaotic random net turns Q8_0 rounding into top-1 flips).
+_RESIDUAL_WRITERS = ("attn_output.weight", "ffn_down.weight")
+_POST_NORMS = ("post_attention_norm.weight", "post_ffw_norm.weight")
+
+
 def _weights(spec: ModelSpec, seed: int, dtype: str) -> list[TensorSource]:
-    """Random weights in the family's HF names; scales chosen so the logits are peaked."""
+    """Random weights in the family's HF names; scales chosen so the logits are peaked and the net is tame."""
     fam = family_for(spec)
     emb_std = 10.0 / np.sqrt(spec.hidden_size)  # logit std ~10 after the final norm
+    update = 0.2 * np.sqrt(8 / (2 * spec.num_layers))  # size of each sublayer's residual update
     sources = []
     for idx, m in enumerate(fam.tensor_map(spec)):
         shape = m.hf_shape
-        if len(shape) == 1:
+        if m.gguf_name.endswith(_POST_NORMS):  # EXAONE 4: the post-norm gain sets the update size
+            mean, std = update, 0.1 * update
+        elif m.gguf_name == "output_norm.weight" and spec.tie_word_embeddings:
+            # Tied: logits are E·(g*norm(e_t + updates)); gains of random sign keep the current token's own
+            # row from always winning (e_t·(g*e_t) has mean 0), so the output depends on more than the input.
+            sources.append(TensorSource(m.hf_name, dtype, shape, _signed_gains(seed, idx, shape[0], dtype)))
+            continue
+        elif len(shape) == 1:
             mean, std = 1.0, 0.1  # norm gains near 1, distinct per tensor so swaps are visible
         elif m.gguf_name in ("token_embd.weight", "output.weight"):
             mean, std = 0.0, emb_std
+        elif m.gguf_name.endswith(_RESIDUAL_WRITERS) and spec.family != "exaone4":
+            mean, std = 0.0, update / np.sqrt(shape[1])
         else:
             mean, std = 0.0, 1.0 / np.sqrt(shape[1])
         rows = _vocab_row_scale(shape[0]) if m.gguf_name in ("token_embd.weight", "output.weight") else None
         sources.append(TensorSource(m.hf_name, dtype, shape, _random_rows(seed, idx, shape, mean, std, dtype, rows)))
     return sources
+
+
+def _signed_gains(seed: int, idx: int, n: int, dtype: str):
+    def produce():
+        rng = np.random.default_rng([seed, idx])
+        g = (1.0 + 0.1 * rng.standard_normal(n, dtype=np.float32)) * rng.choice(np.float32([-1, 1]), n)
+        yield f32_to_bf16(g) if dtype == "BF16" else g.astype(np.float16 if dtype == "F16" else np.float32)
+
+    return produce
 
 
 FREQUENT = (362, 362 + 2048)  # ids of the "frequent" tokens: the bytes and first merges of a byte-level BPE
@@ -204,7 +240,7 @@ def _random_rows(seed: int, idx: int, shape: tuple[int, ...], mean: float, std: 
 
 def _template_family(spec: ModelSpec, family: str | None) -> str:
     if family:
-        return family
+        return family.removesuffix("-awq")  # an AWQ build ships its float model's template
     return "exaone4" if spec.family == "exaone4" else "exaone3.5"
 
 
@@ -236,7 +272,9 @@ def make_tiny(
     out.mkdir(parents=True, exist_ok=True)
 
     dtype = {"float32": "F32", "float16": "F16"}.get(str(spec.torch_dtype), "BF16")
-    write_checkpoint_weights(out, _weights(spec, seed, dtype))
+    from exaone_gguf.tiny.awq import awq_sources
+
+    write_checkpoint_weights(out, awq_sources(cfg, _weights(spec, seed, dtype)))  # AWQ configs: packed layers
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     gen = {"bos_token_id": spec.bos_token_id, "eos_token_id": spec.eos_token_id, "pad_token_id": spec.pad_token_id}
     (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
@@ -251,6 +289,10 @@ def make_tiny(
             raise InputError(f"{src}: no tokenizer files found ({', '.join(TOKENIZER_FILES[:3])}, ...).")
         for f in copied:
             shutil.copyfile(src / f, out / f)
+    elif spec.family == "llama":
+        from exaone_gguf.tiny.llama import write_spm_tokenizer
+
+        write_spm_tokenizer(out)
     else:
         from exaone_gguf.templates import template_for
 

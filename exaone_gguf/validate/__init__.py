@@ -14,7 +14,7 @@ import numpy as np
 
 from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.errors import InputError
-from exaone_gguf.gguf_io import read_gguf
+from exaone_gguf.gguf_io.split import open_model
 from exaone_gguf.validate.evaltext import load_text
 from exaone_gguf.validate.metadata_check import EXAONE_ARCHS, check_metadata, file_type_name
 from exaone_gguf.validate.metrics import Thresholds, compare_logits, judge, thresholds_for
@@ -87,7 +87,7 @@ def validate(
     start = time.perf_counter()
     model = Path(model)
     check_device(device)
-    f = read_gguf(model)
+    f = open_model(model)  # a split model: shard 1 and the rest, as llama.cpp loads it
     ckpt = load_checkpoint(reference) if reference is not None else None
     eval_text = load_text(text)
     ft = file_type_name(f.get("general.file_type"))

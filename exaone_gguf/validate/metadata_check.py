@@ -18,6 +18,7 @@ from exaone_gguf.validate.results import CheckResult
 
 ARCH_OF_FAMILY = {"exaone": "exaone", "exaone4": "exaone4", "llama": "llama"}
 EXAONE_ARCHS = ("exaone", "exaone4")
+LLAMA_COMPATIBLE = {("exaone", "llama")}  # (family, other GGUF architecture) the converter can also write
 EXAONE_EOS = "[|endofturn|]"
 LLAMA_CPP_HYBRID_LAYERS = 64  # llama.cpp enables EXAONE 4 sliding-window attention only at this depth
 
@@ -42,6 +43,8 @@ def file_type_name(value: int | None) -> str:
 def check_hparams(f: GGUFFile, spec: ModelSpec) -> list[CheckResult]:
     arch = f.get("general.architecture")
     want_arch = ARCH_OF_FAMILY[spec.family]
+    if (spec.family, arch) in LLAMA_COMPATIBLE:  # EXAONE 3.x written as `llama` (convert --arch llama)
+        want_arch = arch
     out = [_result("metadata: architecture", [] if arch == want_arch else [f"{arch!r}, expected {want_arch!r}"], arch)]
     a = want_arch
     expected: dict[str, object] = {
@@ -107,7 +110,8 @@ def check_sliding_window(f: GGUFFile, arch: str, n_layers: int, spec: ModelSpec 
             f"{n_layers} layers: llama.cpp runs EXAONE 4 with sliding-window attention only at "
             f"{LLAMA_CPP_HYBRID_LAYERS} layers, so this file would run every layer as global"
         )
-    return _result(name, problems, f"window {window}, {int(np.sum(pattern))} sliding layers")
+    n_sliding = int(np.sum(pattern)) if pattern is not None else 0
+    return _result(name, problems, f"window {window}, {n_sliding} sliding layers")
 
 
 def check_vocab(f: GGUFFile, ckpt: Checkpoint | None) -> list[CheckResult]:
@@ -195,7 +199,9 @@ def check_tensor_shapes(f: GGUFFile, ckpt: Checkpoint) -> CheckResult:
     """Tensor names and shapes: every weight the family needs, in the source's shapes (GGUF ne order)."""
     from exaone_gguf.convert.family import family_for
 
-    want = {m.gguf_name: tuple(reversed(m.hf_shape)) for m in family_for(ckpt.spec).tensor_map(ckpt.spec)}
+    arch = f.get("general.architecture")
+    fam = family_for(ckpt.spec, arch if (ckpt.spec.family, arch) in LLAMA_COMPATIBLE else None)
+    want = {m.gguf_name: tuple(reversed(m.hf_shape)) for m in fam.tensor_map(ckpt.spec)}
     got = {t.name: tuple(t.shape) for t in f.tensors if t.name != "rope_freqs.weight"}
     problems = [f"{n} missing" for n in want if n not in got]
     problems += [f"{n} has shape {list(got[n])}, expected {list(s)}" for n, s in want.items() if n in got and got[n] != s]

@@ -1,0 +1,67 @@
+"""Rewrite a GGUF with deliberate damage, for tests that must see the validator fail.
+
+Reads with the project's strict reader and writes with its streaming writer, so the damaged file is a
+well-formed GGUF whose content alone is wrong.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from gguf import GGUFValueType
+
+from exaone_gguf.convert.writer import GGUFPlan, write_gguf
+from exaone_gguf.gguf_io import read_gguf
+
+DROP = object()
+
+
+def rewrite(
+    src: Path,
+    dst: Path,
+    kv: dict[str, Any] | None = None,
+    tensors: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+    swap: tuple[str, str] | None = None,
+    drop_tensors: tuple[str, ...] = (),
+) -> Path:
+    """kv: key -> new value (same type), (vtype, value[, sub]) for a new key, or DROP.
+    tensors: name -> function of the raw bytes (uint8) returning new raw bytes of the same size.
+    swap: two tensor names whose data (same type and shape) trade places."""
+    f = read_gguf(src)
+    kv, tensors = kv or {}, tensors or {}
+    plan = GGUFPlan()
+    for key, value in f.metadata.items():
+        vtype, sub = f.types[key]
+        new = kv.get(key, value)
+        if new is DROP:
+            continue
+        plan.add(key, vtype, new, sub)
+    for key, value in kv.items():
+        if key not in f.metadata and value is not DROP:
+            plan.add(key, *value)
+    by_name = {t.name: t for t in f.tensors}
+    source = {t.name: t.name for t in f.tensors}
+    if swap:
+        a, b = swap
+        assert by_name[a].shape == by_name[b].shape and by_name[a].tensor_type == by_name[b].tensor_type
+        source[a], source[b] = b, a
+    for t in f.tensors:
+        if t.name in drop_tensors:
+            continue
+        data = np.array(f.tensor_bytes(by_name[source[t.name]]))
+        if t.name in tensors:
+            data = tensors[t.name](data)
+        plan.add_tensor(t.name, t.shape, t.tensor_type, lambda d=data: [d])
+    write_gguf(plan, dst)
+    f.close()
+    return dst
+
+
+def scale_f32(factor: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Multiply an F32 tensor's values by `factor`."""
+    return lambda raw: (raw.view(np.float32) * np.float32(factor)).view(np.uint8)
+
+
+__all__ = ["rewrite", "scale_f32", "DROP", "GGUFValueType"]
