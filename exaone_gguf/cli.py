@@ -95,7 +95,7 @@ def _report_written(result, as_json: bool) -> None:
 @app.command()
 def convert(
     src_dir: Path = typer.Argument(..., help="Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output .gguf file, or a directory (OUT_DIR/) for several types."),
+    output_arg: str = typer.Option(..., "-o", "--output", help="Output .gguf file, or a directory (OUT_DIR/) for several types."),
     outtype: str = typer.Option(
         "auto", "--outtype", help=f"Tensor type: {OUTTYPES}; a comma list (bf16,q8_0,q4_k_m) writes each into OUT_DIR/."
     ),
@@ -122,8 +122,9 @@ def convert(
 
     from exaone_gguf import publish as pub
 
+    output = Path(output_arg)
     with _errors():
-        if "," in outtype or output.is_dir() or str(output).endswith(("/", "\\")):  # several types -> OUT_DIR
+        if "," in outtype or output.is_dir() or output_arg.endswith(("/", "\\")):  # several types or OUT_DIR/
             published = _run_with_progress(
                 f"converting {src_dir.name}",
                 lambda **kw: pub.publish(
@@ -293,6 +294,21 @@ def inspect(
             _print_json(summary)
         else:
             render_inspect(summary, err)
+
+
+@app.command()
+def demo(
+    workdir: Optional[Path] = typer.Argument(None, help="Keep the files here (default: a temporary directory)."),
+    families: str = typer.Option("exaone3.5,exaone4", "--families", help="Comma-separated make-tiny families."),
+    types: str = typer.Option("bf16,q8_0,q4_k_m", "--types", help="Comma-separated output types."),
+) -> None:
+    """Make tiny checkpoints, convert, quantize, validate and chat with them; a table at the end."""
+    from exaone_gguf.demo import run_demo
+
+    with _errors():
+        rows = run_demo(workdir, err, families=families.split(","), types=types.split(","))
+        if not all(r.passed for r in rows):
+            raise ValidationFailed("a demo model failed validation; run `exaone-gguf validate` on it for details")
 
 
 def main() -> None:

@@ -1,0 +1,63 @@
+"""convert --outtype T and quantize IN OUT T write what llama.cpp's own quantizer writes, tensor for tensor.
+
+For every tiny family and type: llama_model_quantize (llama-cpp-python) quantizes our BF16 GGUF; our one-pass
+convert from the checkpoint and our GGUF->GGUF quantize must give the same type and the same bytes for every
+tensor. IQ4_XS runs with an importance matrix made for the test, passed to both sides.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import TINY_FAMILIES
+from test_quant_imatrix import llama_quantize_with_imatrix, write_gguf_imatrix
+from test_quant_mixtures import llama_quantize
+
+from exaone_gguf.convert.pipeline import convert
+from exaone_gguf.gguf_io import read_gguf
+from exaone_gguf.quantize.from_gguf import quantize_gguf
+from exaone_gguf.quantize.imatrix import load_imatrix
+
+TYPES = ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_m", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "iq4_xs"]
+
+
+def tensors(path):
+    f = read_gguf(path)
+    return {t.name: (t.tensor_type, bytes(f.tensor_bytes(t))) for t in f.tensors}, f.get("general.file_type")
+
+
+def make_imatrix(gguf_path, out, seed=1):
+    rng = np.random.default_rng(seed)
+    stats = {}
+    for t in read_gguf(gguf_path).tensors:
+        if len(t.shape) == 2:
+            stats[t.name] = ((rng.random(t.shape[0]) * 50 + 0.5).astype(np.float32), float(rng.integers(10, 500)))
+    write_gguf_imatrix(out, stats)
+    return out
+
+
+@pytest.mark.parametrize("outtype", TYPES)
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_same_bytes_as_llama_model_quantize(family, outtype, tiny_dir, tiny_gguf, tmp_path):
+    bf16 = tiny_gguf(family, "bf16")
+    imatrix = make_imatrix(bf16, tmp_path / "imatrix.gguf") if outtype == "iq4_xs" else None
+    ref = tmp_path / "llama.gguf"
+    if imatrix:
+        assert llama_quantize_with_imatrix(bf16, ref, outtype, load_imatrix(imatrix)) == 0
+    else:
+        llama_quantize(bf16, ref, outtype)
+    want, want_ft = tensors(ref)
+
+    ours_q = quantize_gguf(bf16, tmp_path / "q.gguf", outtype, threads=2, imatrix=imatrix).output
+    ours_c = convert(tiny_dir(family), tmp_path / "c.gguf", outtype, threads=1, imatrix=imatrix).output
+    for path in (ours_q, ours_c):
+        got, ft = tensors(path)
+        assert ft == want_ft
+        assert set(got) == set(want)  # llama.cpp reorders tensors; the order in a file carries no meaning
+        for name, (qtype, raw) in want.items():
+            assert got[name][0] == qtype, f"{name}: {got[name][0].name} vs llama.cpp {qtype.name}"
+            assert got[name][1] == raw, f"{name} ({qtype.name}): bytes differ from llama.cpp"
+    # the mixture really mixes: K-quant files keep norms F32 and, for *_m types, promote some layers
+    types = {q.name for q, _ in want.values()}
+    assert "F32" in types
