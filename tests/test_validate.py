@@ -175,3 +175,14 @@ def test_cuda_without_gpu_build_is_bad_input(tiny_gguf):
 
 
 _ = GGUFValueType
+
+
+def test_tensor_types_against_file_type(tiny_dir, tiny_gguf, tmp_path):
+    # a Q8_0 file that claims to be F16: its weights are less precise than the label -> fail
+    bad = rewrite(tiny_gguf("exaone4", "q8_0"), tmp_path / "mislabelled.gguf", kv={"general.file_type": 1})
+    check = next(c for c in validate(bad, tiny_dir("exaone4")).checks if c.name == "metadata: tensor types vs file type")
+    assert check.status == "fail" and "expected F16" in check.detail
+    # an F16 file labelled Q8_0 carries more precision than promised -> a warning, not a failure
+    more = rewrite(tiny_gguf("exaone4", "bf16"), tmp_path / "richer.gguf", kv={"general.file_type": 7})
+    check = next(c for c in validate(more, tiny_dir("exaone4")).checks if c.name == "metadata: tensor types vs file type")
+    assert check.status == "warn" and "more precise" in check.detail

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from exaone_gguf.checkpoint.awq import awq_config_of, wrap_awq_tensors
 from exaone_gguf.checkpoint.safetensors import SafetensorsFile, TensorHandle
 from exaone_gguf.checkpoint.spec import ModelSpec, load_spec
 from exaone_gguf.checkpoint.tokenizer import TokenizerData, load_tokenizer
@@ -87,6 +88,9 @@ def load_checkpoint(directory: Path | str) -> Checkpoint:
                 if name in tensors:
                     raise InputError(f"{shard}: tensor '{name}' also appears in {tensors[name].file.path}.")
                 tensors[name] = handle
+    awq = awq_config_of(spec)
+    if awq is not None:  # AWQ triples become lazy dequantizing `.weight` handles; nothing else changes
+        tensors = wrap_awq_tensors(tensors, awq, directory / "config.json")
     return Checkpoint(directory, spec, tensors)
 
 

@@ -174,11 +174,9 @@ def parse_config(cfg: dict[str, Any], path: Path | str = "config.json") -> Model
         raise InputError(f"{path}: architecture {arch!r} is not supported; supported: {supported}.")
     family = SUPPORTED_ARCHITECTURES[arch]
     if cfg.get("quantization_config") is not None:
-        method = cfg["quantization_config"].get("quant_method") if isinstance(cfg["quantization_config"], dict) else None
-        raise InputError(
-            f"{path}: quantized checkpoints ({method or 'unknown method'}) are not supported yet; "
-            "convert the unquantized checkpoint."
-        )
+        from exaone_gguf.checkpoint.awq import parse_awq_config
+
+        parse_awq_config(cfg["quantization_config"], path)  # AWQ GEMM 4-bit is read; anything else is refused
 
     hidden = k.int("hidden_size")
     heads = k.int("num_attention_heads")

@@ -87,6 +87,50 @@ def _load_json(path: Path) -> Any:
         raise InputError(f"{path}: not valid UTF-8 JSON ({e}); restore the original file.") from None
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start}); restore the original file.") from None
+
+
+def _check_vocab(vocab: dict, source: Path) -> dict[str, int]:
+    """Every entry is a string token with a non-negative integer id (a hostile file may hold anything)."""
+    for token, i in vocab.items():
+        if type(i) is not int or i < 0:
+            raise InputError(f"{source}: token {token!r} has id {i!r}, not a non-negative integer; restore the original file.")
+    return vocab
+
+
+def _merges(raw: Any, source: Path) -> list[str]:
+    """tokenizer.json merges: "left right" strings or [left, right] pairs."""
+    if not isinstance(raw, list):
+        raise InputError(f"{source}: 'merges' is not a list; restore the original file.")
+    out = []
+    for i, m in enumerate(raw):
+        if isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m):
+            m = " ".join(m)
+        if not isinstance(m, str):
+            raise InputError(f"{source}: merge {m!r} (entry {i}) is not 'left right' or [left, right]; restore the original file.")
+        out.append(m)
+    return out
+
+
+def _added_token(i: Any, a: Any, source: Path) -> AddedToken:
+    try:
+        if isinstance(i, bool) or not isinstance(a, dict) or not isinstance(a["content"], str):
+            raise TypeError
+        i = int(i)  # added_tokens_decoder keys are id strings
+        if i < 0:
+            raise ValueError
+    except (KeyError, TypeError, ValueError):
+        raise InputError(
+            f"{source}: added token {str(a)[:80]} (id {i!r}) needs an integer 'id' and a string 'content'; "
+            "restore the original file."
+        ) from None
+    return AddedToken(i, a["content"], bool(a.get("special", False)))
+
+
 def _token_content(v: Any) -> str | None:
     if isinstance(v, dict):
         v = v.get("content")
@@ -113,8 +157,24 @@ def _detect_pre(pre_tokenizer: Any) -> str:
     return "exaone" if walk(pre_tokenizer) else "exaone4"
 
 
-def load_tokenizer(directory: Path) -> TokenizerData:
+def _is_sentencepiece(directory: Path) -> bool:
+    """Llama-family checkpoints: tokenizer.model, unless a tokenizer.json beside it is byte-level BPE."""
+    if not (directory / "tokenizer.model").exists():
+        return False
+    tj_path = directory / "tokenizer.json"
+    if not tj_path.exists():
+        return True
+    tj = _load_json(tj_path)
+    model = tj.get("model") if isinstance(tj, dict) else None
+    return isinstance(model, dict) and (model.get("type") == "Unigram" or bool(model.get("byte_fallback")))
+
+
+def load_tokenizer(directory: Path):  # -> TokenizerData | SentencePieceData
     directory = Path(directory)
+    if _is_sentencepiece(directory):
+        from exaone_gguf.checkpoint.sentencepiece import load_sentencepiece
+
+        return load_sentencepiece(directory)
     tj_path, vocab_path, merges_path = directory / "tokenizer.json", directory / "vocab.json", directory / "merges.txt"
     cfg_path = directory / "tokenizer_config.json"
     cfg = _load_json(cfg_path) if cfg_path.exists() else {}
@@ -128,17 +188,20 @@ def load_tokenizer(directory: Path) -> TokenizerData:
         model = tj.get("model") if isinstance(tj, dict) else None
         if not isinstance(model, dict) or model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
             raise InputError(f"{tj_path}: only byte-level BPE tokenizers are supported for this family.")
-        vocab = model["vocab"]
-        merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-        for a in tj.get("added_tokens", []):
-            added[int(a["id"])] = AddedToken(int(a["id"]), a["content"], bool(a.get("special", False)))
+        vocab = _check_vocab(model["vocab"], tj_path)
+        merges = _merges(model.get("merges", []), tj_path)
+        added_list = tj.get("added_tokens") or []
+        for a in added_list if isinstance(added_list, list) else [added_list]:
+            t = _added_token(a.get("id") if isinstance(a, dict) else None, a, tj_path)
+            added[t.id] = t
         pre = _detect_pre(tj.get("pre_tokenizer"))
         source = str(tj_path)
     elif vocab_path.exists() and merges_path.exists():
         vocab = _load_json(vocab_path)
         if not isinstance(vocab, dict):
             raise InputError(f"{vocab_path}: must map token strings to ids; restore the original file.")
-        lines = merges_path.read_text(encoding="utf-8").split("\n")
+        _check_vocab(vocab, vocab_path)
+        lines = _read_text(merges_path).split("\n")
         merges = [ln for ln in lines if ln and not ln.startswith("#version")]
         pre = "exaone4"  # the slow GPT2Tokenizer always uses the GPT-2 regex
         source = f"{vocab_path} + {merges_path}"
@@ -148,8 +211,12 @@ def load_tokenizer(directory: Path) -> TokenizerData:
             f"{directory}: no tokenizer found (missing {', '.join(missing)}); "
             "add tokenizer.json, or vocab.json and merges.txt."
         )
-    for key, a in (cfg.get("added_tokens_decoder") or {}).items():
-        added[int(key)] = AddedToken(int(key), a["content"], bool(a.get("special", False)))
+    decoder = cfg.get("added_tokens_decoder") or {}
+    if not isinstance(decoder, dict):
+        raise InputError(f"{cfg_path}: 'added_tokens_decoder' must map ids to tokens; restore the original file.")
+    for key, a in decoder.items():
+        t = _added_token(key, a, cfg_path)
+        added[t.id] = t
 
     def special_id(name: str) -> int | None:
         content = _token_content(cfg.get(name))
@@ -163,7 +230,7 @@ def load_tokenizer(directory: Path) -> TokenizerData:
     template = None
     jinja = directory / "chat_template.jinja"
     if jinja.exists():
-        template = jinja.read_text(encoding="utf-8")
+        template = _read_text(jinja)
     elif isinstance(cfg.get("chat_template"), str):
         template = cfg["chat_template"]
     elif isinstance(cfg.get("chat_template"), list):  # [{name, template}]: the default one

@@ -22,6 +22,8 @@ class TensorMapping:
     hf_shape: tuple[int, ...]  # what the config says the HF tensor must be ([out, in] for weights)
     # Optional row transform applied to float32 rows (e.g. Llama's q/k permutation); None = bytes as they are.
     transform: Callable[[np.ndarray], np.ndarray] | None = None
+    # The transform must see whole groups of this many rows (one attention head for the q/k permutation).
+    row_group: int = 1
 
 
 @dataclass(frozen=True)
@@ -48,15 +50,31 @@ def add_common_hparams(spec: ModelSpec, plan: GGUFPlan, arch: str) -> None:
 
 
 def families() -> dict[str, Family]:
-    from exaone_gguf.convert import exaone3, exaone4
+    from exaone_gguf.convert import exaone3, exaone4, llama
 
-    return {f.name: f for f in (exaone3.FAMILY, exaone4.FAMILY)}
+    return {f.name: f for f in (exaone3.FAMILY, exaone4.FAMILY, llama.FAMILY)}
 
 
-def family_for(spec: ModelSpec) -> Family:
+def alternate_archs() -> dict[tuple[str, str], Family]:
+    """(family, GGUF arch) -> a family module writing that family under another architecture."""
+    from exaone_gguf.convert import llama
+
+    return {("exaone", "llama"): llama.EXAONE_AS_LLAMA}
+
+
+def family_for(spec: ModelSpec, arch: str | None = None) -> Family:
+    """The family module for `spec`; `arch` asks for another GGUF architecture (EXAONE 3.x as `llama`)."""
     from exaone_gguf.errors import InputError
 
     fams = families()
+    if arch is not None and spec.family in fams and arch != fams[spec.family].arch:
+        alt = alternate_archs().get((spec.family, arch))
+        if alt is None:
+            raise InputError(
+                f"{spec.config_path}: {spec.architecture} cannot be written as architecture {arch!r}; "
+                f"leave --arch out (gives {fams[spec.family].arch!r})."
+            )
+        return alt
     if spec.family not in fams:
         raise InputError(
             f"{spec.config_path}: {spec.architecture} is recognised but cannot be converted yet; "

@@ -13,6 +13,7 @@ from gguf import GGMLQuantizationType as T
 from gguf import GGUFValueType
 
 from exaone_gguf.checkpoint import Checkpoint, TensorHandle, load_checkpoint
+from exaone_gguf.checkpoint.finite import check_finite
 from exaone_gguf.checkpoint.safetensors import bf16_to_f32
 from exaone_gguf.convert.family import Family, TensorMapping, family_for
 from exaone_gguf.convert.metadata import add_general
@@ -26,6 +27,7 @@ from exaone_gguf.quantize.mixtures import file_type_value, plan_types
 FLOAT_OUTTYPES = {"f32": T.F32, "f16": T.F16, "bf16": T.BF16}
 _SOURCE_TO_OUT = {"BF16": T.BF16, "F16": T.F16, "F32": T.F32, "F64": T.F32}
 CHUNK_BYTES = 16 << 20  # float32 bytes handled per step; bounds memory whatever the tensor size
+SPAN_BYTES = 64 << 20  # source bytes per kernel copy when a tensor's bytes stay as they are
 
 
 def f32_to_bf16(x: np.ndarray) -> np.ndarray:
@@ -78,12 +80,24 @@ def stream_tensor(
     stays at one chunk whatever the model size."""
     transform = m.transform if m else None
     rows_per_chunk = max(1, CHUNK_BYTES // (4 * handle.row_numel))
-    passthrough = transform is None and _SOURCE_TO_OUT.get(handle.dtype) == qtype and handle.dtype != "F64"
-    table = _table16(handle.dtype, qtype) if transform is None and not passthrough else None
+    group = getattr(m, "row_group", 1) if transform is not None else 1  # a q/k permutation needs whole heads
+    rows_per_chunk = max(group, rows_per_chunk // group * group)
+    # Only safetensors handles have file bytes to copy; derived handles (AWQ dequantization) are computed.
+    passthrough = (
+        isinstance(handle, TensorHandle)
+        and transform is None
+        and _SOURCE_TO_OUT.get(handle.dtype) == qtype
+        and handle.dtype != "F64"
+    )
+    encode = getattr(handle, "encode_rows", None)  # AWQ: Q4_1 straight from the checkpoint's own codes
+    plain = isinstance(handle, TensorHandle) and transform is None and not passthrough
+    table = _table16(handle.dtype, qtype) if plain else None  # 16-bit float -> the other one: a lookup
     if len(handle.shape) <= 1:
         x = handle.raw() if passthrough else handle.to_f32()
         yield x if passthrough else convert_rows(x if transform is None else transform(x), qtype, threads, imatrix)
     else:
+        if passthrough:  # large spans: fewer copy calls; memory is no concern, no byte enters this process
+            rows_per_chunk = max(1, SPAN_BYTES // max(1, handle.nbytes // max(1, handle.n_rows)))
         for start in range(0, handle.n_rows, rows_per_chunk):
             stop = min(handle.n_rows, start + rows_per_chunk)
             if passthrough:
@@ -92,8 +106,10 @@ def stream_tensor(
             if table is not None:
                 out = _lookup(table, handle.raw(start, stop))
             else:
-                x = handle.to_f32(start, stop)
-                out = convert_rows(x if transform is None else transform(x), qtype, threads, imatrix)
+                out = encode(qtype, start, stop, transform) if encode is not None else None
+                if out is None:
+                    x = handle.to_f32(start, stop)
+                    out = convert_rows(x if transform is None else transform(x), qtype, threads, imatrix)
             handle.release(start, stop)
             yield out
     handle.release()
@@ -109,6 +125,7 @@ class ConvertResult:
     n_params: int
     file_size: int
     tensor_types: dict[str, str] = field(default_factory=dict)
+    nonfinite: list[str] = field(default_factory=list)  # source tensors with NaN/inf (--allow-nonfinite)
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -153,15 +170,18 @@ def build_plan(
     threads: int = 1,
     imatrix: dict[str, np.ndarray] | None = None,
     imatrix_file: Path | None = None,
+    arch: str | None = None,
 ) -> tuple[GGUFPlan, ConvertResult]:
     spec = ckpt.spec
-    fam = family_for(spec)
+    fam = family_for(spec, arch)  # arch: another GGUF architecture, e.g. EXAONE 3.x as "llama"
     mappings = fam.tensor_map(spec)
     check_tensors(ckpt, fam, mappings)
     if outtype == "auto":
         outtype = auto_outtype(ckpt, mappings)
     gguf_shapes = [(m.gguf_name, tuple(reversed(m.hf_shape))) for m in mappings]
     types = plan_tensor_types(gguf_shapes, outtype, fam.arch, spec.num_layers, spec.num_heads // spec.num_kv_heads, imatrix)
+    if outtype == "q4_1":
+        keep_awq_precision(ckpt, mappings, types)
     file_type = file_type_for(outtype)
 
     plan = GGUFPlan()
@@ -194,6 +214,17 @@ def build_plan(
     return plan, result
 
 
+def keep_awq_precision(ckpt: Checkpoint, mappings: list[TensorMapping], types: dict[str, T]) -> None:
+    """AWQ -> q4_1 keeps AWQ's own codes; the weights AWQ left unquantized on purpose (embeddings, lm_head)
+    get Q8_0 instead of a 4-bit rounding AWQ never calibrated for (like llama-quantize --token-embedding-type)."""
+    if not any(hasattr(ckpt.tensors[m.hf_name], "encode_rows") for m in mappings):
+        return
+    for m in mappings:
+        name = m.gguf_name
+        if not hasattr(ckpt.tensors[m.hf_name], "encode_rows") and types[name] == T.Q4_1 and m.hf_shape[-1] % 32 == 0:
+            types[name] = T.Q8_0
+
+
 def plan_tensor_types(
     gguf_shapes: list[tuple[str, tuple[int, ...]]], outtype: str, arch: str, n_layers: int, n_gqa: int, imatrix=None
 ) -> dict[str, T]:
@@ -221,8 +252,11 @@ def convert(
     progress: Callable[[PlannedTensor, int], None] | None = None,
     on_plan: Callable[[GGUFPlan], None] | None = None,
     imatrix: Path | str | None = None,
+    arch: str | None = None,
+    allow_nonfinite: bool = False,
 ) -> ConvertResult:
-    """Convert the checkpoint directory `src` into the GGUF file `out` (quantized types in the same pass)."""
+    """Convert the checkpoint directory `src` into the GGUF file `out` (quantized types in the same pass).
+    Weights with NaN or infinity are refused unless `allow_nonfinite` (then listed in result.nonfinite)."""
     src, out = Path(src), Path(out)
     outtype = outtype.lower()
     if outtype != "auto":
@@ -230,7 +264,8 @@ def convert(
     ckpt = load_checkpoint(src)
     check_output_path(out, [src] + ([Path(imatrix)] if imatrix else []), force)
     weights = load_imatrix(imatrix) if imatrix else None
-    plan, result = build_plan(ckpt, outtype, threads, weights, Path(imatrix) if imatrix else None)
+    plan, result = build_plan(ckpt, outtype, threads, weights, Path(imatrix) if imatrix else None, arch=arch)
+    result.nonfinite = check_finite(ckpt.tensors, allow_nonfinite)  # before a byte is written
     if on_plan:
         on_plan(plan)
     result.file_size = write_gguf(plan, out, progress)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import jinja2.nodes
 from gguf import GGUFValueType
 
+from exaone_gguf import chat_template
 from exaone_gguf.checkpoint.spec import ModelSpec
 from exaone_gguf.checkpoint.tokenizer import TokenizerData
 from exaone_gguf.convert.writer import GGUFPlan
@@ -20,13 +24,32 @@ def special_ids(tok: TokenizerData, spec: ModelSpec) -> dict[str, int | None]:
     }
 
 
+def add_spm_vocab(plan: GGUFPlan, tok, spec: ModelSpec) -> None:
+    """SentencePiece -> llama.cpp's `llama` vocabulary: tokens, scores (merge priorities) and types."""
+    tokens, scores, types = tok.vocab_entries(spec.vocab_size)
+    plan.add_string("tokenizer.ggml.model", "llama")
+    plan.add_string("tokenizer.ggml.pre", tok.pre)
+    plan.add_array("tokenizer.ggml.tokens", GGUFValueType.STRING, tokens)
+    plan.add_array("tokenizer.ggml.scores", GGUFValueType.FLOAT32, scores)
+    plan.add_array("tokenizer.ggml.token_type", GGUFValueType.INT32, types)
+
+
 def add_vocab(plan: GGUFPlan, tok: TokenizerData, spec: ModelSpec) -> None:
+    if getattr(tok, "kind", None) == "spm":
+        add_spm_vocab(plan, tok, spec)
+        _add_special(plan, tok, spec)
+        return
     tokens, types = tok.token_list(spec.vocab_size)
     plan.add_string("tokenizer.ggml.model", "gpt2")
     plan.add_string("tokenizer.ggml.pre", tok.pre)
     plan.add_array("tokenizer.ggml.tokens", GGUFValueType.STRING, tokens)
     plan.add_array("tokenizer.ggml.token_type", GGUFValueType.INT32, types)
     plan.add_array("tokenizer.ggml.merges", GGUFValueType.STRING, tok.merges)
+    _add_special(plan, tok, spec)
+
+
+def _add_special(plan: GGUFPlan, tok, spec: ModelSpec) -> None:
+    """Special ids, BOS/EOS policy and the chat template (every vocabulary kind)."""
     for name, value in special_ids(tok, spec).items():
         if value is None:
             continue
@@ -39,4 +62,28 @@ def add_vocab(plan: GGUFPlan, tok: TokenizerData, spec: ModelSpec) -> None:
     if tok.add_eos_token is not None:
         plan.add_bool("tokenizer.ggml.add_eos_token", tok.add_eos_token)
     if tok.chat_template:
+        check_chat_template(tok.chat_template, template_source(tok))
         plan.add_string("tokenizer.chat_template", tok.chat_template)
+
+
+def template_source(tok) -> str:
+    """The file the loaders took the template from: chat_template.jinja wins over tokenizer_config.json."""
+    directory = Path(str(tok.source).split(" + ")[0]).parent
+    jinja = directory / "chat_template.jinja"
+    return str(jinja if jinja.exists() else directory / "tokenizer_config.json")
+
+
+def check_chat_template(template: str, source: str) -> None:
+    """Refuse a chat template that would be shipped broken or hostile (CVE-2024-34359 was a template):
+    it must compile, must not name a private attribute anywhere (an escape attempt may sit in a branch no
+    test conversation takes), and must render a one-message chat in the bounded sandbox."""
+    chat_template.check_syntax(template, source)
+    ast = chat_template._ENV.parse(template)  # the environment check_syntax compiled it with
+    for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Const)):
+        name = node.attr if isinstance(node, jinja2.nodes.Getattr) else node.value
+        if isinstance(name, str) and (name.startswith("_") if isinstance(node, jinja2.nodes.Getattr) else name.startswith("__")):
+            raise chat_template.TemplateError(
+                f"{source}: chat template reaches for the private attribute {name!r}, a sandbox escape attempt; "
+                "it was refused and nothing was executed."
+            )
+    chat_template.render(template, [{"role": "user", "content": "Hello"}], source_name=source)

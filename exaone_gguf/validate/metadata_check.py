@@ -7,6 +7,7 @@ converter bug is not mirrored by the check.
 from __future__ import annotations
 
 import numpy as np
+from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as T
 from gguf import LlamaFileType
 
@@ -189,10 +190,22 @@ def check_tensor_types(f: GGUFFile, n_layers: int, n_gqa: int | None) -> CheckRe
         want = plan_types(
             [(t.name, t.shape) for t in f.tensors], ftname.lower(), f.get("general.architecture"), n_layers, n_gqa=n_gqa
         )
-    bad = [f"{t.name} is {t.tensor_type.name}, expected {want[t.name].name}" for t in f.tensors if t.tensor_type != want[t.name]]
-    if bad:
-        return CheckResult(name, "fail", f"{len(bad)} tensors differ from file type {ftname}: {bad[0]}")
+    differ = [t for t in f.tensors if t.tensor_type != want[t.name]]
+    worse = [t for t in differ if _bits(t.tensor_type) <= _bits(want[t.name])]
+    if worse:
+        t = worse[0]
+        return CheckResult(name, "fail", f"{len(worse)} tensors differ from file type {ftname}: {t.name} is "
+                           f"{t.tensor_type.name}, expected {want[t.name].name}")
+    if differ:  # kept more precise than the mixture (llama-quantize --token-embedding-type and the like)
+        t = differ[0]
+        return CheckResult(name, "warn", f"{len(differ)} tensors more precise than {ftname}'s mixture: {t.name} is "
+                           f"{t.tensor_type.name} (mixture: {want[t.name].name})")
     return CheckResult(name, "pass", f"{len(f.tensors)} tensors consistent with {ftname}")
+
+
+def _bits(qtype: T) -> float:
+    block, size = GGML_QUANT_SIZES[qtype]
+    return 8 * size / block
 
 
 def check_tensor_shapes(f: GGUFFile, ckpt: Checkpoint) -> CheckResult:
