@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from exaone_gguf.gguf_io.reader import GGUFFile, read_gguf
+from exaone_gguf.gguf_io.reader import GGUFFile
 
 ARRAY_HEAD = 5  # array elements shown in the summary
 MAX_TENSOR_ROWS = 60  # above this, the tensor table groups per-layer tensors
@@ -92,8 +92,13 @@ def summarize(f: GGUFFile) -> dict[str, Any]:
 
 def inspect_gguf(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse `path` strictly (InputError on a bad file) and return its JSON-serializable summary."""
-    with read_gguf(path) as f:
-        return summarize(f)
+    from exaone_gguf.gguf_io.split import SplitGGUF, open_model
+
+    with open_model(path) as f:  # shard 1 of a split model: every shard, as llama.cpp loads it
+        summary = summarize(f)
+        if isinstance(f, SplitGGUF):
+            summary["split"]["files"] = [os.fspath(p) for p in f.shard_files]
+        return summary
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -153,7 +158,10 @@ def render_inspect(summary: dict[str, Any], console: Console) -> None:
     head.add_row("data offset", str(summary["data_offset"]))
     if summary.get("split"):
         s = summary["split"]
-        head.add_row("split", f"shard {s['no'] + 1} of {s['count']} ({s['tensors_count']} tensors in all)")
+        if s.get("files"):  # opened by shard 1: every shard was read, the tables cover the whole model
+            head.add_row("split", f"{s['count']} shards, all read ({s['tensors_count']} tensors in all)")
+        else:
+            head.add_row("split", f"shard {s['no'] + 1} of {s['count']} ({s['tensors_count']} tensors in all)")
     head.add_row("keys / tensors", f"{tot['kv_count']} / {tot['tensor_count']}")
     console.print(head)
 

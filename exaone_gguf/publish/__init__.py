@@ -1,0 +1,294 @@
+"""publish: every variant of a checkpoint in one folder, from one read of the source.
+
+`publish(src, out_dir, ["bf16", "q8_0", "q4_k_m"])` writes `{Basename}-{Size}[-{Finetune}]-{TYPE}.gguf` per type
+(shards `...-00001-of-0000N.gguf` with --split-max-size), optionally validates each against the source
+(`{stem}.validation.json` beside it), an Ollama Modelfile per variant (`{stem}.Modelfile`), the model card
+`README.md` and the `SHA256SUMS` manifest. `convert_split` is the single-output form with shards.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from exaone_gguf.checkpoint import Checkpoint, load_checkpoint
+from exaone_gguf.checkpoint.finite import check_finite
+from exaone_gguf.convert.pipeline import ConvertResult
+from exaone_gguf.convert.split import parse_split_size
+from exaone_gguf.convert.writer import GGUFPlan, PlannedTensor, check_output_path
+from exaone_gguf.errors import InputError, ValidationFailed
+from exaone_gguf.publish.card import CardInfo, FileRow, render_card
+from exaone_gguf.publish.manifest import MANIFEST_NAME, write_manifest
+from exaone_gguf.publish.modelfile import chat_family, render_modelfile
+from exaone_gguf.publish.multiwrite import Variant, assign_paths, plan_variants, write_variants
+from exaone_gguf.quantize.imatrix import load_imatrix
+from exaone_gguf.quantize.mixtures import file_type_value
+
+__all__ = ["publish", "convert_split", "parse_outtypes", "variant_stem", "PublishResult", "PublishedVariant"]
+
+DEFAULT_OUTTYPES = "bf16,q8_0,q6_k,q5_k_m,q4_k_m"
+
+
+@dataclass
+class PublishedVariant:
+    outtype: str  # upper case, as in the file name
+    files: list[Path]
+    size: int
+    bits_per_weight: float
+    n_tensors: int
+    modelfile: Path | None = None
+    report: Path | None = None
+    passed: bool | None = None
+    mean_kld: float | None = None
+    same_top1: float | None = None
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["files"] = [str(p) for p in self.files]
+        for k in ("modelfile", "report"):
+            d[k] = str(d[k]) if d[k] else None
+        return d
+
+
+@dataclass
+class PublishResult:
+    out_dir: Path
+    variants: list[PublishedVariant] = field(default_factory=list)
+    card: Path | None = None
+    manifest: Path | None = None
+    seconds: float = 0.0
+    nonfinite: list[str] = field(default_factory=list)  # source tensors with NaN/inf (allow_nonfinite)
+
+    @property
+    def passed(self) -> bool:
+        return not any(v.passed is False for v in self.variants)
+
+    def to_dict(self) -> dict:
+        return {
+            "out_dir": str(self.out_dir),
+            "variants": [v.to_dict() for v in self.variants],
+            "card": str(self.card) if self.card else None,
+            "manifest": str(self.manifest) if self.manifest else None,
+            "seconds": round(self.seconds, 3),
+            "nonfinite": self.nonfinite,
+        }
+
+
+@dataclass
+class _Total:
+    data_bytes: int  # what the CLI's progress bar needs from a plan
+
+
+def parse_outtypes(text: str) -> list[str]:
+    """'bf16,q8_0, Q4_K_M' -> ['bf16', 'q8_0', 'q4_k_m']; unknown or repeated names are refused."""
+    types = [t.strip().lower() for t in str(text).split(",") if t.strip()]
+    if not types:
+        raise InputError("--outtype: give at least one type, e.g. bf16,q8_0,q4_k_m.")
+    for t in types:
+        if t != "auto":
+            file_type_value(t)  # raises InputError for an unknown name
+    dup = sorted({t for t in types if types.count(t) > 1})
+    if dup:
+        raise InputError(f"--outtype: {dup[0]} is listed twice; give each type once.")
+    return types
+
+
+def _safe(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", s).strip("-")
+
+
+def variant_stem(plan: GGUFPlan, outtype: str) -> str:
+    """`{Basename}-{Size}[-{Finetune}]-{TYPE}` from the plan's general.* keys (LG's naming, e.g.
+    EXAONE-4.0-1.2B-Q4_K_M, EXAONE-3.5-2.4B-Instruct-BF16)."""
+    kv = {k: v[1] for k, v in plan.kv.items()}
+    parts = [kv.get("general.basename") or kv.get("general.name") or "model", kv.get("general.size_label"), kv.get("general.finetune")]
+    return "-".join(_safe(str(p)) for p in parts if p) + f"-{outtype.upper()}"
+
+
+def _bits_per_weight(plan: GGUFPlan) -> float:
+    params = sum(math.prod(t.shape) for t in plan.tensors)
+    return sum(t.nbytes for t in plan.tensors) * 8 / params if params else 0.0
+
+
+def _split_limits(split_max_size: str | int | None, split_max_tensors: int | None) -> tuple[int | None, int | None]:
+    if split_max_size is not None and split_max_tensors is not None:
+        raise InputError("--split-max-size and --split-max-tensors: give one of them, not both.")
+    size = parse_split_size(split_max_size) if isinstance(split_max_size, str) else split_max_size
+    if split_max_tensors is not None and split_max_tensors < 1:
+        raise InputError(f"--split-max-tensors {split_max_tensors}: give a positive number of tensors per shard.")
+    return size, split_max_tensors
+
+
+def report_path(gguf: Path) -> Path:
+    """Where a file's validation report goes: X.gguf or X-00001-of-0000N.gguf -> X.validation.json."""
+    from exaone_gguf.convert.split import parse_shard_name
+
+    parsed = parse_shard_name(gguf)
+    stem = parsed[0].name if parsed else Path(gguf).name.removesuffix(".gguf")
+    return Path(gguf).with_name(stem + ".validation.json")
+
+
+def validate_output(first: Path, src: Path, report_path: Path, device: str = "cpu"):
+    """Run the validator on `first` (a file or first shard) against `src`; write its JSON report."""
+    from exaone_gguf.validate import validate
+
+    report = validate(first, src, device=device)
+    report.write_json(report_path)
+    return report
+
+
+def _source_id(ckpt: Checkpoint, plan: GGUFPlan) -> str:
+    name = str(ckpt.spec.config.get("_name_or_path") or "")
+    if "/" in name and not Path(name).is_absolute() and not name.startswith("."):
+        return name
+    kv = {k: v[1] for k, v in plan.kv.items()}
+    org, nm = kv.get("general.organization"), kv.get("general.name")
+    return f"{org}/{nm}" if org and nm else str(nm or ckpt.path.name)
+
+
+def _card_info(ckpt: Checkpoint, plan: GGUFPlan, title: str) -> CardInfo:
+    card = ckpt.card
+
+    def as_list(v) -> list[str]:
+        return [v] if isinstance(v, str) and v else [str(x) for x in v] if isinstance(v, list) else []
+
+    def as_str(v) -> str | None:
+        return v if isinstance(v, str) and v else None
+
+    arch = plan.kv["general.architecture"][1]
+    template = plan.kv.get("tokenizer.chat_template", (None, None))[1]
+    return CardInfo(
+        title=title,
+        base_model=_source_id(ckpt, plan),
+        license=as_str(card.get("license")),
+        license_name=as_str(card.get("license_name")),
+        license_link=as_str(card.get("license_link")),
+        languages=as_list(card.get("language")),
+        tags=as_list(card.get("tags")),
+        family=chat_family(arch, template),
+        arch=arch,
+    )
+
+
+def publish(
+    src: Path | str,
+    out_dir: Path | str,
+    outtypes: list[str] | str = DEFAULT_OUTTYPES,
+    threads: int = 1,
+    force: bool = False,
+    validate: bool = False,
+    device: str = "cpu",
+    imatrix: Path | str | None = None,
+    split_max_size: str | int | None = None,
+    split_max_tensors: int | None = None,
+    progress: Callable[[PlannedTensor, int], None] | None = None,
+    on_plan: Callable[[_Total], None] | None = None,
+    on_validated: Callable[[object], None] | None = None,
+    arch: str | None = None,
+    allow_nonfinite: bool = False,
+) -> PublishResult:
+    """Write every variant of `src` into `out_dir` with card, Modelfiles and manifest (see module doc).
+    Raises ValidationFailed (after writing everything) when a validated variant fails a check."""
+    start = time.perf_counter()
+    src, out_dir = Path(src), Path(out_dir)
+    types = parse_outtypes(outtypes) if isinstance(outtypes, str) else parse_outtypes(",".join(outtypes))
+    max_bytes, max_tensors = _split_limits(split_max_size, split_max_tensors)
+    ckpt = load_checkpoint(src)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: is a file; give a directory for several output types.")
+    if out_dir.resolve().is_relative_to(src.resolve()):
+        raise InputError(f"{out_dir}: lies inside the source directory {src}; write the output elsewhere.")
+    weights = load_imatrix(imatrix) if imatrix else None
+    variants = plan_variants(ckpt, types, threads, weights, Path(imatrix) if imatrix else None, arch=arch)
+    stems = [variant_stem(v.plan, v.outtype) for v in variants]
+    if len(set(stems)) != len(stems):  # e.g. auto and bf16 on a BF16 source
+        raise InputError(f"--outtype: two types give the same file {stems[0]}.gguf; list each output type once.")
+    for v, stem in zip(variants, stems):
+        assign_paths(v, out_dir / f"{stem}.gguf", max_bytes, max_tensors)
+
+    family = chat_family(variants[0].plan.kv["general.architecture"][1], variants[0].plan.kv.get("tokenizer.chat_template", (None, None))[1])
+    extras = [out_dir / "README.md", out_dir / MANIFEST_NAME] + [out_dir / f"{s}.Modelfile" for s in stems]
+    extras += [out_dir / f"{s}.validation.json" for s in stems] if validate else []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for p in [p for v in variants for p in v.paths] + extras:
+        check_output_path(p, [src] + ([Path(imatrix)] if imatrix else []), force)
+    nonfinite = check_finite(ckpt.tensors, allow_nonfinite)  # as convert: before a byte is written
+
+    if on_plan:
+        on_plan(_Total(sum(v.plan.data_bytes for v in variants)))
+    sizes = write_variants(ckpt, variants, threads, weights, progress, arch=arch)
+
+    result = PublishResult(out_dir, nonfinite=nonfinite)
+    card = ckpt.card
+    lic = " ".join(str(x) for x in (card.get("license_name") or card.get("license"), card.get("license_link")) if isinstance(x, str) and x)
+    for v, stem, size in zip(variants, stems, sizes):
+        pv = PublishedVariant(v.outtype.upper(), v.paths, size, _bits_per_weight(v.plan), len(v.plan.tensors))
+        pv.modelfile = out_dir / f"{stem}.Modelfile"
+        pv.modelfile.write_text(render_modelfile(v.first_path.name, family, lic or None), encoding="utf-8")
+        if validate:
+            pv.report = out_dir / f"{stem}.validation.json"
+            report = validate_output(v.first_path, src, pv.report, device)
+            pv.passed = report.passed
+            if report.metrics:
+                pv.mean_kld, pv.same_top1 = report.metrics.get("mean_kld"), report.metrics.get("same_top1")
+            if on_validated:
+                on_validated(report)
+        result.variants.append(pv)
+
+    title = stems[0][: -len(variants[0].outtype) - 1]
+    rows = [
+        FileRow(pv.outtype, [p.name for p in pv.files], pv.size, pv.bits_per_weight, pv.modelfile.name if pv.modelfile else None,
+                pv.mean_kld, pv.same_top1, None if pv.passed is None else ("passed" if pv.passed else "FAILED"),
+                pv.report.name if pv.report else None)
+        for pv in result.variants
+    ]
+    result.card = out_dir / "README.md"
+    result.card.write_text(render_card(_card_info(ckpt, variants[0].plan, title), rows, MANIFEST_NAME), encoding="utf-8")
+    files = [p for pv in result.variants for p in [*pv.files, pv.modelfile, pv.report] if p is not None] + [result.card]
+    result.manifest = write_manifest(out_dir, files)
+    result.seconds = time.perf_counter() - start
+    failed = [pv.outtype for pv in result.variants if pv.passed is False]
+    if failed:
+        raise ValidationFailed(f"{', '.join(failed)} failed validation; see the .validation.json reports in {out_dir}.")
+    return result
+
+
+def convert_split(
+    src: Path | str,
+    out: Path | str,
+    outtype: str = "auto",
+    threads: int = 1,
+    force: bool = False,
+    imatrix: Path | str | None = None,
+    split_max_size: str | int | None = None,
+    split_max_tensors: int | None = None,
+    progress: Callable[[PlannedTensor, int], None] | None = None,
+    on_plan: Callable[[GGUFPlan], None] | None = None,
+    arch: str | None = None,
+    allow_nonfinite: bool = False,
+) -> tuple[ConvertResult, list[Path]]:
+    """Convert to `out` in shards (OUT-00001-of-0000N.gguf; just OUT when one shard is enough)."""
+    src, out = Path(src), Path(out)
+    types = parse_outtypes(outtype)
+    if len(types) != 1:
+        raise InputError(f"{out}: several output types need an output directory, not a file name.")
+    max_bytes, max_tensors = _split_limits(split_max_size, split_max_tensors)
+    ckpt = load_checkpoint(src)
+    weights = load_imatrix(imatrix) if imatrix else None
+    [v] = plan_variants(ckpt, types, threads, weights, Path(imatrix) if imatrix else None, arch=arch)
+    assign_paths(v, out, max_bytes, max_tensors)
+    for p in v.paths:
+        check_output_path(p, [src] + ([Path(imatrix)] if imatrix else []), force)
+    v.result.nonfinite = check_finite(ckpt.tensors, allow_nonfinite)
+    if on_plan:
+        on_plan(v.plan)
+    [size] = write_variants(ckpt, [v], threads, weights, progress, arch=arch)
+    v.result.output, v.result.file_size = v.paths[0], size
+    return v.result, v.paths
+
+
+__all__ += ["Variant", "validate_output"]

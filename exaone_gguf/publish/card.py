@@ -1,0 +1,177 @@
+"""The model card (README.md) of a published GGUF folder: front matter, a table of files, usage."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FileRow:
+    """One variant in the card's table."""
+
+    outtype: str  # BF16, Q4_K_M, ...
+    files: list[str]  # one name, or the shards (first one first)
+    size: int  # bytes, all shards
+    bits_per_weight: float
+    modelfile: str | None = None
+    mean_kld: float | None = None
+    same_top1: float | None = None  # percent
+    validation: str | None = None  # "passed" / "FAILED" / None when not validated
+    report: str | None = None  # the validation JSON's file name
+
+
+@dataclass
+class CardInfo:
+    title: str  # e.g. EXAONE-4.0-1.2B
+    base_model: str | None  # e.g. LGAI-EXAONE/EXAONE-4.0-1.2B
+    license: str | None = None
+    license_name: str | None = None
+    license_link: str | None = None
+    languages: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    family: str | None = None  # exaone3 | exaone-deep | exaone4 | None
+    arch: str = ""
+
+
+def _yaml_str(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)  # a JSON string is a valid YAML scalar
+
+
+def front_matter(info: CardInfo) -> str:
+    lines = ["---"]
+    if info.license:
+        lines.append(f"license: {_yaml_str(info.license)}")
+    if info.license_name:
+        lines.append(f"license_name: {_yaml_str(info.license_name)}")
+    if info.license_link:
+        lines.append(f"license_link: {_yaml_str(info.license_link)}")
+    if info.base_model:
+        lines += [f"base_model: {_yaml_str(info.base_model)}", "base_model_relation: quantized"]
+    if info.languages:
+        lines += ["language:"] + [f"- {_yaml_str(x)}" for x in info.languages]
+    lines += ["library_name: gguf", "pipeline_tag: text-generation", "tags:"]
+    tags = list(dict.fromkeys([*info.tags, "gguf", "llama.cpp", "exaone"]))
+    lines += [f"- {_yaml_str(t)}" for t in tags]
+    lines.append("---")
+    return "\n".join(lines)
+
+
+def _fmt_size(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def files_table(rows: list[FileRow]) -> str:
+    out = [
+        "| File | Type | Size | Bits/weight | Mean KLD | Same top-1 | Validation |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        name = f"[{r.files[0]}]({r.files[0]})" + (f" (+{len(r.files) - 1} shards)" if len(r.files) > 1 else "")
+        val = r.validation or "not run"
+        if r.report:
+            val = f"[{val}]({r.report})"
+        same = "-" if r.same_top1 is None else f"{r.same_top1:.1f}%"
+        out.append(
+            f"| {name} | {r.outtype} | {_fmt_size(r.size)} | {r.bits_per_weight:.2f} | {_fmt(r.mean_kld, '.5f')} "
+            f"| {same} | {val} |"
+        )
+    return "\n".join(out)
+
+
+def usage(info: CardInfo, rows: list[FileRow]) -> str:
+    pick = next((r for r in rows if r.outtype == "Q4_K_M"), rows[-1])
+    f = pick.files[0]
+    name = info.title.lower()
+    parts = ["## Usage", ""]
+    if any(len(r.files) > 1 for r in rows):
+        parts += [
+            "Split files: download every shard into one folder and give the **first** shard "
+            "(`-00001-of-0000N.gguf`); llama.cpp finds the others. "
+            "`llama-gguf-split --merge FIRST_SHARD OUT.gguf` joins them.",
+            "",
+        ]
+    parts += ["### llama.cpp", "", "```sh", f"llama-cli -m {f} -cnv", f"llama-server -m {f} --jinja -c 8192", "```", ""]
+    if info.family == "exaone4":
+        parts += [
+            "EXAONE 4.0 has a reasoning mode that its chat template turns on with `enable_thinking`; the default is off "
+            "(the prompt ends with an empty `<think>\\n\\n</think>` block). With `llama-server --jinja` pass "
+            '`"chat_template_kwargs": {"enable_thinking": true}` in a request, or start the server with '
+            "`--reasoning on` (older builds: `--chat-template-kwargs '{\"enable_thinking\": true}'`). "
+            "LG recommends temperature 0.6 and top_p 0.95 with reasoning, a temperature below 0.6 without it. "
+            "`llama-cli -cnv` cannot pass `enable_thinking`.",
+            "",
+        ]
+    elif info.family == "exaone-deep":
+        parts += [
+            "EXAONE Deep reasons inside `<thought>`…`</thought>` before it answers; LG recommends "
+            "`--temp 0.6 --top-p 0.95`, no system prompt and a context of 32768 (`-c 32768`).",
+            "",
+        ]
+    parts += [
+        "### llama-cpp-python",
+        "",
+        "```python",
+        "from llama_cpp import Llama",
+        "",
+        f'llm = Llama(model_path="{f}", n_ctx=8192)',
+        'out = llm.create_chat_completion(messages=[{"role": "user", "content": "안녕하세요!"}])',
+        'print(out["choices"][0]["message"]["content"])',
+        "```",
+        "",
+        "The file carries the model's own chat template, which `create_chat_completion` uses.",
+        "",
+    ]
+    if pick.modelfile:
+        parts += [
+            "### Ollama",
+            "",
+            "Each GGUF has a Modelfile beside it with the chat template, the stop token `[|endofturn|]` and the "
+            "recommended sampling parameters:",
+            "",
+            "```sh",
+            f"ollama create {name}:{pick.outtype.lower()} -f {pick.modelfile}",
+            f"ollama run {name}:{pick.outtype.lower()}",
+            "```",
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def render_card(info: CardInfo, rows: list[FileRow], manifest: str | None = None) -> str:
+    """The whole README.md."""
+    src = f"[{info.base_model}](https://huggingface.co/{info.base_model})" if info.base_model and "/" in info.base_model else (info.base_model or "the source checkpoint")
+    body = [
+        front_matter(info),
+        "",
+        f"# {info.title} GGUF",
+        "",
+        f"GGUF files of {src} for llama.cpp (architecture `{info.arch}`), written by "
+        "exaone-gguf from the original weights in one pass. Quantized tensors are "
+        "byte-identical to llama.cpp's own quantizer, with its per-tensor type mixtures.",
+        "",
+        "## Files",
+        "",
+        files_table(rows),
+        "",
+    ]
+    if any(r.validation for r in rows):
+        body += [
+            "Validation runs each file in llama.cpp (llama-cpp-python) and compares its next-token distributions "
+            "with the source checkpoint's (a NumPy reference forward pass) on a bilingual text: mean KL divergence "
+            "(lower is better) and the share of positions with the same most likely token. Each file's full report "
+            "is the JSON file linked in the table.",
+            "",
+        ]
+    body.append(usage(info, rows))
+    if manifest:
+        body += ["## Checksums", "", f"`{manifest}` lists the SHA-256 of every file here (`sha256sum -c {manifest}`).", ""]
+    if info.license:
+        lic = info.license_name or info.license
+        link = f" ({info.license_link})" if info.license_link else ""
+        body += ["## License", "", f"These files are derived from the original model and carry its license: {lic}{link}.", ""]
+    return "\n".join(body).rstrip() + "\n"

@@ -1,0 +1,165 @@
+"""Benchmark: the five-variant publish run against five single conversions, and inspect against gguf-py.
+
+    python scripts/bench_publish.py CKPT_DIR [--types bf16,q8_0,q6_k,q5_k_m,q4_k_m] [--threads N] [--workdir DIR]
+
+1. Copies the source bytes once (baseline, and warms the page cache so every run reads from memory).
+2. Runs `exaone-gguf convert CKPT --outtype T -o single.gguf` once per type (separate processes), hashing
+   and deleting each output to save disk; then `exaone-gguf convert CKPT --outtype T1,T2,... -o OUT/`.
+   Prints each wall time and peak RSS, checks that every variant is byte-identical to its single run, and
+   the ratio publish / sum(single) (target: at most 0.6).
+3. Times `exaone-gguf inspect` (our reader) and gguf-py's GGUFReader on the Q4_K_M file and checks they
+   report the same facts (key count, tensor names, types, shapes, data offsets, parameter count).
+A 1.2B-shaped BF16 checkpoint: copy ../shared/fixtures/exaone-4.0-1.2B/config.json with "dtype": "bfloat16", then
+    exaone-gguf make-tiny --from-config CONFIG CKPT_DIR --tokenizer-dir ../shared/fixtures/exaone-4.0-1.2B
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CLI = [sys.executable, "-m", "exaone_gguf"]
+
+
+CPU_S: dict[str, float] = {}  # command line -> CPU seconds (user + system) of its child
+
+
+def run_rusage(cmd: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, the child's own peak RSS in MB from wait4, stdout) of one child process; its CPU time
+    (user + system, which other load on the machine disturbs far less than wall time) goes to CPU_S."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        CPU_S[" ".join(cmd)] = usage.ru_utime + usage.ru_stime
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode:
+            sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{err.read()[-2000:]}")
+        return wall, usage.ru_maxrss / 1024, out.read()
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(16 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def copy_baseline(src: Path, dst: Path) -> float:
+    start = time.perf_counter()
+    dst.mkdir()
+    for p in sorted(src.glob("*.safetensors")):
+        shutil.copyfile(p, dst / p.name)
+    return time.perf_counter() - start
+
+
+def inspect_facts_ours(path: Path) -> tuple[float, dict]:
+    wall, _, out = run_rusage([*CLI, "inspect", str(path), "--json"])
+    s = json.loads(out)
+    return wall, {
+        "kv_count": s["totals"]["kv_count"],
+        "tensors": [(t["name"], t["type"], tuple(t["shape"]), t["offset"]) for t in s["tensors"]],
+        "parameters": s["totals"]["parameter_count"],
+        "architecture": s["architecture"],
+        "n_vocab": s["metadata"]["tokenizer.ggml.tokens"]["length"],
+    }
+
+
+GGUF_PY = r"""
+import json, sys, time
+t = time.perf_counter()
+from gguf import GGUFReader
+r = GGUFReader(sys.argv[1])
+tensors = [(t.name, t.tensor_type.name, [int(x) for x in t.shape], int(t.data_offset)) for t in r.tensors]
+kv = [f for f in r.fields if not f.startswith("GGUF.")]
+arch = r.fields["general.architecture"]
+facts = {"kv_count": len(kv), "tensors": tensors, "parameters": sum(int(t.n_elements) for t in r.tensors),
+         "architecture": bytes(arch.parts[arch.data[0]]).decode(), "n_vocab": len(r.fields["tokenizer.ggml.tokens"].data)}
+print(json.dumps(facts))
+"""
+
+
+def inspect_facts_gguf_py(path: Path) -> tuple[float, dict]:
+    wall, _, out = run_rusage([sys.executable, "-c", GGUF_PY, str(path)])
+    facts = json.loads(out)
+    facts["tensors"] = [(n, ty, tuple(sh), off) for n, ty, sh, off in facts["tensors"]]
+    return wall, facts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("ckpt", type=Path)
+    ap.add_argument("--types", default="bf16,q8_0,q6_k,q5_k_m,q4_k_m")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args()
+    types = args.types.split(",")
+    work = Path(tempfile.mkdtemp(prefix="bench_publish_", dir=args.workdir))
+    results: dict = {"threads": args.threads, "types": types}
+    try:
+        copy_s = copy_baseline(args.ckpt, work / "copy")
+        shutil.rmtree(work / "copy")
+        results["copy_s"] = round(copy_s, 2)
+        print(f"baseline: copy of the source bytes {copy_s:.1f} s", flush=True)
+
+        singles, hashes = {}, {}
+        for t in types:
+            out = work / f"single-{t}.gguf"
+            wall, rss, _ = run_rusage([*CLI, "convert", str(args.ckpt), "-o", str(out), "--outtype", t, "--threads", str(args.threads)])
+            hashes[t] = sha256(out)
+            out.unlink()
+            singles[t] = (wall, rss, list(CPU_S.values())[-1])
+            print(f"single {t:<7} {wall:7.1f} s  CPU {singles[t][2]:7.1f} s  peak RSS {rss:7.0f} MB", flush=True)
+        total_single = sum(w for w, _, _ in singles.values())
+        total_single_cpu = sum(c for _, _, c in singles.values())
+
+        pub = work / "pub"
+        wall, rss, out = run_rusage([*CLI, "convert", str(args.ckpt), "-o", f"{pub}/", "--outtype", ",".join(types),
+                                     "--threads", str(args.threads), "--json"])
+        published = json.loads(out.strip().splitlines()[-1])
+        same = {}
+        for v in published["variants"]:
+            t = v["outtype"].lower()
+            same[t] = sha256(Path(v["files"][0])) == hashes[t]
+        ratio = wall / total_single
+        cpu = list(CPU_S.values())[-1]
+        print(f"publish {len(types)} types {wall:7.1f} s  CPU {cpu:7.1f} s  peak RSS {rss:7.0f} MB", flush=True)
+        print(f"sum of single runs {total_single:.1f} s wall, {total_single_cpu:.1f} s CPU; publish / sum = "
+              f"{ratio:.3f} wall, {cpu / total_single_cpu:.3f} CPU (target <= 0.6)")
+        print(f"byte-identical to the single runs: {same}")
+        results.update(single={t: {"s": round(w, 2), "cpu_s": round(c, 2), "rss_mb": round(r)} for t, (w, r, c) in singles.items()},
+                       sum_single_s=round(total_single, 2), sum_single_cpu_s=round(total_single_cpu, 2),
+                       publish_s=round(wall, 2), publish_cpu_s=round(cpu, 2), publish_rss_mb=round(rss),
+                       ratio=round(ratio, 3), ratio_cpu=round(cpu / total_single_cpu, 3), identical=same)
+
+        q4 = next((Path(v["files"][0]) for v in published["variants"] if v["outtype"] == "Q4_K_M"), None)
+        if q4 is not None:
+            ours_s, ours = inspect_facts_ours(q4)
+            theirs_s, theirs = inspect_facts_gguf_py(q4)
+            agree = ours == theirs
+            print(f"inspect {q4.name}: exaone-gguf inspect --json {ours_s:.2f} s, gguf-py GGUFReader {theirs_s:.2f} s "
+                  f"(whole processes, imports included); same facts: {agree}")
+            if not agree:
+                for k in ours:
+                    if ours[k] != theirs[k]:
+                        print(f"  differs: {k}")
+            results.update(inspect_s=round(ours_s, 3), gguf_py_s=round(theirs_s, 3), inspect_same_facts=agree)
+        print(json.dumps(results))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

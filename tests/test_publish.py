@@ -1,0 +1,138 @@
+"""publish: five variants from one read, each byte-identical to a single convert, validated, with card,
+Modelfiles and manifest; and the refusals and cleanup around it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from exaone_gguf.cli import app
+from exaone_gguf.convert.pipeline import convert
+from exaone_gguf.errors import InputError
+from exaone_gguf.publish import parse_outtypes, publish
+from exaone_gguf.publish.manifest import verify_manifest
+from exaone_gguf.publish.modelfile import parse_modelfile
+
+TYPES = ["bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m"]
+
+
+@pytest.fixture(scope="module")
+def published(tiny_dir, tmp_path_factory):
+    src = tiny_dir("exaone4")
+    out = tmp_path_factory.mktemp("pub") / "out"
+    return src, out, publish(src, out, TYPES, validate=True)
+
+
+def test_every_variant_equals_a_single_convert(published, tmp_path):
+    src, out, result = published
+    assert [v.outtype for v in result.variants] == [t.upper() for t in TYPES]
+    for t, v in zip(TYPES, result.variants):
+        single = tmp_path / f"{t}.gguf"
+        convert(src, single, t)
+        assert v.files == [out / f"tiny-exaone4-29M-{t.upper()}.gguf"]
+        assert v.files[0].read_bytes() == single.read_bytes(), t
+
+
+def test_each_variant_validated_and_reported(published):
+    _, out, result = published
+    for v in result.variants:
+        report = json.loads(v.report.read_text())
+        assert v.report.parent == out and report["passed"] is True
+        assert report["metrics"]["mean_kld"] == v.mean_kld and v.mean_kld >= 0
+        assert 0 <= v.same_top1 <= 100
+    klds = {v.outtype: v.mean_kld for v in result.variants}
+    assert klds["BF16"] < klds["Q8_0"] < klds["Q4_K_M"]  # the figures measure the files, not a constant
+
+
+def test_card(published):
+    _, out, result = published
+    card = (out / "README.md").read_text()
+    front = card.split("---")[1]
+    assert 'license: "apache-2.0"' in front and 'base_model: "exaone-gguf/tiny-exaone4"' in front
+    assert '- "ko"' in front and '- "gguf"' in front
+    for v in result.variants:
+        row = next(line for line in card.splitlines() if line.startswith(f"| [{v.files[0].name}]"))
+        assert f"| {v.outtype} |" in row and f"{v.mean_kld:.5f}" in row and f"{v.same_top1:.1f}%" in row
+        assert f"{v.bits_per_weight:.2f}" in row and "[passed]" in row
+    assert "llama-server" in card and "--jinja" in card and "enable_thinking" in card
+    assert "llama_cpp import Llama" in card and "ollama create" in card
+
+
+def test_modelfiles(published):
+    _, out, result = published
+    for v in result.variants:
+        mf = parse_modelfile(v.modelfile.read_text())
+        assert mf["FROM"] == f"./{v.files[0].name}"
+        assert ("stop", '"[|endofturn|]"') in mf["PARAMETER"] and ("temperature", "0.6") in mf["PARAMETER"]
+        assert "[|assistant|]" in mf["TEMPLATE"] and mf["LICENSE"] == "apache-2.0"
+
+
+def test_manifest_covers_outputs_and_catches_tampering(published, tmp_path):
+    _, out, result = published
+    listed = {line.split("  ", 1)[1] for line in (out / "SHA256SUMS").read_text().splitlines()}
+    on_disk = {p.name for p in out.iterdir()} - {"SHA256SUMS"}
+    assert listed == on_disk and len(listed) == 5 * 3 + 1
+    assert verify_manifest(out / "SHA256SUMS") == []
+    # a copy with one flipped byte must be caught
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in listed | {"SHA256SUMS"}:
+        (copy / name).symlink_to(out / name)
+    victim = result.variants[1].modelfile.name
+    (copy / victim).unlink()
+    (copy / victim).write_text((out / victim).read_text().replace("0.6", "0.7"))
+    assert verify_manifest(copy / "SHA256SUMS") == [victim]
+    (copy / "SHA256SUMS").write_text("not a manifest line\n")
+    with pytest.raises(InputError, match="SHA256  NAME"):
+        verify_manifest(copy / "SHA256SUMS")
+
+
+def test_refusals(tiny_dir, tmp_path, published):
+    src, out, _ = published
+    with pytest.raises(InputError, match="already exists"):
+        publish(src, out, ["q8_0"])
+    with pytest.raises(InputError, match="listed twice"):
+        parse_outtypes("q8_0,Q8_0")
+    with pytest.raises(InputError):
+        parse_outtypes("q8_0,q9_9")
+    with pytest.raises(InputError, match="inside the source"):
+        publish(src, src / "out", ["q8_0"])
+    with pytest.raises(InputError, match="same file"):  # auto resolves to bf16 on a BF16 source
+        publish(src, tmp_path / "dup", ["auto", "bf16"])
+
+
+def test_failure_leaves_nothing(tiny_dir, tmp_path):
+    src = tiny_dir("exaone4")
+    out = tmp_path / "out"
+    out.mkdir()
+    # the second variant's partial file cannot be created: the whole run must fail and leave no file
+    (out / "tiny-exaone4-29M-Q4_K_M.gguf.partial").mkdir()
+    with pytest.raises(IsADirectoryError):
+        publish(src, out, ["q8_0", "q4_k_m"])
+    assert [p.name for p in out.iterdir()] == ["tiny-exaone4-29M-Q4_K_M.gguf.partial"]
+
+
+def test_cli_several_types(tiny_dir, tmp_path):
+    src = tiny_dir("exaone4")
+    res = CliRunner().invoke(app, ["convert", str(src), "--outtype", "q8_0,q4_k_m", "-o", f"{tmp_path}/pub/", "--json"])
+    assert res.exit_code == 0, res.output
+    obj = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [Path(v["files"][0]).name for v in obj["variants"]] == ["tiny-exaone4-29M-Q8_0.gguf", "tiny-exaone4-29M-Q4_K_M.gguf"]
+    assert Path(obj["manifest"]).is_file() and Path(obj["card"]).is_file()
+    res = CliRunner().invoke(app, ["convert", str(src), "--outtype", "q8_0,q4_k_m", "-o", f"{tmp_path}/pub/"])
+    assert res.exit_code == 2 and "already exists" in res.output
+
+
+def test_cli_one_type_into_a_directory_and_single_file_validate(tiny_dir, tmp_path):
+    src = tiny_dir("exaone4")
+    res = CliRunner().invoke(app, ["convert", str(src), "--outtype", "q8_0", "-o", f"{tmp_path}/one/", "--validate"])
+    assert res.exit_code == 0, res.output
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    stem = "tiny-exaone4-29M-Q8_0"
+    assert names == ["README.md", "SHA256SUMS", f"{stem}.Modelfile", f"{stem}.gguf", f"{stem}.validation.json"]
+    res = CliRunner().invoke(app, ["convert", str(src), "--outtype", "q8_0", "-o", str(tmp_path / "x.gguf"), "--validate"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "x.validation.json").read_text())["passed"] is True
