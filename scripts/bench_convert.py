@@ -293,6 +293,8 @@ def main() -> None:
     if args.tokenizer_dir and not args.tokenizer_dir.is_dir():
         print(f"note: tokenizer dir {args.tokenizer_dir} not found; make-tiny writes its own tokenizer")
         args.tokenizer_dir = None
+    if args.work_dir is not None:
+        args.work_dir.mkdir(parents=True, exist_ok=True)  # a new --work-dir is fine
     work = Path(tempfile.mkdtemp(prefix="bench-convert-", dir=args.work_dir))
     try:
         llama, how = find_llama_convert(args, work)

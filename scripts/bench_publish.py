@@ -106,6 +106,8 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
     types = args.types.split(",")
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)  # a new --work-dir is fine
     work = Path(tempfile.mkdtemp(prefix="bench_publish_", dir=args.workdir))
     results: dict = {"threads": args.threads, "types": types}
     try:
