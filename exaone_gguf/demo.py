@@ -90,12 +90,19 @@ def run_demo(
     return rows
 
 
+def _printable(text: str) -> str:
+    """A random model's reply on one line: whitespace collapsed, control characters shown as dots."""
+    return "".join(c if c.isprintable() else "·" for c in " ".join(text.split()))
+
+
 def render_table(rows: list[DemoRow], kept: Path | None) -> Table:
     caption = f"files kept in {kept}" if kept else "tiny random models: the reply is noise, the checks are real"
     table = Table(title="exaone-gguf demo", caption=caption)
-    for col, just in (("model", "left"), ("MB", "right"), ("conv+val s", "right"), ("checks", "right"),
-                      ("mean KLD", "right"), ("top-1", "right"), ("result", "left"), ("reply", "left")):
-        table.add_column(col, justify=just, no_wrap=True)
+    table.add_column("model")
+    for col in ("MB", "conv+val s", "checks", "mean KLD", "top-1"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("result", no_wrap=True)
+    table.add_column("reply")
     for r in rows:
         table.add_row(
             f"{r.family} {r.outtype.upper()}",
@@ -105,6 +112,6 @@ def render_table(rows: list[DemoRow], kept: Path | None) -> Table:
             f"{r.mean_kld:.1e}",
             f"{r.same_top1:.0f}%",
             Text("PASS", style="bold green") if r.passed else Text("FAIL", style="bold red"),
-            Text(repr(r.reply[:8])),
+            Text(_printable(r.reply)[:10]),
         )
     return table
