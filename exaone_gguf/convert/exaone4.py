@@ -13,7 +13,6 @@ from exaone_gguf.convert.family import Family, TensorMapping, add_common_hparams
 from exaone_gguf.convert.writer import GGUFPlan
 
 ARCH = "exaone4"
-LLAMA_CPP_HYBRID_LAYERS = 64  # llama.cpp enables EXAONE 4 sliding-window attention only at this depth
 
 
 def tensor_map(spec: ModelSpec) -> list[TensorMapping]:

@@ -22,20 +22,13 @@ from exaone_gguf.convert.vocab import add_vocab
 from exaone_gguf.convert.writer import FileSpan, GGUFPlan, PlannedTensor, check_output_path, write_gguf
 from exaone_gguf.errors import InputError
 from exaone_gguf.quantize.imatrix import load_imatrix, weights_for
+from exaone_gguf.quantize.kernels import fp32_to_bf16_bits, quantize
 from exaone_gguf.quantize.mixtures import file_type_value, plan_types
 
 FLOAT_OUTTYPES = {"f32": T.F32, "f16": T.F16, "bf16": T.BF16}
 _SOURCE_TO_OUT = {"BF16": T.BF16, "F16": T.F16, "F32": T.F32, "F64": T.F32}
 CHUNK_BYTES = 16 << 20  # float32 bytes handled per step; bounds memory whatever the tensor size
 SPAN_BYTES = 64 << 20  # source bytes per kernel copy when a tensor's bytes stay as they are
-
-
-def f32_to_bf16(x: np.ndarray) -> np.ndarray:
-    """float32 -> BF16 bit patterns, round-to-nearest-even, NaN kept quiet (as ggml_compute_fp32_to_bf16)."""
-    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    rounded = (u + (0x7FFF + ((u >> 16) & 1))) >> 16
-    nan = (u & 0x7FFFFFFF) > 0x7F800000
-    return np.where(nan, (u >> 16) | 64, rounded).astype(np.uint16)
 
 
 def convert_rows(x: np.ndarray, qtype: T, threads: int = 1, imatrix: np.ndarray | None = None) -> np.ndarray:
@@ -45,9 +38,7 @@ def convert_rows(x: np.ndarray, qtype: T, threads: int = 1, imatrix: np.ndarray 
     if qtype == T.F16:
         return x.astype(np.float16)
     if qtype == T.BF16:
-        return f32_to_bf16(x)
-    from exaone_gguf.quantize.kernels import quantize
-
+        return fp32_to_bf16_bits(x)
     return quantize(np.ascontiguousarray(x, dtype=np.float32), qtype, imatrix=imatrix, threads=threads)
 
 
@@ -179,10 +170,13 @@ def build_plan(
     if outtype == "auto":
         outtype = auto_outtype(ckpt, mappings)
     gguf_shapes = [(m.gguf_name, tuple(reversed(m.hf_shape))) for m in mappings]
-    types = plan_tensor_types(gguf_shapes, outtype, fam.arch, spec.num_layers, spec.num_heads // spec.num_kv_heads, imatrix)
+    # per-tensor storage type as llama.cpp's quantizer chooses it: norms F32, weights the type or the mixture's
+    types = plan_types(
+        gguf_shapes, outtype, fam.arch, spec.num_layers, n_gqa=spec.num_heads // spec.num_kv_heads, has_imatrix=imatrix is not None
+    )
     if outtype == "q4_1":
         keep_awq_precision(ckpt, mappings, types)
-    file_type = file_type_for(outtype)
+    file_type = file_type_value(outtype)
 
     plan = GGUFPlan()
     plan.add_string("general.architecture", fam.arch)
@@ -223,18 +217,6 @@ def keep_awq_precision(ckpt: Checkpoint, mappings: list[TensorMapping], types: d
         name = m.gguf_name
         if not hasattr(ckpt.tensors[m.hf_name], "encode_rows") and types[name] == T.Q4_1 and m.hf_shape[-1] % 32 == 0:
             types[name] = T.Q8_0
-
-
-def plan_tensor_types(
-    gguf_shapes: list[tuple[str, tuple[int, ...]]], outtype: str, arch: str, n_layers: int, n_gqa: int, imatrix=None
-) -> dict[str, T]:
-    """Per-tensor storage type as llama.cpp's quantizer would choose it: 1-D tensors (norms) F32; weights
-    the output type or, for mixtures such as q4_k_m, the mixture's choice."""
-    return plan_types(gguf_shapes, outtype, arch, n_layers, n_gqa=n_gqa, has_imatrix=imatrix is not None)
-
-
-def file_type_for(outtype: str) -> int:
-    return file_type_value(outtype)
 
 
 def add_imatrix_keys(plan: GGUFPlan, path: Path, imatrix: dict[str, np.ndarray]) -> None:

@@ -17,8 +17,8 @@ import numpy as np
 from exaone_gguf.checkpoint.spec import ModelSpec, parse_config
 from exaone_gguf.checkpoint.st_writer import TensorSource, write_checkpoint_weights
 from exaone_gguf.convert.family import family_for
-from exaone_gguf.convert.pipeline import f32_to_bf16
 from exaone_gguf.errors import InputError
+from exaone_gguf.quantize.kernels import fp32_to_bf16_bits
 from exaone_gguf.tiny.tokenizer import write_tokenizer_files
 
 FAMILIES = ("exaone3", "exaone3.5", "exaone4", "exaone4-hybrid", "exaone-deep", "exaone3-awq", "llama", "llama-awq")
@@ -206,7 +206,7 @@ def _signed_gains(seed: int, idx: int, n: int, dtype: str):
     def produce():
         rng = np.random.default_rng([seed, idx])
         g = (1.0 + 0.1 * rng.standard_normal(n, dtype=np.float32)) * rng.choice(np.float32([-1, 1]), n)
-        yield f32_to_bf16(g) if dtype == "BF16" else g.astype(np.float16 if dtype == "F16" else np.float32)
+        yield fp32_to_bf16_bits(g) if dtype == "BF16" else g.astype(np.float16 if dtype == "F16" else np.float32)
 
     return produce
 
@@ -233,7 +233,7 @@ def _random_rows(seed: int, idx: int, shape: tuple[int, ...], mean: float, std: 
             x = rng.standard_normal((n, row_len), dtype=np.float32) * np.float32(std) + np.float32(mean)
             if row_scale is not None:
                 x *= row_scale[start : start + n, None]
-            yield f32_to_bf16(x) if dtype == "BF16" else x.astype(np.float16 if dtype == "F16" else np.float32)
+            yield fp32_to_bf16_bits(x) if dtype == "BF16" else x.astype(np.float16 if dtype == "F16" else np.float32)
 
     return produce
 

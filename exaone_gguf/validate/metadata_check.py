@@ -15,6 +15,8 @@ from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.checkpoint.spec import ModelSpec
 from exaone_gguf.convert.rope import llama3_divisors
 from exaone_gguf.gguf_io import GGUFFile
+from exaone_gguf.quantize.formats import FILE_TYPES
+from exaone_gguf.quantize.mixtures import plan_types
 from exaone_gguf.validate.results import CheckResult
 
 ARCH_OF_FAMILY = {"exaone": "exaone", "exaone4": "exaone4", "llama": "llama"}
@@ -176,20 +178,12 @@ def check_special_ids(f: GGUFFile, ckpt: Checkpoint | None) -> CheckResult:
 def check_tensor_types(f: GGUFFile, n_layers: int, n_gqa: int | None) -> CheckResult:
     """Every tensor's actual type is the one general.file_type implies (llama.cpp's mixture for quant types)."""
     name = "metadata: tensor types vs file type"
-    ft = f.get("general.file_type")
-    ftname = file_type_name(ft)
-    floats = {"F32": T.F32, "F16": T.F16, "BF16": T.BF16}
-    if ftname in floats:
-        want = {t.name: (floats[ftname] if sum(d > 1 for d in t.shape) > 1 else T.F32) for t in f.tensors}
-    else:
-        from exaone_gguf.quantize.formats import FILE_TYPES
-        from exaone_gguf.quantize.mixtures import plan_types
-
-        if ftname.lower() not in FILE_TYPES:
-            return CheckResult(name, "warn", f"file type {ftname}: no mixture rules to check against")
-        want = plan_types(
-            [(t.name, t.shape) for t in f.tensors], ftname.lower(), f.get("general.architecture"), n_layers, n_gqa=n_gqa
-        )
+    ftname = file_type_name(f.get("general.file_type"))
+    if ftname.lower() not in FILE_TYPES:
+        return CheckResult(name, "warn", f"file type {ftname}: no mixture rules to check against")
+    want = plan_types(  # F32/F16/BF16 included: weights that type, norms F32
+        [(t.name, t.shape) for t in f.tensors], ftname.lower(), f.get("general.architecture"), n_layers, n_gqa=n_gqa
+    )
     differ = [t for t in f.tensors if t.tensor_type != want[t.name]]
     worse = [t for t in differ if _bits(t.tensor_type) <= _bits(want[t.name])]
     if worse:
