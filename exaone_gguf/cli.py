@@ -133,6 +133,7 @@ def convert(
                     allow_nonfinite=allow_nonfinite, on_validated=lambda report: report.render(err), **kw,
                 ),
             )
+            _warn_nonfinite(published.nonfinite, "converted")
             _report_published(published, as_json)
             return
         split = split_max_size is not None or split_max_tensors is not None
@@ -156,14 +157,18 @@ def convert(
             if not report.passed:
                 _report_written(result, as_json)
                 raise ValidationFailed(f"{result.output} failed validation; see {report_json}.")
-        if result.nonfinite:
-            names = ", ".join(result.nonfinite[:3]) + (", ..." if len(result.nonfinite) > 3 else "")
-            err.print(
-                f"[bold yellow]warning:[/] {len(result.nonfinite)} tensor(s) contain NaN or infinity "
-                f"({escape(names)}); converted anyway because of --allow-nonfinite.",
-                highlight=False, soft_wrap=True,
-            )
+        _warn_nonfinite(result.nonfinite, "converted")
         _report_written(result, as_json)
+
+
+def _warn_nonfinite(names: list[str], done: str) -> None:
+    if names:
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        err.print(
+            f"[bold yellow]warning:[/] {len(names)} tensor(s) contain NaN or infinity "
+            f"({escape(shown)}); {done} anyway because of --allow-nonfinite.",
+            highlight=False, soft_wrap=True,
+        )
 
 
 def _report_published(result, as_json: bool) -> None:
@@ -184,6 +189,9 @@ def quantize(
     allow_requantize: bool = typer.Option(False, "--allow-requantize", help="Accept an already quantized input."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    allow_nonfinite: bool = typer.Option(
+        False, "--allow-nonfinite", help="Quantize weights containing NaN or infinity anyway (with a warning)."
+    ),
 ) -> None:
     """Quantize a GGUF file with llama.cpp's per-tensor type mixture and its exact kernels."""
     from exaone_gguf.quantize.from_gguf import quantize_gguf
@@ -192,9 +200,11 @@ def quantize(
         result = _run_with_progress(
             f"quantizing {input_gguf.name}",
             lambda **kw: quantize_gguf(
-                input_gguf, output, qtype, threads=threads, imatrix=imatrix, allow_requantize=allow_requantize, force=force, **kw
+                input_gguf, output, qtype, threads=threads, imatrix=imatrix, allow_requantize=allow_requantize, force=force,
+                allow_nonfinite=allow_nonfinite, **kw,
             ),
         )
+        _warn_nonfinite(result.nonfinite, "quantized")
         _report_written(result, as_json)
 
 

@@ -809,6 +809,29 @@ def g_quantize_truncated(env):
     return ["quantize", str(p), str(env.out / "q.gguf"), "q8_0"], p
 
 
+def gguf_with_value(env: Env, tensor: str, index: int, bits: int) -> Path:
+    """The base GGUF with element `index` of `tensor` set to the raw bit pattern `bits` (BF16 or F32)."""
+    from exaone_gguf.gguf_io import read_gguf
+
+    t = next(t for t in read_gguf(env.base_gguf).tensors if t.name == tensor)
+    width = {"BF16": 2, "F32": 4}[t.type_name]
+    data = bytearray(env.base_gguf.read_bytes())
+    data[t.offset + index * width : t.offset + (index + 1) * width] = bits.to_bytes(width, "little")
+    return env.gguf(bytes(data))
+
+
+@case("gguf", r"in\.gguf: tensor 'blk\.1\.attn_q\.weight' contains NaN or infinity.*--allow-nonfinite")
+def g_quantize_nan_bf16(env):
+    p = gguf_with_value(env, "blk.1.attn_q.weight", 100, 0x7FC0)  # BF16 quiet NaN
+    return ["quantize", str(p), str(env.out / "q.gguf"), "q4_k_m"], p
+
+
+@case("gguf", r"in\.gguf: tensor 'output_norm\.weight' contains NaN or infinity")
+def g_quantize_inf_in_f32_norm(env):
+    p = gguf_with_value(env, "output_norm.weight", 2, 0xFF800000)  # F32 -inf in a tensor kept as it is
+    return ["quantize", str(p), str(env.out / "q.gguf"), "q8_0"], p
+
+
 @case("gguf", r"in\.gguf: general\.architecture is missing")
 def g_quantize_no_architecture(env):
     p = env.gguf(gguf_bytes(kvs=[]))

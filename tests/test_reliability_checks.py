@@ -74,6 +74,28 @@ def test_allow_nonfinite_converts_with_a_warning(tmp_path: Path) -> None:
     assert np.isnan(read_gguf(out).tensor_f32("blk.0.ffn_gate.weight")).sum() == 1  # carried over as it is
 
 
+def test_allow_nonfinite_quantizes_with_a_warning(tmp_path: Path) -> None:
+    from exaone_gguf.gguf_io import read_gguf
+
+    _, base = make_base(tmp_path)
+    t = next(t for t in read_gguf(base).tensors if t.name == "blk.0.ffn_up.weight")
+    data = bytearray(base.read_bytes())
+    data[t.offset + 18 : t.offset + 20] = (0x7F80).to_bytes(2, "little")  # BF16 +inf, element 9
+    src = tmp_path / "inf.gguf"
+    src.write_bytes(bytes(data))
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "PYTHONPATH": str(ROOT)}
+    out = tmp_path / "q.gguf"
+    args = [sys.executable, "-m", "exaone_gguf", "quantize", str(src), str(out), "q8_0", "--json"]
+    refused = subprocess.run(args, env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "blk.0.ffn_up.weight' contains NaN or infinity" in refused.stderr
+    assert not out.exists()
+    allowed = subprocess.run(args + ["--allow-nonfinite"], env=env, capture_output=True, text=True)
+    assert allowed.returncode == 0, allowed.stderr
+    assert "warning:" in allowed.stderr and "quantized anyway" in allowed.stderr
+    assert json.loads(allowed.stdout)["nonfinite"] == ["blk.0.ffn_up.weight"]
+    assert not np.isfinite(read_gguf(out).tensor_f32("blk.0.ffn_up.weight")).all()
+
+
 @pytest.mark.parametrize("family", ["exaone3", "exaone3.5", "exaone4", "exaone4-hybrid", "exaone-deep"])
 def test_template_gate_accepts_shipped_templates(family: str) -> None:
     check_chat_template(template_for(family), f"<{family}>")

@@ -165,3 +165,16 @@ def test_cli_split(tiny_dir, tmp_path):
     assert json.loads(res.stdout)["split"]["count"] == 3
     res = CliRunner().invoke(app, ["convert", str(src), "-o", str(tmp_path / "d.gguf"), "--split-max-size", "5T"])
     assert res.exit_code == 2 and "--split-max-size" in res.output
+
+
+def test_published_shards_in_manifest(tiny_dir, tmp_path):
+    # The digests are taken while writing; verify_manifest hashes the files on disk again.
+    from exaone_gguf.publish import publish
+    from exaone_gguf.publish.manifest import verify_manifest
+
+    res = publish(tiny_dir("exaone4"), tmp_path / "rel", "bf16,q8_0", split_max_size="10M")
+    shards = [p for v in res.variants for p in v.files]
+    assert len(shards) > 2 and all("-of-0000" in p.name for p in shards)
+    listed = {line.split("  ", 1)[1] for line in res.manifest.read_text().splitlines()}
+    assert {p.name for p in shards} <= listed
+    assert verify_manifest(res.manifest) == []

@@ -18,9 +18,11 @@ def sha256_file(path: Path, block: int = 8 << 20) -> str:
     return h.hexdigest()
 
 
-def write_manifest(out_dir: Path, files: list[Path], name: str = MANIFEST_NAME) -> Path:
-    """Hash `files` (all inside `out_dir`) and write the manifest there, sorted by name."""
-    lines = [f"{sha256_file(p)}  {p.relative_to(out_dir).as_posix()}" for p in sorted(files, key=lambda p: p.name)]
+def write_manifest(out_dir: Path, files: list[Path], known: dict[Path, str] | None = None, name: str = MANIFEST_NAME) -> Path:
+    """Write the manifest of `files` (all inside `out_dir`) there, sorted by name; `known` gives digests
+    computed while the files were written, the others are read and hashed now."""
+    known = known or {}
+    lines = [f"{known.get(p) or sha256_file(p)}  {p.relative_to(out_dir).as_posix()}" for p in sorted(files, key=lambda p: p.name)]
     path = out_dir / name
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

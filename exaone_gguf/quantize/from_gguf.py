@@ -13,6 +13,7 @@ import numpy as np
 from gguf import GGML_QUANT_VERSION, GGUFValueType
 from gguf import GGMLQuantizationType as T
 
+from exaone_gguf.checkpoint.finite import all_finite
 from exaone_gguf.checkpoint.safetensors import bf16_to_f32
 from exaone_gguf.convert.pipeline import CHUNK_BYTES, ConvertResult, add_imatrix_keys, convert_rows
 from exaone_gguf.convert.writer import GGUFPlan, PlannedTensor, check_output_path, write_gguf
@@ -53,6 +54,23 @@ def stream_gguf_tensor(
         yield convert_rows(rows_f32(f, t, start, stop), qtype, threads, imatrix)
 
 
+def nonfinite_tensors(f: GGUFFile, src: Path, allow: bool = False) -> list[str]:
+    """Names of the float tensors of `f` holding NaN or infinity; raises InputError at the first one unless
+    `allow`. (A quantized input's blocks are not scanned: their fp16 scales are not worth a second format.)"""
+    found = []
+    for t in f.tensors:
+        dtype = {T.F32: "F32", T.F16: "F16", T.BF16: "BF16"}.get(t.tensor_type)
+        if dtype is None or all_finite(f.tensor_bytes(t), dtype):
+            continue
+        if not allow:
+            raise InputError(
+                f"{src}: tensor '{t.name}' contains NaN or infinity; the file is damaged (convert it again from "
+                "the checkpoint), or pass --allow-nonfinite to quantize anyway."
+            )
+        found.append(t.name)
+    return found
+
+
 def quantize_gguf(
     src: Path | str,
     out: Path | str,
@@ -63,6 +81,7 @@ def quantize_gguf(
     force: bool = False,
     progress: Callable[[PlannedTensor, int], None] | None = None,
     on_plan: Callable[[GGUFPlan], None] | None = None,
+    allow_nonfinite: bool = False,
 ) -> ConvertResult:
     src, out = Path(src), Path(out)
     ft = file_type(ftype)
@@ -77,6 +96,7 @@ def quantize_gguf(
             f"{src}: is already quantized ({already[0].name} is {already[0].tensor_type.name}); quantize from an "
             "F32/F16/BF16 GGUF, or pass --allow-requantize to accept a second rounding."
         )
+    nonfinite = nonfinite_tensors(f, src, allow_nonfinite)  # as convert: before a byte is written
     weights = load_imatrix(imatrix) if imatrix else None
     n_layers = int(f.get(f"{arch}.block_count", 0) or 0)
     heads, kv = f.get(f"{arch}.attention.head_count"), f.get(f"{arch}.attention.head_count_kv")
@@ -119,4 +139,5 @@ def quantize_gguf(
         n_params=sum(t.n_elements for t in f.tensors),
         file_size=size,
         tensor_types={t.name: t.qtype.name for t in plan.tensors},
+        nonfinite=nonfinite,
     )
