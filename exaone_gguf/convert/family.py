@@ -36,6 +36,33 @@ class Family:
     ignorable: Callable[[str], bool] = lambda name: name.endswith(("rotary_emb.inv_freq", ".cos_cached", ".sin_cached"))
 
 
+@dataclass(frozen=True)
+class TensorNames:
+    """A family's HF tensor names (without `.weight`) for the GGUF tensor kinds it has; `layer` is in the
+    order the GGUF lists a block's tensors. The shapes come from the config, the same for every family."""
+
+    embed: str
+    layer_prefix: str  # with {i} for the layer index
+    layer: dict[str, str]  # GGUF kind (attn_q, ...) -> HF name after the prefix
+    final_norm: str
+    lm_head: str = "lm_head"
+
+    def mappings(self, spec: ModelSpec) -> list[TensorMapping]:
+        H, I, V, D = spec.hidden_size, spec.intermediate_size, spec.vocab_size, spec.head_dim
+        q, kv = spec.num_heads * D, spec.num_kv_heads * D
+        shape = {"attn_q": (q, H), "attn_k": (kv, H), "attn_v": (kv, H), "attn_output": (H, q),
+                 "attn_q_norm": (D,), "attn_k_norm": (D,), "ffn_gate": (I, H), "ffn_up": (I, H), "ffn_down": (H, I),
+                 "attn_norm": (H,), "ffn_norm": (H,), "post_attention_norm": (H,), "post_ffw_norm": (H,)}
+        out = [TensorMapping("token_embd.weight", f"{self.embed}.weight", (V, H))]
+        for i in range(spec.num_layers):
+            hf = self.layer_prefix.format(i=i)
+            out += [TensorMapping(f"blk.{i}.{kind}.weight", f"{hf}{name}.weight", shape[kind]) for kind, name in self.layer.items()]
+        out.append(TensorMapping("output_norm.weight", f"{self.final_norm}.weight", (H,)))
+        if not spec.tie_word_embeddings:
+            out.append(TensorMapping("output.weight", f"{self.lm_head}.weight", (V, H)))
+        return out
+
+
 def add_common_hparams(spec: ModelSpec, plan: GGUFPlan, arch: str) -> None:
     """Keys every family writes; RMS epsilon always (llama.cpp's loaders require it)."""
     plan.add_u32(f"{arch}.context_length", spec.max_position_embeddings)
@@ -47,6 +74,14 @@ def add_common_hparams(spec: ModelSpec, plan: GGUFPlan, arch: str) -> None:
     plan.add_f32(f"{arch}.rope.freq_base", spec.rope_theta)
     plan.add_f32(f"{arch}.attention.layer_norm_rms_epsilon", spec.rms_eps)
     plan.add_u32(f"{arch}.vocab_size", spec.vocab_size)
+
+
+def add_llama_hparams(spec: ModelSpec, plan: GGUFPlan, arch: str) -> None:
+    """The common keys and the head sizes of a Llama-shaped network (EXAONE 3.x as `exaone` or `llama`)."""
+    add_common_hparams(spec, plan, arch)
+    plan.add_u32(f"{arch}.rope.dimension_count", spec.head_dim)
+    plan.add_u32(f"{arch}.attention.key_length", spec.head_dim)
+    plan.add_u32(f"{arch}.attention.value_length", spec.head_dim)
 
 
 def families() -> dict[str, Family]:

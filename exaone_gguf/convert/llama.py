@@ -17,7 +17,7 @@ import numpy as np
 
 from exaone_gguf.checkpoint.spec import ModelSpec
 from exaone_gguf.convert import exaone3
-from exaone_gguf.convert.family import Family, TensorMapping, add_common_hparams
+from exaone_gguf.convert.family import Family, TensorMapping, TensorNames, add_llama_hparams
 from exaone_gguf.convert.writer import GGUFPlan
 
 ARCH = "llama"
@@ -51,31 +51,26 @@ def with_rope_permutation(spec: ModelSpec, mappings: list[TensorMapping]) -> lis
     return out
 
 
-def llama_names(spec: ModelSpec) -> list[TensorMapping]:
-    H, I, V, D = spec.hidden_size, spec.intermediate_size, spec.vocab_size, spec.head_dim
-    q, kv = spec.num_heads * D, spec.num_kv_heads * D
-    out = [TensorMapping("token_embd.weight", "model.embed_tokens.weight", (V, H))]
-    for i in range(spec.num_layers):
-        hf, g = f"model.layers.{i}.", f"blk.{i}."
-        out += [
-            TensorMapping(g + "attn_norm.weight", hf + "input_layernorm.weight", (H,)),
-            TensorMapping(g + "attn_q.weight", hf + "self_attn.q_proj.weight", (q, H)),
-            TensorMapping(g + "attn_k.weight", hf + "self_attn.k_proj.weight", (kv, H)),
-            TensorMapping(g + "attn_v.weight", hf + "self_attn.v_proj.weight", (kv, H)),
-            TensorMapping(g + "attn_output.weight", hf + "self_attn.o_proj.weight", (H, q)),
-            TensorMapping(g + "ffn_norm.weight", hf + "post_attention_layernorm.weight", (H,)),
-            TensorMapping(g + "ffn_gate.weight", hf + "mlp.gate_proj.weight", (I, H)),
-            TensorMapping(g + "ffn_up.weight", hf + "mlp.up_proj.weight", (I, H)),
-            TensorMapping(g + "ffn_down.weight", hf + "mlp.down_proj.weight", (H, I)),
-        ]
-    out.append(TensorMapping("output_norm.weight", "model.norm.weight", (H,)))
-    if not spec.tie_word_embeddings:
-        out.append(TensorMapping("output.weight", "lm_head.weight", (V, H)))
-    return out
+NAMES = TensorNames(
+    embed="model.embed_tokens",
+    layer_prefix="model.layers.{i}.",
+    layer={
+        "attn_norm": "input_layernorm",
+        "attn_q": "self_attn.q_proj",
+        "attn_k": "self_attn.k_proj",
+        "attn_v": "self_attn.v_proj",
+        "attn_output": "self_attn.o_proj",
+        "ffn_norm": "post_attention_layernorm",
+        "ffn_gate": "mlp.gate_proj",
+        "ffn_up": "mlp.up_proj",
+        "ffn_down": "mlp.down_proj",
+    },
+    final_norm="model.norm",
+)
 
 
 def tensor_map(spec: ModelSpec) -> list[TensorMapping]:
-    return with_rope_permutation(spec, llama_names(spec))
+    return with_rope_permutation(spec, NAMES.mappings(spec))
 
 
 def exaone_tensor_map(spec: ModelSpec) -> list[TensorMapping]:
@@ -84,10 +79,7 @@ def exaone_tensor_map(spec: ModelSpec) -> list[TensorMapping]:
 
 
 def add_hparams(spec: ModelSpec, plan: GGUFPlan) -> None:
-    add_common_hparams(spec, plan, ARCH)
-    plan.add_u32(f"{ARCH}.rope.dimension_count", spec.head_dim)
-    plan.add_u32(f"{ARCH}.attention.key_length", spec.head_dim)
-    plan.add_u32(f"{ARCH}.attention.value_length", spec.head_dim)
+    add_llama_hparams(spec, plan, ARCH)
 
 
 FAMILY = Family("llama", ARCH, tensor_map, add_hparams)
