@@ -24,8 +24,8 @@ CHUNK_ELEMENTS = 1 << 22  # bounds the one temporary buffer
 
 
 def all_finite(raw: np.ndarray, dtype: str) -> bool:
-    """True when no element of `raw` (the storage array of safetensors `dtype`) is NaN or +-inf.
-    Integer dtypes are always finite."""
+    """True when no element of `raw` (the storage array of safetensors `dtype`, or of the ggml type of that
+    name) is NaN or +-inf. Integer and quantized types are always taken as finite."""
     spec = _BITS.get(dtype)
     if spec is None:
         return True

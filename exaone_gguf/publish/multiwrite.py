@@ -43,7 +43,7 @@ class Variant:
     result: ConvertResult
     shards: list[GGUFPlan] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
-    sha256: dict[Path, str] = field(default_factory=dict)  # each written file's digest, set by write_variants
+    sha256: dict[Path, str] = field(default_factory=dict)  # each file's digest, taken while write_variants wrote it
 
     @property
     def first_path(self) -> Path:
@@ -89,7 +89,6 @@ class _Sink:
         self.shard = -1
         self.f: BinaryIO | None = None
         self.partials: list[Path] = []
-        self.digests: list[str] = []
         self.hash = hashlib.sha256()
         self.written = 0
         self.src_fds: dict[Path, int] = {}
@@ -147,7 +146,7 @@ class _Sink:
             os.fsync(self.f.fileno())
             self.f.close()
             self.f = None
-            self.digests.append(self.hash.hexdigest())
+            self.v.sha256[self.v.paths[self.shard]] = self.hash.hexdigest()
 
     def finish(self) -> None:
         while self.shard < len(self.v.shards) - 1:  # a shard with no tensors cannot happen, but be exact
@@ -242,10 +241,9 @@ def write_variants(
         for s in sinks:
             s.finish()
         for s in sinks:
-            for partial, final, digest in zip(s.partials, s.v.paths, s.digests, strict=True):
+            for partial, final in zip(s.partials, s.v.paths):
                 os.replace(partial, final)
                 renamed.append(final)
-                s.v.sha256[final] = digest
     except OSError as e:
         _cleanup(sinks, renamed)
         if e.errno in (28, 27):  # ENOSPC, EFBIG
