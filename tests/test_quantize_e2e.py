@@ -61,3 +61,29 @@ def test_same_bytes_as_llama_model_quantize(family, outtype, tiny_dir, tiny_gguf
     # the mixture really mixes: K-quant files keep norms F32 and, for *_m types, promote some layers
     types = {q.name for q, _ in want.values()}
     assert "F32" in types
+
+
+@pytest.mark.parametrize("outtype", ["q4_0", "q4_k_m"])
+def test_requantize_matches_llama_model_quantize(outtype, tiny_gguf, tmp_path):
+    # A Q8_0 input is dequantized row by row (GGUFFile.rows_f32) and quantized again, as llama.cpp's
+    # allow_requantize does; refused without the flag.
+    import ctypes
+
+    import llama_cpp
+
+    from exaone_gguf.errors import InputError
+    from exaone_gguf.quantize.mixtures import file_type_value
+
+    q8 = tiny_gguf("exaone4", "q8_0")
+    with pytest.raises(InputError, match="is already quantized .*--allow-requantize"):
+        quantize_gguf(q8, tmp_path / "refused.gguf", outtype)
+    assert not (tmp_path / "refused.gguf").exists()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.nthread, params.allow_requantize = file_type_value(outtype), 2, True
+    ref = tmp_path / "llama.gguf"
+    assert llama_cpp.llama_model_quantize(str(q8).encode(), str(ref).encode(), ctypes.byref(params)) == 0
+    want, want_ft = tensors(ref)
+    got, ft = tensors(quantize_gguf(q8, tmp_path / "q.gguf", outtype, threads=2, allow_requantize=True).output)
+    assert ft == want_ft and set(got) == set(want)
+    for name, (qtype, raw) in want.items():
+        assert got[name] == (qtype, raw), f"{name}: {got[name][0].name} vs llama.cpp {qtype.name}, or other bytes"

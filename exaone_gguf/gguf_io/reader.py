@@ -222,32 +222,37 @@ class GGUFFile:
         """The tensor as float32 in numpy shape (GGUF shape reversed); quantized types are
         dequantized with gguf.quants."""
         info = self.tensor(name_or_info if isinstance(name_or_info, str) else name_or_info.name)
-        raw = self.tensor_bytes(info)
-        t = info.tensor_type
-        shape = info.np_shape
-        if t == GGMLQuantizationType.F32:
-            return raw.view("<f4").astype(np.float32).reshape(shape)
-        if t == GGMLQuantizationType.F16:
-            return raw.view("<f2").astype(np.float32).reshape(shape)
-        if t == GGMLQuantizationType.BF16:
-            return (raw.view("<u2").astype(np.uint32) << 16).view(np.float32).reshape(shape)
-        if t in (GGMLQuantizationType.I8, GGMLQuantizationType.I16, GGMLQuantizationType.I32,
-                 GGMLQuantizationType.I64, GGMLQuantizationType.F64):
-            dt = {GGMLQuantizationType.I8: "<i1", GGMLQuantizationType.I16: "<i2",
-                  GGMLQuantizationType.I32: "<i4", GGMLQuantizationType.I64: "<i8",
-                  GGMLQuantizationType.F64: "<f8"}[t]
-            return raw.view(dt).astype(np.float32).reshape(shape)
-        from gguf import quants  # imported lazily: only quantized tensors need it
+        return self.rows_f32(info).reshape(info.np_shape)
 
+    def rows_f32(self, name_or_info: str | TensorInfo, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows [start, stop) of a tensor (a row is its ne[0] values) as a new float32 array [rows, ne[0]];
+        quantized types are dequantized with gguf.quants."""
+        info = self.tensor(name_or_info if isinstance(name_or_info, str) else name_or_info.name)
+        t = info.tensor_type
+        row_len = info.shape[0] if info.shape else 1
+        stop = info.n_elements // row_len if stop is None else stop
         block, type_size = GGML_QUANT_SIZES[t]
-        row_bytes = (info.shape[0] if info.shape else 1) // block * type_size
-        try:
-            with np.errstate(all="ignore"):
-                out = quants.dequantize(raw.reshape(-1, row_bytes), t)
-        except (NotImplementedError, ValueError, IndexError) as e:
-            raise self._fail(f"tensor {info.name!r} of type {t.name} cannot be dequantized here ({e})",
-                             "use llama.cpp to convert it") from None
-        return np.asarray(out, dtype=np.float32).reshape(shape)
+        row_bytes = row_len // block * type_size
+        raw = self.tensor_bytes(info)[start * row_bytes : stop * row_bytes]
+        plain = {GGMLQuantizationType.F32: "<f4", GGMLQuantizationType.F16: "<f2", GGMLQuantizationType.F64: "<f8",
+                 GGMLQuantizationType.I8: "<i1", GGMLQuantizationType.I16: "<i2", GGMLQuantizationType.I32: "<i4",
+                 GGMLQuantizationType.I64: "<i8"}
+        if t == GGMLQuantizationType.BF16:
+            from exaone_gguf.checkpoint.safetensors import bf16_to_f32  # lazily: keeps inspect's start-up light
+
+            out = bf16_to_f32(raw.view("<u2"))
+        elif t in plain:
+            out = raw.view(plain[t]).astype(np.float32)
+        else:
+            from gguf import quants  # imported lazily: only quantized tensors need it
+
+            try:
+                with np.errstate(all="ignore"):
+                    out = np.asarray(quants.dequantize(raw.reshape(-1, row_bytes), t), dtype=np.float32)
+            except (NotImplementedError, ValueError, IndexError) as e:
+                raise self._fail(f"tensor {info.name!r} of type {t.name} cannot be dequantized here ({e})",
+                                 "use llama.cpp to convert it") from None
+        return out.reshape(stop - start, row_len)
 
     def __repr__(self) -> str:
         return (f"GGUFFile({str(self.path)!r}, v{self.version}, {len(self.metadata)} keys, "

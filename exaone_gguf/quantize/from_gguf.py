@@ -14,31 +14,15 @@ from gguf import GGML_QUANT_VERSION, GGUFValueType
 from gguf import GGMLQuantizationType as T
 
 from exaone_gguf.checkpoint.finite import all_finite
-from exaone_gguf.checkpoint.safetensors import bf16_to_f32
 from exaone_gguf.convert.pipeline import CHUNK_BYTES, ConvertResult, add_imatrix_keys, convert_rows
 from exaone_gguf.convert.writer import GGUFPlan, PlannedTensor, check_output_path, write_gguf
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import GGUFFile, TensorInfo, read_gguf
-from exaone_gguf.quantize.formats import file_type, row_nbytes
+from exaone_gguf.quantize.formats import file_type
 from exaone_gguf.quantize.imatrix import load_imatrix, weights_for
 from exaone_gguf.quantize.mixtures import allows_quantization, plan_types
 
 FLOATS = (T.F32, T.F16, T.BF16)
-
-
-def rows_f32(f: GGUFFile, t: TensorInfo, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of a tensor as float32 (row = ne[0] values)."""
-    rb = row_nbytes(t.tensor_type, t.shape[0])
-    raw = f.tensor_bytes(t)[start * rb : stop * rb]
-    if t.tensor_type == T.F32:
-        return raw.view(np.float32).reshape(stop - start, -1).copy()
-    if t.tensor_type == T.F16:
-        return raw.view(np.float16).reshape(stop - start, -1).astype(np.float32)
-    if t.tensor_type == T.BF16:
-        return bf16_to_f32(raw.view(np.uint16)).reshape(stop - start, -1)
-    from gguf.quants import dequantize
-
-    return dequantize(raw.reshape(stop - start, rb), t.tensor_type).reshape(stop - start, -1).astype(np.float32)
 
 
 def stream_gguf_tensor(
@@ -51,7 +35,7 @@ def stream_gguf_tensor(
     step = max(1, CHUNK_BYTES // (4 * t.shape[0]))
     for start in range(0, n_rows, step):
         stop = min(n_rows, start + step)
-        yield convert_rows(rows_f32(f, t, start, stop), qtype, threads, imatrix)
+        yield convert_rows(f.rows_f32(t, start, stop), qtype, threads, imatrix)
 
 
 def nonfinite_tensors(f: GGUFFile, src: Path, allow: bool = False) -> list[str]:
