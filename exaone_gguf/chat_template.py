@@ -315,6 +315,11 @@ def _make_environment() -> _BoundedSandbox:
 _ENV = _make_environment()
 
 
+def parse(template: str) -> jinja2.nodes.Template:
+    """The template's syntax tree, parsed by the sandboxed environment that compiles and renders it."""
+    return _ENV.parse(template)
+
+
 # ---------------------------------------------------------------------------------------------
 # The watchdog: interrupt the rendering thread when it runs too long.
 

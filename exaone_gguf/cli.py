@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sys
@@ -118,47 +119,32 @@ def convert(
     ),
 ) -> None:
     """Convert a checkpoint directory into a GGUF file (quantized types in the same pass)."""
-    from exaone_gguf.convert.pipeline import convert as run_convert
-
     from exaone_gguf import publish as pub
+    from exaone_gguf.convert.driver import ConvertOptions
 
-    output = Path(output_arg)
+    opts = ConvertOptions(
+        outtype=outtype, threads=threads, imatrix=imatrix, arch=arch, split_max_size=split_max_size,
+        split_max_tensors=split_max_tensors, allow_nonfinite=allow_nonfinite, force=force, validate=validate_out,
+        on_validated=lambda report: report.render(err),
+    )
     with _errors():
-        if "," in outtype or output.is_dir() or output_arg.endswith(("/", "\\")):  # several types or OUT_DIR/
-            published = _run_with_progress(
-                f"converting {src_dir.name}",
-                lambda **kw: pub.publish(
-                    src_dir, output, outtype, threads=threads, force=force, validate=validate_out, imatrix=imatrix,
-                    split_max_size=split_max_size, split_max_tensors=split_max_tensors, arch=arch,
-                    allow_nonfinite=allow_nonfinite, on_validated=lambda report: report.render(err), **kw,
-                ),
-            )
-            _warn_nonfinite(published.nonfinite, "converted")
-            _report_published(published, as_json)
+        result = _run_with_progress(f"converting {src_dir.name}", lambda **kw: pub.run(src_dir, output_arg, _with(opts, **kw)))
+        if isinstance(result, pub.PublishResult):
+            _warn_nonfinite(result.nonfinite, "converted")
+            _report_published(result, as_json)
             return
-        split = split_max_size is not None or split_max_tensors is not None
-        report_json = pub.report_path(output) if validate_out else None
-        if report_json is not None and report_json.exists() and not force:
-            raise InputError(f"{report_json}: already exists; pass --force to overwrite it.")
-        result = _run_with_progress(
-            f"converting {src_dir.name}",
-            lambda **kw: (pub.convert_split if split else run_convert)(
-                src_dir, output, outtype, threads=threads, force=force, imatrix=imatrix, arch=arch,
-                allow_nonfinite=allow_nonfinite, **kw,
-                **({"split_max_size": split_max_size, "split_max_tensors": split_max_tensors} if split else {}),
-            ),
-        )
-        if split:
-            result, shards = result
-            err.print(f"{len(shards)} shard(s): {', '.join(p.name for p in shards)}", highlight=False)
-        if report_json is not None:
-            report = pub.validate_output(result.output, src_dir, report_json)
-            report.render(err)
-            if not report.passed:
-                _report_written(result, as_json)
-                raise ValidationFailed(f"{result.output} failed validation; see {report_json}.")
+        if opts.split:
+            err.print(f"{len(result.files)} shard(s): {', '.join(p.name for p in result.files)}", highlight=False)
+        if result.report is not None and not result.report.passed:
+            _report_written(result, as_json)
+            raise ValidationFailed(f"{result.output} failed validation; see {pub.report_path(result.output)}.")
         _warn_nonfinite(result.nonfinite, "converted")
         _report_written(result, as_json)
+
+
+def _with(opts, **callbacks):
+    """`opts` with the progress callbacks of _run_with_progress."""
+    return dataclasses.replace(opts, **callbacks)
 
 
 def _warn_nonfinite(names: list[str], done: str) -> None:
@@ -194,7 +180,7 @@ def quantize(
     ),
 ) -> None:
     """Quantize a GGUF file with llama.cpp's per-tensor type mixture and its exact kernels."""
-    from exaone_gguf.quantize.from_gguf import quantize_gguf
+    from exaone_gguf.convert.from_gguf import quantize_gguf
 
     with _errors():
         result = _run_with_progress(

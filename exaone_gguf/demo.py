@@ -47,7 +47,7 @@ def chat_reply(gguf: Path, prompt: str = PROMPT, max_tokens: int = 8) -> str:
 def run_demo(
     workdir: Path | None, console: Console, families=DEFAULT_FAMILIES, types=DEFAULT_TYPES
 ) -> list[DemoRow]:
-    from exaone_gguf.convert.pipeline import convert
+    from exaone_gguf.convert.driver import ConvertOptions, convert
     from exaone_gguf.tiny import make_tiny
     from exaone_gguf.validate import validate
 
@@ -62,7 +62,7 @@ def run_demo(
             for outtype in types:
                 out = root / f"tiny-{family}-{outtype.upper()}.gguf"
                 t0 = time.perf_counter()
-                result = convert(src, out, outtype, force=True)
+                result = convert(src, out, ConvertOptions(outtype=outtype, force=True))
                 t1 = time.perf_counter()
                 console.print(f"  converted to {outtype} in {t1 - t0:.1f} s; validating")
                 report = validate(out, src)

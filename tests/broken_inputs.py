@@ -24,7 +24,7 @@ from typing import Callable
 
 def make_base(root: Path) -> tuple[Path, Path]:
     """(tiny EXAONE 4 checkpoint with a 2048-token vocab, its BF16 GGUF). ~1 s."""
-    from exaone_gguf.convert.pipeline import convert
+    from exaone_gguf.convert.driver import convert
     from exaone_gguf.tiny import family_config, make_tiny
 
     cfg = family_config("exaone4")

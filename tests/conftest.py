@@ -44,7 +44,7 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_gguf(tiny_dir, tmp_path_factory):
     """tiny_gguf(family, outtype, tokenizer=None) -> converted GGUF path, built once per session."""
-    from exaone_gguf.convert.pipeline import convert
+    from exaone_gguf.convert.driver import ConvertOptions, convert
 
     root = tmp_path_factory.mktemp("gguf")
     cache: dict[tuple, Path] = {}
@@ -53,7 +53,7 @@ def tiny_gguf(tiny_dir, tmp_path_factory):
         key = (family, outtype, tokenizer)
         if key not in cache:
             out = root / f"{family}-{tokenizer or 'own'}-{outtype}.gguf"
-            convert(tiny_dir(family, tokenizer), out, outtype)
+            convert(tiny_dir(family, tokenizer), out, ConvertOptions(outtype=outtype))
             cache[key] = out
         return cache[key]
 

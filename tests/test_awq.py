@@ -25,7 +25,7 @@ from exaone_gguf.checkpoint.awq_q4_1 import decode_q4_1, encode_q4_1, q4_1_exact
 from exaone_gguf.checkpoint.spec import parse_config, read_config
 from exaone_gguf.checkpoint.st_writer import TensorSource, write_checkpoint_weights
 from exaone_gguf.convert.llama import unpermute_rows
-from exaone_gguf.convert.pipeline import convert
+from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.tiny.awq import _materialize
@@ -230,16 +230,16 @@ def tensor_types(path) -> dict[str, str]:
 
 @pytest.mark.parametrize("family", ["exaone3-awq", "llama-awq"])
 def test_awq_to_q4_1_keeps_codes_and_beats_requantizing(family, tiny_dir, tmp_path):
-    from exaone_gguf.quantize.from_gguf import quantize_gguf
+    from exaone_gguf.convert.from_gguf import quantize_gguf
 
     src = tiny_dir(family)
     ckpt = load_checkpoint(src)
     kept = tmp_path / "awq-q4_1.gguf"
-    convert(src, kept, "q4_1")
+    convert(src, kept, ConvertOptions(outtype="q4_1"))
     assert _awq_codes_in_file(kept, ckpt) == 7 * ckpt.spec.num_layers
 
     f32 = tmp_path / "deq-f32.gguf"
-    convert(src, f32, "f32")
+    convert(src, f32, ConvertOptions(outtype="f32"))
     files = {"AWQ codes -> Q4_1": kept}
     for t in ("q4_1", "q4_k_m"):
         files[f"dequantized -> {t.upper()}"] = tmp_path / f"re-{t}.gguf"

@@ -17,8 +17,10 @@ import pytest
 from gguf import GGMLQuantizationType as T
 
 from exaone_gguf.checkpoint.safetensors import bf16_to_f32
-from exaone_gguf.convert import pipeline, writer
-from exaone_gguf.convert.writer import FileSpan, GGUFPlan, write_gguf
+from exaone_gguf.convert import pipeline
+from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.gguf_io import writer
+from exaone_gguf.gguf_io.writer import FileSpan, GGUFPlan, write_gguf
 from exaone_gguf.tiny import make_tiny
 
 
@@ -54,14 +56,14 @@ def checkpoints(tmp_path_factory):
 @pytest.mark.parametrize("outtype", ["bf16", "f16", "f32"])
 def test_small_chunks_spans_and_fallback_give_the_same_bytes(checkpoints, tmp_path, monkeypatch, src, outtype):
     ck = checkpoints[src]
-    pipeline.convert(ck, tmp_path / "default.gguf", outtype)
+    convert(ck, tmp_path / "default.gguf", ConvertOptions(outtype=outtype))
     want = _sha(tmp_path / "default.gguf")
 
     # many chunks, many spans (not row-aligned to pages), writeback kicked often
     monkeypatch.setattr(pipeline, "CHUNK_BYTES", 70_000)
     monkeypatch.setattr(pipeline, "SPAN_BYTES", 4096 + 512)
     monkeypatch.setattr(writer, "WRITEBACK_BYTES", 100_000)
-    pipeline.convert(ck, tmp_path / "small.gguf", outtype)
+    convert(ck, tmp_path / "small.gguf", ConvertOptions(outtype=outtype))
     assert _sha(tmp_path / "small.gguf") == want
 
     # a filesystem where the kernel cannot copy between the files: the pread/pwrite fallback
@@ -69,7 +71,7 @@ def test_small_chunks_spans_and_fallback_give_the_same_bytes(checkpoints, tmp_pa
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
     monkeypatch.setattr(os, "copy_file_range", cross_device, raising=False)
-    pipeline.convert(ck, tmp_path / "fallback.gguf", outtype)
+    convert(ck, tmp_path / "fallback.gguf", ConvertOptions(outtype=outtype))
     assert _sha(tmp_path / "fallback.gguf") == want
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import fixture_path
 
-from exaone_gguf.convert.pipeline import convert
+from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.tiny import make_tiny
 
@@ -50,7 +50,7 @@ def _strip_quant(cfg_path, tmp_path):
 def test_real_config_metadata(fixture, arch, want, tmp_path):
     cfg_path, cfg = _strip_quant(fixture_path(fixture, "config.json"), tmp_path)
     src = make_tiny(None, tmp_path / "ck", from_config=cfg_path, **SHRINK)
-    out = convert(src, tmp_path / "m.gguf", "f16").output
+    out = convert(src, tmp_path / "m.gguf", ConvertOptions(outtype="f16")).output
     f = read_gguf(out)
     md = f.metadata
     assert md["general.architecture"] == arch

@@ -9,7 +9,7 @@ from conftest import llama_cpp_logits
 from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.checkpoint.sentencepiece import SentencePieceData
 from exaone_gguf.convert.llama import permute_rows, unpermute_rows
-from exaone_gguf.convert.pipeline import convert
+from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.tiny.llama import KULLM3_SYSTEM_PROMPT, train_sentencepiece
@@ -83,7 +83,7 @@ def test_validator_catches_other_sentencepiece_model(tiny_dir, tiny_gguf, tmp_pa
 @pytest.mark.parametrize("family", ["exaone3", "exaone3.5"])
 def test_exaone_as_llama_matches_native(family, tiny_dir, tiny_gguf, tmp_path):
     out = tmp_path / f"{family}-llama.gguf"
-    result = convert(tiny_dir(family), out, "f32", arch="llama")
+    result = convert(tiny_dir(family), out, ConvertOptions(outtype="f32", arch="llama"))
     assert result.arch == "llama" and read_gguf(out).get("general.architecture") == "llama"
     rng = np.random.default_rng(3)
     tokens = [1] + rng.integers(362, 1100, 47).tolist()
@@ -105,7 +105,7 @@ def test_exaone_as_llama_without_permutation_is_caught(tiny_dir, tmp_path, monke
 
     monkeypatch.setattr(llama, "with_rope_permutation", lambda spec, maps: [replace(m) for m in maps])
     out = tmp_path / "unpermuted.gguf"
-    convert(tiny_dir("exaone3"), out, "f32", arch="llama")
+    convert(tiny_dir("exaone3"), out, ConvertOptions(outtype="f32", arch="llama"))
     report = validate(out, tiny_dir("exaone3"), max_tokens=64)
     failed = {c.name for c in report.checks if c.status == "fail"}
     assert "logits: mean kld" in failed or "logits: same top1" in failed
@@ -113,4 +113,4 @@ def test_exaone_as_llama_without_permutation_is_caught(tiny_dir, tmp_path, monke
 
 def test_arch_llama_refused_for_exaone4(tiny_dir, tmp_path):
     with pytest.raises(InputError, match="cannot be written as architecture 'llama'"):
-        convert(tiny_dir("exaone4"), tmp_path / "x.gguf", "f32", arch="llama")
+        convert(tiny_dir("exaone4"), tmp_path / "x.gguf", ConvertOptions(outtype="f32", arch="llama"))

@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from exaone_gguf.cli import app
-from exaone_gguf.convert.pipeline import convert
+from exaone_gguf.convert.driver import ConvertOptions, convert, parse_outtypes
 from exaone_gguf.errors import InputError
-from exaone_gguf.publish import parse_outtypes, publish
+from exaone_gguf.publish import publish
 from exaone_gguf.publish.manifest import verify_manifest
 from exaone_gguf.publish.modelfile import parse_modelfile
 
@@ -23,7 +23,7 @@ TYPES = ["bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m"]
 def published(tiny_dir, tmp_path_factory):
     src = tiny_dir("exaone4")
     out = tmp_path_factory.mktemp("pub") / "out"
-    return src, out, publish(src, out, TYPES, validate=True)
+    return src, out, publish(src, out, ConvertOptions(outtype=TYPES, validate=True))
 
 
 def test_every_variant_equals_a_single_convert(published, tmp_path):
@@ -31,7 +31,7 @@ def test_every_variant_equals_a_single_convert(published, tmp_path):
     assert [v.outtype for v in result.variants] == [t.upper() for t in TYPES]
     for t, v in zip(TYPES, result.variants):
         single = tmp_path / f"{t}.gguf"
-        convert(src, single, t)
+        convert(src, single, ConvertOptions(outtype=t))
         assert v.files == [out / f"tiny-exaone4-29M-{t.upper()}.gguf"]
         assert v.files[0].read_bytes() == single.read_bytes(), t
 
@@ -93,15 +93,15 @@ def test_manifest_covers_outputs_and_catches_tampering(published, tmp_path):
 def test_refusals(tiny_dir, tmp_path, published):
     src, out, _ = published
     with pytest.raises(InputError, match="already exists"):
-        publish(src, out, ["q8_0"])
+        publish(src, out, ConvertOptions(outtype=["q8_0"]))
     with pytest.raises(InputError, match="listed twice"):
         parse_outtypes("q8_0,Q8_0")
     with pytest.raises(InputError):
         parse_outtypes("q8_0,q9_9")
     with pytest.raises(InputError, match="inside the source"):
-        publish(src, src / "out", ["q8_0"])
+        publish(src, src / "out", ConvertOptions(outtype=["q8_0"]))
     with pytest.raises(InputError, match="same file"):  # auto resolves to bf16 on a BF16 source
-        publish(src, tmp_path / "dup", ["auto", "bf16"])
+        publish(src, tmp_path / "dup", ConvertOptions(outtype=["auto", "bf16"]))
 
 
 def test_failure_leaves_nothing(tiny_dir, tmp_path):
@@ -111,7 +111,7 @@ def test_failure_leaves_nothing(tiny_dir, tmp_path):
     # the second variant's partial file cannot be created: the whole run must fail and leave no file
     (out / "tiny-exaone4-29M-Q4_K_M.gguf.partial").mkdir()
     with pytest.raises(IsADirectoryError):
-        publish(src, out, ["q8_0", "q4_k_m"])
+        publish(src, out, ConvertOptions(outtype=["q8_0", "q4_k_m"]))
     assert [p.name for p in out.iterdir()] == ["tiny-exaone4-29M-Q4_K_M.gguf.partial"]
 
 

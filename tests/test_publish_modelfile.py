@@ -9,7 +9,7 @@ import jinja2
 import pytest
 
 from conftest import fixture_path
-from exaone_gguf.publish.gotemplate import GoTemplateError, render_go_template
+from gotemplate import GoTemplateError, render_go_template
 from exaone_gguf.publish.modelfile import FAMILIES, chat_family, parse_modelfile, render_modelfile
 
 JINJA = {

@@ -11,12 +11,12 @@ import pytest
 from gguf import GGUFValueType as V
 
 from conftest import llama_cpp_logits
-from exaone_gguf.convert.split import parse_shard_name, parse_split_size, shard_groups, shard_path
+from exaone_gguf.gguf_io.split import parse_shard_name, parse_split_size, shard_groups, shard_path
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.gguf_io.inspect import inspect_gguf
 from exaone_gguf.gguf_io.split import SplitGGUF, open_model
-from exaone_gguf.publish import convert_split
+from exaone_gguf.convert.driver import ConvertOptions, convert
 
 TOKENS = [1, 1002, 2003, 3004, 4005, 5006, 6007, 7008, 8009, 361]
 
@@ -48,13 +48,13 @@ def test_grouping_rule():
 
 @pytest.fixture(scope="module")
 def split_and_whole(tiny_dir, tmp_path_factory):
-    from exaone_gguf.convert.pipeline import convert
 
     src = tiny_dir("exaone4")
     d = tmp_path_factory.mktemp("split")
     whole = d / "whole.gguf"
-    convert(src, whole, "q8_0")
-    result, shards = convert_split(src, d / "m.gguf", "q8_0", split_max_size="10M")
+    convert(src, whole, ConvertOptions(outtype="q8_0"))
+    result = convert(src, d / "m.gguf", ConvertOptions(outtype="q8_0", split_max_size="10M"))
+    shards = result.files
     return src, whole, shards, result
 
 
@@ -107,11 +107,11 @@ def test_inspect_and_validate_accept_split(split_and_whole):
 
 def test_split_max_tensors(tiny_dir, tmp_path):
     src = tiny_dir("exaone4")
-    _, shards = convert_split(src, tmp_path / "t.gguf", "q8_0", split_max_tensors=20)
+    shards = convert(src, tmp_path / "t.gguf", ConvertOptions(outtype="q8_0", split_max_tensors=20)).files
     with open_model(shards[0]) as f:
         assert isinstance(f, SplitGGUF) and len(f.shards) == -(-len(f.tensors) // 20)
         assert [len(s.tensors) for s in f.shards][:-1] == [20] * (len(f.shards) - 1)
-    _, one = convert_split(src, tmp_path / "one.gguf", "q8_0", split_max_size="5G")
+    one = convert(src, tmp_path / "one.gguf", ConvertOptions(outtype="q8_0", split_max_size="5G")).files
     assert one == [tmp_path / "one.gguf"] and read_gguf(one[0]).split is None  # fits: a plain file, as gguf-py
 
 
@@ -172,7 +172,7 @@ def test_published_shards_in_manifest(tiny_dir, tmp_path):
     from exaone_gguf.publish import publish
     from exaone_gguf.publish.manifest import verify_manifest
 
-    res = publish(tiny_dir("exaone4"), tmp_path / "rel", "bf16,q8_0", split_max_size="10M")
+    res = publish(tiny_dir("exaone4"), tmp_path / "rel", ConvertOptions(outtype="bf16,q8_0", split_max_size="10M"))
     shards = [p for v in res.variants for p in v.files]
     assert len(shards) > 2 and all("-of-0000" in p.name for p in shards)
     listed = {line.split("  ", 1)[1] for line in res.manifest.read_text().splitlines()}

@@ -106,11 +106,11 @@ def test_sliding_window_keys_dropped_on_hybrid(tiny_dir, tiny_gguf, tmp_path):
 
 
 def test_hybrid_with_a_layer_count_llama_cpp_runs_as_global(tiny_dir, tmp_path):
-    from exaone_gguf.convert.pipeline import convert
+    from exaone_gguf.convert.driver import ConvertOptions, convert
     from exaone_gguf.tiny import make_tiny
 
     src = make_tiny("exaone4-hybrid", tmp_path / "ck32", layers=32)
-    out = convert(src, tmp_path / "h32.gguf", "f32").output
+    out = convert(src, tmp_path / "h32.gguf", ConvertOptions(outtype="f32")).output
     report = validate(out, src)
     sw = next(c for c in report.checks if c.name == "metadata: sliding window")
     assert sw.status == "fail" and "64 layers" in sw.detail

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from exaone_gguf.checkpoint.awq_q4_1 import encode_q4_1
 from exaone_gguf.errors import InputError
 
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble i of a word holds column 8j + AWQ_ORDER[i]
@@ -165,8 +166,6 @@ class AWQTensor:
     def encode_rows(self, qtype, start: int, stop: int, transform: Callable | None = None) -> np.ndarray | None:
         """Rows [start, stop) stored in `qtype` from AWQ's own codes, or None when `qtype` cannot carry them
         (the caller then quantizes the dequantized rows). `transform` may be a row permutation (Llama q/k)."""
-        from exaone_gguf.checkpoint.awq_q4_1 import encode_q4_1
-
         if getattr(qtype, "name", qtype) != "Q4_1" or self.group_size % 32:
             return None
         rows = np.arange(start, stop)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from exaone_gguf.quantize.kernels import fp32_to_fp16_bits
+from exaone_gguf.floatbits import fp32_to_fp16_bits  # the base layer's encoder: checkpoint sits below quantize
 
 QK4_1 = 32
 BLOCK_BYTES = 4 + QK4_1 // 2  # d (fp16), m (fp16), 16 bytes of nibbles

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from exaone_gguf.checkpoint.spec import ModelSpec
 from exaone_gguf.convert.family import Family, TensorMapping, TensorNames, add_llama_hparams
-from exaone_gguf.convert.writer import GGUFPlan
+from exaone_gguf.gguf_io.writer import GGUFPlan
 
 ARCH = "exaone"
 

@@ -10,7 +10,7 @@ from gguf import GGUFValueType
 
 from exaone_gguf.checkpoint.spec import ModelSpec
 from exaone_gguf.convert.family import Family, TensorMapping, TensorNames, add_common_hparams
-from exaone_gguf.convert.writer import GGUFPlan
+from exaone_gguf.gguf_io.writer import GGUFPlan
 
 ARCH = "exaone4"
 

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from exaone_gguf.checkpoint.spec import ModelSpec
-from exaone_gguf.convert.writer import GGUFPlan
+from exaone_gguf.gguf_io.writer import GGUFPlan
 
 
 @dataclass(frozen=True)

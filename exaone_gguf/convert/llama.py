@@ -18,7 +18,7 @@ import numpy as np
 from exaone_gguf.checkpoint.spec import ModelSpec
 from exaone_gguf.convert import exaone3
 from exaone_gguf.convert.family import Family, TensorMapping, TensorNames, add_llama_hparams
-from exaone_gguf.convert.writer import GGUFPlan
+from exaone_gguf.gguf_io.writer import GGUFPlan
 
 ARCH = "llama"
 

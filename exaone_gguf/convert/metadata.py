@@ -9,7 +9,7 @@ from gguf import GGML_QUANT_VERSION, GGUFValueType
 from gguf.utility import size_label
 
 from exaone_gguf.checkpoint import Checkpoint
-from exaone_gguf.convert.writer import GGUFPlan
+from exaone_gguf.gguf_io.writer import GGUFPlan
 
 
 def parameter_count(ckpt: Checkpoint, hf_names: list[str]) -> int:

@@ -1,4 +1,5 @@
-"""Checkpoint -> GGUF in one streaming pass: plan every key and tensor, then write tensor by tensor."""
+"""Checkpoint -> GGUF in one streaming pass: plan every key and tensor, then stream tensor by tensor
+(convert.driver runs it; gguf_io.writer writes the bytes)."""
 
 from __future__ import annotations
 
@@ -6,22 +7,21 @@ import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 from gguf import GGMLQuantizationType as T
 from gguf import GGUFValueType
 
-from exaone_gguf.checkpoint import Checkpoint, TensorHandle, load_checkpoint
-from exaone_gguf.checkpoint.finite import check_finite
+from exaone_gguf.checkpoint import Checkpoint, TensorHandle
 from exaone_gguf.checkpoint.safetensors import bf16_to_f32
 from exaone_gguf.convert.family import Family, TensorMapping, family_for
 from exaone_gguf.convert.metadata import add_general
 from exaone_gguf.convert.rope import llama3_divisors
 from exaone_gguf.convert.vocab import add_vocab
-from exaone_gguf.convert.writer import FileSpan, GGUFPlan, PlannedTensor, check_output_path, write_gguf
 from exaone_gguf.errors import InputError
-from exaone_gguf.quantize.imatrix import load_imatrix, weights_for
+from exaone_gguf.gguf_io.writer import FileSpan, GGUFPlan
+from exaone_gguf.quantize.imatrix import weights_for
 from exaone_gguf.quantize.kernels import fp32_to_bf16_bits, quantize
 from exaone_gguf.quantize.mixtures import file_type_value, plan_types
 
@@ -117,9 +117,11 @@ class ConvertResult:
     file_size: int
     tensor_types: dict[str, str] = field(default_factory=dict)
     nonfinite: list[str] = field(default_factory=list)  # source tensors with NaN/inf (--allow-nonfinite)
+    files: list[Path] = field(default_factory=list)  # every file written: [output], or the shards of a split output
+    report: Any = None  # the validation report, when the run validated its output
 
     def to_dict(self) -> dict:
-        d = dict(self.__dict__)
+        d = {k: v for k, v in self.__dict__.items() if k not in ("files", "report")}
         d["output"] = str(self.output)
         return d
 
@@ -223,33 +225,3 @@ def add_imatrix_keys(plan: GGUFPlan, path: Path, imatrix: dict[str, np.ndarray])
     """The quantize.imatrix.* keys llama.cpp's quantizer writes, so users can tell which imatrix was used."""
     plan.add_string("quantize.imatrix.file", str(path))
     plan.add("quantize.imatrix.entries_count", GGUFValueType.INT32, len(imatrix))
-
-
-def convert(
-    src: Path | str,
-    out: Path | str,
-    outtype: str = "auto",
-    threads: int = 1,
-    force: bool = False,
-    progress: Callable[[PlannedTensor, int], None] | None = None,
-    on_plan: Callable[[GGUFPlan], None] | None = None,
-    imatrix: Path | str | None = None,
-    arch: str | None = None,
-    allow_nonfinite: bool = False,
-) -> ConvertResult:
-    """Convert the checkpoint directory `src` into the GGUF file `out` (quantized types in the same pass).
-    Weights with NaN or infinity are refused unless `allow_nonfinite` (then listed in result.nonfinite)."""
-    src, out = Path(src), Path(out)
-    outtype = outtype.lower()
-    if outtype != "auto":
-        file_type_value(outtype)  # unknown type names fail before any work
-    ckpt = load_checkpoint(src)
-    check_output_path(out, [src] + ([Path(imatrix)] if imatrix else []), force)
-    weights = load_imatrix(imatrix) if imatrix else None
-    plan, result = build_plan(ckpt, outtype, threads, weights, Path(imatrix) if imatrix else None, arch=arch)
-    result.nonfinite = check_finite(ckpt.tensors, allow_nonfinite)  # before a byte is written
-    if on_plan:
-        on_plan(plan)
-    result.file_size = write_gguf(plan, out, progress)
-    result.output = out
-    return result

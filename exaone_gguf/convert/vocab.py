@@ -10,7 +10,7 @@ from gguf import GGUFValueType
 from exaone_gguf import chat_template
 from exaone_gguf.checkpoint.spec import ModelSpec
 from exaone_gguf.checkpoint.tokenizer import TokenizerData
-from exaone_gguf.convert.writer import GGUFPlan
+from exaone_gguf.gguf_io.writer import GGUFPlan
 from exaone_gguf.errors import InputError
 
 
@@ -78,7 +78,7 @@ def check_chat_template(template: str, source: str) -> None:
     it must compile, must not name a private attribute anywhere (an escape attempt may sit in a branch no
     test conversation takes), and must render a one-message chat in the bounded sandbox."""
     chat_template.check_syntax(template, source)
-    ast = chat_template._ENV.parse(template)  # the environment check_syntax compiled it with
+    ast = chat_template.parse(template)  # the environment check_syntax compiled it with
     for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Const)):
         name = node.attr if isinstance(node, jinja2.nodes.Getattr) else node.value
         if isinstance(name, str) and (name.startswith("_") if isinstance(node, jinja2.nodes.Getattr) else name.startswith("__")):

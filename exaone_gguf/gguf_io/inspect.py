@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from exaone_gguf.gguf_io.reader import GGUFFile
+from exaone_gguf.gguf_io.split import SplitGGUF, open_model
 
 ARRAY_HEAD = 5  # array elements shown in the summary
 MAX_TENSOR_ROWS = 60  # above this, the tensor table groups per-layer tensors
@@ -92,8 +93,6 @@ def summarize(f: GGUFFile) -> dict[str, Any]:
 
 def inspect_gguf(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse `path` strictly (InputError on a bad file) and return its JSON-serializable summary."""
-    from exaone_gguf.gguf_io.split import SplitGGUF, open_model
-
     with open_model(path) as f:  # shard 1 of a split model: every shard, as llama.cpp loads it
         summary = summarize(f)
         if isinstance(f, SplitGGUF):

@@ -3,7 +3,10 @@
 `publish(src, out_dir, ["bf16", "q8_0", "q4_k_m"])` writes `{Basename}-{Size}[-{Finetune}]-{TYPE}.gguf` per type
 (shards `...-00001-of-0000N.gguf` with --split-max-size), optionally validates each against the source
 (`{stem}.validation.json` beside it), an Ollama Modelfile per variant (`{stem}.Modelfile`), the model card
-`README.md` and the `SHA256SUMS` manifest. `convert_split` is the single-output form with shards.
+`README.md` and the `SHA256SUMS` manifest. It runs the stages of convert.driver, as a single convert does.
+
+`run(src, output, options)` is what `exaone-gguf convert` calls: a release into a folder, or one file (or its
+shards) validated when asked.
 """
 
 from __future__ import annotations
@@ -13,22 +16,21 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from exaone_gguf.checkpoint import Checkpoint, load_checkpoint
-from exaone_gguf.checkpoint.finite import check_finite
+from exaone_gguf.convert import driver
+from exaone_gguf.convert.driver import ConvertOptions
+from exaone_gguf.convert.multiwrite import assign_paths
 from exaone_gguf.convert.pipeline import ConvertResult
-from exaone_gguf.convert.split import parse_split_size
-from exaone_gguf.convert.writer import GGUFPlan, PlannedTensor, check_output_path
 from exaone_gguf.errors import InputError, ValidationFailed
+from exaone_gguf.gguf_io.split import parse_shard_name
+from exaone_gguf.gguf_io.writer import GGUFPlan, check_output_path
 from exaone_gguf.publish.card import CardInfo, FileRow, render_card
 from exaone_gguf.publish.manifest import MANIFEST_NAME, write_manifest
 from exaone_gguf.publish.modelfile import chat_family, render_modelfile
-from exaone_gguf.publish.multiwrite import Variant, assign_paths, plan_variants, write_variants
-from exaone_gguf.quantize.imatrix import load_imatrix
-from exaone_gguf.quantize.mixtures import file_type_value
+from exaone_gguf.validate import validate as validate_gguf
 
-__all__ = ["publish", "convert_split", "parse_outtypes", "variant_stem", "PublishResult", "PublishedVariant"]
+__all__ = ["run", "publish", "variant_stem", "report_path", "validate_output", "PublishResult", "PublishedVariant"]
 
 DEFAULT_OUTTYPES = "bf16,q8_0,q6_k,q5_k_m,q4_k_m"
 
@@ -83,20 +85,6 @@ class _Total:
     data_bytes: int  # what the CLI's progress bar needs from a plan
 
 
-def parse_outtypes(text: str) -> list[str]:
-    """'bf16,q8_0, Q4_K_M' -> ['bf16', 'q8_0', 'q4_k_m']; unknown or repeated names are refused."""
-    types = [t.strip().lower() for t in str(text).split(",") if t.strip()]
-    if not types:
-        raise InputError("--outtype: give at least one type, e.g. bf16,q8_0,q4_k_m.")
-    for t in types:
-        if t != "auto":
-            file_type_value(t)  # raises InputError for an unknown name
-    dup = sorted({t for t in types if types.count(t) > 1})
-    if dup:
-        raise InputError(f"--outtype: {dup[0]} is listed twice; give each type once.")
-    return types
-
-
 def _safe(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", s).strip("-")
 
@@ -114,15 +102,6 @@ def _bits_per_weight(plan: GGUFPlan) -> float:
     return sum(t.nbytes for t in plan.tensors) * 8 / params if params else 0.0
 
 
-def _split_limits(split_max_size: str | int | None, split_max_tensors: int | None) -> tuple[int | None, int | None]:
-    if split_max_size is not None and split_max_tensors is not None:
-        raise InputError("--split-max-size and --split-max-tensors: give one of them, not both.")
-    size = parse_split_size(split_max_size) if isinstance(split_max_size, str) else split_max_size
-    if split_max_tensors is not None and split_max_tensors < 1:
-        raise InputError(f"--split-max-tensors {split_max_tensors}: give a positive number of tensors per shard.")
-    return size, split_max_tensors
-
-
 def report_path(gguf: Path) -> Path:
     """Where a file's validation report goes: X.gguf or X-00001-of-0000N.gguf -> X.validation.json."""
     from exaone_gguf.convert.split import parse_shard_name
@@ -134,9 +113,7 @@ def report_path(gguf: Path) -> Path:
 
 def validate_output(first: Path, src: Path, report_path: Path, device: str = "cpu"):
     """Run the validator on `first` (a file or first shard) against `src`; write its JSON report."""
-    from exaone_gguf.validate import validate
-
-    report = validate(first, src, device=device)
+    report = validate_gguf(first, src, device=device)
     report.write_json(report_path)
     return report
 
@@ -174,36 +151,21 @@ def _card_info(ckpt: Checkpoint, plan: GGUFPlan, title: str) -> CardInfo:
     )
 
 
-def publish(
-    src: Path | str,
-    out_dir: Path | str,
-    outtypes: list[str] | str = DEFAULT_OUTTYPES,
-    threads: int = 1,
-    force: bool = False,
-    validate: bool = False,
-    device: str = "cpu",
-    imatrix: Path | str | None = None,
-    split_max_size: str | int | None = None,
-    split_max_tensors: int | None = None,
-    progress: Callable[[PlannedTensor, int], None] | None = None,
-    on_plan: Callable[[_Total], None] | None = None,
-    on_validated: Callable[[object], None] | None = None,
-    arch: str | None = None,
-    allow_nonfinite: bool = False,
-) -> PublishResult:
-    """Write every variant of `src` into `out_dir` with card, Modelfiles and manifest (see module doc).
-    Raises ValidationFailed (after writing everything) when a validated variant fails a check."""
+def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = None) -> PublishResult:
+    """Write every variant of `src` (opts.outtype, default DEFAULT_OUTTYPES) into `out_dir` with card,
+    Modelfiles and manifest (see module doc). Raises ValidationFailed (after writing everything) when a
+    validated variant fails a check."""
     start = time.perf_counter()
+    opts = opts or ConvertOptions(outtype=DEFAULT_OUTTYPES)
     src, out_dir = Path(src), Path(out_dir)
-    types = parse_outtypes(outtypes) if isinstance(outtypes, str) else parse_outtypes(",".join(outtypes))
-    max_bytes, max_tensors = _split_limits(split_max_size, split_max_tensors)
+    types = opts.outtypes()
+    max_bytes, max_tensors = opts.split_limits()
     ckpt = load_checkpoint(src)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: is a file; give a directory for several output types.")
     if out_dir.resolve().is_relative_to(src.resolve()):
         raise InputError(f"{out_dir}: lies inside the source directory {src}; write the output elsewhere.")
-    weights = load_imatrix(imatrix) if imatrix else None
-    variants = plan_variants(ckpt, types, threads, weights, Path(imatrix) if imatrix else None, arch=arch)
+    weights, variants = driver.plan_variants_for(ckpt, types, opts)
     stems = [variant_stem(v.plan, v.outtype) for v in variants]
     if len(set(stems)) != len(stems):  # e.g. auto and bf16 on a BF16 source
         raise InputError(f"--outtype: two types give the same file {stems[0]}.gguf; list each output type once.")
@@ -212,15 +174,12 @@ def publish(
 
     family = chat_family(variants[0].plan.kv["general.architecture"][1], variants[0].plan.kv.get("tokenizer.chat_template", (None, None))[1])
     extras = [out_dir / "README.md", out_dir / MANIFEST_NAME] + [out_dir / f"{s}.Modelfile" for s in stems]
-    extras += [out_dir / f"{s}.validation.json" for s in stems] if validate else []
+    extras += [out_dir / f"{s}.validation.json" for s in stems] if opts.validate else []
     out_dir.mkdir(parents=True, exist_ok=True)
     for p in [p for v in variants for p in v.paths] + extras:
-        check_output_path(p, [src] + ([Path(imatrix)] if imatrix else []), force)
-    nonfinite = check_finite(ckpt.tensors, allow_nonfinite)  # as convert: before a byte is written
-
-    if on_plan:
-        on_plan(_Total(sum(v.plan.data_bytes for v in variants)))
-    sizes = write_variants(ckpt, variants, threads, weights, progress, arch=arch)
+        check_output_path(p, opts.inputs(src), opts.force)
+    total = _Total(sum(v.plan.data_bytes for v in variants))
+    nonfinite, sizes = driver.write_planned(ckpt, variants, weights, opts, total, hash=True)
 
     result = PublishResult(out_dir, nonfinite=nonfinite)
     card = ckpt.card
@@ -229,14 +188,14 @@ def publish(
         pv = PublishedVariant(v.outtype.upper(), v.paths, size, _bits_per_weight(v.plan), len(v.plan.tensors))
         pv.modelfile = out_dir / f"{stem}.Modelfile"
         pv.modelfile.write_text(render_modelfile(v.first_path.name, family, lic or None), encoding="utf-8")
-        if validate:
+        if opts.validate:
             pv.report = out_dir / f"{stem}.validation.json"
-            report = validate_output(v.first_path, src, pv.report, device)
+            report = validate_output(v.first_path, src, pv.report, opts.device)
             pv.passed = report.passed
             if report.metrics:
                 pv.mean_kld, pv.same_top1 = report.metrics.get("mean_kld"), report.metrics.get("same_top1")
-            if on_validated:
-                on_validated(report)
+            if opts.on_validated:
+                opts.on_validated(report)
         result.variants.append(pv)
 
     title = stems[0][: -len(variants[0].outtype) - 1]
@@ -257,38 +216,26 @@ def publish(
     return result
 
 
-def convert_split(
-    src: Path | str,
-    out: Path | str,
-    outtype: str = "auto",
-    threads: int = 1,
-    force: bool = False,
-    imatrix: Path | str | None = None,
-    split_max_size: str | int | None = None,
-    split_max_tensors: int | None = None,
-    progress: Callable[[PlannedTensor, int], None] | None = None,
-    on_plan: Callable[[GGUFPlan], None] | None = None,
-    arch: str | None = None,
-    allow_nonfinite: bool = False,
-) -> tuple[ConvertResult, list[Path]]:
-    """Convert to `out` in shards (OUT-00001-of-0000N.gguf; just OUT when one shard is enough)."""
-    src, out = Path(src), Path(out)
-    types = parse_outtypes(outtype)
-    if len(types) != 1:
-        raise InputError(f"{out}: several output types need an output directory, not a file name.")
-    max_bytes, max_tensors = _split_limits(split_max_size, split_max_tensors)
-    ckpt = load_checkpoint(src)
-    weights = load_imatrix(imatrix) if imatrix else None
-    [v] = plan_variants(ckpt, types, threads, weights, Path(imatrix) if imatrix else None, arch=arch)
-    assign_paths(v, out, max_bytes, max_tensors)
-    for p in v.paths:
-        check_output_path(p, [src] + ([Path(imatrix)] if imatrix else []), force)
-    v.result.nonfinite = check_finite(ckpt.tensors, allow_nonfinite)
-    if on_plan:
-        on_plan(v.plan)
-    [size] = write_variants(ckpt, [v], threads, weights, progress, arch=arch)
-    v.result.output, v.result.file_size = v.paths[0], size
-    return v.result, v.paths
+def is_release(output: Path | str, opts: ConvertOptions) -> bool:
+    """Several types, or an output that is (or is written as) a directory: a release into that folder."""
+    text = str(output)
+    many = not isinstance(opts.outtype, str) and len(opts.outtype) > 1 or isinstance(opts.outtype, str) and "," in opts.outtype
+    return many or Path(output).is_dir() or text.endswith(("/", "\\"))
 
 
-__all__ += ["Variant", "validate_output"]
+def run(src: Path | str, output: Path | str, opts: ConvertOptions) -> ConvertResult | PublishResult:
+    """The convert command: a release into the folder `output` (see publish), or the one file `output` (or its
+    shards) through convert.driver.convert, validated against `src` when opts.validate (the report is kept
+    beside it and set as result.report; the caller decides what a failed report means)."""
+    if is_release(output, opts):
+        return publish(src, output, opts)
+    output = Path(output)
+    report_json = report_path(output) if opts.validate else None
+    if report_json is not None and report_json.exists() and not opts.force:
+        raise InputError(f"{report_json}: already exists; pass --force to overwrite it.")
+    result = driver.convert(src, output, opts)
+    if report_json is not None:
+        result.report = validate_output(result.output, Path(src), report_json, opts.device)
+        if opts.on_validated:
+            opts.on_validated(result.report)
+    return result

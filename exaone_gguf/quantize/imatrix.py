@@ -14,8 +14,10 @@ import struct
 from pathlib import Path
 
 import numpy as np
+from gguf import GGMLQuantizationType
 
 from exaone_gguf.errors import InputError
+from exaone_gguf.gguf_io.reader import read_gguf
 
 _SUMS, _COUNTS = ".in_sum2", ".counts"
 
@@ -36,24 +38,19 @@ def load_imatrix(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def _load_gguf(path: Path) -> dict[str, np.ndarray]:
-    from gguf import GGMLQuantizationType, GGUFReader
-
-    try:
-        reader = GGUFReader(str(path))
-    except Exception as e:  # gguf-py raises ValueError/struct errors on damaged files
-        raise InputError(f"{path}: not a readable GGUF imatrix file ({e}).") from e
     keys = ("imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size")
-    if any(k not in reader.fields for k in keys):
-        raise InputError(f"{path}: imatrix metadata ({', '.join(keys)}) is missing; "
-                         "regenerate it with llama-imatrix.")
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
-    for t in reader.tensors:
-        for suffix, table in ((_SUMS, sums), (_COUNTS, counts)):
-            if t.name.endswith(suffix):
-                if t.tensor_type != GGMLQuantizationType.F32:
-                    raise InputError(f"{path}: imatrix tensor {t.name} must be F32.")
-                table[t.name[: -len(suffix)]] = np.asarray(t.data, dtype=np.float32).reshape(-1)
+    with read_gguf(path) as reader:  # the strict reader: a damaged file is one InputError sentence
+        if any(k not in reader for k in keys):
+            raise InputError(f"{path}: imatrix metadata ({', '.join(keys)}) is missing; "
+                             "regenerate it with llama-imatrix.")
+        for t in reader.tensors:
+            for suffix, table in ((_SUMS, sums), (_COUNTS, counts)):
+                if t.name.endswith(suffix):
+                    if t.tensor_type != GGMLQuantizationType.F32:
+                        raise InputError(f"{path}: imatrix tensor {t.name} must be F32.")
+                    table[t.name[: -len(suffix)]] = reader.tensor_bytes(t).view("<f4").astype(np.float32)
     if not sums and not counts:
         raise InputError(f"{path}: the imatrix file holds no {_SUMS}/{_COUNTS} tensors.")
     out = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGMLQuantizationType
 
+from exaone_gguf.floatbits import fp32_to_fp16_bits
 from exaone_gguf.quantize import ggml_backend, numpy_kernels
 from exaone_gguf.quantize.formats import SUPPORTED_TYPES
 
@@ -23,11 +24,6 @@ def fp32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
     rounded = ((u.astype(np.uint64) + (0x7FFF + ((u >> 16) & 1))) >> 16).astype(np.uint16)
     nan = (u & 0x7FFFFFFF) > 0x7F800000
     return np.where(nan, ((u >> 16) | 64).astype(np.uint16), rounded)
-
-
-def fp32_to_fp16_bits(x: np.ndarray) -> np.ndarray:
-    """GGML_FP32_TO_FP16 (round to nearest even, overflow -> inf, NaN -> sign|0x7E00)."""
-    return numpy_kernels._fp16_bits(np.asarray(x, dtype=np.float32))
 
 
 def _float_rows(x: np.ndarray, qtype: T) -> np.ndarray:

@@ -2,12 +2,16 @@
 
 All tensor sizes are known before any data is produced, so the header, metadata and tensor table are written
 first and tensor bytes are then streamed chunk by chunk: memory stays at one chunk, whatever the model size.
-The file is written as OUT.partial, fsynced and renamed; on any failure the partial file is removed.
+Every output goes through one path (`write_outputs`): a single file, the shards of a split file, and the
+several outputs of a release written in one pass alike. Each file is written as NAME.partial, fsynced and
+renamed when every output is complete; on any failure the partial files are removed. Hashing while writing
+is optional (a release's manifest wants it; a single convert does not pay for it).
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import struct
 from dataclasses import dataclass, field
@@ -180,18 +184,24 @@ def _chunks(produce: Callable[[], Iterable[Chunk]]) -> Iterator[bytes | memoryvi
 
 
 class _SpanCopier:
-    """Copies FileSpans into the output file, keeping one read descriptor per source file."""
+    """Copies FileSpans into an output file, keeping one read descriptor per source file. Without hashing
+    the kernel copies them (copy_file_range) and no byte passes through this process; with hashing they are
+    read (pread) so the digest sees them."""
 
     def __init__(self) -> None:
         self.fds: dict[Path, int] = {}
         self.kernel_copy = hasattr(os, "copy_file_range")
 
+    def _fd(self, path: Path) -> int:
+        fd = self.fds.get(path)
+        if fd is None:
+            fd = self.fds[path] = os.open(path, os.O_RDONLY)
+        return fd
+
     def copy(self, span: FileSpan, f: BinaryIO) -> None:
         f.flush()  # buffered bytes go first; then write at the descriptor's position and move past it
         pos = f.tell()
-        src = self.fds.get(span.path)
-        if src is None:
-            src = self.fds[span.path] = os.open(span.path, os.O_RDONLY)
+        src = self._fd(span.path)
         done = 0
         while done < span.nbytes:
             n = self._copy_some(src, f.fileno(), span.offset + done, pos + done, span.nbytes - done)
@@ -199,6 +209,16 @@ class _SpanCopier:
                 raise RuntimeError(f"{span.path}: ended before byte {span.offset + span.nbytes}")
             done += n
         f.seek(pos + done)
+
+    def read(self, span: FileSpan) -> Iterator[bytes]:
+        src = self._fd(span.path)
+        done = 0
+        while done < span.nbytes:
+            data = os.pread(src, min(span.nbytes - done, 8 << 20), span.offset + done)
+            if not data:
+                raise RuntimeError(f"{span.path}: ended before byte {span.offset + span.nbytes}")
+            done += len(data)
+            yield data
 
     def _copy_some(self, src: int, dst: int, src_off: int, dst_off: int, n: int) -> int:
         n = min(n, 1 << 30)
@@ -233,42 +253,158 @@ def _start_writeback(f: BinaryIO, kicked: int) -> int:
     return pos
 
 
-def write_gguf(plan: GGUFPlan, out: Path, progress: Callable[[PlannedTensor, int], None] | None = None) -> int:
-    """Write `plan` to `out` atomically; returns the file size. `progress(tensor, nbytes_done)` after each chunk."""
-    out = Path(out)
-    partial = out.with_name(out.name + ".partial")
-    copier = _SpanCopier()
+@dataclass
+class Output:
+    """One GGUF output: the plans of its files (one plan for an unsplit file, else one per shard, see
+    gguf_io.split) and the paths they go to. `sha256` gets each file's digest when written with hashing."""
+
+    shards: list[GGUFPlan]
+    paths: list[Path]
+    sha256: dict[Path, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.paths = [Path(p) for p in self.paths]
+        if len(self.shards) != len(self.paths):
+            raise ValueError(f"{len(self.shards)} plans for {len(self.paths)} paths")
+
+
+class Sink:
+    """The open file of one Output: tensors arrive in the order of the whole plan (the concatenation of the
+    shard plans) and the sink moves to the next shard when a tensor belongs there. Each file is written as
+    NAME.partial; `hash` digests every byte as it is written."""
+
+    def __init__(self, output: Output, hash: bool = False) -> None:
+        self.output = output
+        self.owner = [k for k, shard in enumerate(output.shards) for _ in shard.tensors]  # tensor index -> file
+        self.tensors = [t for shard in output.shards for t in shard.tensors]
+        self.hash = hash
+        self.file = -1
+        self.f: BinaryIO | None = None
+        self.partials: list[Path] = []
+        self.digest = hashlib.sha256() if hash else None
+        self.written = 0
+        self.kicked = 0
+        self.spans = _SpanCopier()
+
+    def begin_tensor(self, i: int) -> PlannedTensor:
+        while self.file < self.owner[i]:
+            self._next_file()
+        self.written = 0
+        return self.tensors[i]
+
+    def _next_file(self) -> None:
+        self._close_file()
+        self.file += 1
+        path = self.output.paths[self.file]
+        partial = path.with_name(path.name + ".partial")
+        self.partials.append(partial)
+        self.f = open(partial, "wb")
+        self.kicked = 0
+        self.digest = hashlib.sha256() if self.hash else None
+        self._put(self.output.shards[self.file].header_bytes())
+
+    def _put(self, data: bytes | memoryview) -> None:
+        assert self.f is not None
+        self.f.write(data)
+        if self.digest is not None:
+            self.digest.update(data)
+
+    def write(self, chunk: Chunk) -> int:
+        """Append one chunk of the current tensor; returns its size in bytes."""
+        assert self.f is not None
+        if isinstance(chunk, FileSpan):
+            if self.digest is None:
+                self.spans.copy(chunk, self.f)
+            else:
+                for data in self.spans.read(chunk):
+                    self._put(data)
+            n = chunk.nbytes
+        else:
+            mv = memoryview(np.ascontiguousarray(chunk)).cast("B") if isinstance(chunk, np.ndarray) else chunk
+            self._put(mv)
+            n = len(mv)
+        self.written += n
+        self.kicked = _start_writeback(self.f, self.kicked)
+        return n
+
+    def end_tensor(self, t: PlannedTensor) -> None:
+        if self.written != t.nbytes:
+            raise RuntimeError(f"tensor {t.name}: produced {self.written} bytes, expected {t.nbytes}")
+        self._put(b"\0" * (_pad(t.nbytes) - t.nbytes))
+
+    def _close_file(self) -> None:
+        if self.f is not None:
+            self.f.flush()
+            os.fsync(self.f.fileno())
+            self.f.close()
+            self.f = None
+            if self.digest is not None:
+                self.output.sha256[self.output.paths[self.file]] = self.digest.hexdigest()
+
+    def finish(self) -> None:
+        while self.file < len(self.output.shards) - 1:  # a file without tensors (an empty plan) still gets written
+            self._next_file()
+        self._close_file()
+
+    def abort(self) -> None:
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+        for p in self.partials:
+            p.unlink(missing_ok=True)
+
+
+def write_outputs(outputs: list[Output], fill: Callable[[list[Sink]], None], hash: bool = False) -> list[int]:
+    """The one write path of every GGUF output: open a Sink per output, let `fill(sinks)` write every tensor
+    (begin_tensor / write / end_tensor, in plan order), then fsync each file and rename every NAME.partial
+    only when all outputs are complete. On any failure or interruption every partial and every already
+    renamed file is removed; a full disk (ENOSPC, or EFBIG past a size limit) becomes one InputError.
+    Returns each output's total size in bytes."""
+    sinks = [Sink(o, hash) for o in outputs]
+    renamed: list[Path] = []
     try:
-        with open(partial, "wb") as f:
-            f.write(plan.header_bytes())
-            kicked = 0
-            for t in plan.tensors:
-                written = 0
-                for chunk in _chunks(t.produce):
-                    if isinstance(chunk, FileSpan):
-                        copier.copy(chunk, f)
-                        n = chunk.nbytes
-                    else:
-                        f.write(chunk)
-                        n = len(chunk)
-                    written += n
-                    kicked = _start_writeback(f, kicked)
-                    if progress:
-                        progress(t, n)
-                if written != t.nbytes:
-                    raise RuntimeError(f"tensor {t.name}: produced {written} bytes, expected {t.nbytes}")
-                f.write(b"\0" * (_pad(t.nbytes) - t.nbytes))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, out)
+        fill(sinks)
+        for s in sinks:
+            s.finish()
+        for s in sinks:
+            for partial, final in zip(s.partials, s.output.paths):
+                os.replace(partial, final)
+                renamed.append(final)
     except OSError as e:
-        partial.unlink(missing_ok=True)
-        if e.errno in (28, 27):  # ENOSPC, EFBIG
-            raise InputError(f"{out}: {e.strerror} while writing; free space (or raise the limit) and retry.") from None
+        _cleanup(sinks, renamed)
+        if e.errno in (errno.ENOSPC, errno.EFBIG):
+            where = outputs[0].paths[0] if len(outputs) == 1 else outputs[0].paths[0].parent
+            raise InputError(f"{where}: {e.strerror} while writing; free space (or raise the limit) and retry.") from None
         raise
     except BaseException:
-        partial.unlink(missing_ok=True)
+        _cleanup(sinks, renamed)
         raise
     finally:
-        copier.close()
-    return out.stat().st_size
+        for s in sinks:
+            s.spans.close()
+    return [sum(p.stat().st_size for p in o.paths) for o in outputs]
+
+
+def _cleanup(sinks: Iterable[Sink], renamed: list[Path]) -> None:
+    for s in sinks:
+        s.abort()
+    for p in renamed:
+        p.unlink(missing_ok=True)
+
+
+def write_plan(sink: Sink, plan: GGUFPlan, progress: Callable[[PlannedTensor, int], None] | None = None) -> None:
+    """Write every tensor of `plan` (the whole plan of `sink`'s output) from its own producers."""
+    for i, t in enumerate(plan.tensors):
+        sink.begin_tensor(i)
+        for chunk in _chunks(t.produce):
+            n = sink.write(chunk)
+            if progress:
+                progress(t, n)
+        sink.end_tensor(t)
+
+
+def write_gguf(plan: GGUFPlan, out: Path, progress: Callable[[PlannedTensor, int], None] | None = None) -> int:
+    """Write `plan` to the single file `out` atomically; returns its size. `progress(tensor, nbytes_done)`
+    after each chunk. (Shards: gguf_io.split.split_output, then write_outputs.)"""
+    [size] = write_outputs([Output([plan], [Path(out)])], lambda sinks: write_plan(sinks[0], plan, progress))
+    return size

@@ -1,0 +1,132 @@
+"""The one convert driver: a checkpoint to one GGUF file, to its shards, or (publish.publish, on top of the same
+stages) to a release of several types, all described by one ConvertOptions object.
+
+The stages, shared by every kind of run:
+1. `ConvertOptions.outtypes()` / `.split_limits()`: refuse bad options before any work;
+2. `load_checkpoint(src)`, then the caller's own output-path checks;
+3. `plan_variants_for(ckpt, types, opts)`: the imatrix and every output type's plan (one read of the source
+   serves them all);
+4. `write_planned(ckpt, variants, opts, hash)`: the NaN/inf scan, then gguf_io's one write path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from exaone_gguf.checkpoint import Checkpoint, load_checkpoint
+from exaone_gguf.checkpoint.finite import check_finite
+from exaone_gguf.convert.multiwrite import Variant, assign_paths, plan_variants, write_variants
+from exaone_gguf.convert.pipeline import ConvertResult
+from exaone_gguf.errors import InputError
+from exaone_gguf.gguf_io.split import parse_split_size
+from exaone_gguf.gguf_io.writer import PlannedTensor, check_output_path
+from exaone_gguf.quantize.imatrix import load_imatrix
+from exaone_gguf.quantize.mixtures import file_type_value
+
+
+@dataclass
+class ConvertOptions:
+    """Everything a convert run takes besides its source and output (the CLI's `convert` flags)."""
+
+    outtype: str | list[str] = "auto"  # one type, or several ("bf16,q8_0" or a list) for a release
+    threads: int = 1
+    imatrix: Path | str | None = None
+    arch: str | None = None  # another GGUF architecture, e.g. EXAONE 3.x as "llama"
+    split_max_size: str | int | None = None
+    split_max_tensors: int | None = None
+    allow_nonfinite: bool = False
+    force: bool = False
+    validate: bool = False  # validate each output against the source (publish.run / publish.publish)
+    device: str = "cpu"  # where validation runs
+    progress: Callable[[PlannedTensor, int], None] | None = None  # (tensor, bytes just written)
+    on_plan: Callable[[Any], None] | None = None  # once, before writing: an object whose data_bytes is the total
+    on_validated: Callable[[Any], None] | None = None  # each validation report
+
+    def outtypes(self) -> list[str]:
+        """'bf16,q8_0, Q4_K_M' (or a list) -> ['bf16', 'q8_0', 'q4_k_m']; unknown or repeated names are refused."""
+        text = self.outtype if isinstance(self.outtype, str) else ",".join(self.outtype)
+        return parse_outtypes(text)
+
+    @property
+    def split(self) -> bool:
+        return self.split_max_size is not None or self.split_max_tensors is not None
+
+    def split_limits(self) -> tuple[int | None, int | None]:
+        """(bytes, tensors) per shard, at most one of them given."""
+        if self.split_max_size is not None and self.split_max_tensors is not None:
+            raise InputError("--split-max-size and --split-max-tensors: give one of them, not both.")
+        size = parse_split_size(self.split_max_size) if isinstance(self.split_max_size, str) else self.split_max_size
+        if self.split_max_tensors is not None and self.split_max_tensors < 1:
+            raise InputError(f"--split-max-tensors {self.split_max_tensors}: give a positive number of tensors per shard.")
+        return size, self.split_max_tensors
+
+    def inputs(self, src: Path) -> list[Path]:
+        """The files and folders no output may overwrite or lie in."""
+        return [Path(src)] + ([Path(self.imatrix)] if self.imatrix else [])
+
+
+def parse_outtypes(text: str) -> list[str]:
+    """'bf16,q8_0, Q4_K_M' -> ['bf16', 'q8_0', 'q4_k_m']; unknown or repeated names are refused."""
+    types = [t.strip().lower() for t in str(text).split(",") if t.strip()]
+    if not types:
+        raise InputError("--outtype: give at least one type, e.g. bf16,q8_0,q4_k_m.")
+    for t in types:
+        if t != "auto":
+            file_type_value(t)  # raises InputError for an unknown name
+    dup = sorted({t for t in types if types.count(t) > 1})
+    if dup:
+        raise InputError(f"--outtype: {dup[0]} is listed twice; give each type once.")
+    return types
+
+
+def plan_variants_for(
+    ckpt: Checkpoint, types: list[str], opts: ConvertOptions
+) -> tuple[dict[str, np.ndarray] | None, list[Variant]]:
+    """Stage 3: the imatrix weights (or None) and every output type's plan, no paths yet."""
+    weights = load_imatrix(opts.imatrix) if opts.imatrix else None
+    imatrix_file = Path(opts.imatrix) if opts.imatrix else None
+    return weights, plan_variants(ckpt, types, opts.threads, weights, imatrix_file, arch=opts.arch)
+
+
+def write_planned(
+    ckpt: Checkpoint,
+    variants: list[Variant],
+    weights: dict[str, np.ndarray] | None,
+    opts: ConvertOptions,
+    total: Any,
+    hash: bool = False,
+) -> tuple[list[str], list[int]]:
+    """Stage 4 (paths assigned and checked): refuse NaN/inf weights unless allowed (before a byte is written),
+    announce `total` to on_plan, write every variant in one pass. Returns (non-finite tensor names, sizes)."""
+    nonfinite = check_finite(ckpt.tensors, opts.allow_nonfinite)
+    if opts.on_plan:
+        opts.on_plan(total)
+    sizes = write_variants(ckpt, variants, opts.threads, weights, opts.progress, arch=opts.arch, hash=hash)
+    return nonfinite, sizes
+
+
+def convert(src: Path | str, out: Path | str, opts: ConvertOptions | None = None) -> ConvertResult:
+    """Convert the checkpoint directory `src` into the GGUF file `out` (quantized types in the same pass), or
+    into its shards OUT-00001-of-0000N.gguf when a split limit is given (just OUT when one shard is enough).
+    Weights with NaN or infinity are refused unless allowed (then listed in result.nonfinite)."""
+    opts = opts or ConvertOptions()
+    src, out = Path(src), Path(out)
+    types = opts.outtypes()
+    if len(types) != 1:
+        raise InputError(f"{out}: several output types need an output directory, not a file name.")
+    max_bytes, max_tensors = opts.split_limits()
+    ckpt = load_checkpoint(src)
+    if not opts.split:  # the name is known before planning: refuse it before any work
+        check_output_path(out, opts.inputs(src), opts.force)
+    weights, [v] = plan_variants_for(ckpt, types, opts)
+    assign_paths(v, out, max_bytes, max_tensors)
+    if opts.split:
+        for p in v.paths:
+            check_output_path(p, opts.inputs(src), opts.force)
+    v.result.nonfinite, [size] = write_planned(ckpt, [v], weights, opts, v.plan)
+    v.result.output, v.result.file_size, v.result.files = v.paths[0], size, list(v.paths)
+    return v.result

@@ -1,0 +1,165 @@
+"""Write several GGUF variants of one checkpoint from a single read of the source.
+
+Every variant's plan is built first (pipeline.build_plan), so all headers are written up front. Then, tensor
+by tensor, pipeline.stream_tensor runs once per distinct target type, all of them stepped together over one
+shared source handle: each row chunk is read and turned into float32 once, each type is produced once and
+written to every variant that wants it (q5_k_m and q4_k_m share their Q6_K tensors with q6_k, all variants
+share the F32 norms). The bytes are stream_tensor's own, so each file equals a single conversion's.
+
+The files go through gguf_io's one write path (gguf_io.writer.write_outputs): each output and each shard is
+written as NAME.partial and renamed only when every variant is complete; on any failure all partial files are
+removed. A release hashes every byte as it is written, so the sha256 manifest needs no second read of the
+outputs (on a 1.2B release that read was about a tenth of the run); a single convert does not hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from gguf import GGMLQuantizationType as T
+
+from exaone_gguf.checkpoint import Checkpoint, TensorHandle
+from exaone_gguf.convert.family import TensorMapping, family_for
+from exaone_gguf.convert.pipeline import ConvertResult, build_plan, stream_tensor
+from exaone_gguf.gguf_io.split import split_output
+from exaone_gguf.gguf_io.writer import Chunk, GGUFPlan, Output, PlannedTensor, Sink, write_outputs
+from exaone_gguf.quantize.imatrix import weights_for
+
+FLOATS = (T.F32, T.F16, T.BF16)
+
+
+@dataclass
+class Variant:
+    """One output type: its whole plan, the shard plans and the paths they go to."""
+
+    outtype: str
+    plan: GGUFPlan
+    result: ConvertResult
+    output: Output | None = None  # the files (one, or the shards) the plan goes to; assign_paths sets it
+
+    @property
+    def paths(self) -> list[Path]:
+        assert self.output is not None
+        return self.output.paths
+
+    @property
+    def first_path(self) -> Path:
+        return self.paths[0]
+
+    @property
+    def sha256(self) -> dict[Path, str]:
+        """Each file's digest, taken while write_variants wrote it (with hashing)."""
+        assert self.output is not None
+        return self.output.sha256
+
+
+def plan_variants(
+    ckpt: Checkpoint,
+    outtypes: list[str],
+    threads: int = 1,
+    imatrix: dict[str, np.ndarray] | None = None,
+    imatrix_file: Path | None = None,
+    arch: str | None = None,
+) -> list[Variant]:
+    """Build every variant's plan (no paths yet); all variants list the same tensors in the same order."""
+    variants = []
+    for outtype in outtypes:
+        plan, result = build_plan(ckpt, outtype, threads, imatrix, imatrix_file, arch=arch)
+        variants.append(Variant(result.outtype, plan, result))
+    names = [t.name for t in variants[0].plan.tensors]
+    for v in variants[1:]:
+        if [t.name for t in v.plan.tensors] != names:  # build_plan's order depends only on the checkpoint
+            raise RuntimeError(f"variant {v.outtype} lists its tensors in another order")
+    return variants
+
+
+def assign_paths(v: Variant, out: Path, max_bytes: int | None = None, max_tensors: int | None = None) -> None:
+    """Split `v` by gguf-split's rule and name its files after `out` (X.gguf or X-0000k-of-0000N.gguf)."""
+    v.output = split_output(v.plan, Path(out), max_bytes, max_tensors)
+
+
+class _SharedRows(TensorHandle):
+    """A safetensors tensor whose float32 rows are converted once per row range and handed to every reader
+    (stream_tensor of each output type asks for the same ranges in the same order). The cached rows are
+    read-only, so a reader that tried to change them in place would fail rather than corrupt the others."""
+
+    def to_f32(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        cache = self.__dict__.setdefault("_cache", {})
+        key = (start, stop)
+        if key not in cache:
+            cache.clear()
+            x = TensorHandle.to_f32(self, start, stop)
+            x.setflags(write=False)
+            cache[key] = x
+        return cache[key]
+
+
+def _shared(handle):
+    if type(handle) is not TensorHandle:  # derived handles (AWQ dequantization): each reader computes its own
+        return handle
+    return _SharedRows(**{f.name: getattr(handle, f.name) for f in dataclasses.fields(handle)})
+
+
+def shared_streams(
+    handle, m: TensorMapping, qtypes: list[T], threads: int = 1, imatrix: np.ndarray | None = None
+) -> Iterator[dict[T, Chunk]]:
+    """One source tensor, read once, as the chunks of each distinct type in `qtypes`: pipeline.stream_tensor
+    per type (so the bytes are exactly a single conversion's), stepped in lockstep over one shared handle,
+    so each row chunk is converted to float32 once and each type is quantized once."""
+    distinct = list(dict.fromkeys(qtypes))
+    h = _shared(handle) if len(distinct) > 1 else handle  # one type (a single convert): nothing to share
+    gens = {q: iter(stream_tensor(h, q, m, threads, None if q in FLOATS else imatrix)) for q in distinct}
+    while gens:
+        step: dict[T, Chunk] = {}
+        for q, g in list(gens.items()):
+            chunk = next(g, None)
+            if chunk is None:
+                del gens[q]
+            else:
+                step[q] = chunk
+        if step:
+            yield step
+
+
+def write_variants(
+    ckpt: Checkpoint,
+    variants: list[Variant],
+    threads: int = 1,
+    imatrix: dict[str, np.ndarray] | None = None,
+    progress: Callable[[PlannedTensor, int], None] | None = None,
+    arch: str | None = None,
+    hash: bool = False,
+) -> list[int]:
+    """Write every variant (paths assigned) in one pass over the source; returns each variant's total size.
+    With `hash`, each variant's `sha256` gets its files' digests. `progress(tensor, nbytes)` after each chunk,
+    summed over the variants."""
+    fam = family_for(ckpt.spec, arch)  # the mapping build_plan used: same handles, transforms, weights
+    mappings = {m.gguf_name: m for m in fam.tensor_map(ckpt.spec)}
+
+    def fill(sinks: list[Sink]) -> None:
+        for i, t0 in enumerate(variants[0].plan.tensors):
+            tensors = [s.begin_tensor(i) for s in sinks]
+            m = mappings.get(t0.name)
+            if m is None:  # generated tensors (rope_freqs): cheap, produced per variant
+                for s, t in zip(sinks, tensors):
+                    _report(progress, t0, sum(s.write(c) for c in t.produce()))
+            else:
+                qtypes = [t.qtype for t in tensors]
+                w = weights_for(imatrix, t0.name, t0.shape) if any(q not in FLOATS for q in qtypes) else None
+                for step in shared_streams(ckpt.tensors[m.hf_name], m, qtypes, threads, w):
+                    _report(progress, t0, sum(s.write(step[t.qtype]) for s, t in zip(sinks, tensors) if t.qtype in step))
+            for s, t in zip(sinks, tensors):
+                s.end_tensor(t)
+
+    outputs = [v.output for v in variants]
+    assert all(o is not None for o in outputs), "assign_paths first"
+    return write_outputs(outputs, fill, hash=hash)  # type: ignore[arg-type]
+
+
+def _report(progress: Callable[[PlannedTensor, int], None] | None, t: PlannedTensor, n: int) -> None:
+    if progress:
+        progress(t, n)
