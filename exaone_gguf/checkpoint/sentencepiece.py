@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exaone_gguf.checkpoint.tokenizer import BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED, _load_json, _token_content
+from exaone_gguf.checkpoint.token_files import BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED, load_json, token_content
 from exaone_gguf.errors import InputError
 
 PAD_SCORE = -10000.0
@@ -112,12 +112,12 @@ def load_sentencepiece(directory: Path) -> SentencePieceData:
     added: dict[int, tuple[str, bool]] = {}
     added_path = directory / "added_tokens.json"
     if added_path.exists():
-        data = _load_json(added_path)
+        data = load_json(added_path)
         if not isinstance(data, dict) or not all(isinstance(v, int) for v in data.values()):
             raise InputError(f"{added_path}: must map token strings to integer ids; restore the original file.")
         added.update({i: (t, False) for t, i in data.items()})
     cfg_path = directory / "tokenizer_config.json"
-    cfg: dict[str, Any] = _load_json(cfg_path) if cfg_path.exists() else {}
+    cfg: dict[str, Any] = load_json(cfg_path) if cfg_path.exists() else {}
     if not isinstance(cfg, dict):
         raise InputError(f"{cfg_path}: top level must be a JSON object; restore the original file.")
     for key, a in (cfg.get("added_tokens_decoder") or {}).items():
@@ -129,7 +129,7 @@ def load_sentencepiece(directory: Path) -> SentencePieceData:
     by_text.update({c: i for i, (c, _) in added.items()})
 
     def special_id(name: str, fallback: int) -> int | None:
-        content = _token_content(cfg.get(name))
+        content = token_content(cfg.get(name))
         if content is not None and content in by_text:
             return by_text[content]
         return fallback if fallback >= 0 and content is None and name != "pad_token" else None

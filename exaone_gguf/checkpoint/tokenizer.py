@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exaone_gguf.checkpoint.sentencepiece import load_sentencepiece
+from exaone_gguf.checkpoint.token_files import CONTROL, NORMAL, UNUSED, USER_DEFINED
+from exaone_gguf.checkpoint.token_files import load_json as _load_json
+from exaone_gguf.checkpoint.token_files import token_content as _token_content
 from exaone_gguf.errors import InputError
-
-# GGUF token types (llama.cpp llama_token_type)
-NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 
 @dataclass
@@ -80,13 +81,6 @@ class TokenizerData:
         return tok
 
 
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: not valid UTF-8 JSON ({e}); restore the original file.") from None
-
-
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -131,12 +125,6 @@ def _added_token(i: Any, a: Any, source: Path) -> AddedToken:
     return AddedToken(i, a["content"], bool(a.get("special", False)))
 
 
-def _token_content(v: Any) -> str | None:
-    if isinstance(v, dict):
-        v = v.get("content")
-    return v if isinstance(v, str) else None
-
-
 def _detect_pre(pre_tokenizer: Any) -> str:
     """`exaone` when the pre-tokenizer splits digits one by one (EXAONE 3.x), else the GPT-2 regex (`exaone4`)."""
 
@@ -172,8 +160,6 @@ def _is_sentencepiece(directory: Path) -> bool:
 def load_tokenizer(directory: Path):  # -> TokenizerData | SentencePieceData
     directory = Path(directory)
     if _is_sentencepiece(directory):
-        from exaone_gguf.checkpoint.sentencepiece import load_sentencepiece
-
         return load_sentencepiece(directory)
     tj_path, vocab_path, merges_path = directory / "tokenizer.json", directory / "vocab.json", directory / "merges.txt"
     cfg_path = directory / "tokenizer_config.json"
