@@ -104,8 +104,6 @@ def _bits_per_weight(plan: GGUFPlan) -> float:
 
 def report_path(gguf: Path) -> Path:
     """Where a file's validation report goes: X.gguf or X-00001-of-0000N.gguf -> X.validation.json."""
-    from exaone_gguf.convert.split import parse_shard_name
-
     parsed = parse_shard_name(gguf)
     stem = parsed[0].name if parsed else Path(gguf).name.removesuffix(".gguf")
     return Path(gguf).with_name(stem + ".validation.json")
