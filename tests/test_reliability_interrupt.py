@@ -147,6 +147,58 @@ def test_full_disk(slow_source: Path, tmp_path: Path, outtype: str) -> None:
     assert list(out.iterdir()) == []
 
 
+# The same guarantees for the other two kinds of convert run, which share the single file's write path:
+# shards of one type (the first shard alone is past 8 MB) and a release of two types into a folder.
+RUNS = {
+    "split": lambda out: ["-o", out / "model.gguf", "--outtype", "q8_0", "--split-max-size", "20M"],
+    "release": lambda out: ["-o", f"{out / 'rel'}/", "--outtype", "q8_0,q4_k_m"],
+}
+
+
+def _files(out: Path) -> list[str]:
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if not p.is_dir())
+
+
+def _partial_bytes(out: Path) -> int:
+    return sum(_size(p) for p in out.rglob("*.partial"))
+
+
+@pytest.mark.parametrize("run", list(RUNS))
+def test_split_and_release_interrupted_mid_data(slow_source: Path, tmp_path: Path, run: str) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen(_cli("convert", slow_source, *RUNS[run](out)), env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_for(lambda: _partial_bytes(out) > 6 << 20, proc), f"the {run} run finished before mid-data"
+        os.kill(proc.pid, signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr, stderr[-2000:]
+    assert _files(out) == [], stderr
+
+
+@pytest.mark.parametrize("run", list(RUNS))
+def test_split_and_release_full_disk(slow_source: Path, tmp_path: Path, run: str) -> None:
+    limit = 8 << 20
+
+    def preexec() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = tmp_path / "out"
+    out.mkdir()
+    r = subprocess.run(_cli("convert", slow_source, *RUNS[run](out)), env=_env(), capture_output=True, text=True,
+                       preexec_fn=preexec, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert "while writing" in r.stderr, r.stderr
+    assert _files(out) == [], r.stderr
+
+
 def _run_ok(*args: str) -> None:
     r = subprocess.run(_cli(*args), env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
