@@ -14,14 +14,15 @@ import grimp
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+# the `lint-imports` console script, run by this interpreter wherever the script itself was installed
+LINT_IMPORTS = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"]
 
 
 def _lint(tree: Path) -> subprocess.CompletedProcess:
     """`lint-imports` on the package under `tree`, with the contract of `tree`/pyproject.toml."""
     env = {**os.environ, "PYTHONPATH": str(tree), "NO_COLOR": "1"}
     return subprocess.run(
-        [str(LINT_IMPORTS), "--config", str(tree / "pyproject.toml"), "--no-cache"],
+        [*LINT_IMPORTS, "--config", str(tree / "pyproject.toml"), "--no-cache"],
         cwd=tree, env=env, capture_output=True, text=True, timeout=120,
     )
 
