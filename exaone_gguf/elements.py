@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["f32_to_f16_bits", "f32_to_bf16_bits", "f16_bits_to_f32", "bf16_bits_to_f32"]
+__all__ = ["bf16_bits_to_f32", "f16_bits_to_f32", "f32_to_bf16_bits", "f32_to_f16_bits"]
 
 _F16_QNAN = np.uint16(0x7E00)
 _F16_SIGN = np.uint16(0x8000)
