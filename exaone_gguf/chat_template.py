@@ -1,153 +1,66 @@
-"""Render chat templates the way transformers does, safely and within bounds.
+"""Render chat templates the way transformers does, in a sandbox, in a child process with hard bounds.
 
 Chat templates come from files we did not write (tokenizer_config.json, GGUF metadata), so they are
 untrusted code. CVE-2024-34359 was exactly this: a GGUF template rendered without a sandbox. We render
 in jinja2's ImmutableSandboxedEnvironment (no attribute escapes, no mutation of lists/dicts) with the
-same options and helpers transformers uses, and add what the sandbox lacks: bounds on time and size.
+same options and helpers transformers uses, and add what the sandbox lacks: bounds on memory and time.
 
-Bounds (each failure is a TemplateError, a subclass of InputError):
-- time: a watchdog interrupts the rendering thread after `timeout_s` (pure-Python loops included, also
-  loops that write nothing);
-- output: the rendered text is streamed and stopped once it passes `max_output_chars`;
-- values: the operators and calls that can grow a value faster than the output (`*`, `**`, `+`, `%`,
-  `~`, str methods such as center/replace/join/format, filters such as center/indent/replace/format,
-  tojson's indent, lipsum, strftime widths) are checked before they run, and every call's result is
-  checked after, against the same size cap.
+The bounds are the operating system's, not estimates: templates are compiled and rendered in a child
+process (one child per call; `render_many` renders a whole batch of conversations in one) that runs under
+- RLIMIT_AS: at most MEMORY_BUDGET_BYTES of address space beyond what the child starts with;
+- RLIMIT_CPU: about `timeout_s` seconds of CPU per conversation (plus one), a backstop;
+- a wall-clock timeout of `timeout_s` per conversation, after which the parent kills the child;
+- an output cap of `max_output_chars` per render (checked while streaming).
+Whatever path a template takes to grow (a C call such as str() of a huge list, many values that are each
+small), the child hits a limit and dies or raises; the caller gets a TemplateError (an InputError: exit 2)
+with one sentence naming the template and the bound. Compiling happens in the child too: Jinja folds
+constant expressions while compiling ('ab' * 900000000 is evaluated then). A child is a fork of the caller,
+so it costs a few milliseconds plus the compile, not an interpreter start.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import json
-import re
-import string
-import threading
+import math
+import multiprocessing
+import os
+import resource
+import signal
+import time
+import traceback
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import jinja2
 import jinja2.ext
-import jinja2.nodes
-from jinja2.compiler import CodeGenerator
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import generate_lorem_ipsum
 
 from exaone_gguf.errors import InputError
 
 MAX_OUTPUT_CHARS = 1_000_000
 TIMEOUT_S = 5.0
 MAX_TEMPLATE_CHARS = 1_000_000
-# The largest string/list any single operation in a template may build. A value larger than the
-# whole allowed output has no use in a chat prompt.
-MAX_VALUE_LEN = MAX_OUTPUT_CHARS
-MAX_INT_BITS = 1 << 16  # integers beyond this only serve to burn CPU inside one C call
-MAX_JSON_INDENT = 64
-MAX_LIPSUM_PARAGRAPHS = 100
+# Address space a render may add to the child. A real chat template needs a few MiB; the output cap alone
+# (1M characters, up to 4 bytes each, streamed in chunks and joined) needs about 16 MiB.
+MEMORY_BUDGET_BYTES = 256 << 20
 
 
 class TemplateError(InputError):
-    """A chat template failed to compile or render, broke a sandbox rule, or ran past a bound."""
+    """A chat template failed to compile or render, broke a sandbox rule, or ran past a bound.
+
+    From render_many: `index` is the conversation that failed (None: the template itself, before any
+    conversation) and `rendered` holds the texts of the conversations before it."""
+
+    def __init__(self, message: str, index: int | None = None, rendered: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.index = index
+        self.rendered = list(rendered)
 
 
-class _LimitExceeded(Exception):
-    """Raised inside the render when a value or the output grows past a cap."""
-
-
-class _RenderTimeout(BaseException):
-    """Injected into the rendering thread by the watchdog. BaseException so no `except Exception`
-    inside jinja2 can swallow it."""
-
-
-def _too_big(what: str, size: int, cap: int = MAX_VALUE_LEN) -> None:
-    if size > cap:
-        raise _LimitExceeded(f"{what} would reach size {size:,}, over the cap of {cap:,}")
-
-
-def _check_size(value: Any, what: str) -> Any:
-    if isinstance(value, (str, bytes, list, tuple, dict, set, frozenset)):
-        _too_big(what, len(value))
-    return value
-
-
-def _check_int(value: Any, what: str) -> None:
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_VALUE_LEN:
-        raise _LimitExceeded(f"{what} got the integer {value} (cap {MAX_VALUE_LEN:,})")
-
-
-# printf-style widths/precisions ("%9999s", "%.9999f") and str.format specs ("{:>9999}")
-_PERCENT_WIDTH = re.compile(r"%[-#0 +]*(\d*)(?:\.(\d*))?")
-_SPEC_NUMBERS = re.compile(r"\d+")
-
-
-def _percent_estimate(fmt: str, args: Any) -> int:
-    items = args if isinstance(args, tuple) else (args,)
-    widest_arg = max((len(str(a)) for a in items if isinstance(a, (str, bytes))), default=32)
-    for a in items:
-        _check_int(a, "'%' formatting")
-    widths = [int(w or 0) + int(p or 0) for w, p in _PERCENT_WIDTH.findall(fmt)]
-    for w in widths:
-        _too_big("a '%' format width", w)
-    return len(fmt) + sum(widths) + len(widths) * widest_arg
-
-
-def _format_estimate(fmt: str, args: tuple, kwargs: dict) -> int:
-    values = list(args) + list(kwargs.values())
-    for v in values:
-        _check_int(v, "str.format")
-    widest_arg = max((len(str(v)) for v in values if isinstance(v, (str, bytes))), default=32)
-    widest_int = max((abs(v) for v in values if isinstance(v, int)), default=0)
-    total = len(fmt)
-    try:
-        fields = list(string.Formatter().parse(fmt))
-    except ValueError:
-        return total  # malformed; str.format itself will raise
-    for _, field, spec, _ in fields:
-        if field is None:
-            continue
-        spec = spec or ""
-        width = max((int(n) for n in _SPEC_NUMBERS.findall(spec)), default=0)
-        if "{" in spec:
-            width = max(width, widest_int)
-        _too_big("a str.format width", width)
-        total += width + widest_arg
-    return total
-
-
-def _str_method_estimate(name: str, owner: str | bytes, args: tuple, kwargs: dict) -> int | None:
-    """Upper bound on the length a str/bytes method returns, for the methods that can grow."""
-    n = len(owner)
-    if name in ("center", "ljust", "rjust", "zfill"):
-        width = args[0] if args else kwargs.get("width", 0)
-        return max(n, width) if isinstance(width, int) else n
-    if name == "expandtabs":
-        size = args[0] if args else kwargs.get("tabsize", 8)
-        return n + owner.count("\t" if isinstance(owner, str) else b"\t") * max(int(size), 0)
-    if name == "replace" and len(args) >= 2:
-        old, new = args[0], args[1]
-        hits = owner.count(old) if len(old) else n + 1
-        return n + hits * max(len(new) - len(old), 0)
-    if name == "join" and args and isinstance(args[0], (list, tuple, str)):
-        parts = args[0]
-        return sum(len(p) if isinstance(p, (str, bytes)) else 0 for p in parts) + n * max(len(parts) - 1, 0)
-    if name in ("format", "format_map") and isinstance(owner, str):
-        mapping = args[0] if name == "format_map" and args and isinstance(args[0], dict) else None
-        return _format_estimate(owner, () if mapping is not None else args, mapping or kwargs)
-    if name == "translate" and args and isinstance(args[0], dict):
-        longest = max((len(v) for v in args[0].values() if isinstance(v, (str, bytes))), default=1)
-        return n * max(longest, 1)
-    return None
-
-
-class _BoundedCodeGenerator(CodeGenerator):
-    """Routes the `~` operator through the environment so its result size is checked."""
-
-    def visit_Concat(self, node: jinja2.nodes.Concat, frame: Any) -> None:
-        self.write("environment.bounded_concat((")
-        for arg in node.nodes:
-            self.visit(arg, frame)
-            self.write(", ")
-        self.write("))")
+class _OutputCap(Exception):
+    """The rendered text passed max_output_chars."""
 
 
 class _GenerationTags(jinja2.ext.Extension):
@@ -160,116 +73,14 @@ class _GenerationTags(jinja2.ext.Extension):
         return parser.parse_statements(("name:endgeneration",), drop_needle=True)
 
 
-class _BoundedSandbox(ImmutableSandboxedEnvironment):
-    code_generator_class = _BoundedCodeGenerator
-    intercepted_binops = frozenset({"*", "**", "+", "%"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        sized = (str, bytes, list, tuple)
-        if operator == "*":
-            if isinstance(left, int) and isinstance(right, sized):
-                left, right = right, left
-            if isinstance(left, sized) and isinstance(right, int):
-                _too_big("'*' on a sequence", len(left) * max(right, 0))
-            elif isinstance(left, int) and isinstance(right, int):
-                _too_big("'*' on integers", left.bit_length() + right.bit_length(), MAX_INT_BITS)
-        elif operator == "**":
-            if isinstance(left, int) and isinstance(right, int) and right > 0:
-                _too_big("'**'", max(left.bit_length(), 1) * right, MAX_INT_BITS)
-        elif operator == "+":
-            if isinstance(left, sized) and isinstance(right, sized):
-                _too_big("'+'", len(left) + len(right))
-        elif operator == "%" and isinstance(left, str):
-            _too_big("'%' formatting", _percent_estimate(left, right))
-        return _check_size(super().call_binop(context, operator, left, right), f"'{operator}'")
-
-    def concat(self, parts: Any) -> str:  # type: ignore[override]
-        # Compiled templates join captured output (macro bodies, {% set %} blocks, filter blocks)
-        # with environment.concat; check the total before joining.
-        parts = list(parts)
-        _too_big("captured template output", sum(len(p) for p in parts))
-        return "".join(parts)
-
-    def bounded_concat(self, parts: tuple) -> str:
-        texts = [str(p) for p in parts]
-        _too_big("'~'", sum(len(t) for t in texts))
-        return "".join(texts)
-
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
-        target = getattr(__obj, "__wrapped__", __obj)  # the sandbox wraps str.format
-        owner = getattr(target, "__self__", None)
-        name = getattr(target, "__name__", "")
-        if isinstance(owner, (str, bytes)):
-            for a in list(args) + list(kwargs.values()):
-                _check_int(a, f"str.{name}()")
-            estimate = _str_method_estimate(name, owner, args, kwargs)
-            if estimate is not None:
-                _too_big(f"str.{name}()", estimate)
-        result = super().call(__context, __obj, *args, **kwargs)
-        return _check_size(result, f"the call to {name or 'a function'}")
-
-
-# Extra bounds for built-in filters that can grow their input: name -> estimate(value, args, kwargs)
-def _indent_estimate(value: Any, args: tuple, kwargs: dict) -> int:
-    width = args[0] if args else kwargs.get("width", 4)
-    per_line = len(width) if isinstance(width, str) else int(width)
-    text = str(value)
-    return len(text) + (text.count("\n") + 1) * per_line
-
-
-_FILTER_ESTIMATES: dict[str, Callable[[Any, tuple, dict], int]] = {
-    "center": lambda v, a, k: max(len(str(v)), int(a[0] if a else k.get("width", 80))),
-    "indent": _indent_estimate,
-    "replace": lambda v, a, k: _str_method_estimate("replace", str(v), a[:2], {}) or 0,
-    "join": lambda v, a, k: (
-        _str_method_estimate("join", str(a[0] if a else k.get("d", "")), ([str(x) for x in v],), {}) or 0
-        if isinstance(v, (list, tuple))
-        else 0
-    ),
-    "format": lambda v, a, k: _percent_estimate(str(v), tuple(a) or k),
-}
-
-
-# Filters whose integer arguments are sizes, widths or counts (not values like default(5000000)).
-_SIZE_ARG_FILTERS = {"center", "indent", "wordwrap", "truncate", "batch", "slice", "format", "replace",
-                     "tojson", "join"}
-
-
-def _bounded_filter(name: str, func: Callable) -> Callable:
-    # Filters receive (context|eval_ctx|environment)? then the value, then their arguments.
-    skip = 2 if getattr(func, "jinja_pass_arg", None) is not None else 1
-    estimate = _FILTER_ESTIMATES.get(name)
-    check_ints = name in _SIZE_ARG_FILTERS
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        value, extra = (args[skip - 1] if len(args) >= skip else None), args[skip:]
-        for a in list(extra) + list(kwargs.values()) if check_ints else ():
-            _check_int(a, f"the '{name}' filter")
-        if estimate is not None and len(args) >= skip:
-            _too_big(f"the '{name}' filter", estimate(value, extra, kwargs))
-        return _check_size(func(*args, **kwargs), f"the '{name}' filter")
-
-    return wrapper
-
-
 def tojson(x: Any, ensure_ascii: bool = False, indent: int | str | None = None,
            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
     """transformers' tojson: plain json.dumps, no HTML escaping, non-ASCII kept."""
-    if indent is not None and (len(indent) if isinstance(indent, str) else indent) > MAX_JSON_INDENT:
-        raise _LimitExceeded(f"tojson indent {indent!r} is larger than {MAX_JSON_INDENT}")
     return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
 def _strftime_now(fmt: str) -> str:
-    if re.search(r"%[-_0^#]*\d", fmt):
-        raise _LimitExceeded(f"strftime_now does not accept field widths ({fmt!r})")
     return datetime.now().strftime(fmt)
-
-
-def _lipsum(n: int = 5, *args: Any, **kwargs: Any) -> str:
-    _too_big("lipsum()", n, MAX_LIPSUM_PARAGRAPHS)
-    return generate_lorem_ipsum(n, *args, **kwargs)
 
 
 def _raise_exception(message: Any) -> None:
@@ -299,15 +110,13 @@ class _Namespace(jinja2.utils.Namespace):
             raise jinja2.sandbox.SecurityError(f"namespace attribute {name!r} starts with an underscore")
 
 
-def _make_environment() -> _BoundedSandbox:
-    env = _BoundedSandbox(
+def _make_environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
         trim_blocks=True,
         lstrip_blocks=True,
         extensions=[jinja2.ext.loopcontrols, _GenerationTags],
     )
     env.filters["tojson"] = tojson
-    env.filters = {name: _bounded_filter(name, f) for name, f in env.filters.items()}
-    env.globals["lipsum"] = _lipsum
     env.globals["namespace"] = _Namespace
     return env
 
@@ -318,47 +127,6 @@ _ENV = _make_environment()
 def parse(template: str) -> jinja2.nodes.Template:
     """The template's syntax tree, parsed by the sandboxed environment that compiles and renders it."""
     return _ENV.parse(template)
-
-
-# ---------------------------------------------------------------------------------------------
-# The watchdog: interrupt the rendering thread when it runs too long.
-
-_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
-_set_async_exc.argtypes = [ctypes.c_ulong, ctypes.py_object]
-_set_async_exc.restype = ctypes.c_int
-
-
-class _Watchdog:
-    """Raises _RenderTimeout in the calling thread after `seconds`, unless stopped first."""
-
-    def __init__(self, seconds: float) -> None:
-        self._thread_id = threading.get_ident()
-        self._lock = threading.Lock()
-        self._active = True
-        self._fired = False
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-
-    def _fire(self) -> None:
-        with self._lock:
-            if self._active:
-                self._fired = True
-                _set_async_exc(self._thread_id, _RenderTimeout)
-
-    def __enter__(self) -> "_Watchdog":
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._timer.cancel()
-        with self._lock:
-            self._active = False
-            fired = self._fired
-        if fired:  # clear an exception that was set but not yet delivered
-            _set_async_exc(self._thread_id, ctypes.py_object())  # NULL clears
-
-
-# ---------------------------------------------------------------------------------------------
 
 # transformers copies a message's reasoning, given under any of these names, to `reasoning_content`
 # (the name templates read) and to `thinking` (gpt-oss templates).
@@ -381,32 +149,122 @@ def _compile(template: str) -> jinja2.Template:
     return _ENV.from_string(template)
 
 
-def _run_bounded(source_name: str, timeout_s: float, work: Callable[[], Any]) -> Any:
-    """Run `work` under the watchdog and turn every failure into a TemplateError."""
-    where = f"{source_name}: chat template"
+# ---------------------------------------------------------------------------------------------
+# The child: compile, then render each conversation, sending one message per step to the parent.
+
+_EXIT_MEMORY = 3  # the child ran out of its address space where it could not even report it
+
+
+def _limit_child(memory_budget: int, cpu_s: int) -> None:
+    """Set the child's hard limits: address space (what it has now plus the budget), CPU seconds, no core."""
+
+    def clamp(limit: int, new: int) -> int:
+        _, hard = resource.getrlimit(limit)
+        return new if hard == resource.RLIM_INFINITY else min(new, hard)
+
+    try:  # the size in pages of the address space the child starts with (Linux; macOS does not enforce RLIMIT_AS)
+        with open("/proc/self/statm") as f:
+            start = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        start = None
+    if start is not None:
+        size = clamp(resource.RLIMIT_AS, start + memory_budget)
+        resource.setrlimit(resource.RLIMIT_AS, (size, size))
+    cpu = clamp(resource.RLIMIT_CPU, cpu_s)
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a killed render leaves no core file behind
+
+
+def _short(text: object, limit: int = 300) -> str:
+    """A message from template code (raise_exception, an error that quotes a value) cut to one line's worth."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def _describe(e: BaseException, max_output_chars: int) -> str:
+    """The failure as the tail of one sentence: '<source>: chat template ' + this."""
+    if isinstance(e, jinja2.TemplateSyntaxError):
+        return f"has a Jinja syntax error at line {e.lineno}: {_short(e.message)}; fix the template text."
+    if isinstance(e, jinja2.sandbox.SecurityError):
+        return f"tried to reach outside the sandbox ({_short(e)}); it was stopped and nothing was executed."
+    if isinstance(e, _TemplateRaised):
+        return f"refused the conversation: {_short(e)}."
+    if isinstance(e, _OutputCap):
+        return f"was stopped: its output passed {max_output_chars:,} characters; a chat prompt is far shorter."
+    if isinstance(e, MemoryError):
+        return _memory_sentence()
+    if isinstance(e, (RecursionError, OverflowError)):
+        return f"was stopped: {type(e).__name__}: {_short(e)}; fix the template."
+    return f"failed to render: {type(e).__name__}: {_short(e)}."
+
+
+def _memory_sentence() -> str:
+    return (f"was stopped at its memory bound of {MEMORY_BUDGET_BYTES >> 20} MiB for one render; a chat "
+            "template needs a few MiB, so find where it builds huge values and fix it.")
+
+
+def _render_one(template: jinja2.Template, call: Mapping[str, Any], max_output_chars: int) -> str:
+    call = dict(call)
+    variables = dict(
+        messages=_alias_reasoning(call.pop("messages", [])),
+        tools=call.pop("tools", None),
+        documents=call.pop("documents", None),
+        add_generation_prompt=call.pop("add_generation_prompt", True),
+        bos_token=call.pop("bos_token", "[BOS]"),
+        eos_token=call.pop("eos_token", "[|endofturn|]"),
+        raise_exception=_raise_exception,
+        strftime_now=_strftime_now,
+        **call,
+    )
+    chunks: list[str] = []
+    size = 0
+    for chunk in template.generate(**variables):
+        size += len(chunk)
+        if size > max_output_chars:
+            raise _OutputCap()
+        chunks.append(chunk)
+    return "".join(chunks)
+
+
+def _child_main(conn: Any, template: str, calls: list[dict], max_output_chars: int, memory_budget: int,
+                cpu_s: int) -> None:
+    """Runs in the child: ("ok", None) once compiled, ("ok", text) per conversation, or ("error", sentence tail)."""
     try:
-        # A _RenderTimeout delivered late, while leaving the watchdog, still lands in this try.
-        with _Watchdog(timeout_s):
-            return work()
-    except _RenderTimeout:
-        raise TemplateError(f"{where} ran longer than {timeout_s:g} s and was stopped; "
-                            "it loops too long or never ends.") from None
-    except TemplateError:
-        raise
-    except jinja2.TemplateSyntaxError as e:
-        raise TemplateError(f"{where} has a Jinja syntax error at line {e.lineno}: {e.message}; "
-                            "fix the template text.") from None
-    except jinja2.sandbox.SecurityError as e:
-        raise TemplateError(f"{where} tried to reach outside the sandbox ({e}); it was stopped "
-                            "and nothing was executed.") from None
-    except _TemplateRaised as e:
-        raise TemplateError(f"{where} refused the conversation: {e}.") from None
-    except _LimitExceeded as e:
-        raise TemplateError(f"{where} was stopped: {e}.") from None
-    except (MemoryError, RecursionError, OverflowError) as e:
-        raise TemplateError(f"{where} was stopped: {type(e).__name__}: {e}.") from None
-    except Exception as e:  # noqa: BLE001 - any other failure inside template code is bad input
-        raise TemplateError(f"{where} failed to render: {type(e).__name__}: {e}.") from None
+        _limit_child(memory_budget, cpu_s)
+        compiled = _compile(template)
+        conn.send(("ok", None))
+        for call in calls:
+            conn.send(("ok", _render_one(compiled, call, max_output_chars)))
+    except BaseException as e:  # noqa: BLE001 - every failure of untrusted template code is reported
+        # Drop the frames (and the huge values they may hold) before building the report.
+        traceback.clear_frames(e.__traceback__)
+        e.__traceback__ = None
+        try:
+            conn.send(("error", _describe(e, max_output_chars)))
+        except MemoryError:
+            os._exit(_EXIT_MEMORY)
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The parent.
+
+
+@functools.lru_cache(maxsize=1)
+def _context() -> multiprocessing.context.BaseContext:
+    """Children are forks of the caller: no interpreter start and no import, so a child costs a few ms.
+    (multiprocessing's forkserver and spawn would re-run the caller's __main__ module in every child.) The
+    child only compiles and renders Jinja and sends text down a pipe; it never touches the caller's threads,
+    files or models, and leaves with os._exit."""
+    return multiprocessing.get_context("fork")
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
 
 
 def _check_length(template: str, source_name: str) -> None:
@@ -417,10 +275,78 @@ def _check_length(template: str, source_name: str) -> None:
                             f"than the {MAX_TEMPLATE_CHARS:,} allowed.")
 
 
-def check_syntax(template: str, source_name: str, *, timeout_s: float = TIMEOUT_S) -> None:
-    """Compile `template`; raise TemplateError (an InputError) naming `source_name` if it is invalid."""
+def _run_child(template: str, calls: list[dict], source_name: str, max_output_chars: int,
+               timeout_s: float, cpu_s: int | None = None) -> list[str]:
+    """Compile `template` and render every call in one bounded child; TemplateError on the first failure.
+    `cpu_s` (default: the wall-clock allowance of every step, plus one) is the child's CPU-time limit."""
     _check_length(template, source_name)
-    _run_bounded(source_name, timeout_s, lambda: _compile(template))
+    where = f"{source_name}: chat template"
+    if cpu_s is None:
+        cpu_s = math.ceil(timeout_s * (len(calls) + 1)) + 1
+    ctx = _context()
+    receiver, sender = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child_main, args=(sender, template, calls, max_output_chars,
+                                                  MEMORY_BUDGET_BYTES, cpu_s), daemon=True)
+    child.start()
+    sender.close()
+    rendered: list[str] = []
+    compiled = False
+
+    def fail(sentence_tail: str) -> TemplateError:
+        index = len(rendered) if compiled else None
+        return TemplateError(f"{where} {sentence_tail}", index, rendered)
+
+    try:
+        while len(rendered) < len(calls) or not compiled:
+            deadline = time.monotonic() + timeout_s  # each step (compile, one conversation) gets timeout_s
+            if not receiver.poll(max(0.0, deadline - time.monotonic())):
+                raise fail(f"ran longer than its time bound of {timeout_s:g} s and was stopped; "
+                           "it loops too long or never ends, fix the template.")
+            try:
+                status, value = receiver.recv()
+            except EOFError:  # the child died without a word: a limit killed it, or it crashed
+                child.join(timeout_s)
+                code = child.exitcode
+                if code == _EXIT_MEMORY:
+                    raise fail(_memory_sentence()) from None
+                if code is not None and -code in (signal.SIGXCPU, signal.SIGKILL):
+                    raise fail(f"used more than its CPU bound of {cpu_s} s and was stopped; it loops too long "
+                               "or never ends, fix the template.") from None
+                raise fail(f"crashed the render process ({_signal_name(code) if code and code < 0 else code}) "
+                           "and was stopped; fix the template.") from None
+            if status == "error":
+                raise fail(value)
+            if compiled:
+                rendered.append(value)
+            compiled = True
+    finally:
+        receiver.close()
+        if child.is_alive():
+            child.kill()
+        child.join()
+        child.close()
+    return rendered
+
+
+def check_syntax(template: str, source_name: str, *, timeout_s: float = TIMEOUT_S) -> None:
+    """Compile `template` (in the bounded child); raise TemplateError (an InputError) naming `source_name`."""
+    _run_child(template, [], source_name, MAX_OUTPUT_CHARS, timeout_s)
+
+
+def render_many(
+    template: str,
+    calls: Sequence[Mapping[str, Any]],
+    *,
+    source_name: str = "<template>",
+    max_output_chars: int = MAX_OUTPUT_CHARS,
+    timeout_s: float = TIMEOUT_S,
+) -> list[str]:
+    """Render `template` once per call in one bounded child; each call is a dict of render()'s keyword
+    arguments (messages, add_generation_prompt, tools, bos_token, eos_token, template variables).
+
+    Returns the texts in order, or raises TemplateError for the first call that fails (its `index` and the
+    texts `rendered` before it). Each call gets `timeout_s` of wall-clock time."""
+    return _run_child(template, [dict(c) for c in calls], source_name, max_output_chars, timeout_s)
 
 
 def render(
@@ -436,33 +362,13 @@ def render(
     timeout_s: float = TIMEOUT_S,
     **kwargs: Any,
 ) -> str:
-    """Render a chat template with transformers' semantics, sandboxed and bounded.
+    """Render a chat template with transformers' semantics, sandboxed and bounded (in a child process).
 
     Extra keyword arguments (enable_thinking, skip_think, ...) become template variables, as in
     transformers' apply_chat_template; like transformers, a message's reasoning given as `thinking` or
     `reasoning` is also offered as `reasoning_content`. Raises TemplateError on any failure.
     """
-    _check_length(template, source_name)
-    variables = dict(
-        messages=_alias_reasoning(messages),
-        tools=tools,
-        documents=kwargs.pop("documents", None),
-        add_generation_prompt=add_generation_prompt,
-        bos_token=bos_token,
-        eos_token=eos_token,
-        raise_exception=_raise_exception,
-        strftime_now=_strftime_now,
-        **kwargs,
-    )
-
-    def work() -> str:
-        chunks: list[str] = []
-        size = 0
-        for chunk in _compile(template).generate(**variables):
-            size += len(chunk)
-            if size > max_output_chars:
-                raise _LimitExceeded(f"its output passed {max_output_chars:,} characters")
-            chunks.append(chunk)
-        return "".join(chunks)
-
-    return _run_bounded(source_name, timeout_s, work)
+    call = dict(messages=messages, add_generation_prompt=add_generation_prompt, tools=tools,
+                bos_token=bos_token, eos_token=eos_token, **kwargs)
+    return render_many(template, [call], source_name=source_name, max_output_chars=max_output_chars,
+                       timeout_s=timeout_s)[0]

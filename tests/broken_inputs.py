@@ -688,6 +688,12 @@ def tpl_output_bomb(env):
     return with_template(env, "{{ 'ab' * 900000000 }}")
 
 
+@case("template", r"chat_template\.jinja: chat template was stopped at its memory bound of 256 MiB for one render")
+def tpl_accumulated_values(env):  # each value is under any per-value cap; together they grow without end
+    return with_template(env, "{% set big = 'x' * 999990 %}{% set ns = namespace(l=[]) %}{% for i in range(100000) %}"
+                              "{% set ns.l = ns.l + [big ~ i] %}{% endfor %}{{ ns.l | length }}")
+
+
 @case("template", r"chat_template\.jinja: not valid UTF-8")
 def tpl_not_utf8(env):
     return with_template(env, b"{{ bos_token }}\xff\xfe")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import resource
 from pathlib import Path
 
 import pytest
 
 from exaone_gguf import templates
-from exaone_gguf.chat_template import TemplateError, check_syntax, render, tojson
+from exaone_gguf.chat_template import TemplateError, _run_child, check_syntax, render, render_many, tojson
 from exaone_gguf.errors import InputError
 from exaone_gguf.validate.template_check import CONVERSATIONS, conversations_for, render_source
 
@@ -226,31 +227,51 @@ RUNAWAY = {
     "str_replace": "{% set s = 'a' * 100000 %}{{ s.replace('a', s) }}",
     "filter_replace": "{% set s = 'a' * 100000 %}{{ s | replace('a', s) }}",
     "str_join": "{% set s = 'a' * 100000 %}{{ s.join(s) }}",
-    "filter_indent": "{% set s = '\\n' * 100000 %}{{ s | indent(100000) }}",
+    "filter_indent": "{% set s = 'a\\n' * 100000 %}{{ s | indent(100000) }}",  # blank lines stay unindented
     "str_translate": "{% set s = 'a' * 100000 %}{{ s.translate({97: s}) }}",
     "str_expandtabs": "{% set s = '\\t' * 100000 %}{{ s.expandtabs(100000) }}",
     "tojson_indent": "{{ [[1]] | tojson(indent=100000000) }}",
     "lipsum": "{{ lipsum(100000000) }}",
-    "strftime_width": "{{ strftime_now('%1000000000Y') }}",
     "recursion": "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",
+    # Paths the old per-operation size estimators did not model (issue 11): one C call that builds a huge
+    # value from small ones, and many values that are each under any per-value cap.
+    "string_of_big_list": "{% set big = 'x' * 1000000 %}{{ ([big] * 1000000) | string }}",
+    "percent_of_big_list": "{% set big = 'x' * 1000000 %}{{ '%s' % ([big] * 1000000,) }}",
+    "accumulated_values": "{% set big = 'x' * 999990 %}{% set ns = namespace(l=[]) %}{% for i in range(100000) %}"
+                          "{% set ns.l = ns.l + [big ~ i] %}{% endfor %}{{ ns.l | length }}",
 }
 
 
 @pytest.mark.parametrize("name", list(RUNAWAY))
 def test_runaway_template_raises(name):
     with pytest.raises(TemplateError, match="stopped"):
-        render(RUNAWAY[name], [], timeout_s=30)  # each is stopped by a size cap well before this
+        render(RUNAWAY[name], [], timeout_s=3)  # the memory, output or time bound of the child process
+
+
+@pytest.mark.parametrize("name", ["string_of_big_list", "accumulated_values"])
+def test_memory_bound_stops_what_no_estimator_modelled(name):
+    # Long enough a time bound that the memory bound is the one that fires.
+    with pytest.raises(TemplateError, match=r"<template>: chat template was stopped at its memory bound of "
+                                            r"256 MiB for one render; a chat template needs a few MiB"):
+        render(RUNAWAY[name], [], timeout_s=120)
 
 
 @pytest.mark.parametrize("template", [
     "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",  # no output
     "{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% else %}x{% endif %}{% endmacro %}{{ f(40) }}",
+    "{{ 10 ** 100000000 }}",  # one long C call: a Python-level watchdog could not interrupt it
 ])
-def test_endless_template_is_stopped_by_the_watchdog(template):
-    with pytest.raises(TemplateError, match="ran longer than 0.3 s"):
+def test_endless_template_is_stopped_by_the_time_bound(template):
+    with pytest.raises(TemplateError, match=r"ran longer than its time bound of 0.3 s and was stopped"):
         render(template, [], timeout_s=0.3)
-    # no interrupt is left pending for the thread after the watchdog fired
-    assert render("{{ 1 + 1 }}", []) == "2"
+    assert render("{{ 1 + 1 }}", []) == "2"  # the next render is not affected
+
+
+def test_cpu_bound_backs_up_the_wall_clock():
+    # RLIMIT_CPU kills the child even when the caller's wall clock would wait longer.
+    with pytest.raises(TemplateError, match=r"used more than its CPU bound of 1 s and was stopped"):
+        _run_child("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", [{}],
+                   "<template>", 1000, timeout_s=60, cpu_s=1)
 
 
 def test_output_cap():
@@ -262,5 +283,26 @@ def test_output_cap():
 def test_bounds_leave_normal_templates_alone():
     out = render("{{ '-' * 80 }}{{ 'x'.center(9) }}{{ '%5s' % 'a' }}{{ '{:>4}'.format(7) }}"
                  "{{ [1, 2] + [3] }}{{ 2 ** 10 }}{{ 'a' ~ 1 }}{{ 'ab' | replace('a', 'xy') }}"
-                 "{{ x | default(5000000) }}", [])
-    assert out == "-" * 80 + "    x    " + "    a" + "   7" + "[1, 2, 3]1024a1xyb5000000"
+                 "{{ x | default(5000000) }}{{ ('y' * 3000000) | length }}", [])
+    assert out == "-" * 80 + "    x    " + "    a" + "   7" + "[1, 2, 3]1024a1xyb50000003000000"
+
+
+def test_render_many_renders_a_batch_in_one_child_and_names_the_failure():
+    calls = [{"messages": [{"role": "user", "content": c}]} for c in ("a", "b", "boom", "d")]
+    tmpl = "{% if messages[0].content == 'boom' %}{{ raise_exception('no boom') }}{% endif %}{{ messages[0].content }}"
+    assert render_many(tmpl, calls[:2] + calls[3:]) == ["a", "b", "d"]
+    with pytest.raises(TemplateError, match="refused the conversation: no boom") as err:
+        render_many(tmpl, calls, source_name="t.jinja")
+    assert err.value.index == 2 and err.value.rendered == ["a", "b"]
+    with pytest.raises(TemplateError, match="syntax error") as err:
+        render_many("{% if %}", calls)
+    assert err.value.index is None and err.value.rendered == []
+
+
+def test_a_render_does_not_change_the_caller():
+    messages = [{"role": "user", "content": "hi"}]
+    before = resource.getrlimit(resource.RLIMIT_AS), resource.getrlimit(resource.RLIMIT_CPU)
+    with pytest.raises(TemplateError, match="memory bound"):
+        render(RUNAWAY["accumulated_values"], messages, timeout_s=120)
+    assert (resource.getrlimit(resource.RLIMIT_AS), resource.getrlimit(resource.RLIMIT_CPU)) == before
+    assert messages == [{"role": "user", "content": "hi"}]

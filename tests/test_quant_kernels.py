@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 
+from exaone_gguf import elements
 from exaone_gguf.errors import InputError
 from exaone_gguf.quantize import formats, ggml_backend, kernels, numpy_kernels
 
@@ -105,7 +106,7 @@ def test_float_types_match_ggml(qtype):
 
 def test_bf16_rounds_to_nearest_even_not_truncates():
     x = np.array([1.0 + 2**-8, 1.0 + 3 * 2**-8, 1.0 + 2**-8 + 2**-20], np.float32)
-    bits = kernels.fp32_to_bf16_bits(x)
+    bits = elements.f32_to_bf16_bits(x)
     assert bits.tolist() == [0x3F80, 0x3F82, 0x3F81]
     # truncation would give 0x3F80, 0x3F81, 0x3F80
     assert bits.tolist() != (x.view(np.uint32) >> 16).astype(np.uint16).tolist()

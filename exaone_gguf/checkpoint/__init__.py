@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import yaml
+
 from exaone_gguf.checkpoint.awq import awq_config_of, wrap_awq_tensors
 from exaone_gguf.checkpoint.safetensors import SafetensorsFile, TensorHandle
 from exaone_gguf.checkpoint.spec import ModelSpec, load_spec
@@ -94,26 +96,42 @@ def load_checkpoint(directory: Path | str) -> Checkpoint:
     return Checkpoint(directory, spec, tensors)
 
 
+class _CardLoader(yaml.SafeLoader):
+    """yaml's safe loader with YAML 1.2 booleans, as the Hub reads cards: `language: [en, no]` keeps Norwegian
+    ("no") a string instead of YAML 1.1's False."""
+
+
+_CardLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_CardLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def read_front_matter(readme: Path) -> dict[str, object]:
-    """A tiny YAML front-matter reader for the keys we carry (scalars and simple lists)."""
+    """The YAML front matter of a model card (README.md) as a dict; {} when there is no card or no front matter.
+    Parsed with yaml.safe_load, so flow lists (`language: [en, ko]`), quoting and comments mean what YAML says."""
     try:
         text = readme.read_text(encoding="utf-8")
     except (FileNotFoundError, UnicodeDecodeError):
         return {}
-    m = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, re.S)
+    m = re.match(r"^\ufeff?---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(\r?\n|$)", text, re.S)
     if not m:
         return {}
-    out: dict[str, object] = {}
-    key = None
-    for line in m.group(1).splitlines():
-        item = re.match(r"^\s*-\s+(.*)$", line)
-        if item and key is not None:
-            lst = out.setdefault(key, [])
-            if isinstance(lst, list):
-                lst.append(item.group(1).strip().strip("'\""))
-            continue
-        kv = re.match(r"^([A-Za-z_][\w-]*):\s*(.*)$", line)
-        if kv:
-            key, value = kv.group(1), kv.group(2).strip().strip("'\"")
-            out[key] = value if value else []
-    return out
+    try:
+        data = yaml.load(m.group(1), Loader=_CardLoader)  # a SafeLoader subclass: plain data only
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 2}" if where is not None else ""  # +2: 0-based, after the opening ---
+        raise InputError(
+            f"{readme}: the YAML front matter cannot be parsed{at} ({getattr(e, 'problem', None) or e}); "
+            "fix it or remove the block between the --- lines."
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"{readme}: the YAML front matter is a {type(data).__name__}, not a mapping of keys; "
+                         "fix it or remove the block between the --- lines.")
+    return {str(k): v for k, v in data.items()}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from exaone_gguf.floatbits import fp32_to_fp16_bits  # the base layer's encoder: checkpoint sits below quantize
+from exaone_gguf.elements import f16_bits_to_f32, f32_to_f16_bits
 
 QK4_1 = 32
 BLOCK_BYTES = 4 + QK4_1 // 2  # d (fp16), m (fp16), 16 bytes of nibbles
@@ -30,8 +30,8 @@ def encode_q4_1(codes: np.ndarray, zeros: np.ndarray, scales: np.ndarray) -> np.
     nb = k // QK4_1
     d, m = _block_params(zeros, scales, k)
     out = np.empty((r, nb, BLOCK_BYTES), dtype=np.uint8)
-    out[..., 0:2] = fp32_to_fp16_bits(d.astype(np.float32)).astype("<u2").view(np.uint8).reshape(r, nb, 2)
-    out[..., 2:4] = fp32_to_fp16_bits(m.astype(np.float32)).astype("<u2").view(np.uint8).reshape(r, nb, 2)
+    out[..., 0:2] = f32_to_f16_bits(d.astype(np.float32)).astype("<u2").view(np.uint8).reshape(r, nb, 2)
+    out[..., 2:4] = f32_to_f16_bits(m.astype(np.float32)).astype("<u2").view(np.uint8).reshape(r, nb, 2)
     q = codes.reshape(r, nb, QK4_1)
     out[..., 4:] = q[..., :16] | (q[..., 16:] << 4)  # byte j: weight j low nibble, weight j + 16 high nibble
     return out.reshape(r, nb * BLOCK_BYTES)
@@ -41,8 +41,8 @@ def decode_q4_1(rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Q4_1 rows -> (codes uint8 [r, K], dequantized float32 [r, K]) as ggml's dequantize_row_q4_1 computes them."""
     r = rows.shape[0]
     b = rows.reshape(r, k // QK4_1, BLOCK_BYTES)
-    d = b[..., 0:2].copy().view("<f2").astype(np.float32)
-    m = b[..., 2:4].copy().view("<f2").astype(np.float32)
+    d = f16_bits_to_f32(b[..., 0:2].copy().view("<u2"))
+    m = f16_bits_to_f32(b[..., 2:4].copy().view("<u2"))
     qs = b[..., 4:]
     q = np.concatenate([qs & 0xF, qs >> 4], axis=-1)
     return q.reshape(r, k), (q.astype(np.float32) * d + m).reshape(r, k)
@@ -56,7 +56,7 @@ def q4_1_exactness(handles) -> dict[str, float | int]:
     for h in handles:
         q, z, s = h.codes(slice(None))
         d, m = _block_params(z, s, h.row_numel)
-        m16 = m.astype(np.float32).astype(np.float16).astype(np.float64)
+        m16 = f16_bits_to_f32(f32_to_f16_bits(m.astype(np.float32))).astype(np.float64)
         err = np.abs(m16 - m)
         blocks += err.size
         inexact += int(np.count_nonzero(err))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from exaone_gguf.elements import bf16_bits_to_f32, f16_bits_to_f32
 from exaone_gguf.errors import InputError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -33,11 +34,6 @@ DTYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype("u1"),
 }
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
-
-
-def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
-    """Raw BF16 bit patterns (uint16) -> float32, exactly."""
-    return (raw.astype(np.uint32) << 16).view(np.float32)
 
 
 @dataclass(frozen=True)
@@ -81,7 +77,9 @@ class TensorHandle:
         """Rows [start, stop) as float32 (a fresh array)."""
         raw = self.raw(start, stop)
         if self.dtype == "BF16":
-            return bf16_to_f32(raw)
+            return bf16_bits_to_f32(raw)
+        if self.dtype == "F16":
+            return f16_bits_to_f32(raw)
         if self.dtype not in FLOAT_DTYPES:
             raise InputError(f"{self.file.path}: tensor '{self.name}' has dtype {self.dtype}, not a float type.")
         return raw.astype(np.float32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from gguf import GGML_QUANT_VERSION, GGUFValueType
+from gguf import GGML_QUANT_VERSION, GGUFValueType, Keys
 from gguf.utility import size_label
 
 from exaone_gguf.checkpoint import Checkpoint
@@ -26,38 +26,40 @@ def split_model_id(model_id: str) -> tuple[str, str | None, str | None, str | No
     return name, org or None, name, None, None
 
 
+def _str_list(v: object) -> list[str]:
+    """A front-matter value that may be one string or a list of them -> the non-empty strings."""
+    items = [v] if isinstance(v, str) else v if isinstance(v, list) else []
+    return [str(x) for x in items if isinstance(x, (str, int, float)) and not isinstance(x, bool) and str(x)]
+
+
 def add_general(plan: GGUFPlan, ckpt: Checkpoint, file_type: int, n_params: int) -> None:
+    G = Keys.General
     model_id = str(ckpt.spec.config.get("_name_or_path") or ckpt.path.resolve().name)
     name, org, basename, size, finetune = split_model_id(model_id)
-    plan.add_string("general.type", "model")
-    plan.add_string("general.name", name)
+    plan.add_string(G.TYPE, "model")
+    plan.add_string(G.NAME, name)
     if basename:
-        plan.add_string("general.basename", basename)
+        plan.add_string(G.BASENAME, basename)
     if finetune:
-        plan.add_string("general.finetune", finetune)
+        plan.add_string(G.FINETUNE, finetune)
     if org:
-        plan.add_string("general.organization", org)
-    plan.add_string("general.size_label", size or size_label(n_params, 0, 0, 0))
+        plan.add_string(G.ORGANIZATION, org)
+    plan.add_string(G.SIZE_LABEL, size or size_label(n_params, 0, 0, 0))
     card = ckpt.card
-    lic = card.get("license")
-    if isinstance(lic, str) and lic:
-        plan.add_string("general.license", lic)
-    for key in ("license_name", "license_link"):
+    for key, gkey in (("license", G.LICENSE), ("license_name", G.LICENSE_NAME), ("license_link", G.LICENSE_LINK)):
         if isinstance(card.get(key), str) and card[key]:
-            plan.add_string(f"general.{key.replace('_', '.')}", card[key])
-    bases = card.get("base_model")
-    bases = [bases] if isinstance(bases, str) and bases else bases if isinstance(bases, list) else []
+            plan.add_string(gkey, card[key])
+    bases = _str_list(card.get("base_model"))
     if bases:
-        plan.add_u32("general.base_model.count", len(bases))
+        plan.add_u32(G.BASE_MODEL_COUNT, len(bases))
         for i, b in enumerate(bases):
-            plan.add_string(f"general.base_model.{i}.name", b.split("/")[-1])
+            plan.add_string(G.BASE_MODEL_NAME.format(id=i), b.split("/")[-1])
             if "/" in b:
-                plan.add_string(f"general.base_model.{i}.organization", b.split("/")[0])
-                plan.add_string(f"general.base_model.{i}.repo_url", f"https://huggingface.co/{b}")
-    for key, gkey in (("tags", "general.tags"), ("language", "general.languages")):
-        v = card.get(key)
-        v = [v] if isinstance(v, str) and v else v
-        if isinstance(v, list) and v:
-            plan.add_array(gkey, GGUFValueType.STRING, [str(x) for x in v])
-    plan.add_u32("general.quantization_version", GGML_QUANT_VERSION)
-    plan.add_u32("general.file_type", file_type)
+                plan.add_string(G.BASE_MODEL_ORGANIZATION.format(id=i), b.split("/")[0])
+                plan.add_string(G.BASE_MODEL_REPO_URL.format(id=i), f"https://huggingface.co/{b}")
+    for key, gkey in (("tags", G.TAGS), ("language", G.LANGUAGES)):
+        v = _str_list(card.get(key))
+        if v:
+            plan.add_array(gkey, GGUFValueType.STRING, v)
+    plan.add_u32(G.QUANTIZATION_VERSION, GGML_QUANT_VERSION)
+    plan.add_u32(G.FILE_TYPE, file_type)

@@ -14,15 +14,15 @@ from gguf import GGMLQuantizationType as T
 from gguf import GGUFValueType
 
 from exaone_gguf.checkpoint import Checkpoint, TensorHandle
-from exaone_gguf.checkpoint.safetensors import bf16_to_f32
 from exaone_gguf.convert.family import Family, TensorMapping, family_for
 from exaone_gguf.convert.metadata import add_general
 from exaone_gguf.convert.rope import llama3_divisors
 from exaone_gguf.convert.vocab import add_vocab
+from exaone_gguf.elements import bf16_bits_to_f32, f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io.writer import FileSpan, GGUFPlan
 from exaone_gguf.quantize.imatrix import weights_for
-from exaone_gguf.quantize.kernels import fp32_to_bf16_bits, quantize
+from exaone_gguf.quantize.kernels import quantize
 from exaone_gguf.quantize.mixtures import file_type_value, plan_types
 
 FLOAT_OUTTYPES = {"f32": T.F32, "f16": T.F16, "bf16": T.BF16}
@@ -36,9 +36,9 @@ def convert_rows(x: np.ndarray, qtype: T, threads: int = 1, imatrix: np.ndarray 
     if qtype == T.F32:
         return x.astype(np.float32, copy=False)
     if qtype == T.F16:
-        return x.astype(np.float16)
+        return f32_to_f16_bits(x)
     if qtype == T.BF16:
-        return fp32_to_bf16_bits(x)
+        return f32_to_bf16_bits(x)
     return quantize(np.ascontiguousarray(x, dtype=np.float32), qtype, imatrix=imatrix, threads=threads)
 
 
@@ -49,9 +49,7 @@ def _table16(src_dtype: str, qtype: T) -> np.ndarray | None:
     if src_dtype not in ("BF16", "F16") or qtype not in (T.F16, T.BF16):
         return None
     bits = np.arange(1 << 16, dtype=np.uint16)
-    x = bf16_to_f32(bits) if src_dtype == "BF16" else bits.view(np.float16).astype(np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return convert_rows(x, qtype)
+    return convert_rows(bf16_bits_to_f32(bits) if src_dtype == "BF16" else f16_bits_to_f32(bits), qtype)
 
 
 def _lookup(table: np.ndarray, raw: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
+from exaone_gguf.elements import bf16_bits_to_f32, f16_bits_to_f32
 from exaone_gguf.errors import InputError
 
 GGUF_MAGIC = b"GGUF"
@@ -238,9 +239,9 @@ class GGUFFile:
                  GGMLQuantizationType.I8: "<i1", GGMLQuantizationType.I16: "<i2", GGMLQuantizationType.I32: "<i4",
                  GGMLQuantizationType.I64: "<i8"}
         if t == GGMLQuantizationType.BF16:
-            from exaone_gguf.checkpoint.safetensors import bf16_to_f32  # lazily: keeps inspect's start-up light
-
-            out = bf16_to_f32(raw.view("<u2"))
+            out = bf16_bits_to_f32(raw.view("<u2"))
+        elif t == GGMLQuantizationType.F16:
+            out = f16_bits_to_f32(raw.view("<u2"))
         elif t in plain:
             out = raw.view(plain[t]).astype(np.float32)
         else:

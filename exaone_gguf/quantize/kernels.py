@@ -1,8 +1,8 @@
 """One entry point for turning float32 rows into the bytes of a ggml tensor type.
 
 Block types go to llama.cpp's own kernels when llama-cpp-python is installed (fast, every type,
-imatrix) and to our numpy reference otherwise; both give the same bytes. F32/F16/BF16 are done
-in numpy here, bit-identical to ggml_quantize_chunk's F16/BF16 paths.
+imatrix) and to our numpy reference otherwise; both give the same bytes. F16/BF16 go through
+exaone_gguf.elements, bit-identical to ggml_quantize_chunk's F16/BF16 paths.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from exaone_gguf.floatbits import fp32_to_fp16_bits
+from exaone_gguf.elements import f32_to_bf16_bits, f32_to_f16_bits
 from exaone_gguf.quantize import ggml_backend, numpy_kernels
 from exaone_gguf.quantize.formats import SUPPORTED_TYPES
 
@@ -18,21 +18,13 @@ T = GGMLQuantizationType
 FLOAT_TYPES = frozenset({T.F32, T.F16, T.BF16})
 
 
-def fp32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
-    """ggml_compute_fp32_to_bf16: round to nearest even on the bit pattern; NaN -> quiet NaN."""
-    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    rounded = ((u.astype(np.uint64) + (0x7FFF + ((u >> 16) & 1))) >> 16).astype(np.uint16)
-    nan = (u & 0x7FFFFFFF) > 0x7F800000
-    return np.where(nan, ((u >> 16) | 64).astype(np.uint16), rounded)
-
-
 def _float_rows(x: np.ndarray, qtype: T) -> np.ndarray:
     if qtype == T.F32:
         bits = x.view(np.uint32)
     elif qtype == T.F16:
-        bits = fp32_to_fp16_bits(x)
+        bits = f32_to_f16_bits(x)
     else:
-        bits = fp32_to_bf16_bits(x)
+        bits = f32_to_bf16_bits(x)
     return np.ascontiguousarray(bits).astype(bits.dtype.newbyteorder("<")).view(np.uint8).reshape(x.shape[0], -1)
 
 

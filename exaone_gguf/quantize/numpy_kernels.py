@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGMLQuantizationType
 
+from exaone_gguf.elements import f16_bits_to_f32, f32_to_f16_bits
 from exaone_gguf.quantize.formats import block_size, row_nbytes, type_size
 
 f32 = np.float32
@@ -50,19 +51,8 @@ def _to_int8(i: np.ndarray) -> np.ndarray:
     return ((i + 128) & 0xFF) - 128
 
 
-def _fp16_bits(v: np.ndarray) -> np.ndarray:
-    """GGML_FP32_TO_FP16: round to nearest even; NaN becomes sign|0x7E00."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        h = v.astype(f32).astype(np.float16).view(np.uint16)
-    nan = np.isnan(v)
-    if nan.any():
-        sign = (v.astype(f32).view(np.uint32) >> 16).astype(np.uint16) & np.uint16(0x8000)
-        h = np.where(nan, sign | np.uint16(0x7E00), h)
-    return h
-
-
-def _fp16_value(bits: np.ndarray) -> np.ndarray:
-    return bits.astype(np.uint16).view(np.float16).astype(f32)
+_fp16_bits = f32_to_f16_bits  # GGML_FP32_TO_FP16
+_fp16_value = f16_bits_to_f32  # GGML_FP16_TO_FP32
 
 
 def _seqsum(a: np.ndarray, zero_start: bool = True) -> np.ndarray:

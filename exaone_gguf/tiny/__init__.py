@@ -18,7 +18,7 @@ from exaone_gguf.checkpoint.spec import ModelSpec, parse_config
 from exaone_gguf.checkpoint.st_writer import TensorSource, write_checkpoint_weights
 from exaone_gguf.convert.family import family_for
 from exaone_gguf.errors import InputError
-from exaone_gguf.quantize.kernels import fp32_to_bf16_bits
+from exaone_gguf.elements import f32_to_bf16_bits as fp32_to_bf16_bits
 from exaone_gguf.tiny.tokenizer import write_tokenizer_files
 
 FAMILIES = ("exaone3", "exaone3.5", "exaone4", "exaone4-hybrid", "exaone-deep", "exaone3-awq", "llama", "llama-awq")

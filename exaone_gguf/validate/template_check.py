@@ -244,14 +244,16 @@ def _llama_cpp_available() -> bool:
 
 def _render_all(template: str, convs: list[Conversation], bos: str, eos: str,
                 name: str) -> tuple[dict[str, str], str | None]:
-    """Renders by conversation name, and the first error (None if all rendered)."""
-    out: dict[str, str] = {}
-    for conv in convs:
-        try:
-            out[conv.name] = render_source(template, conv, bos, eos, source_name=name)
-        except chat_template.TemplateError as e:
-            return out, f"conversation '{conv.name}': {e}"
-    return out, None
+    """Renders by conversation name, and the first error (None if all rendered). One bounded child renders
+    them all."""
+    calls = [dict(messages=c.messages, add_generation_prompt=c.add_generation_prompt, tools=c.tools,
+                  bos_token=bos, eos_token=eos, **c.kwargs) for c in convs]
+    try:
+        texts = chat_template.render_many(template, calls, source_name=name)
+    except chat_template.TemplateError as e:
+        failed = convs[e.index if e.index is not None else 0]
+        return dict(zip((c.name for c in convs), e.rendered)), f"conversation '{failed.name}': {e}"
+    return dict(zip((c.name for c in convs), texts)), None
 
 
 def check_templates(source_template: str | None, gguf_template: str | None,
