@@ -24,7 +24,7 @@ from exaone_gguf.checkpoint.awq import (
 from exaone_gguf.checkpoint.awq_q4_1 import decode_q4_1, encode_q4_1, q4_1_exactness
 from exaone_gguf.checkpoint.spec import parse_config, read_config
 from exaone_gguf.checkpoint.st_writer import TensorSource, write_checkpoint_weights
-from exaone_gguf.convert.llama import unpermute_rows
+from exaone_gguf.families.llama import unpermute_rows
 from exaone_gguf.convert.pipeline import convert
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import read_gguf

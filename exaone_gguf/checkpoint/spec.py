@@ -3,18 +3,58 @@
 from __future__ import annotations
 
 import json
+from collections import ChainMap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from exaone_gguf.errors import InputError
 
-# HF `architectures[0]` -> our family name. The family decides key names, tensor names and GGUF arch.
-SUPPORTED_ARCHITECTURES = {
-    "ExaoneForCausalLM": "exaone",
-    "Exaone4ForCausalLM": "exaone4",
-    "LlamaForCausalLM": "llama",
-}
+
+
+@dataclass(frozen=True)
+class PreTokenizers:
+    """llama.cpp's `tokenizer.ggml.pre` names for the two byte-level BPE pre-tokenizers we read."""
+
+    split_digits: str  # digits split one by one (EXAONE 3.x)
+    gpt2_regex: str  # the GPT-2 regex (EXAONE 4, slow GPT2Tokenizer files)
+
+
+@dataclass(frozen=True)
+class ConfigReading:
+    """How one family's config.json is read: the family-specific key names and defaults. A family module
+    (exaone_gguf/families/) declares one and registers it for the HF architecture names it claims."""
+
+    family: str  # ModelSpec.family
+    layer_keys: tuple[str, ...] = ("num_hidden_layers",)  # the first present wins
+    act_key: str = "hidden_act"
+    eps_key: str = "rms_norm_eps"
+    eps_default: float = 1e-6
+    tie_default: bool = False  # the config class's default when the file omits tie_word_embeddings
+    sliding_window: bool = False  # reads sliding_window / layer_types / sliding_window_pattern
+    text_config_key: str | None = "text_config"  # multimodal configs nest the language model's keys here
+    pre_tokenizers: PreTokenizers | None = None
+
+
+# HF `architectures[0]` -> how its config is read. Filled by the family modules (exaone_gguf/families/),
+# which the package imports first; the checkpoint layer itself names no family.
+_READINGS: dict[str, ConfigReading] = {}
+
+
+def register_reading(architectures: tuple[str, ...], reading: ConfigReading) -> None:
+    for a in architectures:
+        if a in _READINGS and _READINGS[a] != reading:
+            raise ValueError(f"HF architecture {a} is claimed by two families")
+        _READINGS[a] = reading
+
+
+def supported_architectures() -> tuple[str, ...]:
+    """Every HF architecture name a registered family claims, in registration order."""
+    return tuple(_READINGS)
+
+
+def reading_for(architecture: str) -> ConfigReading | None:
+    return _READINGS.get(architecture)
 
 
 @dataclass(frozen=True)
@@ -29,7 +69,7 @@ class RopeScaling:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    family: str  # "exaone" (3.0/3.5/Deep), "exaone4", "llama"
+    family: str  # the registered family's name (exaone_gguf/families/)
     architecture: str  # HF architectures[0]
     vocab_size: int
     hidden_size: int
@@ -169,27 +209,29 @@ def parse_config(cfg: dict[str, Any], path: Path | str = "config.json") -> Model
     k = _Keys(cfg, str(path))
     archs = cfg.get("architectures")
     arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
-    if arch not in SUPPORTED_ARCHITECTURES:
-        supported = ", ".join(SUPPORTED_ARCHITECTURES)
+    reading = _READINGS.get(arch) if arch is not None else None
+    if reading is None:
+        supported = ", ".join(_READINGS)
         raise InputError(f"{path}: architecture {arch!r} is not supported; supported: {supported}.")
-    family = SUPPORTED_ARCHITECTURES[arch]
+    family = reading.family
     if cfg.get("quantization_config") is not None:
         from exaone_gguf.checkpoint.awq import parse_awq_config
 
         parse_awq_config(cfg["quantization_config"], path)  # AWQ GEMM 4-bit is read; anything else is refused
+    top = cfg
+    nested = cfg.get(reading.text_config_key) if reading.text_config_key else None
+    if nested is not None:  # multimodal: the language model's keys sit in text_config, the rest on top
+        if not isinstance(nested, dict):
+            raise InputError(f"{path}: key '{reading.text_config_key}' must be an object; fix the config.")
+        cfg = ChainMap(nested, top)
+        k = _Keys(cfg, f"{path} ({reading.text_config_key})")
 
     hidden = k.int("hidden_size")
     heads = k.int("num_attention_heads")
-    if family == "exaone":
-        n_layers = k.int("num_layers", "num_hidden_layers")
-        act = cfg.get("activation_function", "silu")
-        eps = k.float("layer_norm_epsilon", default=1e-6)
-        tie_default = True  # ExaoneConfig's class default, used by 3.5-2.4B whose file may omit the key
-    else:
-        n_layers = k.int("num_hidden_layers")
-        act = cfg.get("hidden_act", "silu")
-        eps = k.float("rms_norm_eps", default=1e-5 if family == "exaone4" else 1e-6)
-        tie_default = False
+    n_layers = k.int(*reading.layer_keys)
+    act = cfg.get(reading.act_key, "silu")
+    eps = k.float(reading.eps_key, default=reading.eps_default)
+    tie_default = reading.tie_default
     if act != "silu":
         raise InputError(f"{path}: activation {act!r} is not supported (only silu); fix the config.")
     if hidden % heads and "head_dim" not in cfg:
@@ -201,9 +243,7 @@ def parse_config(cfg: dict[str, Any], path: Path | str = "config.json") -> Model
     if head_dim % 2:
         raise InputError(f"{path}: head_dim {head_dim} must be even for rotary embeddings.")
 
-    window = None
-    if family == "exaone4":
-        window = k.int("sliding_window", default=None)
+    window = k.int("sliding_window", default=None) if reading.sliding_window else None
     layer_types = _layer_types(k, n_layers, window)
 
     return ModelSpec(
@@ -227,7 +267,7 @@ def parse_config(cfg: dict[str, Any], path: Path | str = "config.json") -> Model
         eos_token_id=_first_id(k, "eos_token_id"),
         pad_token_id=k.int("pad_token_id", default=None, positive=False),
         torch_dtype=cfg.get("torch_dtype") or cfg.get("dtype"),
-        config=cfg,
+        config=top,
         config_path=path,
     )
 
