@@ -6,7 +6,7 @@ import json
 from collections import ChainMap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from exaone_gguf.errors import InputError
 
@@ -34,6 +34,9 @@ class ConfigReading:
     sliding_window: bool = False  # reads sliding_window / layer_types / sliding_window_pattern
     text_config_key: str | None = "text_config"  # multimodal configs nest the language model's keys here
     pre_tokenizers: PreTokenizers | None = None
+    # Family-specific values (expert counts, MTP layers, ...): given the typed key reader over the (nested)
+    # config, returns what lands in ModelSpec.extras.
+    extras: Callable[["ConfigKeys"], dict[str, Any]] | None = None
 
 
 # HF `architectures[0]` -> how its config is read. Filled by the family modules (exaone_gguf/families/),
@@ -92,6 +95,7 @@ class ModelSpec:
     torch_dtype: str | None
     config: dict[str, Any] = field(repr=False, compare=False)
     config_path: Path | None = field(default=None, compare=False)
+    extras: dict[str, Any] = field(default_factory=dict, compare=False)  # ConfigReading.extras' values
 
     def is_sliding(self, layer: int) -> bool:
         return self.sliding_window is not None and self.layer_types[layer] == "sliding_attention"
@@ -105,7 +109,7 @@ class ModelSpec:
         return not self.is_hybrid or self.is_sliding(layer)
 
 
-class _Keys:
+class ConfigKeys:
     """Typed look-ups in a config dict with one-sentence errors naming the file and key."""
 
     def __init__(self, cfg: dict[str, Any], path: str) -> None:
@@ -159,7 +163,7 @@ def read_config(path: Path) -> dict[str, Any]:
     return cfg
 
 
-def _rope_scaling(k: _Keys) -> RopeScaling | None:
+def _rope_scaling(k: ConfigKeys) -> RopeScaling | None:
     rs = k.cfg.get("rope_scaling") or k.cfg.get("rope_parameters")
     if not rs:
         return None
@@ -170,7 +174,7 @@ def _rope_scaling(k: _Keys) -> RopeScaling | None:
         return None
     if kind != "llama3":
         raise InputError(f"{k.path}: rope_scaling type {kind!r} is not supported (only llama3); fix the config.")
-    sk = _Keys(rs, f"{k.path} (rope_scaling)")
+    sk = ConfigKeys(rs, f"{k.path} (rope_scaling)")
     return RopeScaling(
         factor=sk.float("factor"),
         low_freq_factor=sk.float("low_freq_factor", default=1.0),
@@ -179,7 +183,7 @@ def _rope_scaling(k: _Keys) -> RopeScaling | None:
     )
 
 
-def _layer_types(k: _Keys, n_layers: int, window: int | None) -> tuple[str, ...]:
+def _layer_types(k: ConfigKeys, n_layers: int, window: int | None) -> tuple[str, ...]:
     """EXAONE 4: `layer_types` wins; else expand `sliding_window_pattern` ("LLLG" or an int period)."""
     if window is None:
         return ("full_attention",) * n_layers
@@ -206,7 +210,7 @@ def _layer_types(k: _Keys, n_layers: int, window: int | None) -> tuple[str, ...]
 def parse_config(cfg: dict[str, Any], path: Path | str = "config.json") -> ModelSpec:
     """Turn a config dict into a ModelSpec, or raise InputError naming the key that is wrong."""
     path = Path(path)
-    k = _Keys(cfg, str(path))
+    k = ConfigKeys(cfg, str(path))
     archs = cfg.get("architectures")
     arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
     reading = _READINGS.get(arch) if arch is not None else None
@@ -224,7 +228,7 @@ def parse_config(cfg: dict[str, Any], path: Path | str = "config.json") -> Model
         if not isinstance(nested, dict):
             raise InputError(f"{path}: key '{reading.text_config_key}' must be an object; fix the config.")
         cfg = ChainMap(nested, top)
-        k = _Keys(cfg, f"{path} ({reading.text_config_key})")
+        k = ConfigKeys(cfg, f"{path} ({reading.text_config_key})")
 
     hidden = k.int("hidden_size")
     heads = k.int("num_attention_heads")
@@ -269,10 +273,11 @@ def parse_config(cfg: dict[str, Any], path: Path | str = "config.json") -> Model
         torch_dtype=cfg.get("torch_dtype") or cfg.get("dtype"),
         config=top,
         config_path=path,
+        extras=reading.extras(k) if reading.extras else {},
     )
 
 
-def _first_id(k: _Keys, key: str) -> int | None:
+def _first_id(k: ConfigKeys, key: str) -> int | None:
     v = k.cfg.get(key)
     if isinstance(v, list):  # generation configs may list several EOS ids; the first is the canonical one
         v = v[0] if v else None
