@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from exaone_gguf.errors import InputError, ValidationFailed
+from exaone_gguf.families import demo_recipes, tiny_recipes
 
 app = typer.Typer(
     add_completion=False,
@@ -235,8 +236,7 @@ def validate(
 @app.command("make-tiny")
 def make_tiny_cmd(
     args: list[str] = typer.Argument(
-        ..., metavar="[FAMILY] OUT_DIR", help="FAMILY: exaone3 | exaone3.5 | exaone4 | exaone4-hybrid | exaone-deep | exaone3-awq | llama | llama-awq "
-        "(optional with --from-config)."
+        ..., metavar="[FAMILY] OUT_DIR", help=f"FAMILY: {' | '.join(tiny_recipes())} (optional with --from-config)."
     ),
     seed: int = typer.Option(0, "--seed"),
     tokenizer_dir: Optional[Path] = typer.Option(None, "--tokenizer-dir", help="Use real tokenizer files from DIR."),
@@ -295,7 +295,7 @@ def inspect(
 @app.command()
 def demo(
     workdir: Optional[Path] = typer.Argument(None, help="Keep the files here (default: a temporary directory)."),
-    families: str = typer.Option("exaone3.5,exaone4", "--families", help="Comma-separated make-tiny families."),
+    families: str = typer.Option(",".join(demo_recipes()), "--families", help="Comma-separated make-tiny families."),
     types: str = typer.Option("bf16,q8_0,q4_k_m", "--types", help="Comma-separated output types."),
 ) -> None:
     """Make tiny checkpoints, convert, quantize, validate and chat with them; a table at the end."""

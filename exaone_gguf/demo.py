@@ -12,7 +12,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-DEFAULT_FAMILIES = ("exaone3.5", "exaone4")
+from exaone_gguf.families import demo_recipes
+
+DEFAULT_FAMILIES = demo_recipes()
 DEFAULT_TYPES = ("bf16", "q8_0", "q4_k_m")
 PROMPT = "안녕하세요! 한국의 수도는 어디인가요?"
 

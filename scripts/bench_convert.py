@@ -117,7 +117,7 @@ def bf16_config(src: Path, dst: Path) -> None:
 
 def checkpoint_bytes(config: Path) -> int:
     from exaone_gguf.checkpoint.spec import parse_config, read_config
-    from exaone_gguf.convert.family import family_for
+    from exaone_gguf.families import family_for
 
     spec = parse_config(read_config(config), config)
     return sum(2 * math.prod(m.hf_shape) for m in family_for(spec).tensor_map(spec))

@@ -24,7 +24,7 @@ from exaone_gguf.checkpoint.awq import (
 from exaone_gguf.checkpoint.awq_q4_1 import decode_q4_1, encode_q4_1, q4_1_exactness
 from exaone_gguf.checkpoint.spec import parse_config, read_config
 from exaone_gguf.checkpoint.st_writer import TensorSource, write_checkpoint_weights
-from exaone_gguf.convert.llama import unpermute_rows
+from exaone_gguf.families.llama import unpermute_rows
 from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import read_gguf
@@ -187,7 +187,7 @@ def test_q4_1_block_encoding_round_trip():
 
 def _awq_codes_in_file(gguf_path, ckpt):
     """For every AWQ layer: the Q4_1 codes in the file equal the checkpoint's AWQ codes (q/k unpermuted)."""
-    from exaone_gguf.convert.family import family_for
+    from exaone_gguf.families import family_for
 
     f = read_gguf(gguf_path)
     checked = 0
@@ -207,7 +207,7 @@ def _awq_codes_in_file(gguf_path, ckpt):
 
 def _weight_rms(gguf_path, ckpt) -> float:
     """RMS error over the AWQ layers of a file's weights against the exact AWQ weights."""
-    from exaone_gguf.convert.family import family_for
+    from exaone_gguf.families import family_for
 
     f = read_gguf(gguf_path)
     se = n = 0.0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from exaone_gguf import templates
+from exaone_gguf.tiny import templates
 from exaone_gguf.chat_template import TemplateError, _run_child, check_syntax, render, render_many, tojson
 from exaone_gguf.errors import InputError
 from exaone_gguf.validate.template_check import CONVERSATIONS, conversations_for, render_source

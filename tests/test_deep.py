@@ -5,7 +5,7 @@ from __future__ import annotations
 from conftest import fixture_path
 from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.gguf_io import read_gguf
-from exaone_gguf.templates import EXAONE_DEEP_TEMPLATE
+from exaone_gguf.tiny.templates import EXAONE_DEEP_TEMPLATE
 from exaone_gguf.validate import validate
 
 TEMPLATE_CHECKS = ("chat_template.renders", "chat_template.matches_source", "chat_template.llama_cpp_python")

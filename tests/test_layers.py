@@ -115,14 +115,8 @@ def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
     return found
 
 
-# convert/family.py imports its family modules inside a function (they import it back). The family registry
-# of the same issue replaces family.py; when it lands, this exemption goes.
-KNOWN_CYCLE = {"exaone_gguf.convert.family", "exaone_gguf.convert.exaone3", "exaone_gguf.convert.exaone4",
-               "exaone_gguf.convert.llama"}
-
-
 def test_no_import_cycles_hide_behind_function_level_imports():
-    cycles = [c for c in _cycles(grimp.build_graph("exaone_gguf", cache_dir=None)) if set(c) != KNOWN_CYCLE]
+    cycles = _cycles(grimp.build_graph("exaone_gguf", cache_dir=None))
     assert cycles == []
 
 
@@ -136,5 +130,5 @@ def test_the_cycle_finder_sees_a_cycle_made_through_a_function(copy_tree: Path, 
     for name in [m for m in sys.modules if m == "exaone_gguf" or m.startswith("exaone_gguf.")]:
         monkeypatch.delitem(sys.modules, name)
     graph = grimp.build_graph("exaone_gguf", cache_dir=None)
-    cycles = [set(c) for c in _cycles(graph) if set(c) != KNOWN_CYCLE]
+    cycles = [set(c) for c in _cycles(graph)]
     assert {"exaone_gguf.checkpoint.token_files", "exaone_gguf.checkpoint.tokenizer"} <= set().union(*cycles)

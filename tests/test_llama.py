@@ -8,7 +8,7 @@ import pytest
 from conftest import llama_cpp_logits
 from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.checkpoint.sentencepiece import SentencePieceData
-from exaone_gguf.convert.llama import permute_rows, unpermute_rows
+from exaone_gguf.families.llama import permute_rows, unpermute_rows
 from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import read_gguf
@@ -101,7 +101,7 @@ def test_exaone_as_llama_without_permutation_is_caught(tiny_dir, tmp_path, monke
     """Skipping the q/k permutation gives a file whose logits the validator rejects."""
     from dataclasses import replace
 
-    from exaone_gguf.convert import llama
+    from exaone_gguf.families import llama
 
     monkeypatch.setattr(llama, "with_rope_permutation", lambda spec, maps: [replace(m) for m in maps])
     out = tmp_path / "unpermuted.gguf"

@@ -22,7 +22,7 @@ from conftest import fixture_path
 from exaone_gguf.chat_template import TemplateError
 from exaone_gguf.checkpoint.finite import all_finite
 from exaone_gguf.convert.vocab import check_chat_template
-from exaone_gguf.templates import template_for
+from exaone_gguf.tiny.templates import template_for
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from exaone_gguf import templates
+from exaone_gguf.tiny import templates
 from exaone_gguf.validate import template_check as tc
 from exaone_gguf.validate.results import CheckResult
 

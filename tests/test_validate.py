@@ -13,7 +13,7 @@ from gguf import GGUFValueType
 from conftest import TINY_FAMILIES
 from gguf_edit import DROP, rewrite, scale_f32
 
-from exaone_gguf.templates import template_for
+from exaone_gguf.tiny.templates import template_for
 from exaone_gguf.validate import validate
 
 

@@ -12,7 +12,7 @@ import yaml
 
 from exaone_gguf.checkpoint.awq import awq_config_of, wrap_awq_tensors
 from exaone_gguf.checkpoint.safetensors import SafetensorsFile, TensorHandle
-from exaone_gguf.checkpoint.spec import ModelSpec, load_spec
+from exaone_gguf.checkpoint.spec import ModelSpec, load_spec, reading_for
 from exaone_gguf.checkpoint.tokenizer import TokenizerData, load_tokenizer
 from exaone_gguf.errors import InputError
 
@@ -27,7 +27,8 @@ class Checkpoint:
 
     @cached_property
     def tokenizer(self) -> TokenizerData:
-        return load_tokenizer(self.path)
+        reading = reading_for(self.spec.architecture)
+        return load_tokenizer(self.path, reading.pre_tokenizers if reading else None)
 
     @cached_property
     def card(self) -> dict[str, object]:

@@ -3,18 +3,60 @@
 from __future__ import annotations
 
 import json
+from collections import ChainMap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from exaone_gguf.errors import InputError
 
-# HF `architectures[0]` -> our family name. The family decides key names, tensor names and GGUF arch.
-SUPPORTED_ARCHITECTURES = {
-    "ExaoneForCausalLM": "exaone",
-    "Exaone4ForCausalLM": "exaone4",
-    "LlamaForCausalLM": "llama",
-}
+
+@dataclass(frozen=True)
+class PreTokenizers:
+    """llama.cpp's `tokenizer.ggml.pre` names for the two byte-level BPE pre-tokenizers we read."""
+
+    split_digits: str  # digits split one by one (EXAONE 3.x)
+    gpt2_regex: str  # the GPT-2 regex (EXAONE 4, slow GPT2Tokenizer files)
+
+
+@dataclass(frozen=True)
+class ConfigReading:
+    """How one family's config.json is read: the family-specific key names and defaults. A family module
+    (exaone_gguf/families/) declares one and registers it for the HF architecture names it claims."""
+
+    family: str  # ModelSpec.family
+    layer_keys: tuple[str, ...] = ("num_hidden_layers",)  # the first present wins
+    act_key: str = "hidden_act"
+    eps_key: str = "rms_norm_eps"
+    eps_default: float = 1e-6
+    tie_default: bool = False  # the config class's default when the file omits tie_word_embeddings
+    sliding_window: bool = False  # reads sliding_window / layer_types / sliding_window_pattern
+    text_config_key: str | None = "text_config"  # multimodal configs nest the language model's keys here
+    pre_tokenizers: PreTokenizers | None = None
+    # Family-specific values (expert counts, MTP layers, ...): given the typed key reader over the (nested)
+    # config, returns what lands in ModelSpec.extras.
+    extras: Callable[["ConfigKeys"], dict[str, Any]] | None = None
+
+
+# HF `architectures[0]` -> how its config is read. Filled by the family modules (exaone_gguf/families/),
+# which the package imports first; the checkpoint layer itself names no family.
+_READINGS: dict[str, ConfigReading] = {}
+
+
+def register_reading(architectures: tuple[str, ...], reading: ConfigReading) -> None:
+    for a in architectures:
+        if a in _READINGS and _READINGS[a] != reading:
+            raise ValueError(f"HF architecture {a} is claimed by two families")
+        _READINGS[a] = reading
+
+
+def supported_architectures() -> tuple[str, ...]:
+    """Every HF architecture name a registered family claims, in registration order."""
+    return tuple(_READINGS)
+
+
+def reading_for(architecture: str) -> ConfigReading | None:
+    return _READINGS.get(architecture)
 
 
 @dataclass(frozen=True)
@@ -29,7 +71,7 @@ class RopeScaling:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    family: str  # "exaone" (3.0/3.5/Deep), "exaone4", "llama"
+    family: str  # the registered family's name (exaone_gguf/families/)
     architecture: str  # HF architectures[0]
     vocab_size: int
     hidden_size: int
@@ -52,6 +94,7 @@ class ModelSpec:
     torch_dtype: str | None
     config: dict[str, Any] = field(repr=False, compare=False)
     config_path: Path | None = field(default=None, compare=False)
+    extras: dict[str, Any] = field(default_factory=dict, compare=False)  # ConfigReading.extras' values
 
     def is_sliding(self, layer: int) -> bool:
         return self.sliding_window is not None and self.layer_types[layer] == "sliding_attention"
@@ -65,7 +108,7 @@ class ModelSpec:
         return not self.is_hybrid or self.is_sliding(layer)
 
 
-class _Keys:
+class ConfigKeys:
     """Typed look-ups in a config dict with one-sentence errors naming the file and key."""
 
     def __init__(self, cfg: dict[str, Any], path: str) -> None:
@@ -119,7 +162,7 @@ def read_config(path: Path) -> dict[str, Any]:
     return cfg
 
 
-def _rope_scaling(k: _Keys) -> RopeScaling | None:
+def _rope_scaling(k: ConfigKeys) -> RopeScaling | None:
     rs = k.cfg.get("rope_scaling") or k.cfg.get("rope_parameters")
     if not rs:
         return None
@@ -130,7 +173,7 @@ def _rope_scaling(k: _Keys) -> RopeScaling | None:
         return None
     if kind != "llama3":
         raise InputError(f"{k.path}: rope_scaling type {kind!r} is not supported (only llama3); fix the config.")
-    sk = _Keys(rs, f"{k.path} (rope_scaling)")
+    sk = ConfigKeys(rs, f"{k.path} (rope_scaling)")
     return RopeScaling(
         factor=sk.float("factor"),
         low_freq_factor=sk.float("low_freq_factor", default=1.0),
@@ -139,7 +182,7 @@ def _rope_scaling(k: _Keys) -> RopeScaling | None:
     )
 
 
-def _layer_types(k: _Keys, n_layers: int, window: int | None) -> tuple[str, ...]:
+def _layer_types(k: ConfigKeys, n_layers: int, window: int | None) -> tuple[str, ...]:
     """EXAONE 4: `layer_types` wins; else expand `sliding_window_pattern` ("LLLG" or an int period)."""
     if window is None:
         return ("full_attention",) * n_layers
@@ -166,30 +209,32 @@ def _layer_types(k: _Keys, n_layers: int, window: int | None) -> tuple[str, ...]
 def parse_config(cfg: dict[str, Any], path: Path | str = "config.json") -> ModelSpec:
     """Turn a config dict into a ModelSpec, or raise InputError naming the key that is wrong."""
     path = Path(path)
-    k = _Keys(cfg, str(path))
+    k = ConfigKeys(cfg, str(path))
     archs = cfg.get("architectures")
     arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
-    if arch not in SUPPORTED_ARCHITECTURES:
-        supported = ", ".join(SUPPORTED_ARCHITECTURES)
+    reading = _READINGS.get(arch) if arch is not None else None
+    if reading is None:
+        supported = ", ".join(_READINGS)
         raise InputError(f"{path}: architecture {arch!r} is not supported; supported: {supported}.")
-    family = SUPPORTED_ARCHITECTURES[arch]
+    family = reading.family
     if cfg.get("quantization_config") is not None:
         from exaone_gguf.checkpoint.awq import parse_awq_config
 
         parse_awq_config(cfg["quantization_config"], path)  # AWQ GEMM 4-bit is read; anything else is refused
+    top = cfg
+    nested = cfg.get(reading.text_config_key) if reading.text_config_key else None
+    if nested is not None:  # multimodal: the language model's keys sit in text_config, the rest on top
+        if not isinstance(nested, dict):
+            raise InputError(f"{path}: key '{reading.text_config_key}' must be an object; fix the config.")
+        cfg = ChainMap(nested, top)
+        k = ConfigKeys(cfg, f"{path} ({reading.text_config_key})")
 
     hidden = k.int("hidden_size")
     heads = k.int("num_attention_heads")
-    if family == "exaone":
-        n_layers = k.int("num_layers", "num_hidden_layers")
-        act = cfg.get("activation_function", "silu")
-        eps = k.float("layer_norm_epsilon", default=1e-6)
-        tie_default = True  # ExaoneConfig's class default, used by 3.5-2.4B whose file may omit the key
-    else:
-        n_layers = k.int("num_hidden_layers")
-        act = cfg.get("hidden_act", "silu")
-        eps = k.float("rms_norm_eps", default=1e-5 if family == "exaone4" else 1e-6)
-        tie_default = False
+    n_layers = k.int(*reading.layer_keys)
+    act = cfg.get(reading.act_key, "silu")
+    eps = k.float(reading.eps_key, default=reading.eps_default)
+    tie_default = reading.tie_default
     if act != "silu":
         raise InputError(f"{path}: activation {act!r} is not supported (only silu); fix the config.")
     if hidden % heads and "head_dim" not in cfg:
@@ -201,9 +246,7 @@ def parse_config(cfg: dict[str, Any], path: Path | str = "config.json") -> Model
     if head_dim % 2:
         raise InputError(f"{path}: head_dim {head_dim} must be even for rotary embeddings.")
 
-    window = None
-    if family == "exaone4":
-        window = k.int("sliding_window", default=None)
+    window = k.int("sliding_window", default=None) if reading.sliding_window else None
     layer_types = _layer_types(k, n_layers, window)
 
     return ModelSpec(
@@ -227,12 +270,13 @@ def parse_config(cfg: dict[str, Any], path: Path | str = "config.json") -> Model
         eos_token_id=_first_id(k, "eos_token_id"),
         pad_token_id=k.int("pad_token_id", default=None, positive=False),
         torch_dtype=cfg.get("torch_dtype") or cfg.get("dtype"),
-        config=cfg,
+        config=top,
         config_path=path,
+        extras=reading.extras(k) if reading.extras else {},
     )
 
 
-def _first_id(k: _Keys, key: str) -> int | None:
+def _first_id(k: ConfigKeys, key: str) -> int | None:
     v = k.cfg.get(key)
     if isinstance(v, list):  # generation configs may list several EOS ids; the first is the canonical one
         v = v[0] if v else None

@@ -15,6 +15,7 @@ from exaone_gguf.checkpoint.sentencepiece import load_sentencepiece
 from exaone_gguf.checkpoint.token_files import CONTROL, NORMAL, UNUSED, USER_DEFINED
 from exaone_gguf.checkpoint.token_files import load_json as _load_json
 from exaone_gguf.checkpoint.token_files import token_content as _token_content
+from exaone_gguf.checkpoint.spec import PreTokenizers, load_spec, reading_for
 from exaone_gguf.errors import InputError
 
 
@@ -30,7 +31,7 @@ class TokenizerData:
     vocab: dict[str, int]
     merges: list[str]  # "left right", in rank order
     added: dict[int, AddedToken]
-    pre: str  # "exaone" (digits split one by one) or "exaone4" (GPT-2 regex)
+    pre: str  # llama.cpp's pre-tokenizer name, as the checkpoint's family names it (checkpoint.spec.PreTokenizers)
     bos_token_id: int | None
     eos_token_id: int | None
     unk_token_id: int | None
@@ -125,8 +126,8 @@ def _added_token(i: Any, a: Any, source: Path) -> AddedToken:
     return AddedToken(i, a["content"], bool(a.get("special", False)))
 
 
-def _detect_pre(pre_tokenizer: Any) -> str:
-    """`exaone` when the pre-tokenizer splits digits one by one (EXAONE 3.x), else the GPT-2 regex (`exaone4`)."""
+def _splits_digits(pre_tokenizer: Any) -> bool:
+    """True when the pre-tokenizer splits digits one by one (EXAONE 3.x), False for the GPT-2 regex."""
 
     def walk(node: Any) -> bool:
         if isinstance(node, dict):
@@ -142,7 +143,17 @@ def _detect_pre(pre_tokenizer: Any) -> str:
             return any(walk(v) for v in node)
         return False
 
-    return "exaone" if walk(pre_tokenizer) else "exaone4"
+    return walk(pre_tokenizer)
+
+
+def _family_pre_tokenizers(directory: Path) -> PreTokenizers:
+    """The pre-tokenizer names the family of `directory/config.json` declares."""
+    reading = reading_for(load_spec(directory).architecture)
+    if reading is None or reading.pre_tokenizers is None:
+        raise InputError(
+            f"{directory}: its model family declares no byte-level BPE pre-tokenizer; use the model's own tokenizer files."
+        )
+    return reading.pre_tokenizers
 
 
 def _is_sentencepiece(directory: Path) -> bool:
@@ -157,7 +168,8 @@ def _is_sentencepiece(directory: Path) -> bool:
     return isinstance(model, dict) and (model.get("type") == "Unigram" or bool(model.get("byte_fallback")))
 
 
-def load_tokenizer(directory: Path):  # -> TokenizerData | SentencePieceData
+def load_tokenizer(directory: Path, pre_names: PreTokenizers | None = None):  # -> TokenizerData | SentencePieceData
+    """`pre_names`: the family's pre-tokenizer names (default: those of the family of directory/config.json)."""
     directory = Path(directory)
     if _is_sentencepiece(directory):
         return load_sentencepiece(directory)
@@ -180,7 +192,7 @@ def load_tokenizer(directory: Path):  # -> TokenizerData | SentencePieceData
         for a in added_list if isinstance(added_list, list) else [added_list]:
             t = _added_token(a.get("id") if isinstance(a, dict) else None, a, tj_path)
             added[t.id] = t
-        pre = _detect_pre(tj.get("pre_tokenizer"))
+        split_digits = _splits_digits(tj.get("pre_tokenizer"))
         source = str(tj_path)
     elif vocab_path.exists() and merges_path.exists():
         vocab = _load_json(vocab_path)
@@ -189,7 +201,7 @@ def load_tokenizer(directory: Path):  # -> TokenizerData | SentencePieceData
         _check_vocab(vocab, vocab_path)
         lines = _read_text(merges_path).split("\n")
         merges = [ln for ln in lines if ln and not ln.startswith("#version")]
-        pre = "exaone4"  # the slow GPT2Tokenizer always uses the GPT-2 regex
+        split_digits = False  # the slow GPT2Tokenizer always uses the GPT-2 regex
         source = f"{vocab_path} + {merges_path}"
     else:
         missing = [p.name for p in (tj_path, vocab_path, merges_path) if not p.exists()]
@@ -224,6 +236,8 @@ def load_tokenizer(directory: Path):  # -> TokenizerData | SentencePieceData
             if isinstance(t, dict) and t.get("name") == "default":
                 template = t.get("template")
 
+    names = pre_names or _family_pre_tokenizers(directory)
+    pre = names.split_digits if split_digits else names.gpt2_regex
     return TokenizerData(
         vocab=vocab,
         merges=merges,

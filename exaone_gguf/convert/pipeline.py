@@ -14,7 +14,7 @@ from gguf import GGMLQuantizationType as T
 from gguf import GGUFValueType
 
 from exaone_gguf.checkpoint import Checkpoint, TensorHandle
-from exaone_gguf.convert.family import Family, TensorMapping, family_for
+from exaone_gguf.families import Family, TensorMapping, family_for
 from exaone_gguf.convert.metadata import add_general
 from exaone_gguf.convert.rope import llama3_divisors
 from exaone_gguf.convert.vocab import add_vocab
@@ -125,17 +125,20 @@ class ConvertResult:
 
 
 def check_tensors(ckpt: Checkpoint, fam: Family, mappings: list[TensorMapping]) -> None:
-    """Every tensor the config implies exists with the right shape, and nothing unexplained is left over."""
+    """Every tensor the config implies exists with the right shape, and nothing unexplained is left over.
+    A mapping may read several source tensors (stacked experts) or part of one (a fused tensor's slice)."""
     for m in mappings:
-        h = ckpt.tensor(m.hf_name)
-        if h.shape != m.hf_shape:
-            raise InputError(
-                f"{h.file.path}: tensor '{m.hf_name}' has shape {list(h.shape)} but config.json implies "
-                f"{list(m.hf_shape)}; the weights and config do not match."
-            )
-        if h.dtype not in _SOURCE_TO_OUT:
-            raise InputError(f"{h.file.path}: tensor '{m.hf_name}' has dtype {h.dtype}; expected BF16, F16 or F32.")
-    used = {m.hf_name for m in mappings}
+        for name, shape in m.sources().items():
+            h = ckpt.tensor(name)
+            if h.shape != shape:
+                raise InputError(
+                    f"{h.file.path}: tensor '{name}' has shape {list(h.shape)} but config.json implies "
+                    f"{list(shape)}; the weights and config do not match."
+                )
+            if h.dtype not in _SOURCE_TO_OUT:
+                raise InputError(f"{h.file.path}: tensor '{name}' has dtype {h.dtype}; expected BF16, F16 or F32.")
+        m.open(ckpt.tensors)  # a stack of parts in different dtypes is refused here
+    used = {name for m in mappings for name in m.sources()}
     if ckpt.spec.tie_word_embeddings:
         used.add("lm_head.weight")  # a tied checkpoint may still carry the copy; the embedding is used
     extra = sorted(n for n in ckpt.tensors if n not in used and not fam.ignorable(n))
@@ -149,7 +152,7 @@ def check_tensors(ckpt: Checkpoint, fam: Family, mappings: list[TensorMapping]) 
 def auto_outtype(ckpt: Checkpoint, mappings: list[TensorMapping]) -> str:
     """Keep the source precision: the dtype of the first 2-D weight."""
     for m in mappings:
-        h = ckpt.tensors[m.hf_name]
+        h = m.open(ckpt.tensors)
         if len(h.shape) == 2:
             return {T.BF16: "bf16", T.F16: "f16", T.F32: "f32"}[_SOURCE_TO_OUT[h.dtype]]
     return "f32"
@@ -191,7 +194,7 @@ def build_plan(
     if divisors is not None:
         plan.add_tensor("rope_freqs.weight", (len(divisors),), T.F32, lambda d=divisors: [d])
     for m, (name, shape) in zip(mappings, gguf_shapes):
-        handle = ckpt.tensors[m.hf_name]
+        handle = m.open(ckpt.tensors)
         qtype = types[name]
         w = weights_for(imatrix, name, shape) if qtype not in (T.F32, T.F16, T.BF16) else None
         plan.add_tensor(name, shape, qtype, lambda h=handle, q=qtype, mm=m, w=w: stream_tensor(h, q, mm, threads, w))
@@ -211,11 +214,11 @@ def build_plan(
 def keep_awq_precision(ckpt: Checkpoint, mappings: list[TensorMapping], types: dict[str, T]) -> None:
     """AWQ -> q4_1 keeps AWQ's own codes; the weights AWQ left unquantized on purpose (embeddings, lm_head)
     get Q8_0 instead of a 4-bit rounding AWQ never calibrated for (like llama-quantize --token-embedding-type)."""
-    if not any(hasattr(ckpt.tensors[m.hf_name], "encode_rows") for m in mappings):
+    if not any(hasattr(m.open(ckpt.tensors), "encode_rows") for m in mappings):
         return
     for m in mappings:
         name = m.gguf_name
-        if not hasattr(ckpt.tensors[m.hf_name], "encode_rows") and types[name] == T.Q4_1 and m.hf_shape[-1] % 32 == 0:
+        if not hasattr(m.open(ckpt.tensors), "encode_rows") and types[name] == T.Q4_1 and m.hf_shape[-1] % 32 == 0:
             types[name] = T.Q8_0
 
 

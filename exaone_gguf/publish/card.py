@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from exaone_gguf.families import chat_format
+
 
 @dataclass
 class FileRow:
@@ -30,7 +32,7 @@ class CardInfo:
     license_link: str | None = None
     languages: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
-    family: str | None = None  # exaone3 | exaone-deep | exaone4 | None
+    family: str | None = None  # a chat format name (families.ChatFormat.name) or None
     arch: str = ""
 
 
@@ -96,22 +98,9 @@ def usage(info: CardInfo, rows: list[FileRow]) -> str:
             "",
         ]
     parts += ["### llama.cpp", "", "```sh", f"llama-cli -m {f} -cnv", f"llama-server -m {f} --jinja -c 8192", "```", ""]
-    if info.family == "exaone4":
-        parts += [
-            "EXAONE 4.0 has a reasoning mode that its chat template turns on with `enable_thinking`; the default is off "
-            "(the prompt ends with an empty `<think>\\n\\n</think>` block). With `llama-server --jinja` pass "
-            '`"chat_template_kwargs": {"enable_thinking": true}` in a request, or start the server with '
-            "`--reasoning on` (older builds: `--chat-template-kwargs '{\"enable_thinking\": true}'`). "
-            "LG recommends temperature 0.6 and top_p 0.95 with reasoning, a temperature below 0.6 without it. "
-            "`llama-cli -cnv` cannot pass `enable_thinking`.",
-            "",
-        ]
-    elif info.family == "exaone-deep":
-        parts += [
-            "EXAONE Deep reasons inside `<thought>`…`</thought>` before it answers; LG recommends "
-            "`--temp 0.6 --top-p 0.95`, no system prompt and a context of 32768 (`-c 32768`).",
-            "",
-        ]
+    fmt = chat_format(info.family)
+    if fmt is not None and fmt.card_note:  # what the family's model card advises (reasoning, sampling)
+        parts += [fmt.card_note, ""]
     parts += [
         "### llama-cpp-python",
         "",

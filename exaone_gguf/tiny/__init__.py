@@ -16,12 +16,12 @@ import numpy as np
 
 from exaone_gguf.checkpoint.spec import ModelSpec, parse_config
 from exaone_gguf.checkpoint.st_writer import TensorSource, write_checkpoint_weights
-from exaone_gguf.convert.family import family_for
+from exaone_gguf.families import Family, family_for, tiny_recipe, tiny_recipes
 from exaone_gguf.errors import InputError
 from exaone_gguf.elements import f32_to_bf16_bits as fp32_to_bf16_bits
 from exaone_gguf.tiny.tokenizer import write_tokenizer_files
 
-FAMILIES = ("exaone3", "exaone3.5", "exaone4", "exaone4-hybrid", "exaone-deep", "exaone3-awq", "llama", "llama-awq")
+FAMILIES = tiny_recipes()  # every make-tiny family name the family modules declare
 TOKENIZER_FILES = (
     "tokenizer.json",
     "vocab.json",
@@ -31,101 +31,16 @@ TOKENIZER_FILES = (
     "chat_template.jinja",
 )
 
-_COMMON3 = {
-    "activation_function": "silu",
-    "architectures": ["ExaoneForCausalLM"],
-    "attention_dropout": 0.0,
-    "bos_token_id": 1,
-    "embed_dropout": 0.0,
-    "eos_token_id": 361,
-    "initializer_range": 0.02,
-    "layer_norm_epsilon": 1e-05,
-    "model_type": "exaone",
-    "pad_token_id": 0,
-    "torch_dtype": "bfloat16",
-    "use_cache": True,
-    "vocab_size": 102400,
-}
-_LLAMA3_ROPE = {"high_freq_factor": 4.0, "low_freq_factor": 1.0, "original_max_position_embeddings": 8192, "rope_type": "llama3"}
-
 
 def family_config(family: str) -> dict[str, Any]:
     """The config.json of a tiny model of `family` (sizes small, keys as in the real files)."""
-    if family == "exaone-deep":  # EXAONE Deep: the 3.5 network, its own chat template
-        return {**family_config("exaone3.5"), "_name_or_path": "exaone-gguf/tiny-exaone-deep"}
-    if family == "exaone3-awq":
-        from exaone_gguf.tiny.awq import exaone3_awq_config
+    recipe, _ = tiny_recipe(family)
+    cfg = recipe.config()
+    if recipe.awq:
+        from exaone_gguf.tiny.awq import awq_config
 
-        return exaone3_awq_config(family_config("exaone3"))
-    if family in ("llama", "llama-awq"):
-        from exaone_gguf.tiny.llama import llama_config
-
-        return llama_config(awq=family == "llama-awq")
-    if family == "exaone3":  # EXAONE 3.0: no head_dim, no rope scaling, untied
-        return {
-            "_name_or_path": "exaone-gguf/tiny-exaone3",
-            **_COMMON3,
-            "hidden_size": 256,
-            "intermediate_size": 512,
-            "max_position_embeddings": 4096,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "num_layers": 4,
-            "rope_scaling": None,
-            "rope_theta": 500000.0,
-            "tie_word_embeddings": False,
-        }
-    if family == "exaone3.5":  # EXAONE 3.5 / Deep: head_dim, llama3 scaling factor 8, tied (2.4B)
-        return {
-            "_name_or_path": "exaone-gguf/tiny-exaone3.5",
-            **_COMMON3,
-            "head_dim": 64,
-            "hidden_size": 256,
-            "intermediate_size": 512,
-            "max_position_embeddings": 32768,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "num_layers": 4,
-            "rope_scaling": {"factor": 8.0, **_LLAMA3_ROPE},
-            "rope_theta": 1000000.0,
-            "tie_word_embeddings": True,
-        }
-    if family in ("exaone4", "exaone4-hybrid"):
-        hybrid = family == "exaone4-hybrid"
-        n_layers = 64 if hybrid else 4  # llama.cpp runs EXAONE 4 as hybrid only with exactly 64 layers
-        layer_types = [
-            "full_attention" if not hybrid or i % 4 == 3 else "sliding_attention" for i in range(n_layers)
-        ]
-        return {
-            "_name_or_path": f"exaone-gguf/tiny-{family}",
-            "architectures": ["Exaone4ForCausalLM"],
-            "attention_dropout": 0.0,
-            "bos_token_id": 1,
-            "eos_token_id": 361,
-            "head_dim": 16 if hybrid else 64,
-            "hidden_act": "silu",
-            "hidden_size": 64 if hybrid else 256,
-            "initializer_range": 0.02,
-            "intermediate_size": 128 if hybrid else 512,
-            "layer_types": layer_types,
-            "max_position_embeddings": 131072 if hybrid else 65536,
-            "model_type": "exaone4",
-            "num_attention_heads": 4,
-            "num_hidden_layers": n_layers,
-            "num_key_value_heads": 2,
-            "pad_token_id": 0,
-            "rms_norm_eps": 1e-05,
-            "rope_scaling": {"factor": 16.0, **_LLAMA3_ROPE},
-            "rope_theta": 1000000.0,
-            "sliding_window": 8 if hybrid else None,
-            "sliding_window_pattern": "LLLG" if hybrid else None,
-            "tie_word_embeddings": not hybrid,
-            "torch_dtype": "bfloat16",
-            "transformers_version": "4.54.0",
-            "use_cache": True,
-            "vocab_size": 102400,
-        }
-    raise InputError(f"make-tiny: unknown family {family!r}; choose one of {', '.join(FAMILIES)}.")
+        cfg = awq_config(cfg, recipe.name)
+    return cfg
 
 
 def shrink_config(
@@ -177,34 +92,40 @@ _POST_NORMS = ("post_attention_norm.weight", "post_ffw_norm.weight")
 def _weights(spec: ModelSpec, seed: int, dtype: str) -> list[TensorSource]:
     """Random weights in the family's HF names; scales chosen so the logits are peaked and the net is tame."""
     fam = family_for(spec)
-    emb_std = 10.0 / np.sqrt(spec.hidden_size)  # logit std ~10 after the final norm
-    update = 0.2 * np.sqrt(8 / (2 * spec.num_layers))  # size of each sublayer's residual update
-    sources = []
+    sources, seen = [], set()
     for idx, m in enumerate(fam.tensor_map(spec)):
-        shape = m.hf_shape
-        if m.gguf_name.endswith(_POST_NORMS):  # EXAONE 4: the post-norm gain sets the update size
-            mean, std = update, 0.1 * update
-        elif m.gguf_name == "output_norm.weight" and spec.tie_word_embeddings:
-            # Tied: logits are E·(g*norm(e_t + updates)); gains of random sign keep the current token's own
-            # row from always winning (e_t·(g*e_t) has mean 0), so the output depends on more than the input.
-            sources.append(TensorSource(m.hf_name, dtype, shape, _signed_gains(seed, idx, shape[0], dtype)))
-            continue
-        elif len(shape) == 1:
-            mean, std = 1.0, 0.1  # norm gains near 1, distinct per tensor so swaps are visible
-        elif m.gguf_name in ("token_embd.weight", "output.weight"):
-            mean, std = 0.0, emb_std
-        elif m.gguf_name.endswith(_RESIDUAL_WRITERS) and spec.family != "exaone4":
-            mean, std = 0.0, update / np.sqrt(shape[1])
-        else:
-            mean, std = 0.0, 1.0 / np.sqrt(shape[1])
-        rows = _vocab_row_scale(shape[0]) if m.gguf_name in ("token_embd.weight", "output.weight") else None
-        sources.append(TensorSource(m.hf_name, dtype, shape, _random_rows(seed, idx, shape, mean, std, dtype, rows)))
+        # every source tensor the mapping reads (stacked experts, a fused tensor), each written once (copies)
+        for j, (name, shape) in enumerate(m.sources().items()):
+            if name not in seen:
+                seen.add(name)
+                sources.append(_weight(spec, fam, m.gguf_name, name, shape, seed, (idx, j) if j else (idx,), dtype))
     return sources
 
 
-def _signed_gains(seed: int, idx: int, n: int, dtype: str):
+def _weight(spec: ModelSpec, fam: Family, gguf_name: str, name: str, shape: tuple[int, ...], seed: int, key: tuple, dtype: str) -> TensorSource:
+    emb_std = 10.0 / np.sqrt(spec.hidden_size)  # logit std ~10 after the final norm
+    update = 0.2 * np.sqrt(8 / (2 * spec.num_layers))  # size of each sublayer's residual update
+    if gguf_name.endswith(_POST_NORMS):  # EXAONE 4: the post-norm gain sets the update size
+        mean, std = update, 0.1 * update
+    elif gguf_name == "output_norm.weight" and spec.tie_word_embeddings:
+        # Tied: logits are E·(g*norm(e_t + updates)); gains of random sign keep the current token's own
+        # row from always winning (e_t·(g*e_t) has mean 0), so the output depends on more than the input.
+        return TensorSource(name, dtype, shape, _signed_gains(seed, key, shape[0], dtype))
+    elif len(shape) == 1:
+        mean, std = 1.0, 0.1  # norm gains near 1, distinct per tensor so swaps are visible
+    elif gguf_name in ("token_embd.weight", "output.weight"):
+        mean, std = 0.0, emb_std
+    elif gguf_name.endswith(_RESIDUAL_WRITERS) and fam.tiny_tokenizer.scale_residual:
+        mean, std = 0.0, update / np.sqrt(shape[-1])
+    else:
+        mean, std = 0.0, 1.0 / np.sqrt(shape[-1])
+    rows = _vocab_row_scale(shape[0]) if gguf_name in ("token_embd.weight", "output.weight") else None
+    return TensorSource(name, dtype, shape, _random_rows(seed, key, shape, mean, std, dtype, rows))
+
+
+def _signed_gains(seed: int, key: tuple, n: int, dtype: str):
     def produce():
-        rng = np.random.default_rng([seed, idx])
+        rng = np.random.default_rng([seed, *key])
         g = (1.0 + 0.1 * rng.standard_normal(n, dtype=np.float32)) * rng.choice(np.float32([-1, 1]), n)
         yield fp32_to_bf16_bits(g) if dtype == "BF16" else g.astype(np.float16 if dtype == "F16" else np.float32)
 
@@ -222,9 +143,9 @@ def _vocab_row_scale(n_rows: int) -> np.ndarray:
     return scale
 
 
-def _random_rows(seed: int, idx: int, shape: tuple[int, ...], mean: float, std: float, dtype: str, row_scale=None):
+def _random_rows(seed: int, key: tuple, shape: tuple[int, ...], mean: float, std: float, dtype: str, row_scale=None):
     def produce():
-        rng = np.random.default_rng([seed, idx])
+        rng = np.random.default_rng([seed, *key])
         rows = shape[0] if len(shape) > 1 else 1
         row_len = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
         step = max(1, (8 << 20) // (4 * row_len))
@@ -238,10 +159,10 @@ def _random_rows(seed: int, idx: int, shape: tuple[int, ...], mean: float, std: 
     return produce
 
 
-def _template_family(spec: ModelSpec, family: str | None) -> str:
-    if family:
-        return family.removesuffix("-awq")  # an AWQ build ships its float model's template
-    return "exaone4" if spec.family == "exaone4" else "exaone3.5"
+def _chat_template(fam: Family, family: str | None) -> str | None:
+    """The recipe's template, or for --from-config the template of the family's default recipe."""
+    name = family or fam.tiny_tokenizer.default_template
+    return tiny_recipe(name)[0].chat_template if name else None
 
 
 def make_tiny(
@@ -264,7 +185,7 @@ def make_tiny(
             raise InputError("make-tiny: give a FAMILY or --from-config CONFIG.")
         cfg = shrink_config(family_config(family), **sizes)
     spec = parse_config(cfg, Path(from_config) if from_config else Path(f"<{family}>/config.json"))
-    family_for(spec)  # refuses families we cannot write
+    fam = family_for(spec)  # refuses families we cannot write
     if out.exists() and any(out.iterdir()):
         if not force:
             raise InputError(f"{out}: directory is not empty; choose a new directory or pass --force.")
@@ -289,18 +210,18 @@ def make_tiny(
             raise InputError(f"{src}: no tokenizer files found ({', '.join(TOKENIZER_FILES[:3])}, ...).")
         for f in copied:
             shutil.copyfile(src / f, out / f)
-    elif spec.family == "llama":
+    elif fam.tiny_tokenizer.sentencepiece:
         from exaone_gguf.tiny.llama import write_spm_tokenizer
 
         write_spm_tokenizer(out)
     else:
-        from exaone_gguf.templates import template_for
-
-        tfam = _template_family(spec, family)
+        template = _chat_template(fam, family)
+        if template is None:
+            raise InputError(f"make-tiny: model family {fam.name} declares no chat template for its tiny tokenizer.")
         write_tokenizer_files(
             out,
-            split_digits=spec.family == "exaone",
-            chat_template=template_for(tfam),
-            template_in_jinja=spec.family == "exaone4",
+            split_digits=fam.tiny_tokenizer.split_digits,
+            chat_template=template,
+            template_in_jinja=fam.tiny_tokenizer.template_in_jinja,
         )
     return out

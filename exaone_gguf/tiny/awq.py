@@ -30,10 +30,11 @@ AWQ_QUANTIZATION_CONFIG: dict[str, Any] = {
 }
 
 
-def exaone3_awq_config(base: dict[str, Any]) -> dict[str, Any]:
-    """EXAONE-3.0-7.8B-Instruct-AWQ's shape of config: the float config, fp16, plus quantization_config."""
+def awq_config(base: dict[str, Any], name: str) -> dict[str, Any]:
+    """An AWQ checkpoint's shape of config (EXAONE-3.0-7.8B-Instruct-AWQ's): the float config, fp16, plus
+    quantization_config; `name` is the make-tiny family name."""
     cfg = dict(base)
-    cfg["_name_or_path"] = "exaone-gguf/tiny-exaone3-awq"
+    cfg["_name_or_path"] = f"exaone-gguf/tiny-{name}"
     cfg["torch_dtype"] = "float16"
     cfg["quantization_config"] = dict(AWQ_QUANTIZATION_CONFIG)
     return cfg

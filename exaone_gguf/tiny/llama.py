@@ -10,12 +10,10 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
 
 from exaone_gguf.tiny.tokenizer import TRAINING_TEXT
 
 SPM_PIECES = 1000  # trained pieces: <unk> <s> </s>, 256 byte tokens, then BPE merges
-VOCAB_SIZE = 1024  # config.json's vocab_size (the tail is padding)
 
 KULLM3_SYSTEM_PROMPT = (
     "당신은 고려대학교 NLP&AI 연구실에서 만든 AI 챗봇입니다. 당신의 이름은 'KULLM'으로, 한국어로는 '구름'을 뜻합니다. "
@@ -39,40 +37,6 @@ KULLM3_TEMPLATE = (
     "{% elif message['role'] == 'assistant' %}{{ ' ' + content.strip() + ' ' + eos_token }}{% endif %}"
     "{% endfor %}"
 )
-
-
-def llama_config(awq: bool) -> dict[str, Any]:
-    """A KULLM3-like config.json (LlamaForCausalLM, GQA, untied head), tiny sizes."""
-    cfg: dict[str, Any] = {
-        "_name_or_path": "exaone-gguf/tiny-llama-awq" if awq else "exaone-gguf/tiny-llama",
-        "architectures": ["LlamaForCausalLM"],
-        "attention_bias": False,
-        "attention_dropout": 0.0,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-        "hidden_act": "silu",
-        "hidden_size": 256,
-        "initializer_range": 0.02,
-        "intermediate_size": 512,
-        "max_position_embeddings": 4096,
-        "model_type": "llama",
-        "num_attention_heads": 4,
-        "num_hidden_layers": 4,
-        "num_key_value_heads": 2,
-        "pretraining_tp": 1,
-        "rms_norm_eps": 1e-05,
-        "rope_scaling": None,
-        "rope_theta": 10000.0,
-        "tie_word_embeddings": False,
-        "torch_dtype": "float16",
-        "use_cache": True,
-        "vocab_size": VOCAB_SIZE,
-    }
-    if awq:
-        from exaone_gguf.tiny.awq import AWQ_QUANTIZATION_CONFIG
-
-        cfg["quantization_config"] = dict(AWQ_QUANTIZATION_CONFIG)
-    return cfg
 
 
 def train_sentencepiece(pieces: int = SPM_PIECES) -> bytes:

@@ -16,7 +16,7 @@ from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io.split import open_model
 from exaone_gguf.validate.evaltext import load_text
-from exaone_gguf.validate.metadata_check import EXAONE_ARCHS, check_metadata, file_type_name
+from exaone_gguf.validate.metadata_check import check_metadata, eos_token_of, file_type_name
 from exaone_gguf.validate.metrics import Thresholds, compare_logits, judge, thresholds_for
 from exaone_gguf.validate.report import Report
 from exaone_gguf.validate.results import CheckResult
@@ -116,7 +116,7 @@ def validate(
             checks.append(compare_tokenization(runner.llm, ckpt.tokenizer.build_reference()))
         else:
             checks.append(check_round_trip(runner.llm))
-        if arch in EXAONE_ARCHS:
+        if eos_token_of(arch) is not None:  # families that end turns with a token of their own
             checks.append(check_special_tokens(runner.llm, eos))
         if gguf_template:
             checks.append(check_chat_stop(runner, eos))

@@ -1,7 +1,8 @@
 """Metadata checks: what llama.cpp needs, against the source config and tokenizer when there is one.
 
-Expected values are derived from ModelSpec directly (not through the converter's family modules), so a
-converter bug is not mirrored by the check.
+Expected values are derived from ModelSpec directly (not through the family modules' tensor tables or
+hyperparameter lists), so a converter bug is not mirrored by the check; what a family expects of its file
+(architecture name, tokenizer model, pre-tokenizers, end-of-turn token) comes from the family registry.
 """
 
 from __future__ import annotations
@@ -9,21 +10,23 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as T
-from gguf import LlamaFileType
+from gguf import Keys, LlamaFileType
 
 from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.checkpoint.spec import ModelSpec
 from exaone_gguf.convert.rope import llama3_divisors
+from exaone_gguf.families import family_for, family_of_gguf_arch, gguf_archs, writes_as
 from exaone_gguf.gguf_io import GGUFFile
 from exaone_gguf.quantize.formats import FILE_TYPES
 from exaone_gguf.quantize.mixtures import plan_types
 from exaone_gguf.validate.results import CheckResult
 
-ARCH_OF_FAMILY = {"exaone": "exaone", "exaone4": "exaone4", "llama": "llama"}
-EXAONE_ARCHS = ("exaone", "exaone4")
-LLAMA_COMPATIBLE = {("exaone", "llama")}  # (family, other GGUF architecture) the converter can also write
-EXAONE_EOS = "[|endofturn|]"
-LLAMA_CPP_HYBRID_LAYERS = 64  # llama.cpp enables EXAONE 4 sliding-window attention only at this depth
+
+
+def eos_token_of(arch: str | None) -> str | None:
+    """The end-of-turn token a GGUF of architecture `arch` must have as EOS (None: the family sets none)."""
+    fam = family_of_gguf_arch(arch)
+    return fam.eos_token if fam is not None else None
 
 
 def _f32(x: float) -> float:
@@ -45,20 +48,20 @@ def file_type_name(value: int | None) -> str:
 
 def check_hparams(f: GGUFFile, spec: ModelSpec) -> list[CheckResult]:
     arch = f.get("general.architecture")
-    want_arch = ARCH_OF_FAMILY[spec.family]
-    if (spec.family, arch) in LLAMA_COMPATIBLE:  # EXAONE 3.x written as `llama` (convert --arch llama)
+    want_arch = family_for(spec).arch
+    if writes_as(spec, arch):  # another architecture the family can be written as (EXAONE 3.x as `llama`)
         want_arch = arch
     out = [_result("metadata: architecture", [] if arch == want_arch else [f"{arch!r}, expected {want_arch!r}"], arch)]
     a = want_arch
     expected: dict[str, object] = {
-        f"{a}.block_count": spec.num_layers,
-        f"{a}.context_length": spec.max_position_embeddings,
-        f"{a}.embedding_length": spec.hidden_size,
-        f"{a}.feed_forward_length": spec.intermediate_size,
-        f"{a}.attention.head_count": spec.num_heads,
-        f"{a}.attention.head_count_kv": spec.num_kv_heads,
-        f"{a}.rope.freq_base": _f32(spec.rope_theta),
-        f"{a}.attention.layer_norm_rms_epsilon": _f32(spec.rms_eps),
+        Keys.LLM.BLOCK_COUNT.format(arch=a): spec.num_layers,
+        Keys.LLM.CONTEXT_LENGTH.format(arch=a): spec.max_position_embeddings,
+        Keys.LLM.EMBEDDING_LENGTH.format(arch=a): spec.hidden_size,
+        Keys.LLM.FEED_FORWARD_LENGTH.format(arch=a): spec.intermediate_size,
+        Keys.Attention.HEAD_COUNT.format(arch=a): spec.num_heads,
+        Keys.Attention.HEAD_COUNT_KV.format(arch=a): spec.num_kv_heads,
+        Keys.Rope.FREQ_BASE.format(arch=a): _f32(spec.rope_theta),
+        Keys.Attention.LAYERNORM_RMS_EPS.format(arch=a): _f32(spec.rms_eps),
     }
     problems = []
     for key, want in expected.items():
@@ -68,7 +71,8 @@ def check_hparams(f: GGUFFile, spec: ModelSpec) -> list[CheckResult]:
         elif got != want:
             problems.append(f"{key} = {got}, expected {want}")
     # head size: llama.cpp derives it from these keys, or from embedding/heads when absent
-    for key in (f"{a}.attention.key_length", f"{a}.attention.value_length", f"{a}.rope.dimension_count"):
+    for key in (Keys.Attention.KEY_LENGTH, Keys.Attention.VALUE_LENGTH, Keys.Rope.DIMENSION_COUNT):
+        key = key.format(arch=a)
         got = f.get(key, spec.hidden_size // spec.num_heads)
         if got != spec.head_dim:
             problems.append(f"{key} = {got}, expected {spec.head_dim}")
@@ -92,8 +96,8 @@ def check_rope_freqs(f: GGUFFile, spec: ModelSpec) -> CheckResult:
 
 def check_sliding_window(f: GGUFFile, arch: str, n_layers: int, spec: ModelSpec | None) -> CheckResult:
     name = "metadata: sliding window"
-    window = f.get(f"{arch}.attention.sliding_window")
-    pattern = f.get(f"{arch}.attention.sliding_window_pattern")
+    window = f.get(Keys.Attention.SLIDING_WINDOW.format(arch=arch))
+    pattern = f.get(Keys.Attention.SLIDING_WINDOW_PATTERN.format(arch=arch))
     hybrid = spec.is_hybrid if spec is not None else (pattern is not None and bool(np.any(pattern)))
     if not hybrid:
         return CheckResult(name, "pass", "all layers global, as config") if window is None else CheckResult(
@@ -108,10 +112,11 @@ def check_sliding_window(f: GGUFFile, arch: str, n_layers: int, spec: ModelSpec 
             problems.append("sliding_window_pattern missing or different from config.json's layer_types")
     elif window is None:
         problems.append("sliding_window missing")
-    if arch == "exaone4" and n_layers != LLAMA_CPP_HYBRID_LAYERS:
+    fam = family_of_gguf_arch(arch)
+    if fam is not None and fam.hybrid_layers is not None and n_layers != fam.hybrid_layers:
         problems.append(
-            f"{n_layers} layers: llama.cpp runs EXAONE 4 with sliding-window attention only at "
-            f"{LLAMA_CPP_HYBRID_LAYERS} layers, so this file would run every layer as global"
+            f"{n_layers} layers: llama.cpp runs {arch} with sliding-window attention only at "
+            f"{fam.hybrid_layers} layers, so this file would run every layer as global"
         )
     n_sliding = int(np.sum(pattern)) if pattern is not None else 0
     return _result(name, problems, f"window {window}, {n_sliding} sliding layers")
@@ -121,10 +126,12 @@ def check_vocab(f: GGUFFile, ckpt: Checkpoint | None) -> list[CheckResult]:
     tokens = f.get("tokenizer.ggml.tokens") or []
     types = f.get("tokenizer.ggml.token_type")
     arch = f.get("general.architecture")
+    fam = family_of_gguf_arch(arch)
+    want_model = fam.vocab_model if fam is not None else None
     out = []
     problems = []
-    if f.get("tokenizer.ggml.model") != "gpt2" and arch in EXAONE_ARCHS:
-        problems.append(f"tokenizer.ggml.model = {f.get('tokenizer.ggml.model')!r}, expected 'gpt2'")
+    if want_model is not None and f.get("tokenizer.ggml.model") != want_model:
+        problems.append(f"tokenizer.ggml.model = {f.get('tokenizer.ggml.model')!r}, expected {want_model!r}")
     if ckpt is not None:
         spec, tok = ckpt.spec, ckpt.tokenizer
         if len(tokens) != spec.vocab_size:
@@ -137,7 +144,7 @@ def check_vocab(f: GGUFFile, ckpt: Checkpoint | None) -> list[CheckResult]:
             elif types is None or list(np.asarray(types)) != want_types:
                 problems.append("token types differ from the source's added/special tokens")
     else:
-        vs = f.get(f"{arch}.vocab_size")
+        vs = f.get(Keys.LLM.VOCAB_SIZE.format(arch=arch))
         if vs is not None and vs != len(tokens):
             problems.append(f"{len(tokens)} tokens but {arch}.vocab_size = {vs}")
     out.append(_result("metadata: vocabulary", problems, f"{len(tokens)} tokens"))
@@ -146,8 +153,9 @@ def check_vocab(f: GGUFFile, ckpt: Checkpoint | None) -> list[CheckResult]:
     if ckpt is not None:
         want_pre = ckpt.tokenizer.pre
         out.append(_result("metadata: pre-tokenizer", [] if pre == want_pre else [f"{pre!r}, source tokenizer needs {want_pre!r}"], pre))
-    elif arch in EXAONE_ARCHS:
-        out.append(_result("metadata: pre-tokenizer", [] if pre in ("exaone", "exaone4") else [f"{pre!r} is not an EXAONE pre-tokenizer"], str(pre)))
+    elif want_model is not None and fam.pre_tokenizers:  # byte-level BPE families: one of their pre-tokenizers
+        ok = pre in fam.pre_tokenizers
+        out.append(_result("metadata: pre-tokenizer", [] if ok else [f"{pre!r} is not a {arch} pre-tokenizer"], str(pre)))
     return out
 
 
@@ -167,10 +175,11 @@ def check_special_ids(f: GGUFFile, ckpt: Checkpoint | None) -> CheckResult:
         if spec.eos_token_id is not None and got["eos"] != spec.eos_token_id:
             problems.append(f"eos id {got['eos']} but config.json's eos_token_id is {spec.eos_token_id}")
     eos = got["eos"]
-    if f.get("general.architecture") in EXAONE_ARCHS:
-        if eos is None or not 0 <= eos < len(tokens) or tokens[eos] != EXAONE_EOS:
+    eot = eos_token_of(f.get("general.architecture"))
+    if eot is not None:
+        if eos is None or not 0 <= eos < len(tokens) or tokens[eos] != eot:
             shown = tokens[eos] if eos is not None and 0 <= eos < len(tokens) else None
-            problems.append(f"EOS is {eos} ({shown!r}), EXAONE ends turns with {EXAONE_EOS}")
+            problems.append(f"EOS is {eos} ({shown!r}), {f.get('general.architecture')} ends turns with {eot}")
     detail = ", ".join(f"{k} {v}" for k, v in got.items())
     return _result("metadata: special tokens", sorted(set(problems)), detail)
 
@@ -204,10 +213,8 @@ def _bits(qtype: T) -> float:
 
 def check_tensor_shapes(f: GGUFFile, ckpt: Checkpoint) -> CheckResult:
     """Tensor names and shapes: every weight the family needs, in the source's shapes (GGUF ne order)."""
-    from exaone_gguf.convert.family import family_for
-
     arch = f.get("general.architecture")
-    fam = family_for(ckpt.spec, arch if (ckpt.spec.family, arch) in LLAMA_COMPATIBLE else None)
+    fam = family_for(ckpt.spec, arch if writes_as(ckpt.spec, arch) else None)
     want = {m.gguf_name: tuple(reversed(m.hf_shape)) for m in fam.tensor_map(ckpt.spec)}
     got = {t.name: tuple(t.shape) for t in f.tensors if t.name != "rope_freqs.weight"}
     problems = [f"{n} missing" for n in want if n not in got]
@@ -218,8 +225,9 @@ def check_tensor_shapes(f: GGUFFile, ckpt: Checkpoint) -> CheckResult:
 
 def check_metadata(f: GGUFFile, ckpt: Checkpoint | None) -> list[CheckResult]:
     arch = f.get("general.architecture")
-    n_layers = int(f.get(f"{arch}.block_count", 0) or 0)
-    heads, kv = f.get(f"{arch}.attention.head_count"), f.get(f"{arch}.attention.head_count_kv")
+    n_layers = int(f.get(Keys.LLM.BLOCK_COUNT.format(arch=arch), 0) or 0)
+    heads = f.get(Keys.Attention.HEAD_COUNT.format(arch=arch))
+    kv = f.get(Keys.Attention.HEAD_COUNT_KV.format(arch=arch))
     n_gqa = heads // kv if heads and kv else None
     out: list[CheckResult] = []
     if ckpt is not None:
@@ -228,19 +236,23 @@ def check_metadata(f: GGUFFile, ckpt: Checkpoint | None) -> list[CheckResult]:
         out.append(check_rope_freqs(f, spec))
         out.append(check_tensor_shapes(f, ckpt))
     else:
-        required = ["block_count", "embedding_length", "attention.head_count", "attention.layer_norm_rms_epsilon"]
-        missing = [f"{arch}.{k}" for k in required if f.get(f"{arch}.{k}") is None]
+        required = [Keys.LLM.BLOCK_COUNT, Keys.LLM.EMBEDDING_LENGTH, Keys.Attention.HEAD_COUNT, Keys.Attention.LAYERNORM_RMS_EPS]
+        missing = [k.format(arch=arch) for k in required if f.get(k.format(arch=arch)) is None]
         problems = [f"{k} missing" for k in missing]
-        if arch not in ("exaone", "exaone4", "llama"):
+        if arch not in gguf_archs():
             problems.insert(0, f"architecture {arch!r} is not one this tool validates")
         out.append(_result("metadata: required keys", problems, f"{arch}: required keys present"))
         rope = next((t for t in f.tensors if t.name == "rope_freqs.weight"), None)
         if rope is not None:
-            head = f.get(f"{arch}.attention.key_length") or (f.get(f"{arch}.embedding_length", 0) // (heads or 1))
+            head = f.get(Keys.Attention.KEY_LENGTH.format(arch=arch)) or (
+                f.get(Keys.LLM.EMBEDDING_LENGTH.format(arch=arch), 0) // (heads or 1)
+            )
             vals = f.tensor_f32(rope).reshape(-1)
             ok = rope.shape[0] * 2 == head and bool(np.all(np.isfinite(vals))) and bool(np.all(vals >= 1.0))
             out.append(_result("metadata: rope_freqs (llama3 scaling)", [] if ok else ["rope_freqs has the wrong length or values < 1"], f"{rope.shape[0]} factors"))
-    if arch == "exaone4" or (ckpt is None and f.get(f"{arch}.attention.sliding_window") is not None):
+    fam = family_of_gguf_arch(arch)
+    slides = fam is not None and fam.config is not None and fam.config.sliding_window
+    if slides or (ckpt is None and f.get(Keys.Attention.SLIDING_WINDOW.format(arch=arch)) is not None):
         out.append(check_sliding_window(f, arch, n_layers, ckpt.spec if ckpt else None))
     out += check_vocab(f, ckpt)
     out.append(check_special_ids(f, ckpt))

@@ -16,22 +16,23 @@ from functools import lru_cache
 from typing import Any
 
 from exaone_gguf import chat_template
+from exaone_gguf.families import family_of_template
 from exaone_gguf.validate.results import CheckResult
 
-# Template formats a conversation can apply to. Decided from the template's markers the way
-# llama.cpp's detector does: the EXAONE markers plus [|tool|] -> EXAONE 4, without -> EXAONE 3.x
-# (3.0, 3.5 and Deep), anything else -> "other" (Llama-family models such as KULLM3).
-EXAONE3, EXAONE4, OTHER = "exaone3", "exaone4", "other"
-_ALL = frozenset({EXAONE3, EXAONE4, OTHER})
-_EXAONE = frozenset({EXAONE3, EXAONE4})
-_ONLY4 = frozenset({EXAONE4})
+# What a conversation needs of a template. A template's family (and so its features) is decided from its
+# markers the way llama.cpp's detector does (each family's Chat declares them); a template of no family
+# ("other": Llama-family models such as KULLM3) gets the conversations that need nothing.
+OTHER = "other"
+_ALL: frozenset[str] = frozenset()
+_EXAONE = frozenset({"role_markers"})  # [|role|] turns
+_ONLY4 = frozenset({"role_markers", "reasoning_tools"})  # <think> reasoning, tools and tool calls
 
 
 @dataclass(frozen=True)
 class Conversation:
     name: str
     messages: list[dict]
-    formats: frozenset[str]
+    needs: frozenset[str]  # template features (families.Chat.features) the conversation exercises
     add_generation_prompt: bool = True
     tools: list[dict] | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra template variables
@@ -139,15 +140,15 @@ CONVERSATIONS: tuple[Conversation, ...] = (
 
 
 def template_format(template: str) -> str:
-    """EXAONE4, EXAONE3 or OTHER, from the template's markers (llama.cpp's detection order)."""
-    if all(marker in template for marker in ("[|system|]", "[|assistant|]", "[|endofturn|]")):
-        return EXAONE4 if "[|tool|]" in template else EXAONE3
-    return OTHER
+    """The name of the chat family whose markers the template has (llama.cpp's detection), or OTHER."""
+    fam = family_of_template(template)
+    return fam.chat.name if fam is not None else OTHER
 
 
 def conversations_for(template: str) -> list[Conversation]:
-    fmt = template_format(template)
-    return [c for c in CONVERSATIONS if fmt in c.formats]
+    fam = family_of_template(template)
+    features = fam.chat.features if fam is not None else frozenset()
+    return [c for c in CONVERSATIONS if c.needs <= features]
 
 
 def render_source(template: str, conv: Conversation, bos: str = "[BOS]", eos: str = "[|endofturn|]",

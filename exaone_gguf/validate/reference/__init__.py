@@ -7,21 +7,27 @@ through the checkpoint's lazy handles, so memory stays near one layer plus activ
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
 import numpy as np
 
 from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.errors import InputError
-from exaone_gguf.validate.reference import exaone3, exaone4, llama
+from exaone_gguf.families import families
 
-__all__ = ["FORWARDS", "forward"]
+__all__ = ["FORWARDS", "forward", "forward_named"]
 
-FORWARDS: dict[str, Callable[[Checkpoint, list[int]], np.ndarray]] = {
-    "exaone": exaone3.forward,
-    "exaone4": exaone4.forward,
-    "llama": llama.forward,
-}
+Forward = Callable[[Checkpoint, list[int]], np.ndarray]
+
+
+def forward_named(name: str) -> Forward:
+    """The reference forward a family declares by name: the module exaone_gguf.validate.reference.<name>."""
+    return importlib.import_module(f"{__name__}.{name}").forward
+
+
+# family name -> its reference forward (families that declare one)
+FORWARDS: dict[str, Forward] = {n: forward_named(f.reference) for n, f in families().items() if f.reference}
 
 
 def forward(checkpoint: Checkpoint, token_ids: list[int]) -> np.ndarray:

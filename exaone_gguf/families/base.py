@@ -1,0 +1,374 @@
+"""The registry's building blocks: tensor mappings, hyperparameters, chat formats, tiny recipes, and the registry
+itself. Family modules import this module; exaone_gguf.families (the package) imports them all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from gguf import GGUFValueType, Keys
+
+from exaone_gguf.checkpoint.spec import ConfigReading, ModelSpec, PreTokenizers, register_reading
+from exaone_gguf.errors import InputError
+from exaone_gguf.families.sources import Sliced, Stacked
+
+__all__ = [
+    "BPE_PRE_TOKENIZERS", "Chat", "ChatFormat", "Family", "HParam", "Sliced", "Stacked", "TensorMapping", "TensorNames",
+    "TinyRecipe", "TinyTokenizer", "alternates", "chat_format", "chat_format_for", "chat_formats", "common_hparams",
+    "demo_recipes", "families", "family_for", "family_of_gguf_arch", "family_of_template", "gguf_archs",
+    "llama_hparams", "register", "register_alternate", "supported_architectures", "tiny_recipe", "tiny_recipes",
+    "writes_as",
+]
+
+
+# ---------------------------------------------------------------------------------------------------- tensors
+
+
+@dataclass(frozen=True)
+class TensorMapping:
+    """One GGUF tensor and where its rows come from.
+
+    - one-to-one: `hf_name` as it is (the default);
+    - copy: the same `hf_name` under several GGUF names (`TensorMapping.copies`), e.g. MTP blocks sharing layers;
+    - stacked: `source=Stacked(names, part_shape)`, N source tensors -> one tensor [N, *part_shape];
+    - slice: `source=Sliced(name, shape, axis, start, stop)`, one part of a fused source tensor.
+    `hf_shape` is the GGUF tensor's shape in HF order (what the config implies); `hf_name` names the
+    (first) source tensor for messages.
+    """
+
+    gguf_name: str
+    hf_name: str
+    hf_shape: tuple[int, ...]  # what the config says the tensor must be ([out, in] for weights)
+    # Optional row transform applied to float32 rows (e.g. Llama's q/k permutation); None = bytes as they are.
+    transform: Callable[[np.ndarray], np.ndarray] | None = None
+    # The transform must see whole groups of this many rows (one attention head for the q/k permutation).
+    row_group: int = 1
+    source: Stacked | Sliced | None = None  # None: the tensor `hf_name` itself
+
+    def sources(self) -> dict[str, tuple[int, ...]]:
+        """Every checkpoint tensor this mapping reads -> the shape the config implies for it."""
+        return self.source.sources() if self.source is not None else {self.hf_name: self.hf_shape}
+
+    def open(self, tensors: Mapping[str, Any]):
+        """A lazy row source with the TensorHandle interface (shape, dtype, n_rows, row_numel, to_f32, raw,
+        release): the checkpoint handle itself, or a view over several handles that reads only the rows asked."""
+        return self.source.open(tensors) if self.source is not None else tensors[self.hf_name]
+
+    @staticmethod
+    def copies(gguf_names: list[str], hf_name: str, hf_shape: tuple[int, ...]) -> list["TensorMapping"]:
+        """One source tensor written under several GGUF names (each streamed from the same lazy handle)."""
+        return [TensorMapping(g, hf_name, hf_shape) for g in gguf_names]
+
+    @staticmethod
+    def stacked(gguf_name: str, hf_names: list[str], part_shape: tuple[int, ...]) -> "TensorMapping":
+        """N source tensors of `part_shape` -> one GGUF tensor [N, *part_shape] (experts), served expert by expert."""
+        src = Stacked(tuple(hf_names), tuple(part_shape))
+        return TensorMapping(gguf_name, hf_names[0], src.shape, source=src)
+
+    @staticmethod
+    def sliced(gguf_name: str, hf_name: str, shape: tuple[int, ...], axis: int, start: int, stop: int) -> "TensorMapping":
+        """Indices [start, stop) along `axis` of the source tensor `hf_name` of `shape` (a fused gate_up split)."""
+        src = Sliced(hf_name, tuple(shape), axis, start, stop)
+        return TensorMapping(gguf_name, hf_name, src.shape, source=src)
+
+
+# GGUF tensor kinds -> the shape the config implies (HF order), for the kinds every family here has.
+def _kind_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    H, I, D = spec.hidden_size, spec.intermediate_size, spec.head_dim
+    q, kv = spec.num_heads * D, spec.num_kv_heads * D
+    return {"attn_q": (q, H), "attn_k": (kv, H), "attn_v": (kv, H), "attn_output": (H, q),
+            "attn_q_norm": (D,), "attn_k_norm": (D,), "ffn_gate": (I, H), "ffn_up": (I, H), "ffn_down": (H, I),
+            "attn_norm": (H,), "ffn_norm": (H,), "post_attention_norm": (H,), "post_ffw_norm": (H,)}
+
+
+@dataclass(frozen=True)
+class TensorNames:
+    """A family's HF tensor names (without `.weight`) for the GGUF tensor kinds it has; `layer` is in the
+    order the GGUF lists a block's tensors. `prefix` (e.g. `model.` or `model.language_model.`) goes before
+    the embedding, layer and final-norm names; the shapes come from the config, the same for every family."""
+
+    embed: str
+    layer_prefix: str  # with {i} for the layer index
+    layer: dict[str, str]  # GGUF kind (attn_q, ...) -> HF name after the prefix
+    final_norm: str
+    lm_head: str = "lm_head"
+    prefix: str = ""
+
+    def mappings(self, spec: ModelSpec) -> list[TensorMapping]:
+        shape = _kind_shapes(spec)
+        V, H, p = spec.vocab_size, spec.hidden_size, self.prefix
+        out = [TensorMapping("token_embd.weight", f"{p}{self.embed}.weight", (V, H))]
+        for i in range(spec.num_layers):
+            hf = p + self.layer_prefix.format(i=i)
+            out += [TensorMapping(f"blk.{i}.{kind}.weight", f"{hf}{name}.weight", shape[kind]) for kind, name in self.layer.items()]
+        out.append(TensorMapping("output_norm.weight", f"{p}{self.final_norm}.weight", (H,)))
+        if not spec.tie_word_embeddings:
+            out.append(TensorMapping("output.weight", f"{self.lm_head}.weight", (V, H)))
+        return out
+
+
+# llama.cpp's `tokenizer.ggml.pre` names for byte-level BPE vocabularies: digits split one by one (EXAONE 3.x)
+# or the GPT-2 regex (EXAONE 4, and any byte-level BPE checkpoint of the other families).
+BPE_PRE_TOKENIZERS = PreTokenizers(split_digits="exaone", gpt2_regex="exaone4")
+
+
+# ------------------------------------------------------------------------------------------ hyperparameters
+
+HParam = tuple[str, GGUFValueType, Any, "GGUFValueType | None"]  # key, type, value, array element type
+
+
+def u32(key: str, arch: str, value: int) -> HParam:
+    return (key.format(arch=arch), GGUFValueType.UINT32, int(value), None)
+
+
+def f32(key: str, arch: str, value: float) -> HParam:
+    return (key.format(arch=arch), GGUFValueType.FLOAT32, float(value), None)
+
+
+def common_hparams(spec: ModelSpec, arch: str) -> list[HParam]:
+    """Keys every family writes; RMS epsilon always (llama.cpp's loaders require it)."""
+    return [
+        u32(Keys.LLM.CONTEXT_LENGTH, arch, spec.max_position_embeddings),
+        u32(Keys.LLM.EMBEDDING_LENGTH, arch, spec.hidden_size),
+        u32(Keys.LLM.FEED_FORWARD_LENGTH, arch, spec.intermediate_size),
+        u32(Keys.LLM.BLOCK_COUNT, arch, spec.num_layers),
+        u32(Keys.Attention.HEAD_COUNT, arch, spec.num_heads),
+        u32(Keys.Attention.HEAD_COUNT_KV, arch, spec.num_kv_heads),
+        f32(Keys.Rope.FREQ_BASE, arch, spec.rope_theta),
+        f32(Keys.Attention.LAYERNORM_RMS_EPS, arch, spec.rms_eps),
+        u32(Keys.LLM.VOCAB_SIZE, arch, spec.vocab_size),
+    ]
+
+
+def llama_hparams(spec: ModelSpec, arch: str) -> list[HParam]:
+    """The common keys and the head sizes of a Llama-shaped network (EXAONE 3.x as `exaone` or `llama`)."""
+    return common_hparams(spec, arch) + [
+        u32(Keys.Rope.DIMENSION_COUNT, arch, spec.head_dim),
+        u32(Keys.Attention.KEY_LENGTH, arch, spec.head_dim),
+        u32(Keys.Attention.VALUE_LENGTH, arch, spec.head_dim),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------------ chat
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """One chat prompt format: what a Modelfile and the model card say for it."""
+
+    name: str  # what publish's Modelfile / card key on
+    go_template: str  # Ollama TEMPLATE (Go text/template), the same prompt as the Jinja template
+    params: tuple[tuple[str, str], ...]  # PARAMETER lines
+    system: str | None  # default SYSTEM or None
+    comment: str  # the Modelfile's explanatory comment
+    stop: str  # PARAMETER stop
+    card_note: str | None = None  # a paragraph for the card's usage section
+    when: str | None = None  # chosen within its family when this marker is in the template (None: default)
+
+
+@dataclass(frozen=True)
+class Chat:
+    """A family's chat templates: how to recognise them and which formats they come in."""
+
+    name: str  # validate/template_check's format name
+    formats: tuple[ChatFormat, ...]  # the first whose `when` marker is in the template; the last is the default
+    requires: tuple[str, ...]  # markers all present -> a template of this family (llama.cpp's detection order)
+    excludes: tuple[str, ...] = ()  # ... and none of these
+    features: frozenset[str] = frozenset()  # what validate's test conversations may exercise
+    claims_marker: str | None = None  # a template with this marker is this family's under any GGUF arch
+
+    def pick(self, template: str | None) -> ChatFormat:
+        for f in self.formats:
+            if f.when is None or (template and f.when in template):
+                return f
+        return self.formats[-1]
+
+    def recognises(self, template: str) -> bool:
+        return all(m in template for m in self.requires) and not any(m in template for m in self.excludes)
+
+
+# ------------------------------------------------------------------------------------------------------ tiny
+
+
+@dataclass(frozen=True)
+class TinyRecipe:
+    """A make-tiny family name: a config builder with tiny sizes and the chat template its tokenizer ships."""
+
+    name: str
+    config: Callable[[], dict[str, Any]]
+    chat_template: str | None = None  # None: the family's tokenizer writer brings its own
+    awq: bool = False  # quantize the float model's linear layers with AutoAWQ's layout
+    demo: bool = False  # among `demo`'s default families
+
+
+@dataclass(frozen=True)
+class TinyTokenizer:
+    """How make-tiny writes a family's tokenizer."""
+
+    sentencepiece: bool = False  # a trained SentencePiece model (Llama) instead of byte-level BPE
+    split_digits: bool = False
+    template_in_jinja: bool = False  # chat_template.jinja instead of tokenizer_config.json's chat_template
+    default_template: str | None = None  # the recipe whose template a --from-config model gets
+    scale_residual: bool = True  # scale sublayer outputs by 1/sqrt(2L) (not with EXAONE 4's post-norms)
+
+
+# ---------------------------------------------------------------------------------------------------- family
+
+
+def _ignorable(name: str) -> bool:
+    return name.endswith(("rotary_emb.inv_freq", ".cos_cached", ".sin_cached"))
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # ModelSpec.family
+    arch: str  # GGUF general.architecture
+    tensor_map: Callable[[ModelSpec], list[TensorMapping]]
+    hparams: Callable[[ModelSpec], list[HParam]]
+    architectures: tuple[str, ...] = ()  # HF architecture names claimed (every spelling)
+    config: ConfigReading | None = None
+    reference: str | None = None  # the reference forward's name (exaone_gguf.validate.reference)
+    chat: Chat | None = None
+    vocab_model: str | None = None  # tokenizer.ggml.model a GGUF of this family must have
+    eos_token: str | None = None  # the end-of-turn token its GGUF's EOS must be
+    hybrid_layers: int | None = None  # llama.cpp runs sliding-window attention only at this block count
+    tiny: tuple[TinyRecipe, ...] = ()
+    tiny_tokenizer: TinyTokenizer = TinyTokenizer()
+    # HF tensors that carry nothing the GGUF needs (rotary caches); skipped instead of refused.
+    ignorable: Callable[[str], bool] = _ignorable
+
+    def add_hparams(self, spec: ModelSpec, plan) -> None:
+        """Add the hyperparameter keys to a GGUF plan (anything with `add(key, type, value, sub)`)."""
+        for key, vtype, value, sub in self.hparams(spec):
+            plan.add(key, vtype, value, sub)
+
+    @property
+    def pre_tokenizers(self) -> tuple[str, ...]:
+        p = self.config.pre_tokenizers if self.config else None
+        return (p.split_digits, p.gpt2_regex) if p else ()
+
+
+_FAMILIES: dict[str, Family] = {}
+_ALTERNATES: dict[str, list[Family]] = {}  # family name -> the same family written under other GGUF architectures
+_TINY: dict[str, tuple[TinyRecipe, Family]] = {}
+
+
+def register(fam: Family) -> Family:
+    """Register a family for every HF architecture name it claims (called by each family module)."""
+    if fam.name in _FAMILIES:
+        raise ValueError(f"model family {fam.name} registered twice")
+    if fam.config is None or fam.config.family != fam.name:
+        raise ValueError(f"model family {fam.name}: its ConfigReading must name it")
+    register_reading(fam.architectures, fam.config)
+    _FAMILIES[fam.name] = fam
+    for r in fam.tiny:
+        if r.name in _TINY:
+            raise ValueError(f"make-tiny family {r.name} registered twice")
+        _TINY[r.name] = (r, fam)
+    return fam
+
+
+def register_alternate(family: str, alt: Family) -> Family:
+    """Let `family` also be written as `alt.arch` (llama.py: EXAONE 3.x as `llama`); `alt.name` is `family`."""
+    if family not in _FAMILIES or alt.name != family:
+        raise ValueError(f"alternate {alt.arch} for unknown family {family}")
+    _ALTERNATES.setdefault(family, []).append(alt)
+    return alt
+
+
+def alternates(family: str) -> tuple[Family, ...]:
+    return tuple(_ALTERNATES.get(family, ()))
+
+
+def families() -> dict[str, Family]:
+    """family name -> Family, in registration order."""
+    return dict(_FAMILIES)
+
+
+def supported_architectures() -> tuple[str, ...]:
+    return tuple(a for f in _FAMILIES.values() for a in f.architectures)
+
+
+def gguf_archs() -> tuple[str, ...]:
+    """Every GGUF architecture this tool writes (and validates), the families' own first."""
+    own = [f.arch for f in _FAMILIES.values()]
+    return tuple(dict.fromkeys(own + [a.arch for alts in _ALTERNATES.values() for a in alts]))
+
+
+def family_of_gguf_arch(arch: str | None) -> Family | None:
+    """The family whose own GGUF architecture is `arch` (not an alternate)."""
+    return next((f for f in _FAMILIES.values() if f.arch == arch), None)
+
+
+def family_for(spec: ModelSpec, arch: str | None = None) -> Family:
+    """The family module for `spec`; `arch` asks for another GGUF architecture (EXAONE 3.x as `llama`)."""
+    fam = _FAMILIES.get(spec.family)
+    if fam is None:
+        raise InputError(
+            f"{spec.config_path}: {spec.architecture} is recognised but cannot be converted yet; "
+            f"supported: {', '.join(sorted(_FAMILIES))}."
+        )
+    if arch is not None and arch != fam.arch:
+        alt = next((a for a in alternates(fam.name) if a.arch == arch), None)
+        if alt is None:
+            raise InputError(
+                f"{spec.config_path}: {spec.architecture} cannot be written as architecture {arch!r}; "
+                f"leave --arch out (gives {fam.arch!r})."
+            )
+        return alt
+    return fam
+
+
+def writes_as(spec: ModelSpec, arch: str | None) -> bool:
+    """True when the converter can write `spec`'s family as the GGUF architecture `arch` (own or alternate)."""
+    fam = _FAMILIES.get(spec.family)
+    return fam is not None and arch is not None and (arch == fam.arch or any(a.arch == arch for a in alternates(fam.name)))
+
+
+def family_of_template(template: str) -> Family | None:
+    """The family whose chat templates look like `template` (llama.cpp's marker detection)."""
+    return next((f for f in _FAMILIES.values() if f.chat is not None and f.chat.recognises(template)), None)
+
+
+def chat_format_for(arch: str | None, template: str | None) -> ChatFormat | None:
+    """The chat format of a GGUF: by its architecture's family, else by a family's marker in the template
+    (EXAONE 3.x written as `llama`); None when no family's chat format applies."""
+    fam = family_of_gguf_arch(arch)
+    if fam is None or fam.chat is None:
+        fam = next(
+            (f for f in _FAMILIES.values() if f.chat and f.chat.claims_marker and template and f.chat.claims_marker in template),
+            None,
+        )
+    return fam.chat.pick(template) if fam is not None and fam.chat is not None else None
+
+
+def chat_format(name: str | None) -> ChatFormat | None:
+    """A chat format by name (None for None or an unknown name)."""
+    for f in _FAMILIES.values():
+        for c in f.chat.formats if f.chat else ():
+            if c.name == name:
+                return c
+    return None
+
+
+def chat_formats() -> dict[str, ChatFormat]:
+    return {c.name: c for f in _FAMILIES.values() if f.chat for c in f.chat.formats}
+
+
+def tiny_recipes() -> tuple[str, ...]:
+    """Every make-tiny family name, in registration order."""
+    return tuple(_TINY)
+
+
+def demo_recipes() -> tuple[str, ...]:
+    """The make-tiny families `demo` runs by default."""
+    return tuple(n for n, (r, _) in _TINY.items() if r.demo)
+
+
+def tiny_recipe(name: str) -> tuple[TinyRecipe, Family]:
+    try:
+        return _TINY[name]
+    except KeyError:
+        raise InputError(f"make-tiny: unknown family {name!r}; choose one of {', '.join(_TINY)}.") from None
+
