@@ -133,6 +133,11 @@ def test_bad_imatrix_files_are_rejected(source, tmp_path):
     write_gguf_imatrix(no_meta, stats, with_metadata=False)
     with pytest.raises(InputError, match="metadata"):
         load_imatrix(no_meta)
+    cut = tmp_path / "cut.gguf"  # a GGUF imatrix cut inside its tensor data: gguf_io's strict reader refuses it
+    write_gguf_imatrix(cut, stats)
+    cut.write_bytes(cut.read_bytes()[:-100])
+    with pytest.raises(InputError, match=r"cut\.gguf: .*re-download or re-convert the file"):
+        load_imatrix(cut)
     truncated = tmp_path / "trunc.dat"
     write_legacy_imatrix(truncated, stats)
     truncated.write_bytes(truncated.read_bytes()[:100])
