@@ -156,7 +156,8 @@ RUNS = {
 
 
 def _files(out: Path) -> list[str]:
-    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if not p.is_dir())
+    """Everything under `out`, folders too (a release's folder is made by the run and must go with it)."""
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*"))
 
 
 def _partial_bytes(out: Path) -> int:

@@ -11,6 +11,7 @@ shards) validated when asked.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -173,11 +174,18 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
     family = chat_family(variants[0].plan.kv["general.architecture"][1], variants[0].plan.kv.get("tokenizer.chat_template", (None, None))[1])
     extras = [out_dir / "README.md", out_dir / MANIFEST_NAME] + [out_dir / f"{s}.Modelfile" for s in stems]
     extras += [out_dir / f"{s}.validation.json" for s in stems] if opts.validate else []
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    for p in [p for v in variants for p in v.paths] + extras:
-        check_output_path(p, opts.inputs(src), opts.force)
-    total = _Total(sum(v.plan.data_bytes for v in variants))
-    nonfinite, sizes = driver.write_planned(ckpt, variants, weights, opts, total, hash=True)
+    try:
+        for p in [p for v in variants for p in v.paths] + extras:
+            check_output_path(p, opts.inputs(src), opts.force)
+        total = _Total(sum(v.plan.data_bytes for v in variants))
+        nonfinite, sizes = driver.write_planned(ckpt, variants, weights, opts, total, hash=True)
+    except BaseException:
+        if created:  # the writer removed every file it began; the folder this run made goes too
+            with contextlib.suppress(OSError):  # not empty: something else is in it now; leave it
+                out_dir.rmdir()
+        raise
 
     result = PublishResult(out_dir, nonfinite=nonfinite)
     card = ckpt.card
