@@ -21,8 +21,9 @@ N_SEQUENCES = 4  # top-1 agreement is a rate: measured over 4 inputs of 48 token
 F32_REL = 1e-5
 BF16_REL = 1e-2
 # The tiny exaone3.5 with llama3 scaling's original context at 32 instead of 8192: wavelengths between 8 and 32
-# are blended and longer ones divided by 8, so the scaling moves the logits within 48 tokens (at 8192 every
-# scaled frequency turns by less than a degree over 48 positions, and `rope_freqs` could be anything).
+# are blended and longer ones divided by 8, so the scaling moves the logits within 48 tokens (at 8192 only
+# wavelengths above 2048 are scaled: they turn by less than 9 degrees over 48 positions, and a wrong
+# `rope_freqs` moved the logits by less than the old 1e-2 bound).
 ROPE32 = "exaone3.5-rope32"
 CASES = (*TINY_FAMILIES, ROPE32)
 
