@@ -23,7 +23,7 @@ BF16_REL = 1e-2
 # The tiny exaone3.5 with llama3 scaling's original context at 32 instead of 8192: wavelengths between 8 and 32
 # are blended and longer ones divided by 8, so the scaling moves the logits within 48 tokens (at 8192 only
 # wavelengths above 2048 are scaled: they turn by less than 9 degrees over 48 positions, and a wrong
-# `rope_freqs` moved the logits by less than the old 1e-2 bound).
+# `rope_freqs` passed the old 1e-2 bound, issue 14).
 ROPE32 = "exaone3.5-rope32"
 CASES = (*TINY_FAMILIES, ROPE32)
 
