@@ -217,14 +217,26 @@ def validate(
     text: Optional[Path] = typer.Option(None, "--text", help="Evaluation text file (default: built-in bilingual text)."),
     max_tokens: int = typer.Option(256, "--max-tokens", min=2, help="Tokens of the evaluation text to compare."),
     threshold: list[str] = typer.Option([], "--threshold", help="Override a pass threshold, e.g. max_mean_kld=0.01."),
+    against: Optional[Path] = typer.Option(
+        None, "--against", metavar="BASE.gguf", help="Compare with a higher-precision GGUF as llama-perplexity --kl-divergence does."
+    ),
+    ctx: int = typer.Option(512, "--ctx", min=4, help="--against: tokens per chunk (llama-perplexity's -c)."),
+    chunks: Optional[int] = typer.Option(None, "--chunks", min=1, help="--against: at most this many chunks."),
 ) -> None:
     """Check a GGUF: metadata, tokenizer, chat template, and logits against the source checkpoint."""
     from exaone_gguf.validate import validate as run_validate
 
     with _errors():
-        report = run_validate(
-            model, reference, device=device, text=text, max_tokens=max_tokens, threshold_overrides=_parse_thresholds(threshold)
-        )
+        if against is not None:
+            if reference is not None:
+                raise InputError("--against and --reference: give one of them (a base GGUF or the source checkpoint).")
+            from exaone_gguf.validate.against import validate_against
+
+            report = validate_against(model, against, text, ctx, chunks, threshold_overrides=_parse_thresholds(threshold))
+        else:
+            report = run_validate(
+                model, reference, device=device, text=text, max_tokens=max_tokens, threshold_overrides=_parse_thresholds(threshold)
+            )
         report.render(err)
         if json_path:
             report.write_json(json_path)

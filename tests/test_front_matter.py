@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from exaone_gguf.checkpoint import read_front_matter
-from exaone_gguf.convert.pipeline import convert
+from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.gguf_io import read_gguf
 
 _BODY = "\n# A model\n\nText with --- in it.\n"
@@ -44,7 +44,7 @@ def test_languages_reach_the_gguf_as_a_list(tiny_dir, tmp_path, style):
     shutil.copytree(tiny_dir("exaone4"), src)
     (src / "README.md").write_text(FRONT[style] + _BODY)
     out = tmp_path / "m.gguf"
-    convert(src, out, "f32")
+    convert(src, out, ConvertOptions(outtype="f32"))
     md = read_gguf(out).metadata
     assert list(md["general.languages"]) == ["en", "ko"]  # main wrote the one string "[en, ko]" for flow style
     assert list(md["general.tags"]) == ["exaone", "lg-ai"]

@@ -47,6 +47,32 @@ def test_each_variant_validated_and_reported(published):
     assert klds["BF16"] < klds["Q8_0"] < klds["Q4_K_M"]  # the figures measure the files, not a constant
 
 
+def test_manifest_needs_the_digests_taken_while_writing(tiny_dir, tmp_path):
+    """write_variants hashes every byte as it writes (the digests equal a fresh read); a GGUF whose streamed
+    digest is missing is an error, never a silent second read."""
+    from exaone_gguf.checkpoint import load_checkpoint
+    from exaone_gguf.publish.manifest import sha256_file, write_manifest
+    from exaone_gguf.convert.multiwrite import assign_paths, plan_variants, write_variants
+
+    ckpt = load_checkpoint(tiny_dir("exaone4"))
+    variants = plan_variants(ckpt, ["q8_0", "bf16"])
+    for v in variants:
+        assign_paths(v, tmp_path / f"m-{v.outtype}.gguf", max_tensors=20)
+    write_variants(ckpt, variants, hash=True)
+    ggufs = [p for v in variants for p in v.paths]
+    streamed = {p: d for v in variants for p, d in v.sha256.items()}
+    assert len(ggufs) > 2 and sorted(streamed) == sorted(ggufs)
+    assert all(streamed[p] == sha256_file(p) for p in ggufs)
+    note = tmp_path / "note.txt"
+    note.write_text("hashed when the manifest is written\n")
+    manifest = write_manifest(tmp_path, streamed, ggufs, [note])
+    assert verify_manifest(manifest) == [] and len(manifest.read_text().splitlines()) == len(ggufs) + 1
+    victim = ggufs[1]
+    del streamed[victim]
+    with pytest.raises(RuntimeError, match=f"no digest was taken while writing {victim.name}"):
+        write_manifest(tmp_path, streamed, ggufs, [note])
+
+
 def test_card(published):
     _, out, result = published
     card = (out / "README.md").read_text()

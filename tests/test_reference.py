@@ -193,32 +193,39 @@ def test_corrupted_weight_is_caught(built, tmp_path):
 
 
 # Config edits the comparison must notice: each is a plausible converter/reference mistake.
-CONFIG_MISTAKES = {
-    "exaone4-hybrid-LLLG": [("sliding_window", 5),  # window off by one (48 tokens through a 4-token window)
-                            ("layer_types", ["sliding_attention"] * 4)],  # RoPE + window on the global layer
-    "exaone4-global-tied": [("rope_scaling", None)],  # llama3 scaling dropped
-    "exaone3.5-tied-llama3": [("rope_theta", 1e4)],
-    "exaone3.0-untied": [("layer_norm_epsilon", 1e-1)],
-    "llama": [("num_key_value_heads", 4)],  # GQA grouping read wrong (shapes must then be rejected)
-}
+CONFIG_MISTAKES = [
+    ("exaone4-hybrid-LLLG", "sliding_window", 5),  # window off by one (48 tokens through a 4-token window)
+    ("exaone4-hybrid-LLLG", "layer_types", ["sliding_attention"] * 4),  # RoPE + window on the global layer
+    ("exaone4-global-tied", "rope_scaling", None),  # llama3 scaling dropped
+    ("exaone3.5-tied-llama3", "rope_theta", 1e4),
+    ("exaone3.0-untied", "layer_norm_epsilon", 1e-1),
+]
 
 
-@pytest.mark.parametrize("mistake", [0, 1])
-def test_config_mistake_is_caught(built, tmp_path, mistake):
-    name, path, hf, tokens = built
-    if mistake >= len(CONFIG_MISTAKES[name]):
-        return
-    key, value = CONFIG_MISTAKES[name][mistake]
-    bad = tmp_path / "bad"
-    shutil.copytree(path, bad)
-    cfg = json.loads((bad / "config.json").read_text())
+def _with_config(path: Path, out: Path, key: str, value) -> Path:
+    shutil.copytree(path, out)
+    cfg = json.loads((out / "config.json").read_text())
     cfg[key] = value
-    (bad / "config.json").write_text(json.dumps(cfg))
-    try:
-        ref = reference.forward(load_checkpoint(bad), tokens)
-    except ValueError:  # numpy shape mismatch: also a loud failure
-        return
-    assert _rel_diff(ref, hf) > TOL, (name, key)
+    (out / "config.json").write_text(json.dumps(cfg))
+    return out
+
+
+@pytest.mark.parametrize(
+    "built,key,value", [pytest.param(n, k, v, id=f"{n}-{k}") for n, k, v in CONFIG_MISTAKES], indirect=["built"]
+)
+def test_config_mistake_is_caught(built, tmp_path, key, value):
+    name, path, hf, tokens = built
+    ref = reference.forward(load_checkpoint(_with_config(path, tmp_path / "bad", key, value)), tokens)
+    assert _rel_diff(ref, hf) > TOL, (name, key, _rel_diff(ref, hf))
+
+
+@pytest.mark.parametrize("built", ["llama"], indirect=True)
+def test_gqa_grouping_read_wrong_is_refused(built, tmp_path):
+    """num_key_value_heads 4 instead of 2: k/v projections no longer fit the heads, and the forward says so."""
+    name, path, hf, tokens = built
+    bad = load_checkpoint(_with_config(path, tmp_path / "bad", "num_key_value_heads", 4))
+    with pytest.raises(ValueError, match="cannot reshape array of size 1536 into shape .48,4,16."):
+        reference.forward(bad, tokens)
 
 
 def test_bad_token_ids(built):

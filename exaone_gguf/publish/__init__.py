@@ -213,8 +213,9 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
     ]
     result.card = out_dir / "README.md"
     result.card.write_text(render_card(_card_info(ckpt, variants[0].plan, title), rows, MANIFEST_NAME), encoding="utf-8")
-    files = [p for pv in result.variants for p in [*pv.files, pv.modelfile, pv.report] if p is not None] + [result.card]
-    result.manifest = write_manifest(out_dir, files, {p: d for v in variants for p, d in v.sha256.items()})
+    ggufs = [p for pv in result.variants for p in pv.files]
+    others = [p for pv in result.variants for p in [pv.modelfile, pv.report] if p is not None] + [result.card]
+    result.manifest = write_manifest(out_dir, {p: d for v in variants for p, d in v.sha256.items()}, ggufs, others)
     result.seconds = time.perf_counter() - start
     failed = [pv.outtype for pv in result.variants if pv.passed is False]
     if failed:

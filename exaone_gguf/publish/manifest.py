@@ -18,11 +18,22 @@ def sha256_file(path: Path, block: int = 8 << 20) -> str:
     return h.hexdigest()
 
 
-def write_manifest(out_dir: Path, files: list[Path], known: dict[Path, str] | None = None, name: str = MANIFEST_NAME) -> Path:
-    """Write the manifest of `files` (all inside `out_dir`) there, sorted by name; `known` gives digests
-    computed while the files were written, the others are read and hashed now."""
-    known = known or {}
-    lines = [f"{known.get(p) or sha256_file(p)}  {p.relative_to(out_dir).as_posix()}" for p in sorted(files, key=lambda p: p.name)]
+def write_manifest(
+    out_dir: Path, streamed: dict[Path, str], ggufs: list[Path], others: list[Path], name: str = MANIFEST_NAME
+) -> Path:
+    """Write the manifest of `ggufs` + `others` (all inside `out_dir`) there, sorted by name.
+
+    Every GGUF must come with the digest its writer took while writing it (`streamed`): it is never read back
+    here, so a writer that stops hashing is an error, not a silent second read of gigabytes. Only `others`
+    (card, Modelfiles, validation reports: small files written after the GGUFs) are read and hashed now."""
+    missing = [p.name for p in ggufs if not streamed.get(p)]
+    if missing:
+        raise RuntimeError(
+            f"{out_dir}: no digest was taken while writing {', '.join(missing)}; the writer must hash every byte "
+            "it writes (this is a bug in exaone-gguf, please report it)."
+        )
+    digests = {p: streamed[p] for p in ggufs} | {p: sha256_file(p) for p in others}
+    lines = [f"{digests[p]}  {p.relative_to(out_dir).as_posix()}" for p in sorted(digests, key=lambda p: p.name)]
     path = out_dir / name
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

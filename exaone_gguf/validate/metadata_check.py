@@ -37,6 +37,13 @@ def _result(name: str, problems: list[str], ok_detail: str) -> CheckResult:
     return CheckResult(name, "fail", "; ".join(problems)) if problems else CheckResult(name, "pass", ok_detail)
 
 
+def _missing(key: str) -> str:
+    if key.endswith(".attention.layer_norm_rms_epsilon"):  # llama.cpp's convert_hf_to_gguf.py omits it for EXAONE 3.x
+        return (f"{key} is missing, so llama.cpp refuses to load the file (llama.cpp's own converter leaves it out "
+                "for EXAONE 3.x); convert the checkpoint with exaone-gguf convert")
+    return f"{key} missing"
+
+
 def file_type_name(value: int | None) -> str:
     """general.file_type -> 'F32', 'BF16', 'Q4_K_M', ..."""
     try:
@@ -67,7 +74,7 @@ def check_hparams(f: GGUFFile, spec: ModelSpec) -> list[CheckResult]:
     for key, want in expected.items():
         got = f.get(key)
         if got is None:
-            problems.append(f"{key} missing")
+            problems.append(_missing(key))
         elif got != want:
             problems.append(f"{key} = {got}, expected {want}")
     # head size: llama.cpp derives it from these keys, or from embedding/heads when absent
@@ -171,6 +178,8 @@ def check_special_ids(f: GGUFFile, ckpt: Checkpoint | None) -> CheckResult:
             "unknown": tok.unk_token_id,
             "padding": tok.pad_token_id if tok.pad_token_id is not None else spec.pad_token_id,
         }
+        if got["unknown"] is None and f.get("tokenizer.ggml.model") == "gpt2":
+            del want["unknown"]  # llama.cpp's converter omits it; byte-level BPE never produces UNK (a wrong id still fails)
         problems += [f"{k} id {got[k]}, expected {v}" for k, v in want.items() if v is not None and got[k] != v]
         if spec.eos_token_id is not None and got["eos"] != spec.eos_token_id:
             problems.append(f"eos id {got['eos']} but config.json's eos_token_id is {spec.eos_token_id}")
@@ -238,7 +247,7 @@ def check_metadata(f: GGUFFile, ckpt: Checkpoint | None) -> list[CheckResult]:
     else:
         required = [Keys.LLM.BLOCK_COUNT, Keys.LLM.EMBEDDING_LENGTH, Keys.Attention.HEAD_COUNT, Keys.Attention.LAYERNORM_RMS_EPS]
         missing = [k.format(arch=arch) for k in required if f.get(k.format(arch=arch)) is None]
-        problems = [f"{k} missing" for k in missing]
+        problems = [_missing(k) for k in missing]
         if arch not in gguf_archs():
             problems.insert(0, f"architecture {arch!r} is not one this tool validates")
         out.append(_result("metadata: required keys", problems, f"{arch}: required keys present"))

@@ -1,0 +1,106 @@
+"""`validate MODEL --against BASE.gguf` computes llama-perplexity's KL-divergence figures (checked against the
+real llama-perplexity built by scripts/llama_tools.py) and judges them like the other fidelity figures."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from exaone_gguf.cli import app
+from exaone_gguf.validate.evaltext import load_text
+from gguf_edit import rewrite
+
+CTX, CHUNKS = 64, 4  # 4 chunks x 31 scored tokens = 124: llama-perplexity prints statistics from 100 on
+
+LLAMA_FIGURES = {  # our metric -> llama-perplexity's line
+    "ppl_test": r"Mean PPL\(Q\)\s*:\s*(\S+)",
+    "ppl_ref": r"Mean PPL\(base\)\s*:\s*(\S+)",
+    "mean_kld": r"Mean\s+KLD:\s*(\S+)",
+    "median_kld": r"Median\s+KLD:\s*(\S+)",
+    "p99_kld": r"99\.0%\s+KLD:\s*(\S+)",
+    "max_kld": r"Maximum KLD:\s*(\S+)",
+    "same_top1": r"Same top p:\s*(\S+)",
+}
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("text") / "eval.txt"
+    path.write_text(load_text(None), encoding="utf-8")
+    return path
+
+
+def llama_perplexity(tools: dict, model: Path, base: Path, text: Path, work: Path) -> dict[str, float]:
+    """llama.cpp's route: base logits saved with --kl-divergence-base, then --kl-divergence on the model."""
+    kld = work / "base.kld"
+    common = ["-f", str(text), "-c", str(CTX), "-t", "2"]
+    subprocess.run([str(tools["llama-perplexity"]), "-m", str(base), *common, "--chunks", str(CHUNKS),
+                    "--kl-divergence-base", str(kld)], check=True, capture_output=True)
+    res = subprocess.run([str(tools["llama-perplexity"]), "-m", str(model), *common, "--kl-divergence-base", str(kld),
+                          "--kl-divergence"], check=True, capture_output=True, text=True)
+    out = res.stdout + res.stderr
+    return {k: float(re.search(pat, out).group(1)) for k, pat in LLAMA_FIGURES.items()}
+
+
+def run_against(model: Path, base: Path, text: Path, tmp_path: Path, *extra: str):
+    report = tmp_path / "against.json"
+    res = CliRunner().invoke(app, ["validate", str(model), "--against", str(base), "--text", str(text),
+                                   "--ctx", str(CTX), "--chunks", str(CHUNKS), "--json", str(report), *extra])
+    return res, (json.loads(report.read_text()) if report.exists() else None)
+
+
+def test_against_agrees_with_llama_perplexity(llama_tools, tiny_gguf, text_file, tmp_path):
+    model, base = tiny_gguf("exaone4", "q4_k_m"), tiny_gguf("exaone4", "f32")
+    res, report = run_against(model, base, text_file, tmp_path)
+    assert res.exit_code == 0, res.output
+    ours = report["metrics"]
+    assert ours["n_tokens"] == CHUNKS * (CTX - 1 - CTX // 2) and ours["n_chunks"] == CHUNKS
+    theirs = llama_perplexity(llama_tools, model, base, text_file, tmp_path)
+    for key, value in theirs.items():
+        print(f"{key}: ours {ours[key]:.6g}, llama-perplexity {value:.6g}")
+        assert ours[key] == pytest.approx(value, rel=1e-2), key
+    assert ours["mean_kld"] > 1e-3  # a Q4_K_M really differs from its F32: the agreement is not 0 == 0
+
+
+def test_against_another_model_warns_then_fails_with_a_threshold(tiny_dir, tiny_gguf, text_file, tmp_path):
+    """Same vocabulary, other weights (seed 1): the fidelity figures are far off. By default that is a warning
+    (exit 0); with a threshold given it is a failure (exit 1)."""
+    from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.tiny import make_tiny
+
+    other = tmp_path / "other.gguf"
+    convert(make_tiny("exaone4", tmp_path / "seed1", seed=1), other, ConvertOptions(outtype="q8_0"))
+    base = tiny_gguf("exaone4", "f32")
+    res, report = run_against(other, base, text_file, tmp_path)
+    assert res.exit_code == 0, res.output
+    status = {c["name"]: c["status"] for c in report["checks"]}
+    assert status["against F32: mean KLD"] == "warn" and report["metrics"]["mean_kld"] > 1.0, report["metrics"]
+    res, report = run_against(other, base, text_file, tmp_path, "--threshold", "max_mean_kld=0.3")
+    assert res.exit_code == 1 and "against F32: mean KLD" in res.output, res.output
+
+
+def test_against_a_file_of_another_vocabulary_fails(tiny_gguf, text_file, tmp_path):
+    base = tiny_gguf("exaone4", "f32")
+    from exaone_gguf.gguf_io import read_gguf
+
+    f = read_gguf(base)
+    tokens = list(f.metadata["tokenizer.ggml.tokens"])
+    f.close()
+    tokens[400] = tokens[400] + "x"
+    other = rewrite(tiny_gguf("exaone4", "q8_0"), tmp_path / "vocab.gguf", kv={"tokenizer.ggml.tokens": tokens})
+    res, report = run_against(other, base, text_file, tmp_path)
+    assert res.exit_code == 1, res.output
+    assert report["checks"][0]["status"] == "fail" and "list different tokens" in report["checks"][0]["detail"]
+
+
+def test_against_needs_two_windows_of_text(tiny_gguf, tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("짧은 글. A short text.", encoding="utf-8")
+    res = CliRunner().invoke(app, ["validate", str(tiny_gguf("exaone4", "q8_0")), "--against", str(tiny_gguf("exaone4", "f32")),
+                                   "--text", str(short), "--ctx", str(CTX)])
+    assert res.exit_code == 2 and "needs at least 2 x --ctx = 128" in res.output, res.output
