@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from exaone_gguf.cores import resolve_threads
 from exaone_gguf.errors import InputError, ValidationFailed
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
+THREADS_HELP = "Worker threads (default: every core this process may use; output bytes do not depend on it)."
 OUTTYPES = "auto|f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q2_k|q3_k_m|q4_k_s|q4_k_m|q5_k_s|q5_k_m|q6_k|iq4_xs"
 
 
@@ -99,7 +101,7 @@ def convert(
     outtype: str = typer.Option(
         "auto", "--outtype", help=f"Tensor type: {OUTTYPES}; a comma list (bf16,q8_0,q4_k_m) writes each into OUT_DIR/."
     ),
-    threads: int = typer.Option(1, "--threads", min=1, help="Worker threads for quantization kernels."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="llama.cpp importance matrix (GGUF or .dat)."),
     split_max_size: Optional[str] = typer.Option(
         None, "--split-max-size", help="Shards of at most this much tensor data: 5G, 500M (decimal, as gguf-split)."
@@ -124,6 +126,7 @@ def convert(
 
     output = Path(output_arg)
     with _errors():
+        threads = resolve_threads(threads)
         if "," in outtype or output.is_dir() or output_arg.endswith(("/", "\\")):  # several types or OUT_DIR/
             published = _run_with_progress(
                 f"converting {src_dir.name}",
@@ -152,7 +155,7 @@ def convert(
             result, shards = result
             err.print(f"{len(shards)} shard(s): {', '.join(p.name for p in shards)}", highlight=False)
         if report_json is not None:
-            report = pub.validate_output(result.output, src_dir, report_json)
+            report = pub.validate_output(result.output, src_dir, report_json, threads=threads)
             report.render(err)
             if not report.passed:
                 _report_written(result, as_json)
@@ -185,7 +188,7 @@ def quantize(
     output: Path = typer.Argument(..., metavar="OUT.gguf", help="Output file."),
     qtype: str = typer.Argument(..., metavar="TYPE", help="q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k, iq4_xs, f16, bf16, f32"),
     imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="llama.cpp importance matrix (GGUF or .dat)."),
-    threads: int = typer.Option(1, "--threads", min=1, help="Worker threads for quantization kernels."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     allow_requantize: bool = typer.Option(False, "--allow-requantize", help="Accept an already quantized input."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -197,6 +200,7 @@ def quantize(
     from exaone_gguf.quantize.from_gguf import quantize_gguf
 
     with _errors():
+        threads = resolve_threads(threads)
         result = _run_with_progress(
             f"quantizing {input_gguf.name}",
             lambda **kw: quantize_gguf(
@@ -230,13 +234,15 @@ def validate(
     text: Optional[Path] = typer.Option(None, "--text", help="Evaluation text file (default: built-in bilingual text)."),
     max_tokens: int = typer.Option(256, "--max-tokens", min=2, help="Tokens of the evaluation text to compare."),
     threshold: list[str] = typer.Option([], "--threshold", help="Override a pass threshold, e.g. max_mean_kld=0.01."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Check a GGUF: metadata, tokenizer, chat template, and logits against the source checkpoint."""
     from exaone_gguf.validate import validate as run_validate
 
     with _errors():
         report = run_validate(
-            model, reference, device=device, text=text, max_tokens=max_tokens, threshold_overrides=_parse_thresholds(threshold)
+            model, reference, device=device, text=text, max_tokens=max_tokens, threshold_overrides=_parse_thresholds(threshold),
+            threads=threads,
         )
         report.render(err)
         if json_path:

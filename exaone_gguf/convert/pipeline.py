@@ -117,6 +117,7 @@ class ConvertResult:
     file_size: int
     tensor_types: dict[str, str] = field(default_factory=dict)
     nonfinite: list[str] = field(default_factory=list)  # source tensors with NaN/inf (--allow-nonfinite)
+    threads: int = 1  # worker threads the kernels were given (the bytes do not depend on it)
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -204,6 +205,7 @@ def build_plan(
         n_params=n_params,
         file_size=0,
         tensor_types={t.name: t.qtype.name for t in plan.tensors},
+        threads=threads,
     )
     return plan, result
 

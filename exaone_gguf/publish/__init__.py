@@ -62,6 +62,7 @@ class PublishResult:
     manifest: Path | None = None
     seconds: float = 0.0
     nonfinite: list[str] = field(default_factory=list)  # source tensors with NaN/inf (allow_nonfinite)
+    threads: int = 1
 
     @property
     def passed(self) -> bool:
@@ -75,6 +76,7 @@ class PublishResult:
             "manifest": str(self.manifest) if self.manifest else None,
             "seconds": round(self.seconds, 3),
             "nonfinite": self.nonfinite,
+            "threads": self.threads,
         }
 
 
@@ -132,11 +134,11 @@ def report_path(gguf: Path) -> Path:
     return Path(gguf).with_name(stem + ".validation.json")
 
 
-def validate_output(first: Path, src: Path, report_path: Path, device: str = "cpu"):
+def validate_output(first: Path, src: Path, report_path: Path, device: str = "cpu", threads: int | None = None):
     """Run the validator on `first` (a file or first shard) against `src`; write its JSON report."""
     from exaone_gguf.validate import validate
 
-    report = validate(first, src, device=device)
+    report = validate(first, src, device=device, threads=threads)
     report.write_json(report_path)
     return report
 
@@ -222,7 +224,7 @@ def publish(
         on_plan(_Total(sum(v.plan.data_bytes for v in variants)))
     sizes = write_variants(ckpt, variants, threads, weights, progress, arch=arch)
 
-    result = PublishResult(out_dir, nonfinite=nonfinite)
+    result = PublishResult(out_dir, nonfinite=nonfinite, threads=threads)
     card = ckpt.card
     lic = " ".join(str(x) for x in (card.get("license_name") or card.get("license"), card.get("license_link")) if isinstance(x, str) and x)
     for v, stem, size in zip(variants, stems, sizes):
@@ -231,7 +233,7 @@ def publish(
         pv.modelfile.write_text(render_modelfile(v.first_path.name, family, lic or None), encoding="utf-8")
         if validate:
             pv.report = out_dir / f"{stem}.validation.json"
-            report = validate_output(v.first_path, src, pv.report, device)
+            report = validate_output(v.first_path, src, pv.report, device, threads)
             pv.passed = report.passed
             if report.metrics:
                 pv.mean_kld, pv.same_top1 = report.metrics.get("mean_kld"), report.metrics.get("same_top1")
