@@ -22,6 +22,7 @@ from exaone_gguf.convert.split import parse_split_size
 from exaone_gguf.convert.writer import GGUFPlan, PlannedTensor, check_output_path
 from exaone_gguf.errors import InputError, ValidationFailed
 from exaone_gguf.publish.card import CardInfo, FileRow, render_card
+from exaone_gguf.publish.chart import chart_rows, write_chart
 from exaone_gguf.publish.manifest import MANIFEST_NAME, write_manifest
 from exaone_gguf.publish.modelfile import chat_family, render_modelfile
 from exaone_gguf.publish.multiwrite import Variant, assign_paths, plan_variants, write_variants
@@ -63,6 +64,8 @@ class PublishResult:
     seconds: float = 0.0
     nonfinite: list[str] = field(default_factory=list)  # source tensors with NaN/inf (allow_nonfinite)
     threads: int = 1
+    chart: Path | None = None  # the quality chart (PNG), with --validate
+    chart_shown: dict = field(default_factory=dict)  # its points and axes as plotted (publish.chart.write_chart)
 
     @property
     def passed(self) -> bool:
@@ -77,6 +80,7 @@ class PublishResult:
             "seconds": round(self.seconds, 3),
             "nonfinite": self.nonfinite,
             "threads": self.threads,
+            "chart": str(self.chart) if self.chart else None,
         }
 
 
@@ -214,7 +218,9 @@ def publish(
 
     family = chat_family(variants[0].plan.kv["general.architecture"][1], variants[0].plan.kv.get("tokenizer.chat_template", (None, None))[1])
     extras = [out_dir / "README.md", out_dir / MANIFEST_NAME] + [out_dir / f"{s}.Modelfile" for s in stems]
-    extras += [out_dir / f"{s}.validation.json" for s in stems] if validate else []
+    title = stems[0][: -len(variants[0].outtype) - 1]
+    chart = out_dir / f"{title}-quality.png"
+    extras += [out_dir / f"{s}.validation.json" for s in stems] + [chart] if validate else []
     out_dir.mkdir(parents=True, exist_ok=True)
     for p in [p for v in variants for p in v.paths] + extras:
         check_output_path(p, [src] + ([Path(imatrix)] if imatrix else []), force)
@@ -241,16 +247,20 @@ def publish(
                 on_validated(report)
         result.variants.append(pv)
 
-    title = stems[0][: -len(variants[0].outtype) - 1]
     rows = [
         FileRow(pv.outtype, [p.name for p in pv.files], pv.size, pv.bits_per_weight, pv.modelfile.name if pv.modelfile else None,
                 pv.mean_kld, pv.same_top1, None if pv.passed is None else ("passed" if pv.passed else "FAILED"),
                 pv.report.name if pv.report else None)
         for pv in result.variants
     ]
+    if chart_rows(rows):  # --validate measured the logits: the quality chart beside the table
+        result.chart_shown = write_chart(rows, chart, title)
+        result.chart = chart
     result.card = out_dir / "README.md"
-    result.card.write_text(render_card(_card_info(ckpt, variants[0].plan, title), rows, MANIFEST_NAME), encoding="utf-8")
+    card_text = render_card(_card_info(ckpt, variants[0].plan, title), rows, MANIFEST_NAME, result.chart.name if result.chart else None)
+    result.card.write_text(card_text, encoding="utf-8")
     files = [p for pv in result.variants for p in [*pv.files, pv.modelfile, pv.report] if p is not None] + [result.card]
+    files += [result.chart] if result.chart else []
     result.manifest = write_manifest(out_dir, files, {p: d for v in variants for p, d in v.sha256.items()})
     result.seconds = time.perf_counter() - start
     failed = [pv.outtype for pv in result.variants if pv.passed is False]
