@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from exaone_gguf.checkpoint.hub import resolve_source
 from exaone_gguf.cores import resolve_threads
 from exaone_gguf.errors import InputError, ValidationFailed
 
@@ -96,7 +97,11 @@ def _report_written(result, as_json: bool) -> None:
 
 @app.command()
 def convert(
-    src_dir: Path = typer.Argument(..., help="Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer)."),
+    src_dir: Path = typer.Argument(
+        ..., metavar="SRC_DIR|REPO_ID",
+        help="Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer), or a Hub repo id "
+        "(ORG/NAME; fetched into the Hugging Face cache, HF_HUB_OFFLINE honoured); an existing directory wins.",
+    ),
     output_arg: str = typer.Option(..., "-o", "--output", help="Output .gguf file, or a directory (OUT_DIR/) for several types."),
     outtype: str = typer.Option(
         "auto", "--outtype", help=f"Tensor type: {OUTTYPES}; a comma list (bf16,q8_0,q4_k_m) writes each into OUT_DIR/."
@@ -127,6 +132,7 @@ def convert(
     output = Path(output_arg)
     with _errors():
         threads = resolve_threads(threads)
+        src_dir = resolve_source(src_dir)
         if "," in outtype or output.is_dir() or output_arg.endswith(("/", "\\")):  # several types or OUT_DIR/
             published = _run_with_progress(
                 f"converting {src_dir.name}",
@@ -228,7 +234,9 @@ def _parse_thresholds(items: list[str]) -> dict[str, float]:
 @app.command()
 def validate(
     model: Path = typer.Argument(..., metavar="MODEL.gguf", help="GGUF file to validate."),
-    reference: Optional[Path] = typer.Option(None, "--reference", help="Source checkpoint directory to compare with."),
+    reference: Optional[Path] = typer.Option(
+        None, "--reference", help="Source checkpoint directory (or Hub repo id) to compare with."
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (all layers offloaded)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON to this file."),
     text: Optional[Path] = typer.Option(None, "--text", help="Evaluation text file (default: built-in bilingual text)."),
@@ -241,7 +249,7 @@ def validate(
 
     with _errors():
         report = run_validate(
-            model, reference, device=device, text=text, max_tokens=max_tokens, threshold_overrides=_parse_thresholds(threshold),
+            model, resolve_source(reference) if reference is not None else None, device=device, text=text, max_tokens=max_tokens, threshold_overrides=_parse_thresholds(threshold),
             threads=threads,
         )
         report.render(err)

@@ -9,6 +9,7 @@ from functools import cached_property
 from pathlib import Path
 
 from exaone_gguf.checkpoint.awq import awq_config_of, wrap_awq_tensors
+from exaone_gguf.checkpoint.hub import repo_id_of_snapshot
 from exaone_gguf.checkpoint.safetensors import SafetensorsFile, TensorHandle
 from exaone_gguf.checkpoint.spec import ModelSpec, load_spec
 from exaone_gguf.checkpoint.tokenizer import TokenizerData, load_tokenizer
@@ -26,6 +27,12 @@ class Checkpoint:
     @cached_property
     def tokenizer(self) -> TokenizerData:
         return load_tokenizer(self.path)
+
+    @cached_property
+    def model_id(self) -> str:
+        """The model's name: its Hub id when loaded from the Hugging Face cache (`models--ORG--NAME/snapshots/REV`),
+        else config.json's `_name_or_path`, else the directory's name."""
+        return repo_id_of_snapshot(self.path.resolve()) or str(self.spec.config.get("_name_or_path") or self.path.resolve().name)
 
     @cached_property
     def card(self) -> dict[str, object]:

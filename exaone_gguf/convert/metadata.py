@@ -27,7 +27,7 @@ def split_model_id(model_id: str) -> tuple[str, str | None, str | None, str | No
 
 
 def add_general(plan: GGUFPlan, ckpt: Checkpoint, file_type: int, n_params: int) -> None:
-    model_id = str(ckpt.spec.config.get("_name_or_path") or ckpt.path.resolve().name)
+    model_id = ckpt.model_id
     name, org, basename, size, finetune = split_model_id(model_id)
     plan.add_string("general.type", "model")
     plan.add_string("general.name", name)

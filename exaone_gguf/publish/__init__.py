@@ -148,7 +148,7 @@ def validate_output(first: Path, src: Path, report_path: Path, device: str = "cp
 
 
 def _source_id(ckpt: Checkpoint, plan: GGUFPlan) -> str:
-    name = str(ckpt.spec.config.get("_name_or_path") or "")
+    name = ckpt.model_id
     if "/" in name and not Path(name).is_absolute() and not name.startswith("."):
         return name
     kv = {k: v[1] for k, v in plan.kv.items()}
