@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from exaone_gguf.checkpoint.hub import resolve_source
+from exaone_gguf.cores import resolve_threads
 from exaone_gguf.errors import InputError, ValidationFailed
 from exaone_gguf.families import demo_recipes, tiny_recipes
 
@@ -25,6 +27,7 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
+THREADS_HELP = "Worker threads (default: every core this process may use; output bytes do not depend on it)."
 OUTTYPES = "auto|f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q2_k|q3_k_m|q4_k_s|q4_k_m|q5_k_s|q5_k_m|q6_k|iq4_xs"
 
 
@@ -96,12 +99,16 @@ def _report_written(result, as_json: bool) -> None:
 
 @app.command()
 def convert(
-    src_dir: Path = typer.Argument(..., help="Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer)."),
+    src_dir: Path = typer.Argument(
+        ..., metavar="SRC_DIR|REPO_ID",
+        help="Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer), or a Hub repo id "
+        "(ORG/NAME; fetched into the Hugging Face cache, HF_HUB_OFFLINE honoured); an existing directory wins.",
+    ),
     output_arg: str = typer.Option(..., "-o", "--output", help="Output .gguf file, or a directory (OUT_DIR/) for several types."),
     outtype: str = typer.Option(
         "auto", "--outtype", help=f"Tensor type: {OUTTYPES}; a comma list (bf16,q8_0,q4_k_m) writes each into OUT_DIR/."
     ),
-    threads: int = typer.Option(1, "--threads", min=1, help="Worker threads for quantization kernels."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="llama.cpp importance matrix (GGUF or .dat)."),
     split_max_size: Optional[str] = typer.Option(
         None, "--split-max-size", help="Shards of at most this much tensor data: 5G, 500M (decimal, as gguf-split)."
@@ -129,6 +136,8 @@ def convert(
         on_validated=lambda report: report.render(err),
     )
     with _errors():
+        src_dir = resolve_source(src_dir)
+        opts = dataclasses.replace(opts, threads=resolve_threads(threads))
         result = _run_with_progress(f"converting {src_dir.name}", lambda **kw: pub.run(src_dir, output_arg, _with(opts, **kw)))
         if isinstance(result, pub.PublishResult):
             _warn_nonfinite(result.nonfinite, "converted")
@@ -172,7 +181,7 @@ def quantize(
     output: Path = typer.Argument(..., metavar="OUT.gguf", help="Output file."),
     qtype: str = typer.Argument(..., metavar="TYPE", help="q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k, iq4_xs, f16, bf16, f32"),
     imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="llama.cpp importance matrix (GGUF or .dat)."),
-    threads: int = typer.Option(1, "--threads", min=1, help="Worker threads for quantization kernels."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     allow_requantize: bool = typer.Option(False, "--allow-requantize", help="Accept an already quantized input."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -184,6 +193,7 @@ def quantize(
     from exaone_gguf.convert.from_gguf import quantize_gguf
 
     with _errors():
+        threads = resolve_threads(threads)
         result = _run_with_progress(
             f"quantizing {input_gguf.name}",
             lambda **kw: quantize_gguf(
@@ -211,7 +221,9 @@ def _parse_thresholds(items: list[str]) -> dict[str, float]:
 @app.command()
 def validate(
     model: Path = typer.Argument(..., metavar="MODEL.gguf", help="GGUF file to validate."),
-    reference: Optional[Path] = typer.Option(None, "--reference", help="Source checkpoint directory to compare with."),
+    reference: Optional[Path] = typer.Option(
+        None, "--reference", help="Source checkpoint directory (or Hub repo id) to compare with."
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (all layers offloaded)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON to this file."),
     text: Optional[Path] = typer.Option(None, "--text", help="Evaluation text file (default: built-in bilingual text)."),
@@ -222,6 +234,7 @@ def validate(
     ),
     ctx: int = typer.Option(512, "--ctx", min=4, help="--against: tokens per chunk (llama-perplexity's -c)."),
     chunks: Optional[int] = typer.Option(None, "--chunks", min=1, help="--against: at most this many chunks."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Check a GGUF: metadata, tokenizer, chat template, and logits against the source checkpoint."""
     from exaone_gguf.validate import validate as run_validate
@@ -232,10 +245,13 @@ def validate(
                 raise InputError("--against and --reference: give one of them (a base GGUF or the source checkpoint).")
             from exaone_gguf.validate.against import validate_against
 
-            report = validate_against(model, against, text, ctx, chunks, threshold_overrides=_parse_thresholds(threshold))
+            report = validate_against(
+                model, against, text, ctx, chunks, threshold_overrides=_parse_thresholds(threshold), threads=resolve_threads(threads)
+            )
         else:
             report = run_validate(
-                model, reference, device=device, text=text, max_tokens=max_tokens, threshold_overrides=_parse_thresholds(threshold)
+                model, resolve_source(reference) if reference is not None else None, device=device, text=text,
+                max_tokens=max_tokens, threshold_overrides=_parse_thresholds(threshold), threads=threads,
             )
         report.render(err)
         if json_path:

@@ -87,6 +87,54 @@ def test_card(published):
     assert "llama_cpp import Llama" in card and "ollama create" in card
 
 
+def test_chart_shows_the_table(published):
+    """The card shows a PNG of mean KLD and same top-1 against bits per weight whose points are the table's."""
+    from PIL import Image
+
+    from exaone_gguf.publish.chart import POINTS_KEY
+
+    _, out, result = published
+    card = (out / "README.md").read_text()
+    png = out / "tiny-exaone4-29M-quality.png"
+    assert result.chart == png and f"![Mean KL divergence and same top-1 against bits per weight, one point per file]({png.name})" in card
+    assert card.index("| File | Type |") < card.index(f"]({png.name})") < card.index("## Usage")  # right after the table
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] >= 600
+        shown = json.loads(im.text[POINTS_KEY])
+    assert shown == result.chart_shown
+    assert [a["xlabel"] for a in shown["axes"]] == ["bits per weight"] * 2
+    assert "KL divergence" in shown["axes"][0]["ylabel"] and "top-1" in shown["axes"][1]["ylabel"]
+    points = shown["points"]
+    assert [p["type"] for p in points] == [v.outtype for v in result.variants]  # one point per variant
+    for p, v in zip(points, result.variants):
+        assert (p["bits_per_weight"], p["mean_kld"], p["same_top1"]) == (v.bits_per_weight, v.mean_kld, v.same_top1)
+        row = next(line for line in card.splitlines() if line.startswith(f"| [{v.files[0].name}]"))
+        cells = [c.strip() for c in row.split("|")]
+        assert cells[4:7] == [f"{p['bits_per_weight']:.2f}", f"{p['mean_kld']:.5f}", f"{p['same_top1']:.1f}%"]
+
+
+def test_chart_only_with_figures(tmp_path):
+    """No chart without validation figures; a variant without figures is left out of it, not drawn at zero."""
+    from exaone_gguf.publish.card import FileRow
+    from exaone_gguf.publish.chart import write_chart
+
+    rows = [FileRow("BF16", ["a.gguf"], 10, 16.0, mean_kld=1e-5, same_top1=100.0),
+            FileRow("Q8_0", ["b.gguf"], 5, 8.5),  # validation failed to load the file: no metrics
+            FileRow("Q4_K_M", ["c.gguf"], 3, 4.9, mean_kld=0.2, same_top1=80.0)]
+    shown = write_chart(rows, tmp_path / "q.png", "t")
+    assert [p["type"] for p in shown["points"]] == ["BF16", "Q4_K_M"] and shown["axes"][0]["yscale"] == "log"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.png"]
+    with pytest.raises(ValueError, match="no validated variant"):
+        write_chart(rows[1:2], tmp_path / "none.png", "t")
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_no_chart_without_validate(tiny_dir, tmp_path):
+    result = publish(tiny_dir("exaone4"), tmp_path / "out", ["q8_0"])
+    assert result.chart is None and not list((tmp_path / "out").glob("*.png"))
+    assert ".png" not in (tmp_path / "out" / "README.md").read_text()
+
+
 def test_modelfiles(published):
     _, out, result = published
     for v in result.variants:
@@ -100,7 +148,7 @@ def test_manifest_covers_outputs_and_catches_tampering(published, tmp_path):
     _, out, result = published
     listed = {line.split("  ", 1)[1] for line in (out / "SHA256SUMS").read_text().splitlines()}
     on_disk = {p.name for p in out.iterdir()} - {"SHA256SUMS"}
-    assert listed == on_disk and len(listed) == 5 * 3 + 1
+    assert listed == on_disk and len(listed) == 5 * 3 + 2  # gguf, Modelfile, report per variant; card, chart
     assert verify_manifest(out / "SHA256SUMS") == []
     # a copy with one flipped byte must be caught
     copy = tmp_path / "copy"
@@ -158,7 +206,8 @@ def test_cli_one_type_into_a_directory_and_single_file_validate(tiny_dir, tmp_pa
     assert res.exit_code == 0, res.output
     names = sorted(p.name for p in (tmp_path / "one").iterdir())
     stem = "tiny-exaone4-29M-Q8_0"
-    assert names == ["README.md", "SHA256SUMS", f"{stem}.Modelfile", f"{stem}.gguf", f"{stem}.validation.json"]
+    assert names == ["README.md", "SHA256SUMS", f"{stem}.Modelfile", f"{stem}.gguf", f"{stem}.validation.json",
+                     "tiny-exaone4-29M-quality.png"]
     res = CliRunner().invoke(app, ["convert", str(src), "--outtype", "q8_0", "-o", str(tmp_path / "x.gguf"), "--validate"])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "x.validation.json").read_text())["passed"] is True

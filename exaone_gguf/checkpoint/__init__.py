@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from exaone_gguf.checkpoint.awq import awq_config_of, wrap_awq_tensors
+from exaone_gguf.checkpoint.hub import repo_id_of_snapshot
 from exaone_gguf.checkpoint.safetensors import SafetensorsFile, TensorHandle
 from exaone_gguf.checkpoint.spec import ModelSpec, load_spec, reading_for
 from exaone_gguf.checkpoint.tokenizer import TokenizerData, load_tokenizer
@@ -29,6 +30,12 @@ class Checkpoint:
     def tokenizer(self) -> TokenizerData:
         reading = reading_for(self.spec.architecture)
         return load_tokenizer(self.path, reading.pre_tokenizers if reading else None)
+
+    @cached_property
+    def model_id(self) -> str:
+        """The model's name: its Hub id when loaded from the Hugging Face cache (`models--ORG--NAME/snapshots/REV`),
+        else config.json's `_name_or_path`, else the directory's name."""
+        return repo_id_of_snapshot(self.path.resolve()) or str(self.spec.config.get("_name_or_path") or self.path.resolve().name)
 
     @cached_property
     def card(self) -> dict[str, object]:

@@ -123,4 +123,5 @@ def quantize_gguf(
         file_size=size,
         tensor_types={t.name: t.qtype.name for t in plan.tensors},
         nonfinite=nonfinite,
+        threads=threads,
     )

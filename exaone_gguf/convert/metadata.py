@@ -34,7 +34,7 @@ def _str_list(v: object) -> list[str]:
 
 def add_general(plan: GGUFPlan, ckpt: Checkpoint, file_type: int, n_params: int) -> None:
     G = Keys.General
-    model_id = str(ckpt.spec.config.get("_name_or_path") or ckpt.path.resolve().name)
+    model_id = ckpt.model_id
     name, org, basename, size, finetune = split_model_id(model_id)
     plan.add_string(G.TYPE, "model")
     plan.add_string(G.NAME, name)

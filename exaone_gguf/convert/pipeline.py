@@ -117,6 +117,7 @@ class ConvertResult:
     nonfinite: list[str] = field(default_factory=list)  # source tensors with NaN/inf (--allow-nonfinite)
     files: list[Path] = field(default_factory=list)  # every file written: [output], or the shards of a split output
     report: Any = None  # the validation report, when the run validated its output
+    threads: int = 1  # worker threads the kernels were given (the bytes do not depend on it)
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k not in ("files", "report")}
@@ -207,6 +208,7 @@ def build_plan(
         n_params=n_params,
         file_size=0,
         tensor_types={t.name: t.qtype.name for t in plan.tensors},
+        threads=threads,
     )
     return plan, result
 

@@ -27,6 +27,7 @@ from exaone_gguf.errors import InputError, ValidationFailed
 from exaone_gguf.gguf_io.split import parse_shard_name
 from exaone_gguf.gguf_io.writer import GGUFPlan, check_output_path
 from exaone_gguf.publish.card import CardInfo, FileRow, render_card
+from exaone_gguf.publish.chart import chart_rows, write_chart
 from exaone_gguf.publish.manifest import MANIFEST_NAME, write_manifest
 from exaone_gguf.publish.modelfile import chat_family, render_modelfile
 from exaone_gguf.validate import validate as validate_gguf
@@ -65,6 +66,9 @@ class PublishResult:
     manifest: Path | None = None
     seconds: float = 0.0
     nonfinite: list[str] = field(default_factory=list)  # source tensors with NaN/inf (allow_nonfinite)
+    threads: int = 1
+    chart: Path | None = None  # the quality chart (PNG), with --validate
+    chart_shown: dict = field(default_factory=dict)  # its points and axes as plotted (publish.chart.write_chart)
 
     @property
     def passed(self) -> bool:
@@ -78,6 +82,8 @@ class PublishResult:
             "manifest": str(self.manifest) if self.manifest else None,
             "seconds": round(self.seconds, 3),
             "nonfinite": self.nonfinite,
+            "threads": self.threads,
+            "chart": str(self.chart) if self.chart else None,
         }
 
 
@@ -110,15 +116,15 @@ def report_path(gguf: Path) -> Path:
     return Path(gguf).with_name(stem + ".validation.json")
 
 
-def validate_output(first: Path, src: Path, report_path: Path, device: str = "cpu"):
+def validate_output(first: Path, src: Path, report_path: Path, device: str = "cpu", threads: int | None = None):
     """Run the validator on `first` (a file or first shard) against `src`; write its JSON report."""
-    report = validate_gguf(first, src, device=device)
+    report = validate_gguf(first, src, device=device, threads=threads)
     report.write_json(report_path)
     return report
 
 
 def _source_id(ckpt: Checkpoint, plan: GGUFPlan) -> str:
-    name = str(ckpt.spec.config.get("_name_or_path") or "")
+    name = ckpt.model_id
     if "/" in name and not Path(name).is_absolute() and not name.startswith("."):
         return name
     kv = {k: v[1] for k, v in plan.kv.items()}
@@ -173,7 +179,9 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
 
     family = chat_family(variants[0].plan.kv["general.architecture"][1], variants[0].plan.kv.get("tokenizer.chat_template", (None, None))[1])
     extras = [out_dir / "README.md", out_dir / MANIFEST_NAME] + [out_dir / f"{s}.Modelfile" for s in stems]
-    extras += [out_dir / f"{s}.validation.json" for s in stems] if opts.validate else []
+    title = stems[0][: -len(variants[0].outtype) - 1]
+    chart = out_dir / f"{title}-quality.png"
+    extras += [out_dir / f"{s}.validation.json" for s in stems] + [chart] if opts.validate else []
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -187,7 +195,7 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
                 out_dir.rmdir()
         raise
 
-    result = PublishResult(out_dir, nonfinite=nonfinite)
+    result = PublishResult(out_dir, nonfinite=nonfinite, threads=opts.threads)
     card = ckpt.card
     lic = " ".join(str(x) for x in (card.get("license_name") or card.get("license"), card.get("license_link")) if isinstance(x, str) and x)
     for v, stem, size in zip(variants, stems, sizes):
@@ -196,7 +204,7 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
         pv.modelfile.write_text(render_modelfile(v.first_path.name, family, lic or None), encoding="utf-8")
         if opts.validate:
             pv.report = out_dir / f"{stem}.validation.json"
-            report = validate_output(v.first_path, src, pv.report, opts.device)
+            report = validate_output(v.first_path, src, pv.report, opts.device, opts.threads)
             pv.passed = report.passed
             if report.metrics:
                 pv.mean_kld, pv.same_top1 = report.metrics.get("mean_kld"), report.metrics.get("same_top1")
@@ -204,17 +212,21 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
                 opts.on_validated(report)
         result.variants.append(pv)
 
-    title = stems[0][: -len(variants[0].outtype) - 1]
     rows = [
         FileRow(pv.outtype, [p.name for p in pv.files], pv.size, pv.bits_per_weight, pv.modelfile.name if pv.modelfile else None,
                 pv.mean_kld, pv.same_top1, None if pv.passed is None else ("passed" if pv.passed else "FAILED"),
                 pv.report.name if pv.report else None)
         for pv in result.variants
     ]
+    if chart_rows(rows):  # --validate measured the logits: the quality chart beside the table
+        result.chart_shown = write_chart(rows, chart, title)
+        result.chart = chart
     result.card = out_dir / "README.md"
-    result.card.write_text(render_card(_card_info(ckpt, variants[0].plan, title), rows, MANIFEST_NAME), encoding="utf-8")
+    card_text = render_card(_card_info(ckpt, variants[0].plan, title), rows, MANIFEST_NAME, result.chart.name if result.chart else None)
+    result.card.write_text(card_text, encoding="utf-8")
     ggufs = [p for pv in result.variants for p in pv.files]
     others = [p for pv in result.variants for p in [pv.modelfile, pv.report] if p is not None] + [result.card]
+    others += [result.chart] if result.chart else []
     result.manifest = write_manifest(out_dir, {p: d for v in variants for p, d in v.sha256.items()}, ggufs, others)
     result.seconds = time.perf_counter() - start
     failed = [pv.outtype for pv in result.variants if pv.passed is False]

@@ -131,8 +131,8 @@ def usage(info: CardInfo, rows: list[FileRow]) -> str:
     return "\n".join(parts)
 
 
-def render_card(info: CardInfo, rows: list[FileRow], manifest: str | None = None) -> str:
-    """The whole README.md."""
+def render_card(info: CardInfo, rows: list[FileRow], manifest: str | None = None, chart: str | None = None) -> str:
+    """The whole README.md (`chart`: the quality chart's file name, shown beside the table)."""
     src = f"[{info.base_model}](https://huggingface.co/{info.base_model})" if info.base_model and "/" in info.base_model else (info.base_model or "the source checkpoint")
     body = [
         front_matter(info),
@@ -148,6 +148,14 @@ def render_card(info: CardInfo, rows: list[FileRow], manifest: str | None = None
         files_table(rows),
         "",
     ]
+    if chart:
+        body += [
+            f"![Mean KL divergence and same top-1 against bits per weight, one point per file]({chart})",
+            "",
+            "The chart plots the table's validation figures against bits per weight: the further left a file sits "
+            "with a low KLD and a high same top-1, the better its size buys quality.",
+            "",
+        ]
     if any(r.validation for r in rows):
         body += [
             "Validation runs each file in llama.cpp (llama-cpp-python) and compares its next-token distributions "

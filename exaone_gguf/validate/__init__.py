@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from exaone_gguf.checkpoint import load_checkpoint
+from exaone_gguf.cores import resolve_threads
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io.split import open_model
 from exaone_gguf.validate.evaltext import load_text
@@ -83,6 +84,7 @@ def validate(
     text: str | Path | None = None,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     threshold_overrides: dict[str, float] | None = None,
+    threads: int | None = None,
 ) -> Report:
     start = time.perf_counter()
     model = Path(model)
@@ -92,7 +94,9 @@ def validate(
     eval_text = load_text(text)
     ft = file_type_name(f.get("general.file_type"))
     thresholds = override_thresholds(thresholds_for(ft), threshold_overrides)
-    report = Report(str(model), str(reference) if reference else None, ft, device, thresholds=dataclasses.asdict(thresholds))
+    threads = resolve_threads(threads)
+    report = Report(str(model), str(reference) if reference else None, ft, device, thresholds=dataclasses.asdict(thresholds),
+                    threads=threads)
     checks = report.checks
     checks += check_metadata(f, ckpt)
 
@@ -105,7 +109,7 @@ def validate(
     checks += check_templates(ckpt.tokenizer.chat_template if ckpt else None, gguf_template, tok_text(bos), tok_text(eos))
 
     try:
-        runner = Runner(model, n_ctx=max(64, max_tokens), device=device)
+        runner = Runner(model, n_ctx=max(64, max_tokens), device=device, threads=threads)
     except InputError as e:
         checks.append(CheckResult("llama.cpp: loads the file", "fail", str(e)))
         report.seconds = time.perf_counter() - start

@@ -21,7 +21,6 @@ llama-cpp-python with llama-perplexity's defaults (F16 KV cache, flash attention
 from __future__ import annotations
 
 import ctypes
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from exaone_gguf.cores import resolve_threads
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io.split import open_model
 from exaone_gguf.validate.evaltext import load_text
@@ -238,7 +238,7 @@ def compare_against(model: Path, base: Path, tokens: list[int], n_ctx: int = DEF
         )
     n_chunk = len(tokens) // n_ctx if n_chunks is None else min(n_chunks, len(tokens) // n_ctx)
     toks = np.asarray(tokens[: n_chunk * n_ctx], dtype=np.int64).reshape(n_chunk, n_ctx)
-    threads = threads or max(1, os.cpu_count() or 1)
+    threads = resolve_threads(threads)
     first = n_ctx // 2
     p = n_ctx - 1 - first
     with tempfile.TemporaryDirectory(prefix="exaone-gguf-against-") as tmp:
@@ -274,6 +274,7 @@ def validate_against(
     n_chunks: int | None = None,
     threshold_overrides: dict[str, float] | None = None,
     quality_gate: bool = False,
+    threads: int | None = None,
 ) -> Report:
     """MODEL against BASE: llama-perplexity's figures and the per-type fidelity limits of MODEL's file type.
 
@@ -296,7 +297,7 @@ def validate_against(
     if not same_vocab:
         report.seconds = time.perf_counter() - start
         return report
-    m = compare_against(model, base, tokenize(base, load_text(text)), n_ctx, n_chunks)
+    m = compare_against(model, base, tokenize(base, load_text(text)), n_ctx, n_chunks, threads)
     report.metrics = m
     gate = quality_gate or bool(threshold_overrides)
     over = "fail" if gate else "warn"

@@ -25,6 +25,7 @@ class Report:
     metrics: dict | None = None  # LogitComparison.to_dict()
     thresholds: dict | None = None
     seconds: float = 0.0
+    threads: int = 1  # llama.cpp's n_threads for the logits run
 
     @property
     def passed(self) -> bool:
@@ -42,6 +43,7 @@ class Report:
             "metrics": self.metrics,
             "thresholds": self.thresholds,
             "seconds": round(self.seconds, 3),
+            "threads": self.threads,
         }
 
     def write_json(self, path: Path) -> None:

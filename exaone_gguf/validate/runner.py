@@ -7,11 +7,11 @@ default F16 cache rounding.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from exaone_gguf.cores import resolve_threads
 from exaone_gguf.errors import InputError
 
 GGML_TYPE_F32 = 0
@@ -36,7 +36,9 @@ def check_device(device: str) -> int:
 class Runner:
     """One loaded model (vocab-only when `vocab_only`)."""
 
-    def __init__(self, gguf: Path, n_ctx: int = 512, device: str = "cpu", vocab_only: bool = False) -> None:
+    def __init__(
+        self, gguf: Path, n_ctx: int = 512, device: str = "cpu", vocab_only: bool = False, threads: int | None = None
+    ) -> None:
         from llama_cpp import Llama
 
         self.path = Path(gguf)
@@ -52,7 +54,7 @@ class Runner:
                 n_gpu_layers=n_gpu_layers,
                 type_k=GGML_TYPE_F32,
                 type_v=GGML_TYPE_F32,
-                n_threads=max(1, os.cpu_count() or 1),
+                n_threads=resolve_threads(threads),
                 seed=0,
                 verbose=False,
             )
