@@ -321,3 +321,43 @@ def test_family_extras_are_read_through_the_typed_reader(monkeypatch):
         parse_config({**nested, "text_config": {**flat, "num_experts": 0}})
     with pytest.raises(InputError, match="required key 'num_experts' is missing"):
         parse_config(flat)
+
+
+def test_make_tiny_writes_every_source_of_a_mapping_once(monkeypatch):
+    """make-tiny's weights follow the table's sources: each stacked part and a fused tensor get their own
+    random tensor (distinct data), a copied tensor is written once."""
+    from dataclasses import replace
+
+    from exaone_gguf.tiny import _weights
+
+    spec = parse_config(family_config("exaone4"))
+    parts = [f"model.layers.0.mlp.experts.{x}.gate_proj.weight" for x in range(3)]
+    table = [
+        F.TensorMapping.stacked("blk.0.ffn_gate_exps.weight", parts, (I, H)),
+        F.TensorMapping.sliced("blk.0.ffn_up_exps.weight", "experts.gate_up_proj", (3, 2 * I, H), 1, I, 2 * I),
+        *F.TensorMapping.copies(["blk.1.nextn.eh_proj.weight", "blk.2.nextn.eh_proj.weight"], "mtp.eh_proj.weight", (H, H)),
+    ]
+    monkeypatch.setitem(F._FAMILIES, "exaone4", replace(F.families()["exaone4"], tensor_map=lambda s: table))
+    sources = _weights(spec, 0, "F32")
+    assert [(s.name, s.shape) for s in sources] == [(n, (I, H)) for n in parts] + [
+        ("experts.gate_up_proj", (3, 2 * I, H)), ("mtp.eh_proj.weight", (H, H))]
+    data = [np.concatenate([np.asarray(c).reshape(-1) for c in s.produce()]) for s in sources[:3]]
+    assert not np.array_equal(data[0], data[1]) and not np.array_equal(data[1], data[2])
+
+
+def test_tokenizer_pre_names_come_from_the_family(tiny_dir, monkeypatch):
+    """tokenizer.ggml.pre is the name the family declares for what the tokenizer does (digits split or the
+    GPT-2 regex); a family that declares none gets one sentence instead of a guessed name."""
+    from dataclasses import replace
+
+    from exaone_gguf.checkpoint import spec as spec_mod
+    from exaone_gguf.checkpoint.spec import PreTokenizers
+    from exaone_gguf.checkpoint.tokenizer import load_tokenizer
+
+    assert load_tokenizer(tiny_dir("exaone3")).pre == F.BPE_PRE_TOKENIZERS.split_digits
+    assert load_tokenizer(tiny_dir("exaone4")).pre == F.BPE_PRE_TOKENIZERS.gpt2_regex
+    assert load_tokenizer(tiny_dir("exaone4"), PreTokenizers("a", "b")).pre == "b"
+    arch = "Exaone4ForCausalLM"
+    monkeypatch.setitem(spec_mod._READINGS, arch, replace(spec_mod.reading_for(arch), pre_tokenizers=None))
+    with pytest.raises(InputError, match="declares no byte-level BPE pre-tokenizer"):
+        load_tokenizer(tiny_dir("exaone4"))

@@ -11,7 +11,6 @@ from typing import Any, Callable
 from exaone_gguf.errors import InputError
 
 
-
 @dataclass(frozen=True)
 class PreTokenizers:
     """llama.cpp's `tokenizer.ggml.pre` names for the two byte-level BPE pre-tokenizers we read."""

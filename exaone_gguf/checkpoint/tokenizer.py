@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exaone_gguf.checkpoint.spec import PreTokenizers
+from exaone_gguf.checkpoint.spec import PreTokenizers, load_spec, reading_for
 from exaone_gguf.errors import InputError
 
 # GGUF token types (llama.cpp llama_token_type)
@@ -160,11 +160,11 @@ def _splits_digits(pre_tokenizer: Any) -> bool:
 
 def _family_pre_tokenizers(directory: Path) -> PreTokenizers:
     """The pre-tokenizer names the family of `directory/config.json` declares."""
-    from exaone_gguf.checkpoint.spec import load_spec, reading_for
-
     reading = reading_for(load_spec(directory).architecture)
     if reading is None or reading.pre_tokenizers is None:
-        raise InputError(f"{directory}: its model family declares no byte-level BPE pre-tokenizer; use its own tokenizer files.")
+        raise InputError(
+            f"{directory}: its model family declares no byte-level BPE pre-tokenizer; use the model's own tokenizer files."
+        )
     return reading.pre_tokenizers
 
 

@@ -17,7 +17,7 @@ validate -> publish -> cli; this package imports only checkpoint (and gguf, nump
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -28,9 +28,11 @@ from exaone_gguf.errors import InputError
 from exaone_gguf.families.sources import Sliced, Stacked
 
 __all__ = [
-    "BPE_PRE_TOKENIZERS",    "Chat", "ChatFormat", "Family", "HParam", "Sliced", "Stacked", "TensorMapping", "TensorNames", "TinyRecipe",
-    "TinyTokenizer", "chat_format", "chat_format_for", "families", "family_for", "family_of_gguf_arch",
-    "family_of_template", "gguf_archs", "register", "supported_architectures", "tiny_recipe", "tiny_recipes",
+    "BPE_PRE_TOKENIZERS", "Chat", "ChatFormat", "Family", "HParam", "Sliced", "Stacked", "TensorMapping", "TensorNames",
+    "TinyRecipe", "TinyTokenizer", "alternates", "chat_format", "chat_format_for", "chat_formats", "common_hparams",
+    "demo_recipes", "families", "family_for", "family_of_gguf_arch", "family_of_template", "gguf_archs",
+    "llama_hparams", "register", "register_alternate", "supported_architectures", "tiny_recipe", "tiny_recipes",
+    "writes_as",
 ]
 
 

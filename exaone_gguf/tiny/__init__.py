@@ -92,34 +92,40 @@ _POST_NORMS = ("post_attention_norm.weight", "post_ffw_norm.weight")
 def _weights(spec: ModelSpec, seed: int, dtype: str) -> list[TensorSource]:
     """Random weights in the family's HF names; scales chosen so the logits are peaked and the net is tame."""
     fam = family_for(spec)
-    emb_std = 10.0 / np.sqrt(spec.hidden_size)  # logit std ~10 after the final norm
-    update = 0.2 * np.sqrt(8 / (2 * spec.num_layers))  # size of each sublayer's residual update
-    sources = []
+    sources, seen = [], set()
     for idx, m in enumerate(fam.tensor_map(spec)):
-        shape = m.hf_shape
-        if m.gguf_name.endswith(_POST_NORMS):  # EXAONE 4: the post-norm gain sets the update size
-            mean, std = update, 0.1 * update
-        elif m.gguf_name == "output_norm.weight" and spec.tie_word_embeddings:
-            # Tied: logits are E·(g*norm(e_t + updates)); gains of random sign keep the current token's own
-            # row from always winning (e_t·(g*e_t) has mean 0), so the output depends on more than the input.
-            sources.append(TensorSource(m.hf_name, dtype, shape, _signed_gains(seed, idx, shape[0], dtype)))
-            continue
-        elif len(shape) == 1:
-            mean, std = 1.0, 0.1  # norm gains near 1, distinct per tensor so swaps are visible
-        elif m.gguf_name in ("token_embd.weight", "output.weight"):
-            mean, std = 0.0, emb_std
-        elif m.gguf_name.endswith(_RESIDUAL_WRITERS) and fam.tiny_tokenizer.scale_residual:
-            mean, std = 0.0, update / np.sqrt(shape[1])
-        else:
-            mean, std = 0.0, 1.0 / np.sqrt(shape[1])
-        rows = _vocab_row_scale(shape[0]) if m.gguf_name in ("token_embd.weight", "output.weight") else None
-        sources.append(TensorSource(m.hf_name, dtype, shape, _random_rows(seed, idx, shape, mean, std, dtype, rows)))
+        # every source tensor the mapping reads (stacked experts, a fused tensor), each written once (copies)
+        for j, (name, shape) in enumerate(m.sources().items()):
+            if name not in seen:
+                seen.add(name)
+                sources.append(_weight(spec, fam, m.gguf_name, name, shape, seed, (idx, j) if j else (idx,), dtype))
     return sources
 
 
-def _signed_gains(seed: int, idx: int, n: int, dtype: str):
+def _weight(spec: ModelSpec, fam: Family, gguf_name: str, name: str, shape: tuple[int, ...], seed: int, key: tuple, dtype: str) -> TensorSource:
+    emb_std = 10.0 / np.sqrt(spec.hidden_size)  # logit std ~10 after the final norm
+    update = 0.2 * np.sqrt(8 / (2 * spec.num_layers))  # size of each sublayer's residual update
+    if gguf_name.endswith(_POST_NORMS):  # EXAONE 4: the post-norm gain sets the update size
+        mean, std = update, 0.1 * update
+    elif gguf_name == "output_norm.weight" and spec.tie_word_embeddings:
+        # Tied: logits are E·(g*norm(e_t + updates)); gains of random sign keep the current token's own
+        # row from always winning (e_t·(g*e_t) has mean 0), so the output depends on more than the input.
+        return TensorSource(name, dtype, shape, _signed_gains(seed, key, shape[0], dtype))
+    elif len(shape) == 1:
+        mean, std = 1.0, 0.1  # norm gains near 1, distinct per tensor so swaps are visible
+    elif gguf_name in ("token_embd.weight", "output.weight"):
+        mean, std = 0.0, emb_std
+    elif gguf_name.endswith(_RESIDUAL_WRITERS) and fam.tiny_tokenizer.scale_residual:
+        mean, std = 0.0, update / np.sqrt(shape[-1])
+    else:
+        mean, std = 0.0, 1.0 / np.sqrt(shape[-1])
+    rows = _vocab_row_scale(shape[0]) if gguf_name in ("token_embd.weight", "output.weight") else None
+    return TensorSource(name, dtype, shape, _random_rows(seed, key, shape, mean, std, dtype, rows))
+
+
+def _signed_gains(seed: int, key: tuple, n: int, dtype: str):
     def produce():
-        rng = np.random.default_rng([seed, idx])
+        rng = np.random.default_rng([seed, *key])
         g = (1.0 + 0.1 * rng.standard_normal(n, dtype=np.float32)) * rng.choice(np.float32([-1, 1]), n)
         yield fp32_to_bf16_bits(g) if dtype == "BF16" else g.astype(np.float16 if dtype == "F16" else np.float32)
 
@@ -137,9 +143,9 @@ def _vocab_row_scale(n_rows: int) -> np.ndarray:
     return scale
 
 
-def _random_rows(seed: int, idx: int, shape: tuple[int, ...], mean: float, std: float, dtype: str, row_scale=None):
+def _random_rows(seed: int, key: tuple, shape: tuple[int, ...], mean: float, std: float, dtype: str, row_scale=None):
     def produce():
-        rng = np.random.default_rng([seed, idx])
+        rng = np.random.default_rng([seed, *key])
         rows = shape[0] if len(shape) > 1 else 1
         row_len = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
         step = max(1, (8 << 20) // (4 * row_len))
