@@ -229,14 +229,22 @@ def validate(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON to this file."),
     text: Optional[Path] = typer.Option(None, "--text", help="Evaluation text file (default: built-in bilingual text)."),
     max_tokens: int = typer.Option(256, "--max-tokens", min=2, help="Tokens of the evaluation text to compare."),
-    threshold: list[str] = typer.Option([], "--threshold", help="Override a pass threshold, e.g. max_mean_kld=0.01."),
+    threshold: list[str] = typer.Option(
+        [], "--threshold", help="Override a fidelity threshold, e.g. max_mean_kld=0.01 (turns on --quality-gate)."
+    ),
+    quality_gate: bool = typer.Option(
+        False, "--quality-gate", help="Fail (exit 1) when fidelity is below the type's thresholds; default: a warning."
+    ),
+    imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="The imatrix the file was quantized with."),
 ) -> None:
-    """Check a GGUF: metadata, tokenizer, chat template, and logits against the source checkpoint."""
+    """Check a GGUF: metadata, tokenizer, chat template; with --reference its tensors, its structure (logits of its
+    own weights) and its fidelity (logits against the source). Exit 1: the file is wrong."""
     from exaone_gguf.validate import validate as run_validate
 
     with _errors():
         report = run_validate(
-            model, reference, device=device, text=text, max_tokens=max_tokens, threshold_overrides=_parse_thresholds(threshold)
+            model, reference, device=device, text=text, max_tokens=max_tokens, threshold_overrides=_parse_thresholds(threshold),
+            quality_gate=quality_gate, imatrix=imatrix,
         )
         report.render(err)
         if json_path:

@@ -178,3 +178,36 @@ def judge(c: LogitComparison, t: Thresholds) -> list[tuple[str, bool, str]]:
              f"max |dlogit| / max |logit| {rel:.3g} (max {t.max_rel_logit_diff:g})")
         )
     return [(name, bool(ok), detail) for name, ok, detail in checks]
+
+
+@dataclass(frozen=True)
+class StructureLimit:
+    """Limits on the structure comparison (reference forward on the file's own weights vs llama.cpp on the file)."""
+
+    name: str
+    max_rel_logit_diff: float  # max |dlogit| / max |logit|
+    max_mean_kld: float
+
+
+STRUCTURE_LIMITS: dict[str, StructureLimit] = {
+    s.name: s
+    for s in [
+        StructureLimit("F32", 1.0, 1.0),
+        StructureLimit("GENERIC", 1.0, 1.0),
+    ]
+}
+
+
+def structure_limit(type_name: str) -> StructureLimit:
+    key = type_name.upper().removeprefix("MOSTLY_")
+    return STRUCTURE_LIMITS.get(key, STRUCTURE_LIMITS["GENERIC"])
+
+
+def judge_structure(c: LogitComparison, s: StructureLimit) -> tuple[bool, str]:
+    rel = c.rel_logit_diff
+    ok = c.finite and rel <= s.max_rel_logit_diff and c.mean_kld <= s.max_mean_kld
+    detail = (
+        f"max |dlogit| / max |logit| {rel:.3g} (max {s.max_rel_logit_diff:g}), mean KLD {c.mean_kld:.3g} "
+        f"(max {s.max_mean_kld:g}), same top-1 {c.same_top1:.1f}%"
+    )
+    return bool(ok), detail if c.finite else "llama.cpp's logits contain NaN or infinity"
