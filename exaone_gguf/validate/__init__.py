@@ -147,7 +147,7 @@ def validate(
     checks += check_templates(ckpt.tokenizer.chat_template if ckpt else None, gguf_template, tok_text(bos), tok_text(eos))
 
     try:
-        runner = Runner(model, n_ctx=max(64, max_tokens), device=device)
+        runner = Runner(model, n_ctx=max(256, max_tokens), device=device)  # room for the chat check too
     except InputError as e:
         checks.append(CheckResult("llama.cpp: loads the file", "fail", str(e)))
         report.seconds = time.perf_counter() - start

@@ -31,6 +31,7 @@ from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import GGUFFile
 from exaone_gguf.quantize.imatrix import weights_for
 from exaone_gguf.quantize.kernels import quantize
+from exaone_gguf.validate.reference.weights import dequantize
 from exaone_gguf.validate.results import CheckResult
 
 CHUNK_VALUES = 1 << 22  # source values per chunk (16 MB of float32)
@@ -60,21 +61,6 @@ class TensorVerdict:
         """JSON-ready; an identical tensor has no error figures (none were computed)."""
         d = {k: v for k, v in self.__dict__.items() if (k != "problem" or v) and not (isinstance(v, float) and math.isnan(v))}
         return {k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in d.items()}
-
-
-def _dequantize(raw: np.ndarray, qtype: T, n_rows: int, n_cols: int) -> np.ndarray:
-    if qtype == T.F32:
-        return raw.view("<f4").reshape(n_rows, n_cols).astype(np.float32)
-    if qtype == T.F16:
-        return raw.view("<f2").reshape(n_rows, n_cols).astype(np.float32)
-    if qtype == T.BF16:
-        from exaone_gguf.checkpoint.safetensors import bf16_to_f32
-
-        return bf16_to_f32(raw.view("<u2")).reshape(n_rows, n_cols)
-    from gguf import quants
-
-    with np.errstate(all="ignore"):
-        return np.asarray(quants.dequantize(raw.reshape(n_rows, -1), qtype), dtype=np.float32).reshape(n_rows, n_cols)
 
 
 def compare_tensor(f: GGUFFile, ckpt: Checkpoint, m: TensorMapping, imatrix: dict | None) -> TensorVerdict:
@@ -109,8 +95,8 @@ def compare_tensor(f: GGUFFile, ckpt: Checkpoint, m: TensorMapping, imatrix: dic
     # pass 2: errors and gains against the band
     ss_src = ss_file = ss_fresh = dot_file = dot_fresh = 0.0
     for start, stop, src, fresh, got in chunks():
-        deq = _dequantize(got, qtype, stop - start, n_cols).astype(np.float64)
-        deq_fresh = _dequantize(fresh, qtype, stop - start, n_cols).astype(np.float64)
+        deq = dequantize(got, qtype, stop - start, n_cols).astype(np.float64)
+        deq_fresh = dequantize(fresh, qtype, stop - start, n_cols).astype(np.float64)
         s = src.astype(np.float64)
         ss_src += float(np.sum(s * s))
         ss_file += float(np.sum((deq - s) ** 2))

@@ -20,7 +20,7 @@ LOGIT_CHUNK_ROWS = 8192
 
 def linear(w: Weights, name: str, x: np.ndarray) -> np.ndarray:
     """x @ W.T (+ bias when there is one; EXAONE has none, some Llama fine-tunes do)."""
-    y = x @ w.get(name + ".weight").T
+    y = w.product_input(name + ".weight", x) @ w.get(name + ".weight").T
     if name + ".bias" in w:
         y += w.get(name + ".bias")
     return y
@@ -45,6 +45,7 @@ def embed(w: Weights, name: str, ids: np.ndarray) -> np.ndarray:
 def output_logits(w: Weights, name: str, x: np.ndarray) -> np.ndarray:
     """x @ W_out.T with W_out [V, H] read in row chunks, so a 102400 x 5120 head never sits in memory whole."""
     vocab = w.n_rows(name)
+    x = w.product_input(name, x)
     out = np.empty((x.shape[0], vocab), dtype=np.float32)
     for start in range(0, vocab, LOGIT_CHUNK_ROWS):
         stop = min(start + LOGIT_CHUNK_ROWS, vocab)
