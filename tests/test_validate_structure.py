@@ -160,8 +160,8 @@ def test_fidelity_below_thresholds_is_a_warning_unless_gated(model, tmp_path):
     code, report = run_cli(gguf, ckpt, tmp_path)
     assert code == 0 and check(report, "logits: mean kld")["status"] == "warn"
     code, report = run_cli(gguf, ckpt, tmp_path, "--quality-gate")
-    assert code == 1 and failed(report) == {"logits: mean kld", "logits: p99 kld", "logits: same top1"} & failed(report)
-    assert "logits: mean kld" in failed(report)
+    assert code == 1 and "logits: mean kld" in failed(report)
+    assert all(name.startswith("logits: ") for name in failed(report))  # only fidelity: the file itself is right
 
 
 def test_imatrix_file_is_identical_with_its_imatrix_and_within_band_without(model, tmp_path):
