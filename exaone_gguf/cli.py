@@ -228,7 +228,13 @@ def validate(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON to this file."),
     text: Optional[Path] = typer.Option(None, "--text", help="Evaluation text file (default: built-in bilingual text)."),
     max_tokens: int = typer.Option(256, "--max-tokens", min=2, help="Tokens of the evaluation text to compare."),
-    threshold: list[str] = typer.Option([], "--threshold", help="Override a pass threshold, e.g. max_mean_kld=0.01."),
+    threshold: list[str] = typer.Option(
+        [], "--threshold", help="Override a fidelity threshold, e.g. max_mean_kld=0.01 (turns on --quality-gate)."
+    ),
+    quality_gate: bool = typer.Option(
+        False, "--quality-gate", help="Fail (exit 1) when fidelity is below the type's thresholds; default: a warning."
+    ),
+    imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="The imatrix the file was quantized with."),
     against: Optional[Path] = typer.Option(
         None, "--against", metavar="BASE.gguf", help="Compare with a higher-precision GGUF as llama-perplexity --kl-divergence does."
     ),
@@ -236,7 +242,8 @@ def validate(
     chunks: Optional[int] = typer.Option(None, "--chunks", min=1, help="--against: at most this many chunks."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
-    """Check a GGUF: metadata, tokenizer, chat template, and logits against the source checkpoint."""
+    """Check a GGUF: metadata, tokenizer, chat template; with --reference its tensors, its structure (logits of its
+    own weights) and its fidelity (logits against the source). Exit 1: the file is wrong."""
     from exaone_gguf.validate import validate as run_validate
 
     with _errors():
@@ -246,12 +253,14 @@ def validate(
             from exaone_gguf.validate.against import validate_against
 
             report = validate_against(
-                model, against, text, ctx, chunks, threshold_overrides=_parse_thresholds(threshold), threads=resolve_threads(threads)
+                model, against, text, ctx, chunks, threshold_overrides=_parse_thresholds(threshold),
+                quality_gate=quality_gate, threads=resolve_threads(threads),
             )
         else:
             report = run_validate(
                 model, resolve_source(reference) if reference is not None else None, device=device, text=text,
                 max_tokens=max_tokens, threshold_overrides=_parse_thresholds(threshold), threads=threads,
+                quality_gate=quality_gate, imatrix=imatrix,
             )
         report.render(err)
         if json_path:

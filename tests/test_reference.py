@@ -224,7 +224,7 @@ def test_gqa_grouping_read_wrong_is_refused(built, tmp_path):
     """num_key_value_heads 4 instead of 2: k/v projections no longer fit the heads, and the forward says so."""
     name, path, hf, tokens = built
     bad = load_checkpoint(_with_config(path, tmp_path / "bad", "num_key_value_heads", 4))
-    with pytest.raises(ValueError, match="cannot reshape array of size 1536 into shape .48,4,16."):
+    with pytest.raises(ValueError, match="cannot reshape array of size 2048 into shape .64,64."):  # k_proj: 2 kv heads, not 4
         reference.forward(bad, tokens)
 
 

@@ -150,5 +150,5 @@ FAMILY = register(
     )
 )
 EXAONE_AS_LLAMA = register_alternate(
-    exaone3.NAME, Family(exaone3.NAME, ARCH, exaone_tensor_map, hparams, reference=exaone3.FAMILY.reference)
+    exaone3.NAME, Family(exaone3.NAME, ARCH, exaone_tensor_map, hparams, reference="llama")  # permuted q/k: the Llama forward
 )

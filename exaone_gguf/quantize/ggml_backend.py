@@ -135,3 +135,76 @@ def quantize_rows(x: np.ndarray, qtype: GGMLQuantizationType, imatrix: np.ndarra
             f.result()
     return out
 
+
+
+@lru_cache(maxsize=None)
+def _dequantize_fn(qtype: GGMLQuantizationType):
+    """ggml's dequantize_row_<type>(const void *, float *, int64_t k), or None when the library lacks it."""
+    lib = _lib()
+    fn = getattr(lib, f"dequantize_row_{qtype.name.lower().replace('_k', '_K')}", None) if lib is not None else None
+    if fn is not None:
+        fn.argtypes = [ctypes.c_void_p, _F32P, ctypes.c_int64]
+        fn.restype = None
+    return fn
+
+
+def can_dequantize(qtype: GGMLQuantizationType) -> bool:
+    return _dequantize_fn(GGMLQuantizationType(qtype)) is not None
+
+
+def dequantize_rows(raw: np.ndarray, qtype: GGMLQuantizationType, ncols: int) -> np.ndarray:
+    """uint8 rows of a block type -> float32 [nrows, ncols] with llama.cpp's own dequantize_row_* kernels."""
+    qtype = GGMLQuantizationType(qtype)
+    fn = _dequantize_fn(qtype)
+    if fn is None:
+        raise ValueError(f"ggml backend cannot dequantize {qtype.name}")
+    src = np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1)
+    nbytes = row_nbytes(qtype, ncols)
+    if src.size % nbytes:
+        raise ValueError(f"{src.size} bytes are not whole {qtype.name} rows of {ncols} values")
+    out = np.empty((src.size // nbytes, ncols), dtype=np.float32)
+    if out.size:
+        fn(src.ctypes.data, out.ctypes.data_as(_F32P), out.size)
+    return out
+
+
+# The type llama.cpp's CPU backend converts activations to before a product with weights of each type
+# (ggml-cpu's type_traits_cpu[type].vec_dot_type).
+VEC_DOT_TYPE = {
+    **{t: GGMLQuantizationType.Q8_0 for t in ("Q8_0", "Q4_0", "Q5_0", "IQ4_NL")},
+    **{t: GGMLQuantizationType.Q8_1 for t in ("Q4_1", "Q5_1")},
+    **{t: GGMLQuantizationType.Q8_K for t in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS")},
+}
+
+
+def round_activations(x: np.ndarray, weight_type: GGMLQuantizationType) -> np.ndarray | None:
+    """Activations x [rows, n] as llama.cpp's CPU backend feeds them to a product with `weight_type` weights:
+    quantized to Q8_0 / Q8_1 / Q8_K with ggml's reference kernels and dequantized back (float32), or None when
+    that type is not rounded here (float weights, or no library)."""
+    target = VEC_DOT_TYPE.get(GGMLQuantizationType(weight_type).name)
+    lib = _lib()
+    if target is None or lib is None:
+        return None
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    block = 256 if target == GGMLQuantizationType.Q8_K else 32
+    if x.shape[-1] % block:
+        return None
+    if target == GGMLQuantizationType.Q8_1:  # Q8_1 dequantizes like Q8_0: d * q (its s field feeds the offset)
+        target_q, name = GGMLQuantizationType.Q8_1, "q8_1"
+    else:
+        target_q, name = target, target.name.lower().replace("_k", "_K")
+    quant = getattr(lib, f"quantize_row_{name}_ref")
+    quant.argtypes = [_F32P, ctypes.c_void_p, ctypes.c_int64]
+    quant.restype = None
+    nb = x.size // block
+    bytes_per_block = {GGMLQuantizationType.Q8_0: 34, GGMLQuantizationType.Q8_1: 36, GGMLQuantizationType.Q8_K: 292}[target_q]
+    buf = np.empty(nb * bytes_per_block, dtype=np.uint8)
+    quant(x.ctypes.data_as(_F32P), buf.ctypes.data, x.size)
+    blocks = buf.reshape(nb, bytes_per_block)
+    if target_q == GGMLQuantizationType.Q8_K:
+        d = blocks[:, :4].copy().view("<f4").astype(np.float32)
+        q = blocks[:, 4:260].copy().view(np.int8).astype(np.float32)
+    else:
+        d = blocks[:, :2].copy().view("<f2").astype(np.float32)
+        q = blocks[:, bytes_per_block - 32 :].copy().view(np.int8).astype(np.float32)
+    return (d * q).reshape(x.shape)

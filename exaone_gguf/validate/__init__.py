@@ -1,4 +1,9 @@
-"""validate: prove a GGUF matches its source — metadata, tokenizer, chat template and logits.
+"""validate: prove a GGUF matches its source — metadata, tokenizer, chat template, tensors and logits.
+
+With a source checkpoint, three comparisons: tensors (each dequantized tensor against a fresh quantization
+of its source tensor, tensor_check.py), structure (the reference forward on the file's own weights against
+llama.cpp's logits on the file) and fidelity (the reference forward on the source against llama.cpp: the
+quality report, KLD, top-1, perplexity).
 
 `validate(model, reference)` runs every check and returns a Report; a failed check is a result, not an
 exception. Bad input (unreadable files, bad options) raises InputError.
@@ -15,13 +20,23 @@ import numpy as np
 from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.cores import resolve_threads
 from exaone_gguf.errors import InputError
+from exaone_gguf.families import writes_as
 from exaone_gguf.gguf_io.split import open_model
 from exaone_gguf.validate.evaltext import load_text
+from exaone_gguf.quantize.imatrix import load_imatrix
 from exaone_gguf.validate.metadata_check import check_metadata, eos_token_of, file_type_name
-from exaone_gguf.validate.metrics import Thresholds, compare_logits, judge, thresholds_for
+from exaone_gguf.validate.metrics import (
+    Thresholds,
+    compare_logits,
+    judge,
+    judge_structure,
+    structure_limit,
+    thresholds_for,
+)
 from exaone_gguf.validate.report import Report
 from exaone_gguf.validate.results import CheckResult
 from exaone_gguf.validate.runner import Runner, check_device
+from exaone_gguf.validate.tensor_check import check_tensors
 from exaone_gguf.validate.template_check import check_templates
 from exaone_gguf.validate.tokenizer_check import check_round_trip, check_special_tokens, compare_tokenization
 
@@ -60,7 +75,25 @@ def check_chat_stop(runner: Runner, eos: int | None) -> CheckResult:
     return CheckResult(name, "pass", f"stopped at EOS {eos} with no text")
 
 
-def check_logits(runner: Runner, ckpt, tokens: list[int], thresholds: Thresholds) -> tuple[list[CheckResult], dict | None]:
+def check_structure(f, ckpt, got: np.ndarray, tokens: list[int], file_type: str) -> tuple[CheckResult, dict | None]:
+    """The reference forward with the file's own dequantized weights and the source config, against llama.cpp's
+    logits on the file: weight rounding is common to both, so only computation differences remain."""
+    from exaone_gguf.validate.reference import forward_file
+
+    name = "structure: file weights, source config"
+    try:
+        ref = forward_file(f, ckpt.spec, tokens)
+    except (KeyError, ValueError, InputError) as e:  # a missing or misshapen tensor: metadata names it
+        return CheckResult(name, "fail", f"the reference forward cannot run on the file's tensors ({e})"), None
+    c = compare_logits(ref, got, tokens)
+    limit = structure_limit(file_type)
+    ok, detail = judge_structure(c, limit)
+    return CheckResult(name, "pass" if ok else "fail", detail, {"limit": dataclasses.asdict(limit), **c.to_dict()}), c.to_dict()
+
+
+def check_logits(
+    runner: Runner, f, ckpt, tokens: list[int], thresholds: Thresholds, file_type: str, gate: bool
+) -> tuple[list[CheckResult], dict | None]:
     got = runner.logits(tokens)
     if ckpt is None:
         finite = bool(np.isfinite(got).all())
@@ -68,10 +101,13 @@ def check_logits(runner: Runner, ckpt, tokens: list[int], thresholds: Thresholds
         return [CheckResult("logits: finite", "pass" if finite else "fail", detail)], None
     from exaone_gguf.validate.reference import forward
 
-    ref = forward(ckpt, tokens)
+    structure, _ = check_structure(f, ckpt, got, tokens, file_type)
+    arch = f.get("general.architecture")
+    ref = forward(ckpt, tokens, arch if writes_as(ckpt.spec, arch) else None)
     comparison = compare_logits(ref, got, tokens)
-    results = [
-        CheckResult(f"logits: {name.replace('_', ' ')}", "pass" if ok else "fail", detail)
+    # fidelity: how much the type costs this model; below the thresholds a warning unless the gate is on
+    results = [structure] + [
+        CheckResult(f"logits: {name.replace('_', ' ')}", "pass" if ok else ("fail" if gate or name == "finite" else "warn"), detail)
         for name, ok, detail in judge(comparison, thresholds)
     ]
     return results, comparison.to_dict()
@@ -85,12 +121,18 @@ def validate(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     threshold_overrides: dict[str, float] | None = None,
     threads: int | None = None,
+    quality_gate: bool = False,
+    imatrix: Path | str | None = None,
 ) -> Report:
+    """Exit status semantics: a "fail" means the file is wrong (tensors, structure, metadata, tokenizer,
+    template); fidelity (logits vs the source) below the type's thresholds fails only with `quality_gate`
+    or threshold overrides, else it is a warning."""
     start = time.perf_counter()
     model = Path(model)
     check_device(device)
     f = open_model(model)  # a split model: shard 1 and the rest, as llama.cpp loads it
     ckpt = load_checkpoint(reference) if reference is not None else None
+    imatrix_weights = load_imatrix(imatrix) if imatrix is not None else None
     eval_text = load_text(text)
     ft = file_type_name(f.get("general.file_type"))
     thresholds = override_thresholds(thresholds_for(ft), threshold_overrides)
@@ -99,6 +141,8 @@ def validate(
                     threads=threads)
     checks = report.checks
     checks += check_metadata(f, ckpt)
+    if ckpt is not None:
+        checks.append(check_tensors(f, ckpt, imatrix_weights))
 
     arch = f.get("general.architecture")
     tokens_list = f.get("tokenizer.ggml.tokens") or []
@@ -109,7 +153,7 @@ def validate(
     checks += check_templates(ckpt.tokenizer.chat_template if ckpt else None, gguf_template, tok_text(bos), tok_text(eos))
 
     try:
-        runner = Runner(model, n_ctx=max(64, max_tokens), device=device, threads=threads)
+        runner = Runner(model, n_ctx=max(256, max_tokens), device=device, threads=threads)  # room for the chat check too
     except InputError as e:
         checks.append(CheckResult("llama.cpp: loads the file", "fail", str(e)))
         report.seconds = time.perf_counter() - start
@@ -127,7 +171,8 @@ def validate(
         tokens = runner.llm.tokenize(eval_text.encode("utf-8"), add_bos=False, special=False)[:max_tokens]
         if len(tokens) < 2:
             raise InputError("the evaluation text is shorter than two tokens; give a longer --text.")
-        results, metrics = check_logits(runner, ckpt, tokens, thresholds)
+        gate = quality_gate or bool(threshold_overrides)
+        results, metrics = check_logits(runner, f, ckpt, tokens, thresholds, ft, gate)
         checks += results
         report.metrics = metrics
     report.seconds = time.perf_counter() - start

@@ -1,8 +1,15 @@
-"""Float32 numpy reference forward pass, one readable file per family (in the spirit of nanoGPT's model.py).
+"""Float32 numpy reference forward pass, one readable file per family (each family declares
+its forward by name: exaone_gguf.validate.reference.<name>) (in the spirit of nanoGPT's
+model.py).
 
-`forward(checkpoint, token_ids)` returns logits [T, vocab] computed straight from the HF weights, the
-ground truth that GGUF logits from llama.cpp are compared against. Weights are read layer by layer
-through the checkpoint's lazy handles, so memory stays near one layer plus activations.
+Each forward takes its weights from a mapping by GGUF tensor name (weights.py) and the model's config:
+
+    forward(checkpoint, token_ids)            the source: HF weights through the family's tensor table, the
+                                              ground truth llama.cpp's logits on a file are compared against
+    forward_file(gguf, spec, token_ids)       the file's own dequantized weights with the source config: what
+                                              llama.cpp should compute on that file, rounding of weights aside
+
+Weights are read layer by layer, so memory stays near one layer plus activations.
 """
 
 from __future__ import annotations
@@ -13,12 +20,15 @@ from typing import Callable
 import numpy as np
 
 from exaone_gguf.checkpoint import Checkpoint
+from exaone_gguf.checkpoint.spec import ModelSpec
 from exaone_gguf.errors import InputError
-from exaone_gguf.families import families
+from exaone_gguf.families import Family, families, family_for
+from exaone_gguf.gguf_io import GGUFFile
+from exaone_gguf.validate.reference.weights import FileWeights, SourceWeights, Weights
 
-__all__ = ["FORWARDS", "forward", "forward_named"]
+__all__ = ["FORWARDS", "FileWeights", "SourceWeights", "forward", "forward_file", "forward_named", "forward_weights"]
 
-Forward = Callable[[Checkpoint, list[int]], np.ndarray]
+Forward = Callable[[Weights, ModelSpec, list[int]], np.ndarray]
 
 
 def forward_named(name: str) -> Forward:
@@ -30,9 +40,28 @@ def forward_named(name: str) -> Forward:
 FORWARDS: dict[str, Forward] = {n: forward_named(f.reference) for n, f in families().items() if f.reference}
 
 
-def forward(checkpoint: Checkpoint, token_ids: list[int]) -> np.ndarray:
-    """Logits float32 [len(token_ids), vocab]; row i is the model's prediction for token i + 1."""
-    family = checkpoint.spec.family
-    if family not in FORWARDS:
-        raise InputError(f"{checkpoint.path}: no reference forward pass for model family {family!r}.")
-    return FORWARDS[family](checkpoint, token_ids)
+def forward_weights(fam: Family, weights: Weights, spec: ModelSpec, token_ids: list[int]) -> np.ndarray:
+    """Logits of `weights` (GGUF tensor names, as `fam` writes them) run with the config `spec`."""
+    if not fam.reference:
+        raise InputError(f"{spec.config_path}: no reference forward pass for model family {fam.name!r}.")
+    return forward_named(fam.reference)(weights, spec, token_ids)
+
+
+def forward(checkpoint: Checkpoint, token_ids: list[int], arch: str | None = None) -> np.ndarray:
+    """Logits float32 [len(token_ids), vocab] of the source; row i is the model's prediction for token i + 1.
+    `arch`: the GGUF architecture to compute as (EXAONE 3.x as `llama`: same logits, permuted q/k)."""
+    spec = checkpoint.spec
+    fam = family_for(spec, arch)
+    return forward_weights(fam, SourceWeights(checkpoint, fam.tensor_map(spec)), spec, token_ids)
+
+
+def forward_file(f: GGUFFile, spec: ModelSpec, token_ids: list[int]) -> np.ndarray:
+    """Logits of the GGUF's own (dequantized) weights run with the source config `spec`, computed as the
+    file's architecture says (EXAONE 3.x written as `llama` runs the Llama forward on its permuted q/k); a file
+    whose architecture the family cannot be written as runs as the family's own (the metadata check fails it)."""
+    arch = f.get("general.architecture")
+    try:
+        fam = family_for(spec, arch)
+    except InputError:
+        fam = family_for(spec)
+    return forward_weights(fam, FileWeights(f), spec, token_ids)

@@ -1,35 +1,28 @@
 """Building blocks shared by the per-family reference forwards: float32 numpy, written for reading.
 
-Shapes: T tokens, H hidden, nH query heads, nKV key/value heads, D head_dim. Linear weights are in HF
-layout [out, in], so a projection is `x @ W.T`.
+Shapes: T tokens, H hidden, nH query heads, nKV key/value heads, D head_dim. Weights come from a `Weights`
+mapping under GGUF tensor names (blk.{i}.attn_q.weight ...), as float32 in numpy layout [out, in] (the GGUF
+shape reversed, the HF shape), so a projection is `x @ W.T`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.checkpoint.spec import ModelSpec
 from exaone_gguf.convert.rope import inv_freq
 from exaone_gguf.errors import InputError
+from exaone_gguf.validate.reference.weights import Weights
 
 # Rows of the output matrix multiplied at a time: bounds memory for 100k-token vocabularies.
 LOGIT_CHUNK_ROWS = 8192
 
 
-def weight(ckpt: Checkpoint, name: str) -> np.ndarray:
-    """One tensor as float32, read when needed; the mmap pages behind it are released right away."""
-    handle = ckpt.tensor(name)
-    w = handle.to_f32()
-    handle.release()
-    return w
-
-
-def linear(ckpt: Checkpoint, name: str, x: np.ndarray) -> np.ndarray:
-    """x @ W.T (+ bias when the checkpoint has one; EXAONE has none, some Llama fine-tunes do)."""
-    y = x @ weight(ckpt, name + ".weight").T
-    if name + ".bias" in ckpt.tensors:
-        y += weight(ckpt, name + ".bias")
+def linear(w: Weights, name: str, x: np.ndarray) -> np.ndarray:
+    """x @ W.T (+ bias when there is one; EXAONE has none, some Llama fine-tunes do)."""
+    y = w.product_input(name + ".weight", x) @ w.get(name + ".weight").T
+    if name + ".bias" in w:
+        y += w.get(name + ".bias")
     return y
 
 
@@ -43,23 +36,26 @@ def check_tokens(spec: ModelSpec, token_ids: list[int]) -> np.ndarray:
     return ids
 
 
-def embed(ckpt: Checkpoint, name: str, ids: np.ndarray) -> np.ndarray:
+def embed(w: Weights, name: str, ids: np.ndarray) -> np.ndarray:
     """Gather embedding rows one token id at a time: never materialises the [V, H] table."""
-    handle = ckpt.tensor(name)
-    rows = {int(i): handle.to_f32(int(i), int(i) + 1)[0] for i in np.unique(ids)}
+    rows = {int(i): w.rows(name, int(i), int(i) + 1)[0] for i in np.unique(ids)}
     return np.stack([rows[int(i)] for i in ids]).astype(np.float32)
 
 
-def output_logits(ckpt: Checkpoint, name: str, x: np.ndarray) -> np.ndarray:
+def output_logits(w: Weights, name: str, x: np.ndarray) -> np.ndarray:
     """x @ W_out.T with W_out [V, H] read in row chunks, so a 102400 x 5120 head never sits in memory whole."""
-    handle = ckpt.tensor(name)
-    vocab = handle.shape[0]
+    vocab = w.n_rows(name)
+    x = w.product_input(name, x)
     out = np.empty((x.shape[0], vocab), dtype=np.float32)
     for start in range(0, vocab, LOGIT_CHUNK_ROWS):
         stop = min(start + LOGIT_CHUNK_ROWS, vocab)
-        out[:, start:stop] = x @ handle.to_f32(start, stop).T
-    handle.release()
+        out[:, start:stop] = x @ w.rows(name, start, stop).T
     return out
+
+
+def output_head(w: Weights) -> str:
+    """The output matrix: its own tensor, or the embeddings when they are tied (no `output.weight`)."""
+    return "output.weight" if "output.weight" in w else "token_embd.weight"
 
 
 def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
@@ -80,6 +76,18 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     half = x.shape[-1] // 2
     rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
     return x * cos[:, None, :] + rotated * sin[:, None, :]
+
+
+def apply_rope_interleaved(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """llama.cpp's "normal" RoPE on x [T, n, D]: pairs (2j, 2j + 1) rotate with frequency j. On q/k rows
+    permuted as the `llama` converter does, this is the same function as `apply_rope` on HF rows."""
+    half = x.shape[-1] // 2
+    c, s = cos[:, None, :half], sin[:, None, :half]  # the tables repeat their first half
+    even, odd = x[..., 0::2], x[..., 1::2]
+    out = np.empty_like(x)
+    out[..., 0::2] = even * c - odd * s
+    out[..., 1::2] = even * s + odd * c
+    return out
 
 
 def attention_mask(n: int, window: int | None) -> np.ndarray:
@@ -120,9 +128,9 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x * (np.float32(0.5) * (np.float32(1.0) + np.tanh(np.float32(0.5) * x)))
 
 
-def swiglu(ckpt: Checkpoint, gate: str, up: str, down: str, x: np.ndarray) -> np.ndarray:
+def swiglu(w: Weights, gate: str, up: str, down: str, x: np.ndarray) -> np.ndarray:
     """down(silu(gate(x)) * up(x)), the FFN of every family here."""
-    return linear(ckpt, down, silu(linear(ckpt, gate, x)) * linear(ckpt, up, x))
+    return linear(w, down, silu(linear(w, gate, x)) * linear(w, up, x))
 
 
 def split_heads(x: np.ndarray, n_heads: int, head_dim: int) -> np.ndarray:

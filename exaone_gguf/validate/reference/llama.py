@@ -1,52 +1,59 @@
-"""Llama-family models (KULLM3 and other Korean Llama fine-tunes): standard HF Llama names.
+"""Llama-shaped blocks: the `llama` architecture (KULLM3 and other Korean Llama fine-tunes; EXAONE 3.x written as
+`llama`), and, with NEOX RoPE, EXAONE 3.x's own `exaone` architecture (exaone3.py).
 
-    h = embed_tokens[ids]
-    per layer:  h = h + o_proj(attn(rope(q(input_layernorm(h))), rope(k(...)), v(...)))
-                h = h + down_proj(silu(gate_proj(post_attention_layernorm(h))) * up_proj(...))
-    logits = lm_head(norm(h))
+    h = token_embd[ids]
+    per layer i:  x = attn_norm(h)
+                  h = h + attn_output(attn(rope(attn_q(x)), rope(attn_k(x)), attn_v(x)))
+                  x = ffn_norm(h)
+                  h = h + ffn_down(silu(ffn_gate(x)) * ffn_up(x))
+    logits = output(output_norm(h))       # output is token_embd when the embeddings are tied
 
-RoPE is rotate_half on the HF weights; llama.cpp's converter permutes q/k for its interleaved RoPE,
-which is the same function, so the reference never needs to know about the permutation.
+The `llama` converter permutes q/k rows within each head for llama.cpp's interleaved ("normal") RoPE, and the
+weights here are in GGUF order, so this file rotates pairs (2j, 2j + 1): the same function as rotate_half on
+the HF rows.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
-from exaone_gguf.checkpoint import Checkpoint
+from exaone_gguf.checkpoint.spec import ModelSpec
 from exaone_gguf.validate.reference.common import (
-    apply_rope,
+    apply_rope_interleaved,
     attention,
     check_tokens,
     embed,
     linear,
+    output_head,
     output_logits,
     rmsnorm,
     rope_tables,
     split_heads,
     swiglu,
-    weight,
 )
+from exaone_gguf.validate.reference.weights import Weights
 
 
-def forward(ckpt: Checkpoint, token_ids: list[int]) -> np.ndarray:
-    spec = ckpt.spec
+def forward(
+    w: Weights, spec: ModelSpec, token_ids: list[int], rope: Callable[..., np.ndarray] = apply_rope_interleaved
+) -> np.ndarray:
     ids = check_tokens(spec, token_ids)
     nh, nkv, d, eps = spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.rms_eps
     cos, sin = rope_tables(spec, len(ids))
 
-    h = embed(ckpt, "model.embed_tokens.weight", ids)
+    h = embed(w, "token_embd.weight", ids)
     for i in range(spec.num_layers):
-        p = f"model.layers.{i}."
-        x = rmsnorm(h, weight(ckpt, p + "input_layernorm.weight"), eps)
-        q = apply_rope(split_heads(linear(ckpt, p + "self_attn.q_proj", x), nh, d), cos, sin)
-        k = apply_rope(split_heads(linear(ckpt, p + "self_attn.k_proj", x), nkv, d), cos, sin)
-        v = split_heads(linear(ckpt, p + "self_attn.v_proj", x), nkv, d)
-        h = h + linear(ckpt, p + "self_attn.o_proj", attention(q, k, v, window=None))
+        p = f"blk.{i}."
+        x = rmsnorm(h, w.get(p + "attn_norm.weight"), eps)
+        q = rope(split_heads(linear(w, p + "attn_q", x), nh, d), cos, sin)
+        k = rope(split_heads(linear(w, p + "attn_k", x), nkv, d), cos, sin)
+        v = split_heads(linear(w, p + "attn_v", x), nkv, d)
+        h = h + linear(w, p + "attn_output", attention(q, k, v, window=None))
 
-        x = rmsnorm(h, weight(ckpt, p + "post_attention_layernorm.weight"), eps)  # the pre-FFN norm
-        h = h + swiglu(ckpt, p + "mlp.gate_proj", p + "mlp.up_proj", p + "mlp.down_proj", x)
+        x = rmsnorm(h, w.get(p + "ffn_norm.weight"), eps)
+        h = h + swiglu(w, p + "ffn_gate", p + "ffn_up", p + "ffn_down", x)
 
-    h = rmsnorm(h, weight(ckpt, "model.norm.weight"), eps)
-    head = "model.embed_tokens.weight" if spec.tie_word_embeddings else "lm_head.weight"
-    return output_logits(ckpt, head, h)
+    h = rmsnorm(h, w.get("output_norm.weight"), eps)
+    return output_logits(w, output_head(w), h)
