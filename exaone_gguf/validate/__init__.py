@@ -20,8 +20,8 @@ import numpy as np
 from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io.split import open_model
-from exaone_gguf.validate.evaltext import load_text
 from exaone_gguf.quantize.imatrix import load_imatrix
+from exaone_gguf.validate.evaltext import load_text
 from exaone_gguf.validate.metadata_check import EXAONE_ARCHS, LLAMA_COMPATIBLE, check_metadata, file_type_name
 from exaone_gguf.validate.metrics import (
     Thresholds,
@@ -34,8 +34,8 @@ from exaone_gguf.validate.metrics import (
 from exaone_gguf.validate.report import Report
 from exaone_gguf.validate.results import CheckResult
 from exaone_gguf.validate.runner import Runner, check_device
-from exaone_gguf.validate.tensor_check import check_tensors
 from exaone_gguf.validate.template_check import check_templates
+from exaone_gguf.validate.tensor_check import check_tensors
 from exaone_gguf.validate.tokenizer_check import check_round_trip, check_special_tokens, compare_tokenization
 
 __all__ = ["validate", "Report", "CheckResult"]

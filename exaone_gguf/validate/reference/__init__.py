@@ -13,7 +13,7 @@ Weights are read layer by layer, so memory stays near one layer plus activations
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from exaone_gguf.gguf_io import GGUFFile
 from exaone_gguf.validate.reference import exaone3, exaone4, llama
 from exaone_gguf.validate.reference.weights import FileWeights, SourceWeights, Weights
 
-__all__ = ["FORWARDS", "forward", "forward_file", "forward_weights", "FileWeights", "SourceWeights"]
+__all__ = ["FORWARDS", "FileWeights", "SourceWeights", "forward", "forward_file", "forward_weights"]
 
 # GGUF architecture -> forward(weights, spec, token_ids)
 FORWARDS: dict[str, Callable[[Weights, ModelSpec, list[int]], np.ndarray]] = {
