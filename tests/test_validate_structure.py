@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType
-from typer.testing import CliRunner
-
 from gguf_edit import rewrite
+from typer.testing import CliRunner
 
 from exaone_gguf.cli import app
 from exaone_gguf.gguf_io import read_gguf

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +137,7 @@ def quantize_rows(x: np.ndarray, qtype: GGMLQuantizationType, imatrix: np.ndarra
 
 
 
-@lru_cache(maxsize=None)
+@cache
 def _dequantize_fn(qtype: GGMLQuantizationType):
     """ggml's dequantize_row_<type>(const void *, float *, int64_t k), or None when the library lacks it."""
     lib = _lib()

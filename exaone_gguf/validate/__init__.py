@@ -22,8 +22,8 @@ from exaone_gguf.cores import resolve_threads
 from exaone_gguf.errors import InputError
 from exaone_gguf.families import writes_as
 from exaone_gguf.gguf_io.split import open_model
-from exaone_gguf.validate.evaltext import load_text
 from exaone_gguf.quantize.imatrix import load_imatrix
+from exaone_gguf.validate.evaltext import load_text
 from exaone_gguf.validate.metadata_check import check_metadata, eos_token_of, file_type_name
 from exaone_gguf.validate.metrics import (
     Thresholds,
@@ -36,8 +36,8 @@ from exaone_gguf.validate.metrics import (
 from exaone_gguf.validate.report import Report
 from exaone_gguf.validate.results import CheckResult
 from exaone_gguf.validate.runner import Runner, check_device
-from exaone_gguf.validate.tensor_check import check_tensors
 from exaone_gguf.validate.template_check import check_templates
+from exaone_gguf.validate.tensor_check import check_tensors
 from exaone_gguf.validate.tokenizer_check import check_round_trip, check_special_tokens, compare_tokenization
 
 __all__ = ["validate", "Report", "CheckResult"]

@@ -15,7 +15,7 @@ Weights are read layer by layer, so memory stays near one layer plus activations
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
-
 from gguf import GGMLQuantizationType as T
 
 from exaone_gguf.checkpoint import Checkpoint
