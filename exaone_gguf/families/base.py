@@ -211,6 +211,7 @@ class TinyTokenizer:
     template_in_jinja: bool = False  # chat_template.jinja instead of tokenizer_config.json's chat_template
     default_template: str | None = None  # the recipe whose template a --from-config model gets
     scale_residual: bool = True  # scale sublayer outputs by 1/sqrt(2L) (not with EXAONE 4's post-norms)
+    writer: str | None = None  # a module exaone_gguf.tiny.<writer> whose write_tokenizer(out, template) writes it
 
 
 # ---------------------------------------------------------------------------------------------------- family

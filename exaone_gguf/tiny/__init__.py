@@ -214,6 +214,10 @@ def make_tiny(
         from exaone_gguf.tiny.llama import write_spm_tokenizer
 
         write_spm_tokenizer(out)
+    elif fam.tiny_tokenizer.writer is not None:
+        import importlib
+
+        importlib.import_module(f"exaone_gguf.tiny.{fam.tiny_tokenizer.writer}").write_tokenizer(out, _chat_template(fam, family))
     else:
         template = _chat_template(fam, family)
         if template is None:

@@ -1,0 +1,108 @@
+"""K-EXAONE (exaone-moe): tiny checkpoints of both config spellings, per-expert and fused experts, converted to
+f32 and run in llama.cpp against transformers' ExaoneMoeForCausalLM; bad inputs get one sentence."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.errors import InputError
+from exaone_gguf.tiny import make_tiny
+from conftest import llama_cpp_logits
+
+TOKENS = [int(t) for t in np.random.default_rng(12).integers(64, 3064, size=60)]  # crosses the window of 16
+
+
+def fuse_experts(src: Path, dst: Path) -> Path:
+    """A copy of a per-expert checkpoint with transformers' fused layout (experts.gate_up_proj / down_proj)."""
+    from safetensors.torch import load_file, save_file
+    import torch
+
+    shutil.copytree(src, dst)
+    w = load_file(src / "model.safetensors")
+    cfg = json.loads((src / "config.json").read_text())
+    E = cfg["num_experts"]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}.mlp.experts."
+        if f"{p}0.gate_proj.weight" not in w:
+            continue
+        g = [w.pop(f"{p}{e}.gate_proj.weight") for e in range(E)]
+        u = [w.pop(f"{p}{e}.up_proj.weight") for e in range(E)]
+        d = [w.pop(f"{p}{e}.down_proj.weight") for e in range(E)]
+        w[f"{p}gate_up_proj"] = torch.stack([torch.cat([a, b]) for a, b in zip(g, u)]).contiguous()
+        w[f"{p}down_proj"] = torch.stack(d).contiguous()
+    save_file(w, dst / "model.safetensors", metadata={"format": "pt"})
+    return dst
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kexaone")
+    out = {}
+    for recipe in ("k-exaone", "k-exaone-moe-e"):
+        d = make_tiny(recipe, root / recipe)
+        out[(recipe, "per-expert")] = d
+        out[(recipe, "fused")] = fuse_experts(d, root / f"{recipe}-fused")
+    return out
+
+
+def hf_config(ckpt: Path):
+    """transformers' ExaoneMoeConfig for either spelling (LG's first spelling's keys renamed)."""
+    from transformers import ExaoneMoeConfig
+
+    cfg = json.loads((ckpt / "config.json").read_text())
+    if "is_moe_layer" in cfg:
+        cfg["first_k_dense_replace"] = cfg.pop("first_last_k_dense_replace")
+        cfg["mlp_layer_types"] = ["sparse" if m else "dense" for m in cfg.pop("is_moe_layer")]
+    for k in ("architectures", "model_type", "torch_dtype", "transformers_version", "_name_or_path"):
+        cfg.pop(k, None)
+    return ExaoneMoeConfig(**cfg)
+
+
+def transformers_run(ckpt: Path, tokens: list[int]):
+    """f32 logits and, per MoE layer, each position's gap between the k-th and (k+1)-th selection score."""
+    import torch
+    from transformers import ExaoneMoeForCausalLM
+
+    model = ExaoneMoeForCausalLM.from_pretrained(ckpt, config=hf_config(ckpt), dtype=torch.float32).eval()
+    gaps = []
+
+    def hook(mod, args, _out):
+        x = args[0].reshape(-1, args[0].shape[-1]).float()
+        s = torch.sigmoid(x @ mod.weight.float().T) + mod.e_score_correction_bias
+        top = torch.sort(s, dim=-1, descending=True).values
+        k = model.config.num_experts_per_tok
+        gaps.append((top[:, k - 1] - top[:, k]).numpy())
+
+    for layer in model.model.layers:
+        if hasattr(layer.mlp, "gate"):
+            layer.mlp.gate.register_forward_hook(hook)
+    with torch.no_grad():
+        logits = model(torch.tensor([tokens])).logits[0].numpy()
+    return logits, np.min(np.stack(gaps), axis=0)
+
+
+NEAR_TIE = 1e-5  # a selection-score gap a float32 reordering can cross (scores are ~1)
+
+
+@pytest.mark.parametrize("recipe", ["k-exaone", "k-exaone-moe-e"])
+@pytest.mark.parametrize("layout", ["per-expert", "fused"])
+def test_f32_logits_match_transformers(ckpts, tmp_path, recipe, layout):
+    ckpt = ckpts[(recipe, layout)]
+    gguf = tmp_path / "m.gguf"
+    convert(ckpt, gguf, ConvertOptions(outtype="f32"))
+    ours = llama_cpp_logits(gguf, TOKENS)
+    ref, gaps = transformers_run(ckpt, TOKENS)
+    ties = gaps < NEAR_TIE
+    diff = np.abs(ours - ref).max(axis=1)
+    bound = 1e-4 * np.abs(ref).max()
+    print(f"{recipe}/{layout}: max |diff| {diff[~ties].max():.3g} (bound {bound:.3g}), "
+          f"near-tie positions {int(ties.sum())}/{len(TOKENS)}, smallest gap {gaps.min():.3g}")
+    assert int(ties.sum()) <= 1
+    assert (ours[~ties].argmax(-1) == ref[~ties].argmax(-1)).all()
+    assert diff[~ties].max() <= bound
