@@ -191,7 +191,8 @@ def check_tensor_types(f: GGUFFile, n_layers: int, n_gqa: int | None) -> CheckRe
     if ftname.lower() not in FILE_TYPES:
         return CheckResult(name, "warn", f"file type {ftname}: no mixture rules to check against")
     want = plan_types(  # F32/F16/BF16 included: weights that type, norms F32
-        [(t.name, t.shape) for t in f.tensors], ftname.lower(), f.get("general.architecture"), n_layers, n_gqa=n_gqa
+        [(t.name, t.shape) for t in f.tensors], ftname.lower(), f.get("general.architecture"), n_layers, n_gqa=n_gqa,
+        n_expert=int(f.get(f"{f.get('general.architecture')}.expert_count", 0) or 0),
     )
     differ = [t for t in f.tensors if t.tensor_type != want[t.name]]
     worse = [t for t in differ if _bits(t.tensor_type) <= _bits(want[t.name])]
