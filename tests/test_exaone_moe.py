@@ -106,3 +106,23 @@ def test_f32_logits_match_transformers(ckpts, tmp_path, recipe, layout):
     assert int(ties.sum()) <= 1
     assert (ours[~ties].argmax(-1) == ref[~ties].argmax(-1)).all()
     assert diff[~ties].max() <= bound
+
+
+@pytest.mark.parametrize("layout", ["per-expert", "fused"])
+def test_reference_forward_matches_transformers_and_llama_cpp(ckpts, tmp_path, layout):
+    from exaone_gguf.checkpoint import load_checkpoint
+    from exaone_gguf.validate.reference import forward
+
+    ckpt = ckpts[("k-exaone", layout)]
+    ours = forward(load_checkpoint(ckpt), TOKENS)
+    ref, gaps = transformers_run(ckpt, TOKENS)
+    gguf = tmp_path / "m.gguf"
+    convert(ckpt, gguf, ConvertOptions(outtype="f32"))
+    lcpp = llama_cpp_logits(gguf, TOKENS)
+    ties = gaps < NEAR_TIE
+    scale = np.abs(ref).max()
+    d_hf = np.abs(ours - ref).max(axis=1)[~ties].max() / scale
+    d_lc = np.abs(ours - lcpp).max(axis=1)[~ties].max() / scale
+    print(f"reference/{layout}: vs transformers {d_hf:.3g}, vs llama.cpp {d_lc:.3g} of max |logit|")
+    assert (ours[~ties].argmax(-1) == ref[~ties].argmax(-1)).all()
+    assert d_hf <= 1e-5 and d_lc <= 1e-5
