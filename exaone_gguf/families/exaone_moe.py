@@ -350,6 +350,6 @@ FAMILY = Family(
         TinyRecipe("k-exaone", lambda: _tiny("new"), K_EXAONE_TEMPLATE),
         TinyRecipe("k-exaone-moe-e", lambda: _tiny("old"), K_EXAONE_TEMPLATE),
     ),
-    tiny_tokenizer=TinyTokenizer(template_in_jinja=True, default_template="k-exaone", scale_residual=False, writer="k_exaone"),
+    tiny_tokenizer=TinyTokenizer(template_in_jinja=True, default_template="k-exaone", writer="k_exaone"),
 )
 register(FAMILY)

@@ -14,6 +14,7 @@ import numpy as np
 
 from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.errors import InputError
+from exaone_gguf.families import family_of_gguf_arch
 from exaone_gguf.gguf_io.split import open_model
 from exaone_gguf.validate.evaltext import load_text
 from exaone_gguf.validate.metadata_check import check_metadata, eos_token_of, file_type_name
@@ -116,8 +117,13 @@ def validate(
             checks.append(compare_tokenization(runner.llm, ckpt.tokenizer.build_reference()))
         else:
             checks.append(check_round_trip(runner.llm))
-        if eos_token_of(arch) is not None:  # families that end turns with a token of their own
-            checks.append(check_special_tokens(runner.llm, eos))
+        eot = eos_token_of(arch)
+        if eot is not None:  # families that end turns with a token of their own
+            fam = family_of_gguf_arch(arch)
+            # the family's own template markers when they do not already hold EXAONE's [|endofturn|] (K-EXAONE)
+            own = fam is not None and fam.chat is not None and eot not in fam.chat.requires
+            markers = (*fam.chat.requires, eot) if own else None
+            checks.append(check_special_tokens(runner.llm, eos, eot, markers))
         if gguf_template:
             checks.append(check_chat_stop(runner, eos))
         tokens = runner.llm.tokenize(eval_text.encode("utf-8"), add_bos=False, special=False)[:max_tokens]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as T
-from gguf import Keys, LlamaFileType
+from gguf import GGUFValueType, Keys, LlamaFileType
 
 from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.checkpoint.spec import ModelSpec
@@ -63,6 +63,11 @@ def check_hparams(f: GGUFFile, spec: ModelSpec) -> list[CheckResult]:
         Keys.Rope.FREQ_BASE.format(arch=a): _f32(spec.rope_theta),
         Keys.Attention.LAYERNORM_RMS_EPS.format(arch=a): _f32(spec.rms_eps),
     }
+    # every scalar key the family module writes (MoE: expert counts, gating, scale, dense prefix, MTP blocks;
+    # block_count with MTP blocks); arrays (the sliding pattern) have their own check
+    for key, vtype, value, _ in family_for(spec, a).hparams(spec):
+        if vtype != GGUFValueType.ARRAY:
+            expected[key] = _f32(value) if vtype == GGUFValueType.FLOAT32 else value
     problems = []
     for key, want in expected.items():
         got = f.get(key)
