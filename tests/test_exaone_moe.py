@@ -126,3 +126,24 @@ def test_reference_forward_matches_transformers_and_llama_cpp(ckpts, tmp_path, l
     print(f"reference/{layout}: vs transformers {d_hf:.3g}, vs llama.cpp {d_lc:.3g} of max |logit|")
     assert (ours[~ties].argmax(-1) == ref[~ties].argmax(-1)).all()
     assert d_hf <= 1e-5 and d_lc <= 1e-5
+
+
+def test_tokenizer_parity_with_the_pre_tokenizer_regex(ckpts, tmp_path):
+    """llama.cpp's `exaone-moe` pre-tokenizer gives the tokens of the `tokenizers` library running the regex."""
+    from llama_cpp import Llama
+    from tokenizers import Tokenizer
+
+    from exaone_gguf.gguf_io import read_gguf
+    from exaone_gguf.validate.tokenizer_check import TOKENIZER_CORPUS
+
+    ckpt = ckpts[("k-exaone", "per-expert")]
+    gguf = tmp_path / "m.gguf"
+    convert(ckpt, gguf, ConvertOptions(outtype="bf16"))
+    assert read_gguf(gguf).get("tokenizer.ggml.pre") == "exaone-moe"
+    ref = Tokenizer.from_file(str(ckpt / "tokenizer.json"))
+    llm = Llama(str(gguf), vocab_only=True, verbose=False)
+    texts = [*TOKENIZER_CORPUS, "it's I'LL we've 3.14159 a\r\nb  \n\n  c/d?! 한국어abc", "<|user|>\nhi<|endofturn|>\n"]
+    for text in texts:
+        want = ref.encode(text, add_special_tokens=False).ids
+        assert llm.tokenize(text.encode(), add_bos=False, special=True) == want, text
+    llm.close()
