@@ -9,19 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import llama_cpp_logits
 
 from exaone_gguf.convert.driver import ConvertOptions, convert
-from exaone_gguf.errors import InputError
 from exaone_gguf.tiny import make_tiny
-from conftest import llama_cpp_logits
 
 TOKENS = [int(t) for t in np.random.default_rng(12).integers(64, 3064, size=60)]  # crosses the window of 16
 
 
 def fuse_experts(src: Path, dst: Path) -> Path:
     """A copy of a per-expert checkpoint with transformers' fused layout (experts.gate_up_proj / down_proj)."""
-    from safetensors.torch import load_file, save_file
     import torch
+    from safetensors.torch import load_file, save_file
 
     shutil.copytree(src, dst)
     w = load_file(src / "model.safetensors")
@@ -69,7 +68,13 @@ def transformers_run(ckpt: Path, tokens: list[int]):
     import torch
     from transformers import ExaoneMoeForCausalLM
 
-    model = ExaoneMoeForCausalLM.from_pretrained(ckpt, config=hf_config(ckpt), dtype=torch.float32).eval()
+    model, info = ExaoneMoeForCausalLM.from_pretrained(
+        ckpt, config=hf_config(ckpt), dtype=torch.float32, output_loading_info=True
+    )
+    model.eval()
+    # every tensor make-tiny wrote under its real name is one transformers loads (MTP blocks are not its)
+    assert not info["missing_keys"], info["missing_keys"]
+    assert all(k.startswith("mtp.") for k in info["unexpected_keys"]), info["unexpected_keys"]
     gaps = []
 
     def hook(mod, args, _out):

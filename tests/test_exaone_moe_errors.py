@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 
 import pytest
-
 from test_convert_errors import assert_refused, edit_config, run_convert
 
 from exaone_gguf.tiny import make_tiny
@@ -31,7 +29,8 @@ def digest(d):
 
 def edit_weights(src, drop=(), add=None):
     """Rewrite model.safetensors without the tensors named in `drop` (through torch: numpy has no BF16)."""
-    from safetensors.torch import load_file as tload, save_file as tsave
+    from safetensors.torch import load_file as tload
+    from safetensors.torch import save_file as tsave
 
     t = tload(src / "model.safetensors")
     for n in drop:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from test_exaone_moe import fuse_experts
 from test_quant_imatrix import llama_quantize_with_imatrix, write_gguf_imatrix
 from test_quant_mixtures import llama_quantize

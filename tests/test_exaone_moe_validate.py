@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from gguf_edit import rewrite
 
 from exaone_gguf.convert.driver import ConvertOptions, convert

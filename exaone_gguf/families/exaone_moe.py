@@ -16,11 +16,24 @@ Either way each `ffn_*_exps` tensor is streamed expert row by expert row (famili
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Collection
+from collections.abc import Collection
+from typing import Any
 
-from gguf import MODEL_ARCH, MODEL_ARCH_NAMES, ExpertGatingFuncType, GGUFValueType, Keys, RopeScalingType
+from gguf import (
+    MODEL_ARCH,
+    MODEL_ARCH_NAMES,
+    ExpertGatingFuncType,
+    GGUFValueType,
+    Keys,
+    RopeScalingType,
+)
 
-from exaone_gguf.checkpoint.spec import ConfigKeys, ConfigReading, ModelSpec, PreTokenizers
+from exaone_gguf.checkpoint.spec import (
+    ConfigKeys,
+    ConfigReading,
+    ModelSpec,
+    PreTokenizers,
+)
 from exaone_gguf.errors import InputError
 from exaone_gguf.families.base import (
     Chat,

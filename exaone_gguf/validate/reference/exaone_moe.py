@@ -32,7 +32,15 @@ import numpy as np
 
 from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.checkpoint.spec import ModelSpec
-from exaone_gguf.validate.reference.common import apply_rope, attention, check_tokens, rmsnorm, rope_tables, silu, split_heads
+from exaone_gguf.validate.reference.common import (
+    apply_rope,
+    attention,
+    check_tokens,
+    rmsnorm,
+    rope_tables,
+    silu,
+    split_heads,
+)
 
 
 class Weights(Protocol):
