@@ -152,3 +152,17 @@ def test_tokenizer_parity_with_the_pre_tokenizer_regex(ckpts, tmp_path):
         want = ref.encode(text, add_special_tokens=False).ids
         assert llm.tokenize(text.encode(), add_bos=False, special=True) == want, text
     llm.close()
+
+
+def test_make_tiny_fused_variant_matches_transformers(tmp_path):
+    """make-tiny k-exaone-fused: transformers' fused expert tensors as the source, converted and run."""
+    ckpt = make_tiny("k-exaone-fused", tmp_path / "ckpt")
+    gguf = tmp_path / "m.gguf"
+    convert(ckpt, gguf, ConvertOptions(outtype="f32"))
+    ours = llama_cpp_logits(gguf, TOKENS)
+    ref, gaps = transformers_run(ckpt, TOKENS)
+    ties = gaps < NEAR_TIE
+    print(f"k-exaone-fused: max |diff| {np.abs(ours - ref)[~ties].max():.3g}, near-tie positions {int(ties.sum())}")
+    assert int(ties.sum()) <= 1
+    assert (ours[~ties].argmax(-1) == ref[~ties].argmax(-1)).all()
+    assert np.abs(ours - ref)[~ties].max() <= 1e-5 * np.abs(ref).max()

@@ -200,6 +200,8 @@ class TinyRecipe:
     chat_template: str | None = None  # None: the family's tokenizer writer brings its own
     awq: bool = False  # quantize the float model's linear layers with AutoAWQ's layout
     demo: bool = False  # among `demo`'s default families
+    # the spec adjusted for a layout the config cannot say (K-EXAONE's fused experts); None: as parsed
+    layout: Callable[[ModelSpec], ModelSpec] | None = None
 
 
 @dataclass(frozen=True)

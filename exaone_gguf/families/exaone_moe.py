@@ -128,6 +128,10 @@ CONFIG = ConfigReading(
 )
 
 
+def _fused(spec: ModelSpec) -> ModelSpec:
+    return dataclasses.replace(spec, extras={**spec.extras, "fused_experts": True})
+
+
 def with_layout(spec: ModelSpec, names: Collection[str]) -> ModelSpec:
     """`spec` with `fused_experts` set from the checkpoint's tensor names (fused `experts.gate_up_proj`)."""
     fused = any(n.endswith(".mlp.experts.gate_up_proj") for n in names)
@@ -362,6 +366,8 @@ FAMILY = Family(
     tiny=(
         TinyRecipe("k-exaone", lambda: _tiny("new"), K_EXAONE_TEMPLATE),
         TinyRecipe("k-exaone-moe-e", lambda: _tiny("old"), K_EXAONE_TEMPLATE),
+        # transformers' in-memory layout saved as it is: experts.gate_up_proj [E, 2I, H], experts.down_proj
+        TinyRecipe("k-exaone-fused", lambda: _tiny("new"), K_EXAONE_TEMPLATE, layout=lambda s: _fused(s)),
     ),
     tiny_tokenizer=TinyTokenizer(template_in_jinja=True, default_template="k-exaone", writer="k_exaone"),
 )

@@ -189,6 +189,8 @@ def make_tiny(
         cfg = shrink_config(family_config(family), **sizes)
     spec = parse_config(cfg, Path(from_config) if from_config else Path(f"<{family}>/config.json"))
     fam = family_for(spec)  # refuses families we cannot write
+    if family is not None and tiny_recipe(family)[0].layout is not None:
+        spec = tiny_recipe(family)[0].layout(spec)
     if out.exists() and any(out.iterdir()):
         if not force:
             raise InputError(f"{out}: directory is not empty; choose a new directory or pass --force.")
