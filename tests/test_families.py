@@ -90,7 +90,7 @@ def test_every_hf_architecture_is_claimed_by_one_family():
 
 
 def test_unsupported_architecture_lists_the_registry():
-    cfg = {**family_config("exaone4"), "architectures": ["ExaoneMoEForCausalLM"]}
+    cfg = {**family_config("exaone4"), "architectures": ["Exaone4_5_ForConditionalGeneration"]}
     with pytest.raises(InputError, match="not supported; supported: " + ", ".join(F.supported_architectures())):
         parse_config(cfg)
 

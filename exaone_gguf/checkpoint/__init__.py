@@ -101,6 +101,9 @@ def load_checkpoint(directory: Path | str) -> Checkpoint:
     awq = awq_config_of(spec)
     if awq is not None:  # AWQ triples become lazy dequantizing `.weight` handles; nothing else changes
         tensors = wrap_awq_tensors(tensors, awq, directory / "config.json")
+    reading = reading_for(spec.architecture)
+    if reading is not None and reading.layout is not None:  # e.g. K-EXAONE: experts per expert or fused
+        spec = reading.layout(spec, tensors.keys())
     return Checkpoint(directory, spec, tensors)
 
 

@@ -36,6 +36,8 @@ class ConfigReading:
     # Family-specific values (expert counts, MTP layers, ...): given the typed key reader over the (nested)
     # config, returns what lands in ModelSpec.extras.
     extras: Callable[["ConfigKeys"], dict[str, Any]] | None = None
+    # The spec adjusted to the checkpoint's tensor names (a layout the config cannot say: fused experts).
+    layout: Callable[["ModelSpec", Any], "ModelSpec"] | None = None
 
 
 # HF `architectures[0]` -> how its config is read. Filled by the family modules (exaone_gguf/families/),

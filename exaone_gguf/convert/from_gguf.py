@@ -14,7 +14,7 @@ from gguf import GGML_QUANT_VERSION, GGUFValueType
 from gguf import GGMLQuantizationType as T
 
 from exaone_gguf.checkpoint.finite import all_finite
-from exaone_gguf.convert.pipeline import CHUNK_BYTES, ConvertResult, add_imatrix_keys, convert_rows
+from exaone_gguf.convert.pipeline import CHUNK_BYTES, ConvertResult, add_imatrix_keys, convert_rows_at
 from exaone_gguf.gguf_io.writer import GGUFPlan, PlannedTensor, check_output_path, write_gguf
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import GGUFFile, TensorInfo, read_gguf
@@ -35,7 +35,7 @@ def stream_gguf_tensor(
     step = max(1, CHUNK_BYTES // (4 * t.shape[0]))
     for start in range(0, n_rows, step):
         stop = min(n_rows, start + step)
-        yield convert_rows(f.rows_f32(t, start, stop), qtype, threads, imatrix)
+        yield convert_rows_at(f.rows_f32(t, start, stop), start, n_rows, qtype, threads, imatrix)
 
 
 def nonfinite_tensors(f: GGUFFile, src: Path, allow: bool = False) -> list[str]:
@@ -90,6 +90,7 @@ def quantize_gguf(
         n_layers,
         n_gqa=heads // kv if heads and kv else None,
         has_imatrix=weights is not None,
+        n_expert=int(f.get(f"{arch}.expert_count", 0) or 0),
     )
 
     plan = GGUFPlan()

@@ -42,6 +42,23 @@ def convert_rows(x: np.ndarray, qtype: T, threads: int = 1, imatrix: np.ndarray 
     return quantize(np.ascontiguousarray(x, dtype=np.float32), qtype, imatrix=imatrix, threads=threads)
 
 
+def convert_rows_at(
+    x: np.ndarray, start: int, n_rows: int, qtype: T, threads: int = 1, imatrix: np.ndarray | None = None
+) -> np.ndarray:
+    """convert_rows for rows [start, start + len(x)) of a tensor of `n_rows` flat rows. A 3-D expert tensor's
+    imatrix holds one vector per expert (ne[0] * n_expert values, as llama.cpp's): each expert's rows get theirs."""
+    ncols = x.shape[-1]
+    if imatrix is None or imatrix.size == ncols:
+        return convert_rows(x, qtype, threads, imatrix)
+    per = n_rows // (imatrix.size // ncols)  # rows of one expert
+    parts, r = [], start
+    while r < start + len(x):
+        e, stop = r // per, min(start + len(x), (r // per + 1) * per)
+        parts.append(convert_rows(x[r - start : stop - start], qtype, threads, imatrix[e * ncols : (e + 1) * ncols]))
+        r = stop
+    return np.concatenate([p.reshape(-1).view(np.uint8) for p in parts])
+
+
 @lru_cache(maxsize=None)
 def _table16(src_dtype: str, qtype: T) -> np.ndarray | None:
     """For a 16-bit float source and a 16-bit float target: the target bits of all 65536 source patterns,
@@ -83,7 +100,7 @@ def stream_tensor(
     table = _table16(handle.dtype, qtype) if plain else None  # 16-bit float -> the other one: a lookup
     if len(handle.shape) <= 1:
         x = handle.raw() if passthrough else handle.to_f32()
-        yield x if passthrough else convert_rows(x if transform is None else transform(x), qtype, threads, imatrix)
+        yield x if passthrough else convert_rows_at(x if transform is None else transform(x), 0, 1, qtype, threads, imatrix)
     else:
         if passthrough:  # large spans: fewer copy calls; memory is no concern, no byte enters this process
             rows_per_chunk = max(1, SPAN_BYTES // max(1, handle.nbytes // max(1, handle.n_rows)))
@@ -98,7 +115,7 @@ def stream_tensor(
                 out = encode(qtype, start, stop, transform) if encode is not None else None
                 if out is None:
                     x = handle.to_f32(start, stop)
-                    out = convert_rows(x if transform is None else transform(x), qtype, threads, imatrix)
+                    out = convert_rows_at(x if transform is None else transform(x), start, handle.n_rows, qtype, threads, imatrix)
             handle.release(start, stop)
             yield out
     handle.release()
@@ -175,8 +192,10 @@ def build_plan(
         outtype = auto_outtype(ckpt, mappings)
     gguf_shapes = [(m.gguf_name, tuple(reversed(m.hf_shape))) for m in mappings]
     # per-tensor storage type as llama.cpp's quantizer chooses it: norms F32, weights the type or the mixture's
+    hp = {key: value for key, _, value, _ in fam.hparams(spec)}  # block_count counts MTP blocks; experts
     types = plan_types(
-        gguf_shapes, outtype, fam.arch, spec.num_layers, n_gqa=spec.num_heads // spec.num_kv_heads, has_imatrix=imatrix is not None
+        gguf_shapes, outtype, fam.arch, hp.get(f"{fam.arch}.block_count", spec.num_layers),
+        n_gqa=spec.num_heads // spec.num_kv_heads, has_imatrix=imatrix is not None, n_expert=hp.get(f"{fam.arch}.expert_count", 1),
     )
     if outtype == "q4_1":
         keep_awq_precision(ckpt, mappings, types)

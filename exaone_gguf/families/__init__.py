@@ -51,6 +51,7 @@ from exaone_gguf.families.base import (  # noqa: F401 (the registry's public nam
 
 # The family modules register themselves on import; the order here is the order of every listing.
 from exaone_gguf.families import exaone3, exaone4, llama  # noqa: E402,F401
+from exaone_gguf.families import exaone_moe  # noqa: E402,F401 (after llama: listings keep their order)
 
 __all__ = [
     "BPE_PRE_TOKENIZERS",

@@ -200,6 +200,8 @@ class TinyRecipe:
     chat_template: str | None = None  # None: the family's tokenizer writer brings its own
     awq: bool = False  # quantize the float model's linear layers with AutoAWQ's layout
     demo: bool = False  # among `demo`'s default families
+    # the spec adjusted for a layout the config cannot say (K-EXAONE's fused experts); None: as parsed
+    layout: Callable[[ModelSpec], ModelSpec] | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,7 @@ class TinyTokenizer:
     template_in_jinja: bool = False  # chat_template.jinja instead of tokenizer_config.json's chat_template
     default_template: str | None = None  # the recipe whose template a --from-config model gets
     scale_residual: bool = True  # scale sublayer outputs by 1/sqrt(2L) (not with EXAONE 4's post-norms)
+    writer: str | None = None  # a module exaone_gguf.tiny.<writer> whose write_tokenizer(out, template) writes it
 
 
 # ---------------------------------------------------------------------------------------------------- family
@@ -233,6 +236,9 @@ class Family:
     vocab_model: str | None = None  # tokenizer.ggml.model a GGUF of this family must have
     eos_token: str | None = None  # the end-of-turn token its GGUF's EOS must be
     hybrid_layers: int | None = None  # llama.cpp runs sliding-window attention only at this block count
+    # validate's structure limits for 16-bit files are multiplied by this (expert routing is discontinuous: a
+    # rounding-size difference can flip a near-tie expert choice, which dense families never see)
+    structure_slack: float = 1.0
     tiny: tuple[TinyRecipe, ...] = ()
     tiny_tokenizer: TinyTokenizer = TinyTokenizer()
     # HF tensors that carry nothing the GGUF needs (rotary caches); skipped instead of refused.

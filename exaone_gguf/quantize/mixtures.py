@@ -6,7 +6,8 @@ Re-implements, for dense models and the file types in formats.FILE_TYPES:
 and `tensor_type_fallback` (rows that are not whole blocks). The counters make the result
 depend on tensor order, so tensors are visited in llama.cpp's order (`weight_name_comparer`:
 non-block tensors first, then by block number, then by name), whatever order they are given in.
-MoE (n_expert > 1) and Falcon rules are not modelled.
+MoE rules (n_expert > 1: ffn_down's layer from the block number; n_expert == 8: attn_v / attn_k to Q8_0 and
+attn_output to Q5_K for the low-bit types) are modelled for our file types; Falcon rules are not.
 """
 
 from __future__ import annotations
@@ -88,6 +89,13 @@ def _order_key(name: str) -> tuple[int, str]:
     return (int(m.group(1)) if m else -1, name)
 
 
+def _block_of(name: str) -> int:
+    m = _BLK.match(name)
+    if m is None:
+        raise ValueError(f"Failed to determine layer for tensor {name}")
+    return int(m.group(1))
+
+
 def _use_more_bits(i: int, n: int) -> bool:
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
@@ -102,6 +110,7 @@ class _State:
     has_imatrix: bool
     tied: bool
     n_attention_wv: int
+    n_expert: int = 1
     i_attention_wv: int = 0
     i_ffn_down: int = 0
 
@@ -135,10 +144,15 @@ def _mixture_type(st: _State, new: T, name: str, ne: Sequence[int], cat: str) ->
             new = T.Q5_K
         if st.is_70b and new in (T.Q3_K, T.Q4_K):
             new = T.Q5_K  # 8 heads share attn_v in 70B models: more bits cost little
+        if st.n_expert == 8:
+            new = T.Q8_0  # llama.cpp: "for the 8-expert model, bumping this to Q8_0 trades just ~128MB"
         st.i_attention_wv += 1
         return new
+    if cat == "attn_k":
+        return T.Q8_0 if st.n_expert == 8 else new
     if cat == "ffn_down":
-        i, n = st.i_ffn_down, st.n_layers  # the counter, not the block number (n_expert <= 1)
+        # dense: the counter; MoE: the block number in the name (experts need not be consecutive)
+        i, n = (_block_of(name), st.n_layers) if st.n_expert > 1 else (st.i_ffn_down, st.n_layers)
         if ft == "q2_k":
             new = T.Q3_K
         elif ft == "q3_k_m":
@@ -157,6 +171,8 @@ def _mixture_type(st: _State, new: T, name: str, ne: Sequence[int], cat: str) ->
         st.i_ffn_down += 1
         return new
     if cat == "attn_output":
+        if st.n_expert == 8:
+            return T.Q5_K if ft in ("q2_k", "q3_k_m", "q4_k_s", "q4_k_m", "iq4_xs") else new
         if ft == "q2_k":
             return T.Q3_K
         if ft == "q3_k_m":
@@ -189,13 +205,14 @@ TensorSpec = tuple  # (name, ne) or (name, ne, source_type)
 
 
 def plan_types(tensors: Iterable[TensorSpec], ftype: str, arch: str, n_layers: int, *,
-               n_gqa: int | None = None, has_imatrix: bool = False) -> dict[str, GGMLQuantizationType]:
+               n_gqa: int | None = None, has_imatrix: bool = False, n_expert: int = 1) -> dict[str, GGMLQuantizationType]:
     """The type llama_model_quantize gives each tensor for file type `ftype` (a CLI name).
 
     `tensors`: (GGUF name, ne) pairs, ne[0] = row length, optionally with the source type as a
     third item (tensors that are not quantized keep it; default F32). `n_layers`: block_count
     (incl. NextN blocks). `n_gqa` = n_head // n_head_kv: needed by q2_k and iq4_xs (attn_v rule)
-    and for llama 70B detection. `has_imatrix`: whether an importance matrix will be used.
+    and for llama 70B detection. `has_imatrix`: whether an importance matrix will be used. `n_expert`:
+    {arch}.expert_count (MoE rules when > 1).
     Returns {name: type} in the order given.
     """
     ft = file_type(ftype)
@@ -208,6 +225,7 @@ def plan_types(tensors: Iterable[TensorSpec], ftype: str, arch: str, n_layers: i
         is_70b=_is_70b(arch, n_layers, n_gqa), has_imatrix=has_imatrix,
         tied="output.weight" not in names,
         n_attention_wv=sum(_category(n) == "attn_v" for n in names),
+        n_expert=max(1, int(n_expert or 1)),
     )
     out: dict[str, GGMLQuantizationType] = {}
     for name, ne, src in sorted(items, key=lambda it: _order_key(it[0])):

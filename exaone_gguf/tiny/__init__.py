@@ -85,7 +85,8 @@ def shrink_config(
 # Sublayer outputs that feed the residual stream directly: scaled down (GPT-2 style, by 1/sqrt(2 * layers))
 # so the network is well conditioned like a trained one, not chaotic: small weight errors then stay small
 # and quantization metrics look like real models' (a chaotic random net turns Q8_0 rounding into top-1 flips).
-_RESIDUAL_WRITERS = ("attn_output.weight", "ffn_down.weight")
+_RESIDUAL_WRITERS = ("attn_output.weight", "ffn_down.weight", "ffn_down_exps.weight", "ffn_down_shexp.weight")
+ROUTER_GAIN = 8.0
 _POST_NORMS = ("post_attention_norm.weight", "post_ffw_norm.weight")
 
 
@@ -115,6 +116,8 @@ def _weight(spec: ModelSpec, fam: Family, gguf_name: str, name: str, shape: tupl
         mean, std = 1.0, 0.1  # norm gains near 1, distinct per tensor so swaps are visible
     elif gguf_name in ("token_embd.weight", "output.weight"):
         mean, std = 0.0, emb_std
+    elif gguf_name.endswith("ffn_gate_inp.weight"):  # MoE router: decisive choices (rare near-ties), as trained
+        mean, std = 0.0, ROUTER_GAIN / np.sqrt(shape[-1])
     elif gguf_name.endswith(_RESIDUAL_WRITERS) and fam.tiny_tokenizer.scale_residual:
         mean, std = 0.0, update / np.sqrt(shape[-1])
     else:
@@ -186,6 +189,8 @@ def make_tiny(
         cfg = shrink_config(family_config(family), **sizes)
     spec = parse_config(cfg, Path(from_config) if from_config else Path(f"<{family}>/config.json"))
     fam = family_for(spec)  # refuses families we cannot write
+    if family is not None and tiny_recipe(family)[0].layout is not None:
+        spec = tiny_recipe(family)[0].layout(spec)
     if out.exists() and any(out.iterdir()):
         if not force:
             raise InputError(f"{out}: directory is not empty; choose a new directory or pass --force.")
@@ -214,6 +219,10 @@ def make_tiny(
         from exaone_gguf.tiny.llama import write_spm_tokenizer
 
         write_spm_tokenizer(out)
+    elif fam.tiny_tokenizer.writer is not None:
+        import importlib
+
+        importlib.import_module(f"exaone_gguf.tiny.{fam.tiny_tokenizer.writer}").write_tokenizer(out, _chat_template(fam, family))
     else:
         template = _chat_template(fam, family)
         if template is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as T
-from gguf import Keys, LlamaFileType
+from gguf import GGUFValueType, Keys, LlamaFileType
 
 from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.checkpoint.spec import ModelSpec
@@ -70,6 +70,11 @@ def check_hparams(f: GGUFFile, spec: ModelSpec) -> list[CheckResult]:
         Keys.Rope.FREQ_BASE.format(arch=a): _f32(spec.rope_theta),
         Keys.Attention.LAYERNORM_RMS_EPS.format(arch=a): _f32(spec.rms_eps),
     }
+    # every scalar key the family module writes (MoE: expert counts, gating, scale, dense prefix, MTP blocks;
+    # block_count with MTP blocks); arrays (the sliding pattern) have their own check
+    for key, vtype, value, _ in family_for(spec, a).hparams(spec):
+        if vtype != GGUFValueType.ARRAY:
+            expected[key] = _f32(value) if vtype == GGUFValueType.FLOAT32 else value
     problems = []
     for key, want in expected.items():
         got = f.get(key)
@@ -200,7 +205,8 @@ def check_tensor_types(f: GGUFFile, n_layers: int, n_gqa: int | None) -> CheckRe
     if ftname.lower() not in FILE_TYPES:
         return CheckResult(name, "warn", f"file type {ftname}: no mixture rules to check against")
     want = plan_types(  # F32/F16/BF16 included: weights that type, norms F32
-        [(t.name, t.shape) for t in f.tensors], ftname.lower(), f.get("general.architecture"), n_layers, n_gqa=n_gqa
+        [(t.name, t.shape) for t in f.tensors], ftname.lower(), f.get("general.architecture"), n_layers, n_gqa=n_gqa,
+        n_expert=int(f.get(f"{f.get('general.architecture')}.expert_count", 0) or 0),
     )
     differ = [t for t in f.tensors if t.tensor_type != want[t.name]]
     worse = [t for t in differ if _bits(t.tensor_type) <= _bits(want[t.name])]

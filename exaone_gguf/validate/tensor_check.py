@@ -68,7 +68,7 @@ def compare_tensor(f: GGUFFile, ckpt: Checkpoint, m: TensorMapping, imatrix: dic
     qtype = info.tensor_type
     n_cols = info.shape[0]
     n_rows = info.n_elements // n_cols
-    handle = ckpt.tensor(m.hf_name)
+    handle = m.open(ckpt.tensors)
     w = weights_for(imatrix, m.gguf_name, info.shape) if imatrix is not None and qtype not in FLOATS else None
     raw_file = f.tensor_bytes(info)
     row_bytes = raw_file.size // n_rows

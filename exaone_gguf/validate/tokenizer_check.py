@@ -47,18 +47,19 @@ def compare_tokenization(llm, reference, texts: list[str] = TOKENIZER_CORPUS) ->
     return CheckResult("tokenizer: matches source", "pass", f"{len(texts)} texts, {n} tokens identical")
 
 
-def check_special_tokens(llm, eos_id: int | None) -> CheckResult:
-    """Role markers and [|endofturn|] must each be one token, and [|endofturn|] must be the EOS."""
-    bad = {m: llama_tokenize(llm, m) for m in ROLE_MARKERS}
+def check_special_tokens(llm, eos_id: int | None, eot: str = "[|endofturn|]", markers: tuple[str, ...] | None = None) -> CheckResult:
+    """Role markers and the end-of-turn token must each be one token, and the end-of-turn token must be the EOS.
+    `markers`: the family's role markers (default: EXAONE's [|role|] markers)."""
+    bad = {m: llama_tokenize(llm, m) for m in (markers or ROLE_MARKERS)}
     bad = {m: t for m, t in bad.items() if len(t) != 1}
     if bad:
         return CheckResult("tokenizer: role markers are single tokens", "fail", f"split into pieces: {bad}")
-    eot = llama_tokenize(llm, "[|endofturn|]")[0]
-    if eos_id is not None and eot != eos_id:
+    eot_id = llama_tokenize(llm, eot)[0]
+    if eos_id is not None and eot_id != eos_id:
         return CheckResult(
-            "tokenizer: role markers are single tokens", "fail", f"[|endofturn|] is token {eot} but EOS is {eos_id}"
+            "tokenizer: role markers are single tokens", "fail", f"{eot} is token {eot_id} but EOS is {eos_id}"
         )
-    return CheckResult("tokenizer: role markers are single tokens", "pass", f"[|endofturn|] = {eot} = EOS")
+    return CheckResult("tokenizer: role markers are single tokens", "pass", f"{eot} = {eot_id} = EOS")
 
 
 def check_round_trip(llm, texts: list[str] = TOKENIZER_CORPUS) -> CheckResult:

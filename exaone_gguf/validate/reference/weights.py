@@ -106,7 +106,7 @@ class FileWeights:
 
     def get(self, name: str) -> np.ndarray:
         info = self.f.tensor(name)
-        return self.rows(name, 0, self.n_rows(name) if len(info.shape) > 1 else 1).reshape(info.np_shape)
+        return self.rows(name, 0, info.n_elements // info.shape[0]).reshape(info.np_shape)  # every row, 3-D too
 
     def rows(self, name: str, start: int, stop: int) -> np.ndarray:
         info = self.f.tensor(name)

@@ -1,0 +1,130 @@
+"""K-EXAONE (exaone-moe): pre-norm blocks, per-head q/k norms, a dense prefix, then routed + shared experts.
+
+    h = token_embd[ids]
+    per layer i (the num_hidden_layers layers; MTP blocks never run):
+        x = attn_norm(h)
+        q, k, v = attn_q(x), attn_k(x), attn_v(x)
+        q, k = attn_q_norm(q), attn_k_norm(k)                    # RMSNorm per head over D
+        if is_sliding(i): q, k = rope(q), rope(k)                # RoPE on sliding layers only (global: NoPE)
+        h = h + attn_output(attn(q, k, v, window if is_sliding(i) else None))
+        x = ffn_norm(h)
+        if i < leading_dense: h = h + ffn_down(silu(ffn_gate(x)) * ffn_up(x))
+        else:                 h = h + moe(x) + shared_expert(x)
+    logits = output(output_norm(h))
+
+moe(x), per token (written out in `route` and `moe`):
+    s      = sigmoid(ffn_gate_inp(x))                            # one score per expert, in (0, 1)
+    choice = s + exp_probs_b                                     # the bias steers the choice only
+    groups: keep the topk_group groups whose two best `choice` values sum highest, mask the rest
+    top    = the top_k experts by `choice` among the kept groups
+    g      = s[top] / sum(s[top]) if norm_topk_prob else s[top]  # weights from the unbiased scores
+    out    = routed_scale * sum_j g_j * expert_{top_j}(x)        # expert e: down_e(silu(gate_e(x)) * up_e(x))
+
+Weights are read by GGUF tensor name (blk.{i}.ffn_gate_exps.weight is [n_expert, n_ff_exp, n_embd] in numpy
+layout), so the same forward runs on the checkpoint (through the family's tensor table) or on a GGUF file.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from exaone_gguf.checkpoint.spec import ModelSpec
+from exaone_gguf.validate.reference.common import (
+    apply_rope,
+    attention,
+    check_tokens,
+    rmsnorm,
+    rope_tables,
+    silu,
+    split_heads,
+)
+
+
+class Weights(Protocol):
+    def get(self, name: str) -> np.ndarray:
+        """The whole tensor by GGUF name, float32, numpy layout (the HF shape)."""
+        ...
+
+    def product_input(self, name: str, x: np.ndarray) -> np.ndarray:
+        """x as the runtime feeds it to a product with weight `name`."""
+        ...
+
+
+def linear(w: Weights, name: str, x: np.ndarray) -> np.ndarray:
+    return w.product_input(name + ".weight", x) @ w.get(name + ".weight").T
+
+
+def swiglu(w: Weights, names: tuple[str, str, str], mats: tuple[np.ndarray, ...], x: np.ndarray) -> np.ndarray:
+    """down(silu(gate x) * up x) for weight matrices [F, H], [F, H], [H, F] (the GGUF tensors `names`: a file's
+    inputs are rounded as llama.cpp rounds them before each product)."""
+    gate, up, down = mats
+    h = silu(w.product_input(names[0], x) @ gate.T) * (w.product_input(names[1], x) @ up.T)
+    return w.product_input(names[2], h) @ down.T
+
+
+def route(w: Weights, spec: ModelSpec, p: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per token: the chosen experts [T, top_k] and their weights [T, top_k]."""
+    e = spec.extras
+    n_exp, k, n_group, k_group = e["n_experts"], e["top_k"], e["n_group"], e["topk_group"]
+    logits = linear(w, p + "ffn_gate_inp", x)  # [T, E]
+    s = 1.0 / (1.0 + np.exp(-logits)) if e["scoring"] == "sigmoid" else _softmax(logits)
+    choice = s + w.get(p + "exp_probs_b.bias")
+    if n_group > 1:  # group-limited: a group counts by the sum of its two best choices
+        grouped = choice.reshape(len(x), n_group, n_exp // n_group)
+        group_score = np.sort(grouped, axis=-1)[..., -2:].sum(-1)  # [T, G]
+        keep = np.argsort(-group_score, axis=-1, kind="stable")[:, :k_group]
+        mask = np.zeros((len(x), n_group), bool)
+        np.put_along_axis(mask, keep, True, axis=-1)
+        choice = np.where(np.repeat(mask, n_exp // n_group, axis=-1), choice, -np.inf)
+    top = np.argsort(-choice, axis=-1, kind="stable")[:, :k]
+    g = np.take_along_axis(s, top, axis=-1)
+    if e["norm_topk"]:
+        g = g / (g.sum(-1, keepdims=True) + 1e-20)
+    return top, g * e["routed_scale"]
+
+
+def moe(w: Weights, spec: ModelSpec, p: str, x: np.ndarray) -> np.ndarray:
+    """Routed experts (each expert runs on the tokens that chose it) plus the always-on shared expert."""
+    top, g = route(w, spec, p, x)
+    names = tuple(p + f"ffn_{n}_exps.weight" for n in ("gate", "up", "down"))
+    gate, up, down = (w.get(n) for n in names)
+    out = np.zeros_like(x)
+    for e in np.unique(top):
+        tok, slot = np.nonzero(top == e)
+        out[tok] += g[tok, slot, None] * swiglu(w, names, (gate[e], up[e], down[e]), x[tok])
+    if spec.extras["n_shared"]:
+        shared = tuple(p + f"ffn_{n}_shexp.weight" for n in ("gate", "up", "down"))
+        out += swiglu(w, shared, tuple(w.get(n) for n in shared), x)
+    return out
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+def forward(w: Weights, spec: ModelSpec, token_ids: list[int]) -> np.ndarray:
+    ids = check_tokens(spec, token_ids)
+    nh, nkv, d, eps = spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.rms_eps
+    cos, sin = rope_tables(spec, len(ids))
+    h = w.get("token_embd.weight")[ids]
+    for i in range(spec.num_layers):
+        p = f"blk.{i}."
+        x = rmsnorm(h, w.get(p + "attn_norm.weight"), eps)
+        q = rmsnorm(split_heads(linear(w, p + "attn_q", x), nh, d), w.get(p + "attn_q_norm.weight"), eps)
+        k = rmsnorm(split_heads(linear(w, p + "attn_k", x), nkv, d), w.get(p + "attn_k_norm.weight"), eps)
+        v = split_heads(linear(w, p + "attn_v", x), nkv, d)
+        if spec.is_sliding(i):
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        h = h + linear(w, p + "attn_output", attention(q, k, v, spec.sliding_window if spec.is_sliding(i) else None))
+        x = rmsnorm(h, w.get(p + "ffn_norm.weight"), eps)
+        if i < spec.extras["dense_layers"]:
+            dense = tuple(p + f"ffn_{n}.weight" for n in ("gate", "up", "down"))
+            h = h + swiglu(w, dense, tuple(w.get(n) for n in dense), x)
+        else:
+            h = h + moe(w, spec, p, x)
+    h = rmsnorm(h, w.get("output_norm.weight"), eps)
+    return linear(w, "output", h).astype(np.float32)
+
