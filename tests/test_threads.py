@@ -38,7 +38,7 @@ def test_default_threads_follow_the_affinity(tiny_dir, tmp_path, cpus):
     conv = last_json(run_pinned(["convert", str(src), "-o", str(tmp_path / "a.gguf"), "--outtype", "q4_k_m", "--json"], cpus))
     assert conv["threads"] == len(cpus)
     quant = last_json(run_pinned(["quantize", str(tmp_path / "a.gguf"), str(tmp_path / "b.gguf"), "q8_0",
-                                  "--allow-quantizeize", "--json"], cpus))
+                                  "--allow-requantize", "--json"], cpus))
     assert quant["threads"] == len(cpus)
     run_pinned(["validate", str(tmp_path / "a.gguf"), "--json", str(tmp_path / "r.json")], cpus)
     assert json.loads((tmp_path / "r.json").read_text())["threads"] == len(cpus)
