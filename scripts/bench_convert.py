@@ -17,11 +17,10 @@ memory). "s" is the contender's wall time plus an `os.sync()` right after it, so
 putting its bytes on disk (our converter fsyncs itself; cp and llama.cpp's writer do not). Peak RSS is
 the child's ru_maxrss from os.wait4.
 
-Finding llama.cpp's converter, in order: --llama-convert PATH; env LLAMA_CPP_CONVERT; an extracted
-llama-cpp-python sdist under /tmp/lcp-src/*/vendor/llama.cpp/; an sdist tarball (llama_cpp_python-*.tar.gz)
-in --sdist-dir or pip's cache, whose vendor/llama.cpp is extracted into the work dir; with --pip-download,
-`pip download llama-cpp-python==0.3.36 --no-deps --no-binary :all:`. When none is found (or torch /
-transformers are missing) the script says so and skips that baseline.
+Finding llama.cpp's converter, in order: --llama-convert PATH; env LLAMA_CPP_CONVERT; else the llama.cpp
+source of the installed llama-cpp-python's sdist, fetched once into a cache outside the repository by
+scripts/llama_tools.py (source_dir()). When that fails (or torch / transformers are missing) the script says
+so and skips that baseline.
 
   /work/venv/bin/python scripts/bench_convert.py                      # 1.2B shape, bf16 + f16
   /work/venv/bin/python scripts/bench_convert.py --config ../shared/fixtures/exaone-3.0-7.8B-instruct/config.json
@@ -33,7 +32,6 @@ targets (bf16: <= 0.5x llama.cpp, <= 1.5x copy; peak RSS <= 512 MB).
 from __future__ import annotations
 
 import argparse
-import glob
 import importlib.util
 import json
 import math
@@ -41,7 +39,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -51,7 +48,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 DEFAULT_CONFIG = FIXTURES / "exaone-4.0-1.2B" / "config.json"
 DEFAULT_TOKENIZER = FIXTURES / "exaone-4.0-1.2B"
-LCP_VERSION = "0.3.36"
 TARGET_RSS_MB = 512
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
@@ -126,19 +122,7 @@ def checkpoint_bytes(config: Path) -> int:
 # ---------------------------------------------------------------- llama.cpp's converter
 
 
-def _extract_vendor(tarball: Path, dest: Path) -> Path | None:
-    """Extract vendor/llama.cpp's converter, its conversion/ package and gguf-py from an sdist."""
-    want = ("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/conversion/", "vendor/llama.cpp/gguf-py/")
-    with tarfile.open(tarball) as tf:
-        members = [m for m in tf.getmembers() if any(w in m.name for w in want) and (m.isfile() or m.isdir())]
-        if not members:
-            return None
-        tf.extractall(dest, members=members, filter="data")
-    found = glob.glob(str(dest / "*" / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"))
-    return Path(found[0]) if found else None
-
-
-def find_llama_convert(args: argparse.Namespace, work: Path) -> tuple[Path | None, str]:
+def find_llama_convert(args: argparse.Namespace) -> tuple[Path | None, str]:
     """(path to convert_hf_to_gguf.py or None, how it was found / why it is unavailable)."""
     if args.llama_convert:
         p = Path(args.llama_convert)
@@ -146,26 +130,14 @@ def find_llama_convert(args: argparse.Namespace, work: Path) -> tuple[Path | Non
     if os.environ.get("LLAMA_CPP_CONVERT"):
         p = Path(os.environ["LLAMA_CPP_CONVERT"])
         return (p, "$LLAMA_CPP_CONVERT") if p.is_file() else (None, f"$LLAMA_CPP_CONVERT={p} is not a file")
-    for hit in sorted(glob.glob("/tmp/lcp-src/*/vendor/llama.cpp/convert_hf_to_gguf.py")):
-        return Path(hit), "extracted sdist in /tmp/lcp-src"
-    dirs = [Path(d) for d in (args.sdist_dir, "/tmp/lcp-src") if d]
-    cache = subprocess.run([sys.executable, "-m", "pip", "cache", "dir"], capture_output=True, text=True)
-    if cache.returncode == 0 and cache.stdout.strip():
-        dirs.append(Path(cache.stdout.strip()))
-    if args.pip_download:
-        dl = work / "sdist"
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", f"llama-cpp-python=={LCP_VERSION}", "--no-deps",
-             "--no-binary", ":all:", "-d", str(dl)],
-            check=False,
-        )
-        dirs.insert(0, dl)
-    for d in dirs:
-        for tb in sorted(d.rglob("llama_cpp_python-*.tar.gz")) if d.is_dir() else []:
-            p = _extract_vendor(tb, work / "lcp")
-            if p:
-                return p, f"extracted from {tb}"
-    return None, "no llama-cpp-python sdist found (give --llama-convert, $LLAMA_CPP_CONVERT or --pip-download)"
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import llama_tools
+
+    try:
+        src = llama_tools.source_dir()
+    except llama_tools.ToolsError as e:
+        return None, f"scripts/llama_tools.py could not fetch llama.cpp's source: {e}"
+    return src / "convert_hf_to_gguf.py", f"llama-cpp-python {llama_tools.version()} sdist via scripts/llama_tools.py"
 
 
 def llama_env(script: Path) -> tuple[dict | None, str]:
@@ -280,8 +252,6 @@ def main() -> None:
     ap.add_argument("--outtypes", default="bf16,f16", help="comma list of output types (default bf16,f16)")
     ap.add_argument("--work-dir", type=Path, default=None, help="where the multi-GB files go (default: a temp dir)")
     ap.add_argument("--llama-convert", default=None, help="path to llama.cpp's convert_hf_to_gguf.py")
-    ap.add_argument("--sdist-dir", default=None, help="a directory holding llama_cpp_python-*.tar.gz")
-    ap.add_argument("--pip-download", action="store_true", help=f"pip download llama-cpp-python=={LCP_VERSION} if needed")
     ap.add_argument("--repeat", type=int, default=1, help="runs per contender; the fastest is reported")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoint and outputs")
     args = ap.parse_args()
@@ -297,7 +267,7 @@ def main() -> None:
         args.work_dir.mkdir(parents=True, exist_ok=True)  # a new --work-dir is fine
     work = Path(tempfile.mkdtemp(prefix="bench-convert-", dir=args.work_dir))
     try:
-        llama, how = find_llama_convert(args, work)
+        llama, how = find_llama_convert(args)
         print(f"llama.cpp converter: {llama} ({how})" if llama else f"llama.cpp converter unavailable: {how}")
         for c in configs:
             bench_model(c, args, work, llama, how)

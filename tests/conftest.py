@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 TINY_FAMILIES = ("exaone3", "exaone3.5", "exaone4", "exaone4-hybrid")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def fixture_path(*parts: str) -> Path:
@@ -20,6 +22,23 @@ def fixture_path(*parts: str) -> Path:
             pytest.fail(f"fixture {path} is missing (CI must have ../shared beside the checkout)")
         pytest.skip(f"fixture {path} is missing")
     return path
+
+
+def load_llama_tools():
+    """scripts/llama_tools.py as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("llama_tools", ROOT / "scripts" / "llama_tools.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def llama_tools() -> dict[str, Path]:
+    """llama.cpp's own tools, built once (cached outside the repo) from the installed llama-cpp-python's sdist:
+    {"llama-quantize", "llama-imatrix", "llama-perplexity": binary, "source": the llama.cpp tree with
+    convert_hf_to_gguf.py and gguf-py}. A failed build is an error, never a skip."""
+    lt = load_llama_tools()
+    return {**lt.tools(), "source": lt.source_dir()}
 
 
 @pytest.fixture(scope="session")
