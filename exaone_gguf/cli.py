@@ -283,6 +283,36 @@ def validate(
             raise ValidationFailed(f"{len(failed)} check(s) failed: {', '.join(failed)}")
 
 
+@app.command()
+def imatrix(
+    src_dir: Path = typer.Argument(..., help="Hugging Face checkpoint directory."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output imatrix .gguf file (llama-imatrix's format)."),
+    text: Optional[Path] = typer.Option(None, "--text", help="Calibration text (UTF-8); default: the built-in text."),
+    ctx: int = typer.Option(512, "--ctx", min=1, help="Tokens per chunk (llama-imatrix's -c)."),
+    chunks: Optional[int] = typer.Option(None, "--chunks", min=1, help="At most this many chunks (default: all)."),
+    threads: int = typer.Option(1, "--threads", min=1, help="BLAS threads for the float32 forward."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Compute an importance matrix from the source checkpoint (float32 reference forward) for --imatrix."""
+    from rich.progress import MofNCompleteColumn, TimeElapsedColumn
+
+    from exaone_gguf.validate.imatrix import collect_imatrix
+
+    with _errors():
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), console=err, disable=not err.is_terminal) as bar:
+            task = bar.add_task(f"imatrix {src_dir.name}", total=None)
+            result = collect_imatrix(
+                src_dir, output, text=text, ctx=ctx, chunks=chunks, threads=threads, force=force,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        if as_json:
+            _print_json(result.to_dict())
+        err.print(f"wrote [bold]{result.output}[/] ({result.n_entries} tensors, {result.chunks} chunks of {result.ctx} tokens)",
+                  highlight=False)
+
+
 @app.command("make-tiny")
 def make_tiny_cmd(
     args: list[str] = typer.Argument(

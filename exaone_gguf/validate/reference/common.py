@@ -6,6 +6,8 @@ layout [out, in], so a projection is `x @ W.T`.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from exaone_gguf.checkpoint import Checkpoint
@@ -15,6 +17,9 @@ from exaone_gguf.errors import InputError
 
 # Rows of the output matrix multiplied at a time: bounds memory for 100k-token vocabularies.
 LOGIT_CHUNK_ROWS = 8192
+
+# Observers of every projection's input (the imatrix collector): observer(weight name, x) before x @ W.T.
+LINEAR_OBSERVERS: list[Callable[[str, np.ndarray], None]] = []
 
 
 def weight(ckpt: Checkpoint, name: str) -> np.ndarray:
@@ -27,6 +32,8 @@ def weight(ckpt: Checkpoint, name: str) -> np.ndarray:
 
 def linear(ckpt: Checkpoint, name: str, x: np.ndarray) -> np.ndarray:
     """x @ W.T (+ bias when the checkpoint has one; EXAONE has none, some Llama fine-tunes do)."""
+    for observe in LINEAR_OBSERVERS:
+        observe(name + ".weight", x)
     y = x @ weight(ckpt, name + ".weight").T
     if name + ".bias" in ckpt.tensors:
         y += weight(ckpt, name + ".bias")
