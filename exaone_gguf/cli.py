@@ -31,6 +31,44 @@ THREADS_HELP = "Worker threads (default: every core this process may use; output
 OUTTYPES = "auto|f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q2_k|q3_k_m|q4_k_s|q4_k_m|q5_k_s|q5_k_m|q6_k|iq4_xs"
 
 
+def _tensor_type_opt():
+    return typer.Option(
+        [], "--tensor-type", metavar="PATTERN=TYPE",
+        help="Type for the tensors whose name matches the regex PATTERN (repeatable, first match wins), as llama-quantize.",
+    )
+
+
+def _output_tensor_type_opt():
+    return typer.Option(None, "--output-tensor-type", metavar="TYPE", help="Type for output.weight (as llama-quantize).")
+
+
+def _token_embedding_type_opt():
+    return typer.Option(None, "--token-embedding-type", metavar="TYPE", help="Type for token_embd.weight (as llama-quantize).")
+
+
+def _pure_opt():
+    return typer.Option(False, "--pure", help="Every quantized tensor gets the default type: no mixture rules (as llama-quantize).")
+
+
+def _leave_output_opt():
+    return typer.Option(False, "--leave-output-tensor", help="Keep output.weight in its source type (as llama-quantize).")
+
+
+def _overrides(tensor_type, output_tensor_type, token_embedding_type, pure, leave_output_tensor):
+    """The per-tensor controls as one TypeOverrides (None when no flag is given); bad values raise InputError."""
+    from exaone_gguf.quantize.mixtures import TypeOverrides, parse_ggml_type, parse_tensor_types
+
+    ov = TypeOverrides(
+        tensor_types=parse_tensor_types(tensor_type),
+        output_tensor_type=parse_ggml_type(output_tensor_type, "--output-tensor-type") if output_tensor_type else None,
+        token_embedding_type=(
+            parse_ggml_type(token_embedding_type, "--token-embedding-type") if token_embedding_type else None),
+        pure=pure,
+        leave_output_tensor=leave_output_tensor,
+    )
+    return ov if ov else None
+
+
 def _on_sigterm(signum, frame):  # turn SIGTERM into an exception so partial outputs are cleaned up
     raise SystemExit(128 + signum)
 
@@ -125,19 +163,24 @@ def convert(
     allow_nonfinite: bool = typer.Option(
         False, "--allow-nonfinite", help="Convert weights containing NaN or infinity anyway (with a warning)."
     ),
+    tensor_type: list[str] = _tensor_type_opt(),
+    output_tensor_type: Optional[str] = _output_tensor_type_opt(),
+    token_embedding_type: Optional[str] = _token_embedding_type_opt(),
+    pure: bool = _pure_opt(),
+    leave_output_tensor: bool = _leave_output_opt(),
 ) -> None:
     """Convert a checkpoint directory into a GGUF file (quantized types in the same pass)."""
     from exaone_gguf import publish as pub
     from exaone_gguf.convert.driver import ConvertOptions
 
-    opts = ConvertOptions(
-        outtype=outtype, threads=threads, imatrix=imatrix, arch=arch, split_max_size=split_max_size,
-        split_max_tensors=split_max_tensors, allow_nonfinite=allow_nonfinite, force=force, validate=validate_out,
-        on_validated=lambda report: report.render(err),
-    )
     with _errors():
         src_dir = resolve_source(src_dir)
-        opts = dataclasses.replace(opts, threads=resolve_threads(threads))
+        overrides = _overrides(tensor_type, output_tensor_type, token_embedding_type, pure, leave_output_tensor)
+        opts = ConvertOptions(
+            outtype=outtype, threads=resolve_threads(threads), imatrix=imatrix, arch=arch, split_max_size=split_max_size,
+            split_max_tensors=split_max_tensors, allow_nonfinite=allow_nonfinite, force=force, validate=validate_out,
+            on_validated=lambda report: report.render(err), overrides=overrides,
+        )
         result = _run_with_progress(f"converting {src_dir.name}", lambda **kw: pub.run(src_dir, output_arg, _with(opts, **kw)))
         if isinstance(result, pub.PublishResult):
             _warn_nonfinite(result.nonfinite, "converted")
@@ -188,17 +231,23 @@ def quantize(
     allow_nonfinite: bool = typer.Option(
         False, "--allow-nonfinite", help="Quantize weights containing NaN or infinity anyway (with a warning)."
     ),
+    tensor_type: list[str] = _tensor_type_opt(),
+    output_tensor_type: Optional[str] = _output_tensor_type_opt(),
+    token_embedding_type: Optional[str] = _token_embedding_type_opt(),
+    pure: bool = _pure_opt(),
+    leave_output_tensor: bool = _leave_output_opt(),
 ) -> None:
     """Quantize a GGUF file with llama.cpp's per-tensor type mixture and its exact kernels."""
     from exaone_gguf.convert.from_gguf import quantize_gguf
 
     with _errors():
         threads = resolve_threads(threads)
+        overrides = _overrides(tensor_type, output_tensor_type, token_embedding_type, pure, leave_output_tensor)
         result = _run_with_progress(
             f"quantizing {input_gguf.name}",
             lambda **kw: quantize_gguf(
                 input_gguf, output, qtype, threads=threads, imatrix=imatrix, allow_requantize=allow_requantize, force=force,
-                allow_nonfinite=allow_nonfinite, **kw,
+                allow_nonfinite=allow_nonfinite, overrides=overrides, **kw,
             ),
         )
         _warn_nonfinite(result.nonfinite, "quantized")
@@ -268,6 +317,36 @@ def validate(
         if not report.passed:
             failed = [c.name for c in report.checks if c.status == "fail"]
             raise ValidationFailed(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+
+
+@app.command()
+def imatrix(
+    src_dir: Path = typer.Argument(..., help="Hugging Face checkpoint directory."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output imatrix .gguf file (llama-imatrix's format)."),
+    text: Optional[Path] = typer.Option(None, "--text", help="Calibration text (UTF-8); default: the built-in text."),
+    ctx: int = typer.Option(512, "--ctx", min=1, help="Tokens per chunk (llama-imatrix's -c)."),
+    chunks: Optional[int] = typer.Option(None, "--chunks", min=1, help="At most this many chunks (default: all)."),
+    threads: int = typer.Option(1, "--threads", min=1, help="BLAS threads for the float32 forward."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Compute an importance matrix from the source checkpoint (float32 reference forward) for --imatrix."""
+    from rich.progress import MofNCompleteColumn, TimeElapsedColumn
+
+    from exaone_gguf.validate.imatrix import collect_imatrix
+
+    with _errors():
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), console=err, disable=not err.is_terminal) as bar:
+            task = bar.add_task(f"imatrix {src_dir.name}", total=None)
+            result = collect_imatrix(
+                src_dir, output, text=text, ctx=ctx, chunks=chunks, threads=threads, force=force,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        if as_json:
+            _print_json(result.to_dict())
+        err.print(f"wrote [bold]{result.output}[/] ({result.n_entries} tensors, {result.chunks} chunks of {result.ctx} tokens)",
+                  highlight=False)
 
 
 @app.command("make-tiny")

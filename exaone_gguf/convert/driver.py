@@ -25,7 +25,7 @@ from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io.split import parse_split_size
 from exaone_gguf.gguf_io.writer import PlannedTensor, check_output_path
 from exaone_gguf.quantize.imatrix import load_imatrix
-from exaone_gguf.quantize.mixtures import file_type_value
+from exaone_gguf.quantize.mixtures import TypeOverrides, file_type_value
 
 
 @dataclass
@@ -36,6 +36,7 @@ class ConvertOptions:
     threads: int = 1
     imatrix: Path | str | None = None
     arch: str | None = None  # another GGUF architecture, e.g. EXAONE 3.x as "llama"
+    overrides: TypeOverrides | None = None  # llama-quantize's per-tensor controls (--tensor-type, --pure, ...)
     split_max_size: str | int | None = None
     split_max_tensors: int | None = None
     allow_nonfinite: bool = False
@@ -89,7 +90,7 @@ def plan_variants_for(
     """Stage 3: the imatrix weights (or None) and every output type's plan, no paths yet."""
     weights = load_imatrix(opts.imatrix) if opts.imatrix else None
     imatrix_file = Path(opts.imatrix) if opts.imatrix else None
-    return weights, plan_variants(ckpt, types, opts.threads, weights, imatrix_file, arch=opts.arch)
+    return weights, plan_variants(ckpt, types, opts.threads, weights, imatrix_file, arch=opts.arch, overrides=opts.overrides)
 
 
 def write_planned(

@@ -20,7 +20,7 @@ from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import GGUFFile, TensorInfo, read_gguf
 from exaone_gguf.quantize.formats import file_type
 from exaone_gguf.quantize.imatrix import load_imatrix, weights_for
-from exaone_gguf.quantize.mixtures import allows_quantization, plan_types
+from exaone_gguf.quantize.mixtures import TypeOverrides, allows_quantization, plan_types
 
 FLOATS = (T.F32, T.F16, T.BF16)
 
@@ -65,6 +65,7 @@ def quantize_gguf(
     progress: Callable[[PlannedTensor, int], None] | None = None,
     on_plan: Callable[[GGUFPlan], None] | None = None,
     allow_nonfinite: bool = False,
+    overrides: TypeOverrides | None = None,
 ) -> ConvertResult:
     src, out = Path(src), Path(out)
     ft = file_type(ftype)
@@ -91,6 +92,7 @@ def quantize_gguf(
         n_gqa=heads // kv if heads and kv else None,
         has_imatrix=weights is not None,
         n_expert=int(f.get(f"{arch}.expert_count", 0) or 0),
+        overrides=overrides,
     )
 
     plan = GGUFPlan()

@@ -24,6 +24,7 @@ from gguf import GGMLQuantizationType as T
 
 from exaone_gguf.checkpoint import Checkpoint, TensorHandle
 from exaone_gguf.families import TensorMapping, family_for
+from exaone_gguf.quantize.mixtures import TypeOverrides
 from exaone_gguf.convert.pipeline import ConvertResult, build_plan, stream_tensor
 from exaone_gguf.gguf_io.split import split_output
 from exaone_gguf.gguf_io.writer import Chunk, GGUFPlan, Output, PlannedTensor, Sink, write_outputs
@@ -64,11 +65,12 @@ def plan_variants(
     imatrix: dict[str, np.ndarray] | None = None,
     imatrix_file: Path | None = None,
     arch: str | None = None,
+    overrides: TypeOverrides | None = None,
 ) -> list[Variant]:
     """Build every variant's plan (no paths yet); all variants list the same tensors in the same order."""
     variants = []
     for outtype in outtypes:
-        plan, result = build_plan(ckpt, outtype, threads, imatrix, imatrix_file, arch=arch)
+        plan, result = build_plan(ckpt, outtype, threads, imatrix, imatrix_file, arch=arch, overrides=overrides)
         variants.append(Variant(result.outtype, plan, result))
     names = [t.name for t in variants[0].plan.tensors]
     for v in variants[1:]:

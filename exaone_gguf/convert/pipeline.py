@@ -23,7 +23,7 @@ from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io.writer import FileSpan, GGUFPlan
 from exaone_gguf.quantize.imatrix import weights_for
 from exaone_gguf.quantize.kernels import quantize
-from exaone_gguf.quantize.mixtures import file_type_value, plan_types
+from exaone_gguf.quantize.mixtures import TypeOverrides, file_type_value, plan_types
 
 FLOAT_OUTTYPES = {"f32": T.F32, "f16": T.F16, "bf16": T.BF16}
 _SOURCE_TO_OUT = {"BF16": T.BF16, "F16": T.F16, "F32": T.F32, "F64": T.F32}
@@ -183,6 +183,7 @@ def build_plan(
     imatrix: dict[str, np.ndarray] | None = None,
     imatrix_file: Path | None = None,
     arch: str | None = None,
+    overrides: TypeOverrides | None = None,
 ) -> tuple[GGUFPlan, ConvertResult]:
     spec = ckpt.spec
     fam = family_for(spec, arch)  # arch: another GGUF architecture, e.g. EXAONE 3.x as "llama"
@@ -196,6 +197,7 @@ def build_plan(
     types = plan_types(
         gguf_shapes, outtype, fam.arch, hp.get(f"{fam.arch}.block_count", spec.num_layers),
         n_gqa=spec.num_heads // spec.num_kv_heads, has_imatrix=imatrix is not None, n_expert=hp.get(f"{fam.arch}.expert_count", 1),
+        overrides=overrides,
     )
     if outtype == "q4_1":
         keep_awq_precision(ckpt, mappings, types)

@@ -14,10 +14,11 @@ import struct
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType
+from gguf import GGMLQuantizationType, GGUFValueType
 
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io.reader import read_gguf
+from exaone_gguf.gguf_io.writer import GGUFPlan, write_gguf
 
 _SUMS, _COUNTS = ".in_sum2", ".counts"
 
@@ -116,3 +117,30 @@ def weights_for(imatrix: dict[str, np.ndarray] | None, name: str, ne: tuple[int,
         raise InputError(f"imatrix entry {name} has {w.size} values but the tensor needs {expected}; "
                          "use an imatrix computed for this model.")
     return w
+
+
+def write_imatrix(
+    path: str | Path,
+    stats: dict[str, tuple[np.ndarray, np.ndarray]],
+    datasets: list[str],
+    chunk_count: int,
+    chunk_size: int,
+) -> int:
+    """Write llama-imatrix's GGUF format (tools/imatrix/imatrix.cpp save_imatrix): general.type "imatrix",
+    imatrix.datasets / chunk_count / chunk_size, and per tensor `<name>.in_sum2` F32 [ne0, n_mat] (sums of
+    squared activations) and `<name>.counts` F32 [1, n_mat]. `stats`: {name: (sums [n_mat, ne0], counts
+    [n_mat])}. Written through gguf_io (a temporary file renamed at the end). Returns the file size."""
+    plan = GGUFPlan()
+    plan.add_string("general.type", "imatrix")
+    plan.add_array("imatrix.datasets", GGUFValueType.STRING, list(datasets))
+    plan.add_u32("imatrix.chunk_count", chunk_count)
+    plan.add_u32("imatrix.chunk_size", chunk_size)
+    for name, (sums, counts) in stats.items():
+        sums = np.ascontiguousarray(sums, dtype=np.float32).reshape(len(counts), -1)
+        counts = np.asarray(counts, dtype=np.float32).reshape(-1, 1)
+        n_mat = len(counts)  # ggml_n_dims: a [ne0, 1] tensor is written as 1-D, as llama-imatrix's files show
+        plan.add_tensor(f"{name}{_SUMS}", (sums.shape[1],) + ((n_mat,) if n_mat > 1 else ()),
+                        GGMLQuantizationType.F32, lambda s=sums: [s])
+        plan.add_tensor(f"{name}{_COUNTS}", (1,) + ((n_mat,) if n_mat > 1 else ()),
+                        GGMLQuantizationType.F32, lambda c=counts: [c])
+    return write_gguf(plan, Path(path))

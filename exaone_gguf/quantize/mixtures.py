@@ -60,9 +60,11 @@ def n_dims(ne: Sequence[int]) -> int:
     return 1
 
 
-def allows_quantization(name: str, ne: Sequence[int]) -> bool:
-    """tensor_allows_quantization with the default params (output tensor quantized)."""
+def allows_quantization(name: str, ne: Sequence[int], leave_output_tensor: bool = False) -> bool:
+    """tensor_allows_quantization (`leave_output_tensor`: llama-quantize's --leave-output-tensor)."""
     if n_dims(ne) < 2 or not name.endswith("weight"):
+        return False
+    if leave_output_tensor and name == "output.weight":
         return False
     if name in _NEVER_QUANTIZE_EXACT:
         return False
@@ -111,6 +113,7 @@ class _State:
     tied: bool
     n_attention_wv: int
     n_expert: int = 1
+    output_tensor_type: T | None = None
     i_attention_wv: int = 0
     i_ffn_down: int = 0
 
@@ -124,6 +127,8 @@ def _mixture_type(st: _State, new: T, name: str, ne: Sequence[int], cat: str) ->
     """llama_tensor_get_type_impl for dense, non-Falcon models and our file types."""
     ft = st.ftype
     if cat == "output" or (st.tied and cat == "token_embd"):
+        if st.output_tensor_type is not None:
+            return st.output_tensor_type
         if ne[0] % block_size(new) != 0:
             return T.Q8_0
         return new if new == T.Q8_0 else T.Q6_K
@@ -201,11 +206,72 @@ def _is_70b(arch: str, n_layers: int, n_gqa: int | None) -> bool:
     return arch in ("qwen2", "deci", "olmo")
 
 
+@dataclass(frozen=True)
+class TypeOverrides:
+    """llama-quantize's per-tensor controls (llama_model_quantize_params): `tensor_types` are
+    (regex, type) pairs tried in order with regex_search semantics (first match wins, patterns
+    lower-cased as quantize.cpp does); `output_tensor_type` / `token_embedding_type` replace the
+    mixture's choice for output.weight / token_embd.weight; `pure` turns the mixture rules off;
+    `leave_output_tensor` keeps output.weight in its source type."""
+
+    tensor_types: tuple[tuple[str, GGMLQuantizationType], ...] = ()
+    output_tensor_type: GGMLQuantizationType | None = None
+    token_embedding_type: GGMLQuantizationType | None = None
+    pure: bool = False
+    leave_output_tensor: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.tensor_types) or self.output_tensor_type is not None or (
+            self.token_embedding_type is not None) or self.pure or self.leave_output_tensor
+
+    def to_dict(self) -> dict:
+        return {
+            "tensor_types": [f"{p}={t.name.lower()}" for p, t in self.tensor_types],
+            "output_tensor_type": self.output_tensor_type.name.lower() if self.output_tensor_type is not None else None,
+            "token_embedding_type": (
+                self.token_embedding_type.name.lower() if self.token_embedding_type is not None else None),
+            "pure": self.pure,
+            "leave_output_tensor": self.leave_output_tensor,
+        }
+
+
+def parse_ggml_type(text: str, flag: str) -> GGMLQuantizationType:
+    """A ggml type name (case-insensitive, as quantize.cpp's parse_ggml_type) that this package can write."""
+    from exaone_gguf.errors import InputError
+    from exaone_gguf.quantize.formats import SUPPORTED_TYPES
+
+    for t in SUPPORTED_TYPES:
+        if t.name.lower() == text.strip().lower():
+            return t
+    names = ", ".join(sorted(t.name.lower() for t in SUPPORTED_TYPES))
+    raise InputError(f"{flag} {text!r}: not a tensor type this tool writes; use one of: {names}.")
+
+
+def parse_tensor_types(items: Iterable[str]) -> tuple[tuple[str, GGMLQuantizationType], ...]:
+    """--tensor-type PATTERN=TYPE items -> ((pattern, type), ...), as quantize.cpp's parse_tensor_type:
+    split at the first '=', the pattern lower-cased; a pattern that is not a valid regex is refused."""
+    from exaone_gguf.errors import InputError
+
+    out = []
+    for item in items:
+        pattern, sep, qtype = item.partition("=")
+        if not sep or not pattern or not qtype:
+            raise InputError(f"--tensor-type {item!r}: write PATTERN=TYPE, e.g. attn_v=q8_0 or 'blk\\.[0-3]\\.ffn_down=q6_k'.")
+        pattern = pattern.lower()
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise InputError(f"--tensor-type {item!r}: {pattern!r} is not a valid regular expression ({e}).") from None
+        out.append((pattern, parse_ggml_type(qtype, "--tensor-type")))
+    return tuple(out)
+
+
 TensorSpec = tuple  # (name, ne) or (name, ne, source_type)
 
 
 def plan_types(tensors: Iterable[TensorSpec], ftype: str, arch: str, n_layers: int, *,
-               n_gqa: int | None = None, has_imatrix: bool = False, n_expert: int = 1) -> dict[str, GGMLQuantizationType]:
+               n_gqa: int | None = None, has_imatrix: bool = False, n_expert: int = 1,
+               overrides: TypeOverrides | None = None) -> dict[str, GGMLQuantizationType]:
     """The type llama_model_quantize gives each tensor for file type `ftype` (a CLI name).
 
     `tensors`: (GGUF name, ne) pairs, ne[0] = row length, optionally with the source type as a
@@ -213,8 +279,10 @@ def plan_types(tensors: Iterable[TensorSpec], ftype: str, arch: str, n_layers: i
     (incl. NextN blocks). `n_gqa` = n_head // n_head_kv: needed by q2_k and iq4_xs (attn_v rule)
     and for llama 70B detection. `has_imatrix`: whether an importance matrix will be used. `n_expert`:
     {arch}.expert_count (MoE rules when > 1).
+    `overrides`: llama-quantize's per-tensor controls (llama_tensor_get_type's outer wrapper).
     Returns {name: type} in the order given.
     """
+    ov = overrides or TypeOverrides()
     ft = file_type(ftype)
     items = [(t[0], tuple(int(v) for v in t[1]), T(t[2]) if len(t) > 2 else T.F32) for t in tensors]
     names = [name for name, _, _ in items]
@@ -226,15 +294,29 @@ def plan_types(tensors: Iterable[TensorSpec], ftype: str, arch: str, n_layers: i
         tied="output.weight" not in names,
         n_attention_wv=sum(_category(n) == "attn_v" for n in names),
         n_expert=max(1, int(n_expert or 1)),
+        output_tensor_type=ov.output_tensor_type,
     )
+    patterns = [(re.compile(p), t) for p, t in ov.tensor_types]
     out: dict[str, GGMLQuantizationType] = {}
     for name, ne, src in sorted(items, key=lambda it: _order_key(it[0])):
-        if not allows_quantization(name, ne):
+        if not allows_quantization(name, ne, ov.leave_output_tensor):
             out[name] = src
+            continue
+        cat = _category(name)
+        named = name == "per_layer_token_embd.weight" and any(p.search(name) for p, _ in patterns)
+        if ov.token_embedding_type is not None and cat == "token_embd" and not named:
+            out[name] = ov.token_embedding_type
+            continue
+        if ov.output_tensor_type is not None and cat == "output":
+            out[name] = ov.output_tensor_type
             continue
         new = ft.default_type
         if is_quantized(new):
-            new = _mixture_type(st, new, name, ne, _category(name))
+            manual = next((t for p, t in patterns if p.search(name)), None)
+            if manual is not None:
+                new = manual
+            elif not ov.pure:
+                new = _mixture_type(st, new, name, ne, cat)
             new = _fallback(new, ne[0])
         out[name] = new
     return {name: out[name] for name in names}

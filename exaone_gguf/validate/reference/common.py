@@ -7,6 +7,8 @@ shape reversed, the HF shape), so a projection is `x @ W.T`.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from exaone_gguf.checkpoint.spec import ModelSpec
@@ -17,9 +19,14 @@ from exaone_gguf.validate.reference.weights import Weights
 # Rows of the output matrix multiplied at a time: bounds memory for 100k-token vocabularies.
 LOGIT_CHUNK_ROWS = 8192
 
+# Observers of every projection's input (the imatrix collector): observer(weight name, x) before x @ W.T.
+LINEAR_OBSERVERS: list[Callable[[str, np.ndarray], None]] = []
+
 
 def linear(w: Weights, name: str, x: np.ndarray) -> np.ndarray:
     """x @ W.T (+ bias when there is one; EXAONE has none, some Llama fine-tunes do)."""
+    for observe in LINEAR_OBSERVERS:  # e.g. the imatrix collector: the input of every matrix product
+        observe(name + ".weight", x)
     y = w.product_input(name + ".weight", x) @ w.get(name + ".weight").T
     if name + ".bias" in w:
         y += w.get(name + ".bias")

@@ -1,0 +1,143 @@
+"""`exaone-gguf imatrix` against the real llama-imatrix (scripts/llama_tools.py) on the same model (our F32 GGUF
+for llama.cpp), the same text and context: every tensor's importance vector agrees (cosine >= 0.999), counts and
+chunk metadata are equal, and quantizing with either matrix gives the same mean KLD within 2 %."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import llama_cpp_logits
+from exaone_gguf.checkpoint import load_checkpoint
+from exaone_gguf.convert.from_gguf import quantize_gguf
+from exaone_gguf.errors import InputError
+from exaone_gguf.gguf_io import read_gguf
+from exaone_gguf.validate.calibration import CODE, MATHS, PROSE, calibration_text, plain_chats
+from exaone_gguf.validate.evaltext import EVAL_TEXT
+from exaone_gguf.validate.imatrix import collect_imatrix, tokenize
+from exaone_gguf.validate.metrics import compare_logits
+from exaone_gguf.validate.reference import forward
+
+CTX, CHUNKS = 64, 8
+
+
+def read_imatrix(path):
+    f = read_gguf(path)
+    meta = {k: f.get(k) for k in ("general.type", "imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size")}
+    data = {t.name: (tuple(t.shape), f.tensor_bytes(t).view("<f4").astype(np.float64)) for t in f.tensors}
+    return meta, data
+
+
+def agreement(ours, theirs):
+    """(worst cosine over in_sum2 vectors, names whose counts or shapes differ, names present on one side)."""
+    (_, a), (_, b) = ours, theirs
+    worst, differ = 1.0, []
+    for name in sorted(set(a) & set(b)):
+        (sa, va), (sb, vb) = a[name], b[name]
+        if sa != sb or va.shape != vb.shape:
+            differ.append(name)
+        elif name.endswith(".counts"):
+            if not np.array_equal(va, vb):
+                differ.append(name)
+        else:
+            worst = min(worst, float(va @ vb / np.linalg.norm(va) / np.linalg.norm(vb)))
+    return worst, differ, sorted(set(a) ^ set(b))
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    p = tmp_path_factory.mktemp("text") / "calib.txt"
+    p.write_text("\n\n".join([PROSE, CODE, MATHS, plain_chats()]), encoding="utf-8")
+    return p
+
+
+def llama_imatrix(tools, gguf, text, out, ctx=CTX, chunks=CHUNKS):
+    cmd = [str(tools["llama-imatrix"]), "-m", str(gguf), "-f", str(text), "-c", str(ctx), "--chunks", str(chunks),
+           "-o", str(out), "--no-ppl", "-t", "2"]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return out
+
+
+@pytest.mark.parametrize("family", ["exaone4", "exaone3"])
+def test_matches_llama_imatrix(family, llama_tools, tiny_dir, tiny_gguf, text_file, tmp_path):
+    src, f32 = tiny_dir(family), tiny_gguf(family, "f32")
+    theirs_path = llama_imatrix(llama_tools, f32, text_file, tmp_path / "llama.gguf")
+    ours_path = tmp_path / "ours.gguf"
+    result = collect_imatrix(src, ours_path, text=text_file, ctx=CTX, chunks=CHUNKS)
+    assert result.chunks == CHUNKS and result.n_tokens == CHUNKS * CTX
+    ours, theirs = read_imatrix(ours_path), read_imatrix(theirs_path)
+    assert ours[0] == theirs[0]  # general.type, datasets, chunk count and size
+    worst, differ, one_side = agreement(ours, theirs)
+    assert one_side == [] and differ == []
+    assert worst >= 0.999, worst  # measured >= 0.99999999 on both families
+    n_blocks = read_gguf(f32).get(f"{read_gguf(f32).get('general.architecture')}.block_count")
+    assert len(ours[1]) == 2 * 7 * n_blocks  # q k v o gate up down per block, sums and counts
+
+    # the comparison sees a different context: counts differ (and the chunk size)
+    other = tmp_path / "ctx32.gguf"
+    collect_imatrix(src, other, text=text_file, ctx=32, chunks=CHUNKS)
+    wrong = read_imatrix(other)
+    assert wrong[0] != theirs[0] and agreement(wrong, theirs)[1]
+
+    # quantizing with either matrix: mean KLD against the source within 2 %
+    ckpt = load_checkpoint(src)
+    tokens = tokenize(ckpt, EVAL_TEXT)[0][:128]
+    ref = forward(ckpt, tokens)
+    klds = []
+    for m in (ours_path, theirs_path):
+        q = quantize_gguf(f32, tmp_path / f"{m.stem}-iq4_xs.gguf", "iq4_xs", imatrix=m).output
+        klds.append(compare_logits(ref, llama_cpp_logits(q, tokens), tokens).mean_kld)
+    assert abs(klds[0] - klds[1]) <= 0.02 * klds[1], klds
+
+
+def test_builtin_text_renders_chat_turns(tiny_dir, tmp_path):
+    ckpt = load_checkpoint(tiny_dir("exaone4"))
+    text = calibration_text(ckpt.tokenizer.chat_template, "[BOS]", "[|endofturn|]")
+    assert "[|user|]" in text and "서울" in text and "def moving_average" in text and "x^2 - 5x + 6" in text
+    ids, bos = tokenize(ckpt, text)
+    assert len(ids) >= 2 * 512  # at least two default chunks
+    out = tmp_path / "builtin.gguf"
+    r = collect_imatrix(tiny_dir("exaone4"), out, ctx=256, chunks=2)
+    meta, data = read_imatrix(out)
+    assert meta["imatrix.datasets"] == ["exaone-gguf built-in calibration text"] and r.chunks == 2
+    assert all(v[1][0] == 512 for n, v in data.items() if n.endswith(".counts"))
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "exaone_gguf", "imatrix", *map(str, args)], capture_output=True,
+                          text=True, env=os.environ)
+
+
+def test_bad_input_exit_2_nothing_written(tiny_dir, tmp_path):
+    src = tiny_dir("exaone4")
+    out = tmp_path / "i.gguf"
+    short = tmp_path / "short.txt"
+    short.write_text("hello", encoding="utf-8")
+    for args, msg in (
+        (["--ctx", "8"], "at least 16 tokens"),
+        (["--text", short], "fewer than one chunk"),
+        (["--text", tmp_path / "missing.txt"], "not found"),
+    ):
+        run = _cli(src, "-o", out, *args)
+        assert run.returncode == 2 and msg in run.stderr, run.stderr
+        assert not out.exists()
+    out.write_bytes(b"keep")
+    run = _cli(src, "-o", out, "--ctx", "64", "--chunks", "1")
+    assert run.returncode == 2 and out.read_bytes() == b"keep"
+    run = _cli(src, "-o", out, "--ctx", "64", "--chunks", "1", "--force", "--json")
+    assert run.returncode == 0, run.stderr
+    assert read_imatrix(out)[0]["imatrix.chunk_count"] == 1
+
+
+def test_chunks_take_bos_as_llama_imatrix():
+    from exaone_gguf.validate.imatrix import chunk_tokens
+
+    assert chunk_tokens(list(range(10)), 4, None, 99) == [[99, 1, 2, 3], [99, 5, 6, 7]]
+    assert chunk_tokens(list(range(10)), 4, 1, None) == [[0, 1, 2, 3]]
+    with pytest.raises(InputError, match="at least 16"):
+        collect_imatrix("unused", "unused.gguf", ctx=4)
