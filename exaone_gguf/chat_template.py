@@ -73,8 +73,13 @@ class _GenerationTags(jinja2.ext.Extension):
         return parser.parse_statements(("name:endgeneration",), drop_needle=True)
 
 
-def tojson(x: Any, ensure_ascii: bool = False, indent: int | str | None = None,
-           separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+def tojson(
+    x: Any,
+    ensure_ascii: bool = False,
+    indent: int | str | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
     """transformers' tojson: plain json.dumps, no HTML escaping, non-ASCII kept."""
     return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
@@ -127,6 +132,7 @@ _ENV = _make_environment()
 def parse(template: str) -> jinja2.nodes.Template:
     """The template's syntax tree, parsed by the sandboxed environment that compiles and renders it."""
     return _ENV.parse(template)
+
 
 # transformers copies a message's reasoning, given under any of these names, to `reasoning_content`
 # (the name templates read) and to `thinking` (gpt-oss templates).
@@ -199,8 +205,10 @@ def _describe(e: BaseException, max_output_chars: int) -> str:
 
 
 def _memory_sentence() -> str:
-    return (f"was stopped at its memory bound of {MEMORY_BUDGET_BYTES >> 20} MiB for one render; a chat "
-            "template needs a few MiB, so find where it builds huge values and fix it.")
+    return (
+        f"was stopped at its memory bound of {MEMORY_BUDGET_BYTES >> 20} MiB for one render; a chat "
+        "template needs a few MiB, so find where it builds huge values and fix it."
+    )
 
 
 def _render_one(template: jinja2.Template, call: Mapping[str, Any], max_output_chars: int) -> str:
@@ -226,8 +234,9 @@ def _render_one(template: jinja2.Template, call: Mapping[str, Any], max_output_c
     return "".join(chunks)
 
 
-def _child_main(conn: Any, template: str, calls: list[dict], max_output_chars: int, memory_budget: int,
-                cpu_s: int) -> None:
+def _child_main(
+    conn: Any, template: str, calls: list[dict], max_output_chars: int, memory_budget: int, cpu_s: int
+) -> None:
     """Runs in the child: ("ok", None) once compiled, ("ok", text) per conversation, or ("error", sentence tail)."""
     try:
         _limit_child(memory_budget, cpu_s)
@@ -271,12 +280,20 @@ def _check_length(template: str, source_name: str) -> None:
     if not isinstance(template, str):
         raise TemplateError(f"{source_name}: chat template is not a string but {type(template).__name__}.")
     if len(template) > MAX_TEMPLATE_CHARS:
-        raise TemplateError(f"{source_name}: chat template has {len(template):,} characters, more "
-                            f"than the {MAX_TEMPLATE_CHARS:,} allowed.")
+        raise TemplateError(
+            f"{source_name}: chat template has {len(template):,} characters, more "
+            f"than the {MAX_TEMPLATE_CHARS:,} allowed."
+        )
 
 
-def _run_child(template: str, calls: list[dict], source_name: str, max_output_chars: int,
-               timeout_s: float, cpu_s: int | None = None) -> list[str]:
+def _run_child(
+    template: str,
+    calls: list[dict],
+    source_name: str,
+    max_output_chars: int,
+    timeout_s: float,
+    cpu_s: int | None = None,
+) -> list[str]:
     """Compile `template` and render every call in one bounded child; TemplateError on the first failure.
     `cpu_s` (default: the wall-clock allowance of every step, plus one) is the child's CPU-time limit."""
     _check_length(template, source_name)
@@ -285,8 +302,9 @@ def _run_child(template: str, calls: list[dict], source_name: str, max_output_ch
         cpu_s = math.ceil(timeout_s * (len(calls) + 1)) + 1
     ctx = _context()
     receiver, sender = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child_main, args=(sender, template, calls, max_output_chars,
-                                                  MEMORY_BUDGET_BYTES, cpu_s), daemon=True)
+    child = ctx.Process(
+        target=_child_main, args=(sender, template, calls, max_output_chars, MEMORY_BUDGET_BYTES, cpu_s), daemon=True
+    )
     child.start()
     sender.close()
     rendered: list[str] = []
@@ -300,8 +318,10 @@ def _run_child(template: str, calls: list[dict], source_name: str, max_output_ch
         while len(rendered) < len(calls) or not compiled:
             deadline = time.monotonic() + timeout_s  # each step (compile, one conversation) gets timeout_s
             if not receiver.poll(max(0.0, deadline - time.monotonic())):
-                raise fail(f"ran longer than its time bound of {timeout_s:g} s and was stopped; "
-                           "it loops too long or never ends, fix the template.")
+                raise fail(
+                    f"ran longer than its time bound of {timeout_s:g} s and was stopped; "
+                    "it loops too long or never ends, fix the template."
+                )
             try:
                 status, value = receiver.recv()
             except EOFError:  # the child died without a word: a limit killed it, or it crashed
@@ -310,10 +330,14 @@ def _run_child(template: str, calls: list[dict], source_name: str, max_output_ch
                 if code == _EXIT_MEMORY:
                     raise fail(_memory_sentence()) from None
                 if code is not None and -code in (signal.SIGXCPU, signal.SIGKILL):
-                    raise fail(f"used more than its CPU bound of {cpu_s} s and was stopped; it loops too long "
-                               "or never ends, fix the template.") from None
-                raise fail(f"crashed the render process ({_signal_name(code) if code and code < 0 else code}) "
-                           "and was stopped; fix the template.") from None
+                    raise fail(
+                        f"used more than its CPU bound of {cpu_s} s and was stopped; it loops too long "
+                        "or never ends, fix the template."
+                    ) from None
+                raise fail(
+                    f"crashed the render process ({_signal_name(code) if code and code < 0 else code}) "
+                    "and was stopped; fix the template."
+                ) from None
             if status == "error":
                 raise fail(value)
             if compiled:
@@ -368,7 +392,14 @@ def render(
     transformers' apply_chat_template; like transformers, a message's reasoning given as `thinking` or
     `reasoning` is also offered as `reasoning_content`. Raises TemplateError on any failure.
     """
-    call = dict(messages=messages, add_generation_prompt=add_generation_prompt, tools=tools,
-                bos_token=bos_token, eos_token=eos_token, **kwargs)
-    return render_many(template, [call], source_name=source_name, max_output_chars=max_output_chars,
-                       timeout_s=timeout_s)[0]
+    call = dict(
+        messages=messages,
+        add_generation_prompt=add_generation_prompt,
+        tools=tools,
+        bos_token=bos_token,
+        eos_token=eos_token,
+        **kwargs,
+    )
+    return render_many(
+        template, [call], source_name=source_name, max_output_chars=max_output_chars, timeout_s=timeout_s
+    )[0]

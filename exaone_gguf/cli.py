@@ -33,25 +33,35 @@ OUTTYPES = "auto|f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q2_k|q3_k_m|q4_k_s|q4_k_m
 
 def _tensor_type_opt():
     return typer.Option(
-        [], "--tensor-type", metavar="PATTERN=TYPE",
+        [],
+        "--tensor-type",
+        metavar="PATTERN=TYPE",
         help="Type for the tensors whose name matches the regex PATTERN (repeatable, first match wins), as llama-quantize.",
     )
 
 
 def _output_tensor_type_opt():
-    return typer.Option(None, "--output-tensor-type", metavar="TYPE", help="Type for output.weight (as llama-quantize).")
+    return typer.Option(
+        None, "--output-tensor-type", metavar="TYPE", help="Type for output.weight (as llama-quantize)."
+    )
 
 
 def _token_embedding_type_opt():
-    return typer.Option(None, "--token-embedding-type", metavar="TYPE", help="Type for token_embd.weight (as llama-quantize).")
+    return typer.Option(
+        None, "--token-embedding-type", metavar="TYPE", help="Type for token_embd.weight (as llama-quantize)."
+    )
 
 
 def _pure_opt():
-    return typer.Option(False, "--pure", help="Every quantized tensor gets the default type: no mixture rules (as llama-quantize).")
+    return typer.Option(
+        False, "--pure", help="Every quantized tensor gets the default type: no mixture rules (as llama-quantize)."
+    )
 
 
 def _leave_output_opt():
-    return typer.Option(False, "--leave-output-tensor", help="Keep output.weight in its source type (as llama-quantize).")
+    return typer.Option(
+        False, "--leave-output-tensor", help="Keep output.weight in its source type (as llama-quantize)."
+    )
 
 
 def _overrides(tensor_type, output_tensor_type, token_embedding_type, pure, leave_output_tensor):
@@ -62,7 +72,8 @@ def _overrides(tensor_type, output_tensor_type, token_embedding_type, pure, leav
         tensor_types=parse_tensor_types(tensor_type),
         output_tensor_type=parse_ggml_type(output_tensor_type, "--output-tensor-type") if output_tensor_type else None,
         token_embedding_type=(
-            parse_ggml_type(token_embedding_type, "--token-embedding-type") if token_embedding_type else None),
+            parse_ggml_type(token_embedding_type, "--token-embedding-type") if token_embedding_type else None
+        ),
         pure=pure,
         leave_output_tensor=leave_output_tensor,
     )
@@ -138,11 +149,14 @@ def _report_written(result, as_json: bool) -> None:
 @app.command()
 def convert(
     src_dir: Path = typer.Argument(
-        ..., metavar="SRC_DIR|REPO_ID",
+        ...,
+        metavar="SRC_DIR|REPO_ID",
         help="Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer), or a Hub repo id "
         "(ORG/NAME; fetched into the Hugging Face cache, HF_HUB_OFFLINE honoured); an existing directory wins.",
     ),
-    output_arg: str = typer.Option(..., "-o", "--output", help="Output .gguf file, or a directory (OUT_DIR/) for several types."),
+    output_arg: str = typer.Option(
+        ..., "-o", "--output", help="Output .gguf file, or a directory (OUT_DIR/) for several types."
+    ),
     outtype: str = typer.Option(
         "auto", "--outtype", help=f"Tensor type: {OUTTYPES}; a comma list (bf16,q8_0,q4_k_m) writes each into OUT_DIR/."
     ),
@@ -151,12 +165,16 @@ def convert(
     split_max_size: Optional[str] = typer.Option(
         None, "--split-max-size", help="Shards of at most this much tensor data: 5G, 500M (decimal, as gguf-split)."
     ),
-    split_max_tensors: Optional[int] = typer.Option(None, "--split-max-tensors", min=1, help="Shards of at most N tensors."),
+    split_max_tensors: Optional[int] = typer.Option(
+        None, "--split-max-tensors", min=1, help="Shards of at most N tensors."
+    ),
     validate_out: bool = typer.Option(
         False, "--validate", help="Validate each output against SRC_DIR; the JSON report is kept beside it."
     ),
     arch: Optional[str] = typer.Option(
-        None, "--arch", help="GGUF architecture: default the family's own; 'llama' writes EXAONE 3.x for older runtimes."
+        None,
+        "--arch",
+        help="GGUF architecture: default the family's own; 'llama' writes EXAONE 3.x for older runtimes.",
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -177,11 +195,21 @@ def convert(
         src_dir = resolve_source(src_dir)
         overrides = _overrides(tensor_type, output_tensor_type, token_embedding_type, pure, leave_output_tensor)
         opts = ConvertOptions(
-            outtype=outtype, threads=resolve_threads(threads), imatrix=imatrix, arch=arch, split_max_size=split_max_size,
-            split_max_tensors=split_max_tensors, allow_nonfinite=allow_nonfinite, force=force, validate=validate_out,
-            on_validated=lambda report: report.render(err), overrides=overrides,
+            outtype=outtype,
+            threads=resolve_threads(threads),
+            imatrix=imatrix,
+            arch=arch,
+            split_max_size=split_max_size,
+            split_max_tensors=split_max_tensors,
+            allow_nonfinite=allow_nonfinite,
+            force=force,
+            validate=validate_out,
+            on_validated=lambda report: report.render(err),
+            overrides=overrides,
         )
-        result = _run_with_progress(f"converting {src_dir.name}", lambda **kw: pub.run(src_dir, output_arg, _with(opts, **kw)))
+        result = _run_with_progress(
+            f"converting {src_dir.name}", lambda **kw: pub.run(src_dir, output_arg, _with(opts, **kw))
+        )
         if isinstance(result, pub.PublishResult):
             _warn_nonfinite(result.nonfinite, "converted")
             _report_published(result, as_json)
@@ -206,7 +234,8 @@ def _warn_nonfinite(names: list[str], done: str) -> None:
         err.print(
             f"[bold yellow]warning:[/] {len(names)} tensor(s) contain NaN or infinity "
             f"({escape(shown)}); {done} anyway because of --allow-nonfinite.",
-            highlight=False, soft_wrap=True,
+            highlight=False,
+            soft_wrap=True,
         )
 
 
@@ -215,14 +244,22 @@ def _report_published(result, as_json: bool) -> None:
         _print_json(result.to_dict())
     for v in result.variants:
         extra = f", mean KLD {v.mean_kld:.5f}, same top-1 {v.same_top1:.1f}%" if v.mean_kld is not None else ""
-        err.print(f"wrote [bold]{v.files[0]}[/] ({v.outtype}, {v.size / 1e6:.1f} MB, {len(v.files)} file(s){extra})", highlight=False)
+        err.print(
+            f"wrote [bold]{v.files[0]}[/] ({v.outtype}, {v.size / 1e6:.1f} MB, {len(v.files)} file(s){extra})",
+            highlight=False,
+        )
     err.print(f"card {result.card}, manifest {result.manifest} ({result.seconds:.1f} s)", highlight=False)
+
 
 @app.command()
 def quantize(
     input_gguf: Path = typer.Argument(..., metavar="IN.gguf", help="F32/F16/BF16 GGUF file."),
     output: Path = typer.Argument(..., metavar="OUT.gguf", help="Output file."),
-    qtype: str = typer.Argument(..., metavar="TYPE", help="q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k, iq4_xs, f16, bf16, f32"),
+    qtype: str = typer.Argument(
+        ...,
+        metavar="TYPE",
+        help="q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k, iq4_xs, f16, bf16, f32",
+    ),
     imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="llama.cpp importance matrix (GGUF or .dat)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     allow_requantize: bool = typer.Option(False, "--allow-requantize", help="Accept an already quantized input."),
@@ -246,8 +283,16 @@ def quantize(
         result = _run_with_progress(
             f"quantizing {input_gguf.name}",
             lambda **kw: quantize_gguf(
-                input_gguf, output, qtype, threads=threads, imatrix=imatrix, allow_requantize=allow_requantize, force=force,
-                allow_nonfinite=allow_nonfinite, overrides=overrides, **kw,
+                input_gguf,
+                output,
+                qtype,
+                threads=threads,
+                imatrix=imatrix,
+                allow_requantize=allow_requantize,
+                force=force,
+                allow_nonfinite=allow_nonfinite,
+                overrides=overrides,
+                **kw,
             ),
         )
         _warn_nonfinite(result.nonfinite, "quantized")
@@ -275,7 +320,9 @@ def validate(
     ),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (all layers offloaded)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON to this file."),
-    text: Optional[Path] = typer.Option(None, "--text", help="Evaluation text file (default: built-in bilingual text)."),
+    text: Optional[Path] = typer.Option(
+        None, "--text", help="Evaluation text file (default: built-in bilingual text)."
+    ),
     max_tokens: int = typer.Option(256, "--max-tokens", min=2, help="Tokens of the evaluation text to compare."),
     threshold: list[str] = typer.Option(
         [], "--threshold", help="Override a fidelity threshold, e.g. max_mean_kld=0.01 (turns on --quality-gate)."
@@ -285,7 +332,10 @@ def validate(
     ),
     imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="The imatrix the file was quantized with."),
     against: Optional[Path] = typer.Option(
-        None, "--against", metavar="BASE.gguf", help="Compare with a higher-precision GGUF as llama-perplexity --kl-divergence does."
+        None,
+        "--against",
+        metavar="BASE.gguf",
+        help="Compare with a higher-precision GGUF as llama-perplexity --kl-divergence does.",
     ),
     ctx: int = typer.Option(512, "--ctx", min=4, help="--against: tokens per chunk (llama-perplexity's -c)."),
     chunks: Optional[int] = typer.Option(None, "--chunks", min=1, help="--against: at most this many chunks."),
@@ -302,14 +352,26 @@ def validate(
             from exaone_gguf.validate.against import validate_against
 
             report = validate_against(
-                model, against, text, ctx, chunks, threshold_overrides=_parse_thresholds(threshold),
-                quality_gate=quality_gate, threads=resolve_threads(threads),
+                model,
+                against,
+                text,
+                ctx,
+                chunks,
+                threshold_overrides=_parse_thresholds(threshold),
+                quality_gate=quality_gate,
+                threads=resolve_threads(threads),
             )
         else:
             report = run_validate(
-                model, resolve_source(reference) if reference is not None else None, device=device, text=text,
-                max_tokens=max_tokens, threshold_overrides=_parse_thresholds(threshold), threads=threads,
-                quality_gate=quality_gate, imatrix=imatrix,
+                model,
+                resolve_source(reference) if reference is not None else None,
+                device=device,
+                text=text,
+                max_tokens=max_tokens,
+                threshold_overrides=_parse_thresholds(threshold),
+                threads=threads,
+                quality_gate=quality_gate,
+                imatrix=imatrix,
             )
         report.render(err)
         if json_path:
@@ -326,7 +388,7 @@ def imatrix(
     text: Optional[Path] = typer.Option(None, "--text", help="Calibration text (UTF-8); default: the built-in text."),
     ctx: int = typer.Option(512, "--ctx", min=1, help="Tokens per chunk (llama-imatrix's -c)."),
     chunks: Optional[int] = typer.Option(None, "--chunks", min=1, help="At most this many chunks (default: all)."),
-    threads: int = typer.Option(1, "--threads", min=1, help="BLAS threads for the float32 forward."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
@@ -336,17 +398,32 @@ def imatrix(
     from exaone_gguf.validate.imatrix import collect_imatrix
 
     with _errors():
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=err, disable=not err.is_terminal) as bar:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=not err.is_terminal,
+        ) as bar:
             task = bar.add_task(f"imatrix {src_dir.name}", total=None)
             result = collect_imatrix(
-                src_dir, output, text=text, ctx=ctx, chunks=chunks, threads=threads, force=force,
+                src_dir,
+                output,
+                text=text,
+                ctx=ctx,
+                chunks=chunks,
+                threads=resolve_threads(threads),
+                force=force,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
         if as_json:
             _print_json(result.to_dict())
-        err.print(f"wrote [bold]{result.output}[/] ({result.n_entries} tensors, {result.chunks} chunks of {result.ctx} tokens)",
-                  highlight=False)
+        err.print(
+            f"wrote [bold]{result.output}[/] ({result.n_entries} tensors, {result.chunks} chunks of {result.ctx} tokens)",
+            highlight=False,
+        )
 
 
 @app.command("make-tiny")

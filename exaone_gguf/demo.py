@@ -40,15 +40,15 @@ def chat_reply(gguf: Path, prompt: str = PROMPT, max_tokens: int = 8) -> str:
 
     llm = Llama(str(gguf), n_ctx=256, verbose=False, seed=0)
     try:
-        out = llm.create_chat_completion(messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=0.0)
+        out = llm.create_chat_completion(
+            messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=0.0
+        )
     finally:
         llm.close()
     return out["choices"][0]["message"].get("content") or ""
 
 
-def run_demo(
-    workdir: Path | None, console: Console, families=DEFAULT_FAMILIES, types=DEFAULT_TYPES
-) -> list[DemoRow]:
+def run_demo(workdir: Path | None, console: Console, families=DEFAULT_FAMILIES, types=DEFAULT_TYPES) -> list[DemoRow]:
     from exaone_gguf.convert.driver import ConvertOptions, convert
     from exaone_gguf.tiny import make_tiny
     from exaone_gguf.validate import validate

@@ -174,7 +174,9 @@ def bench_model(config: Path, args: argparse.Namespace, work: Path, llama: Path 
         subprocess.run(make, check=True, stdout=subprocess.DEVNULL)
         files = sorted(src.glob("*.safetensors"))
         size = sum(f.stat().st_size for f in files)
-        print(f"make-tiny: {len(files)} safetensors file(s), {gb(size)} in {time.perf_counter() - t0:.1f} s", flush=True)
+        print(
+            f"make-tiny: {len(files)} safetensors file(s), {gb(size)} in {time.perf_counter() - t0:.1f} s", flush=True
+        )
 
         def contender(label: str, outtype: str, cmd: list[str], out: Path, env: dict | None = None) -> None:
             best: Run | None = None
@@ -199,7 +201,12 @@ def bench_model(config: Path, args: argparse.Namespace, work: Path, llama: Path 
         contender("copy", "-", ["cp", *map(str, files), str(out_dir)], out_dir)
         for t in args.outtypes:
             out = out_dir / f"ours-{t}.gguf"
-            contender("ours", t, [sys.executable, "-m", "exaone_gguf", "convert", str(src), "-o", str(out), "--outtype", t], out)
+            contender(
+                "ours",
+                t,
+                [sys.executable, "-m", "exaone_gguf", "convert", str(src), "-o", str(out), "--outtype", t],
+                out,
+            )
         if llama is None:
             print(f"  llama.cpp  skipped: {llama_why}")
         else:
@@ -247,7 +254,9 @@ def table(name: str, size: int, runs: list[Run]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", type=Path, action="append", help=f"model config.json (repeatable; default {DEFAULT_CONFIG})")
+    ap.add_argument(
+        "--config", type=Path, action="append", help=f"model config.json (repeatable; default {DEFAULT_CONFIG})"
+    )
     ap.add_argument("--tokenizer-dir", type=Path, default=DEFAULT_TOKENIZER, help="real tokenizer files for make-tiny")
     ap.add_argument("--outtypes", default="bf16,f16", help="comma list of output types (default bf16,f16)")
     ap.add_argument("--work-dir", type=Path, default=None, help="where the multi-GB files go (default: a temp dir)")

@@ -160,7 +160,10 @@ def same_tensors(ours_path: Path, theirs_path: Path) -> tuple[str | None, list[s
             rel = float(abs((x.astype("f8") - y) / y).max())
             notes.append(f"{name}: {int((x != y).sum())} of {x.size} values differ, at most {rel:.1e} relative")
     if set(ours) != set(theirs):
-        return f"tensor names differ: only ours {sorted(set(ours) - set(theirs))[:3]}, only theirs {sorted(set(theirs) - set(ours))[:3]}", notes
+        return (
+            f"tensor names differ: only ours {sorted(set(ours) - set(theirs))[:3]}, only theirs {sorted(set(theirs) - set(ours))[:3]}",
+            notes,
+        )
     for name in ours:
         if ours[name][0] != theirs[name][0]:
             return f"{name}: type {ours[name][0]} vs {theirs[name][0]}", notes
@@ -180,8 +183,14 @@ def llama_route(ckpt: Path, types: list[str], threads: int, work: Path, ours: di
     work.mkdir(parents=True, exist_ok=True)
     bf16 = work / "llama-bf16.gguf"
     env = {**os.environ, "PYTHONPATH": str(src / "gguf-py")}  # its converter with its own gguf-py
-    conv = run_rusage([sys.executable, str(src / "convert_hf_to_gguf.py"), str(ckpt), "--outtype", "bf16", "--outfile", str(bf16)], env=env)[:3]
-    print(f"llama.cpp convert_hf_to_gguf bf16 {conv[0]:7.1f} s  CPU {conv[2]:7.1f} s  peak RSS {conv[1]:7.0f} MB", flush=True)
+    conv = run_rusage(
+        [sys.executable, str(src / "convert_hf_to_gguf.py"), str(ckpt), "--outtype", "bf16", "--outfile", str(bf16)],
+        env=env,
+    )[:3]
+    print(
+        f"llama.cpp convert_hf_to_gguf bf16 {conv[0]:7.1f} s  CPU {conv[2]:7.1f} s  peak RSS {conv[1]:7.0f} MB",
+        flush=True,
+    )
     diffs: dict[str, tuple[str | None, list[str]]] = {}
     if "bf16" in ours:
         diffs["bf16"] = same_tensors(ours["bf16"], bf16)
@@ -191,7 +200,10 @@ def llama_route(ckpt: Path, types: list[str], threads: int, work: Path, ours: di
             continue
         out = work / f"llama-{t}.gguf"
         quant[t] = run_rusage([str(quantize), str(bf16), str(out), t.upper(), str(threads)])[:3]
-        print(f"llama-quantize {t:<7} {quant[t][0]:7.1f} s  CPU {quant[t][2]:7.1f} s  peak RSS {quant[t][1]:7.0f} MB", flush=True)
+        print(
+            f"llama-quantize {t:<7} {quant[t][0]:7.1f} s  CPU {quant[t][2]:7.1f} s  peak RSS {quant[t][1]:7.0f} MB",
+            flush=True,
+        )
         if t in ours:
             diffs[t] = same_tensors(ours[t], out)
         out.unlink()
@@ -210,11 +222,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("ckpt", type=Path)
     ap.add_argument("--types", default="bf16,q8_0,q6_k,q5_k_m,q4_k_m")
-    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="default: the cores this process may use")
+    ap.add_argument(
+        "--threads", type=int, default=len(os.sched_getaffinity(0)), help="default: the cores this process may use"
+    )
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--repeat", type=int, default=1, help="rounds of (singles, publish); the fastest of each is kept")
     ap.add_argument("--floor", action="store_true", help="time the kernels of one more publish run (see above)")
-    ap.add_argument("--no-llama", action="store_true", help="skip llama.cpp's route (convert_hf_to_gguf + llama-quantize)")
+    ap.add_argument(
+        "--no-llama", action="store_true", help="skip llama.cpp's route (convert_hf_to_gguf + llama-quantize)"
+    )
     args = ap.parse_args()
     types = args.types.split(",")
     if args.workdir is not None:
@@ -237,7 +253,9 @@ def main() -> None:
                 print(f"round {rnd} of {args.repeat}", flush=True)
             for t in types:
                 out = work / f"single-{t}.gguf"
-                wall, rss, cpu, _ = run_rusage([*CLI, "convert", str(args.ckpt), "-o", str(out), "--outtype", t, "--threads", str(args.threads)])
+                wall, rss, cpu, _ = run_rusage(
+                    [*CLI, "convert", str(args.ckpt), "-o", str(out), "--outtype", t, "--threads", str(args.threads)]
+                )
                 digest = sha256(out)
                 if hashes.setdefault(t, digest) != digest:
                     sys.exit(f"single {t}: round {rnd} wrote other bytes than round 1")
@@ -247,13 +265,32 @@ def main() -> None:
                 singles[t] = (min(wall, old[0]), max(rss, old[1]), min(cpu, old[2]))
             pub = work / "pub"
             shutil.rmtree(pub, ignore_errors=True)
-            wall, rss, cpu, out = run_rusage([*CLI, "convert", str(args.ckpt), "-o", f"{pub}/", "--outtype", ",".join(types),
-                                         "--threads", str(args.threads), "--json"])
+            wall, rss, cpu, out = run_rusage(
+                [
+                    *CLI,
+                    "convert",
+                    str(args.ckpt),
+                    "-o",
+                    f"{pub}/",
+                    "--outtype",
+                    ",".join(types),
+                    "--threads",
+                    str(args.threads),
+                    "--json",
+                ]
+            )
             print(f"publish {len(types)} types {wall:7.1f} s  CPU {cpu:7.1f} s  peak RSS {rss:7.0f} MB", flush=True)
-            best_pub = (wall, rss, cpu) if best_pub is None else (min(wall, best_pub[0]), max(rss, best_pub[1]), min(cpu, best_pub[2]))
+            best_pub = (
+                (wall, rss, cpu)
+                if best_pub is None
+                else (min(wall, best_pub[0]), max(rss, best_pub[1]), min(cpu, best_pub[2]))
+            )
             if not args.no_llama:
                 last = rnd == args.repeat  # compare the files once, in the last round
-                ours = {v["outtype"].lower(): Path(v["files"][0]) for v in json.loads(out.strip().splitlines()[-1])["variants"]}
+                ours = {
+                    v["outtype"].lower(): Path(v["files"][0])
+                    for v in json.loads(out.strip().splitlines()[-1])["variants"]
+                }
                 route = llama_route(args.ckpt, types, args.threads, work / "llama", ours if last else {})
                 for key, m in [("convert", route["convert"]), *route["quantize"].items()]:
                     old = best_llama.get(key, m)
@@ -270,37 +307,71 @@ def main() -> None:
         ratio = wall / total_single
         if args.repeat > 1:
             print(f"fastest of {args.repeat}: publish {wall:.1f} s, CPU {cpu:.1f} s", flush=True)
-        print(f"sum of single runs {total_single:.1f} s wall, {total_single_cpu:.1f} s CPU; publish / sum = "
-              f"{ratio:.3f} wall, {cpu / total_single_cpu:.3f} CPU")
+        print(
+            f"sum of single runs {total_single:.1f} s wall, {total_single_cpu:.1f} s CPU; publish / sum = "
+            f"{ratio:.3f} wall, {cpu / total_single_cpu:.3f} CPU"
+        )
         print(f"byte-identical to the single runs: {same}")
         if best_llama:
             llama_s = sum(w for w, _, _ in best_llama.values())
             llama_cpu = sum(c for _, _, c in best_llama.values())
             n_q = len(best_llama) - 1
-            print(f"llama.cpp route (convert_hf_to_gguf bf16 + {n_q} x llama-quantize, {args.threads} threads) {llama_s:.1f} s wall, "
-                  f"{llama_cpu:.1f} s CPU; publish / llama.cpp route = {wall / llama_s:.3f} wall, {cpu / llama_cpu:.3f} CPU "
-                  f"(target <= 0.6)")
+            print(
+                f"llama.cpp route (convert_hf_to_gguf bf16 + {n_q} x llama-quantize, {args.threads} threads) {llama_s:.1f} s wall, "
+                f"{llama_cpu:.1f} s CPU; publish / llama.cpp route = {wall / llama_s:.3f} wall, {cpu / llama_cpu:.3f} CPU "
+                f"(target <= 0.6)"
+            )
             identical = {t: d is None for t, (d, _) in llama_diffs.items()}
             print(f"same weight tensors (names, types, data bytes) as llama.cpp's files: {identical}")
             for t, (d, notes) in llama_diffs.items():
                 for line in ([d] if d else []) + notes:
                     print(f"  {t}: {line}")
-            results.update(llama={k: {"s": round(w, 2), "cpu_s": round(c, 2), "rss_mb": round(r)} for k, (w, r, c) in best_llama.items()},
-                           llama_route_s=round(llama_s, 2), llama_route_cpu_s=round(llama_cpu, 2),
-                           ratio_llama=round(wall / llama_s, 3), ratio_llama_cpu=round(cpu / llama_cpu, 3),
-                           identical_to_llama=identical, llama_notes={t: n for t, (_, n) in llama_diffs.items() if n})
-        results.update(single={t: {"s": round(w, 2), "cpu_s": round(c, 2), "rss_mb": round(r)} for t, (w, r, c) in singles.items()},
-                       sum_single_s=round(total_single, 2), sum_single_cpu_s=round(total_single_cpu, 2),
-                       publish_s=round(wall, 2), publish_cpu_s=round(cpu, 2), publish_rss_mb=round(rss),
-                       ratio=round(ratio, 3), ratio_cpu=round(cpu / total_single_cpu, 3), identical=same)
+            results.update(
+                llama={
+                    k: {"s": round(w, 2), "cpu_s": round(c, 2), "rss_mb": round(r)}
+                    for k, (w, r, c) in best_llama.items()
+                },
+                llama_route_s=round(llama_s, 2),
+                llama_route_cpu_s=round(llama_cpu, 2),
+                ratio_llama=round(wall / llama_s, 3),
+                ratio_llama_cpu=round(cpu / llama_cpu, 3),
+                identical_to_llama=identical,
+                llama_notes={t: n for t, (_, n) in llama_diffs.items() if n},
+            )
+        results.update(
+            single={
+                t: {"s": round(w, 2), "cpu_s": round(c, 2), "rss_mb": round(r)} for t, (w, r, c) in singles.items()
+            },
+            sum_single_s=round(total_single, 2),
+            sum_single_cpu_s=round(total_single_cpu, 2),
+            publish_s=round(wall, 2),
+            publish_cpu_s=round(cpu, 2),
+            publish_rss_mb=round(rss),
+            ratio=round(ratio, 3),
+            ratio_cpu=round(cpu / total_single_cpu, 3),
+            identical=same,
+        )
 
         if args.floor:
             shutil.rmtree(pub)
-            spent = kernel_seconds(["convert", str(args.ckpt), "-o", f"{pub}/", "--outtype", ",".join(types),
-                                    "--threads", str(args.threads), "--json"])
+            spent = kernel_seconds(
+                [
+                    "convert",
+                    str(args.ckpt),
+                    "-o",
+                    f"{pub}/",
+                    "--outtype",
+                    ",".join(types),
+                    "--threads",
+                    str(args.threads),
+                    "--json",
+                ]
+            )
             k = sum(spent.values())
-            print(f"kernel time of the publish run {k:.1f} s ({', '.join(f'{t} {v:.1f}' for t, v in spent.items())}): "
-                  f"{k / total_single:.3f} of the sum of single runs, the floor for byte-identical output")
+            print(
+                f"kernel time of the publish run {k:.1f} s ({', '.join(f'{t} {v:.1f}' for t, v in spent.items())}): "
+                f"{k / total_single:.3f} of the sum of single runs, the floor for byte-identical output"
+            )
             results.update(kernel_s={t: round(v, 2) for t, v in spent.items()}, floor_ratio=round(k / total_single, 3))
 
         q4 = next((Path(v["files"][0]) for v in published["variants"] if v["outtype"] == "Q4_K_M"), None)
@@ -308,8 +379,10 @@ def main() -> None:
             ours_s, ours = inspect_facts_ours(q4)
             theirs_s, theirs = inspect_facts_gguf_py(q4)
             agree = ours == theirs
-            print(f"inspect {q4.name}: exaone-gguf inspect --json {ours_s:.2f} s, gguf-py GGUFReader {theirs_s:.2f} s "
-                  f"(whole processes, imports included); same facts: {agree}")
+            print(
+                f"inspect {q4.name}: exaone-gguf inspect --json {ours_s:.2f} s, gguf-py GGUFReader {theirs_s:.2f} s "
+                f"(whole processes, imports included); same facts: {agree}"
+            )
             if not agree:
                 for k in ours:
                     if ours[k] != theirs[k]:

@@ -76,7 +76,10 @@ def main() -> None:
             cfg_path = work / "config-bf16.json"
             cfg_path.write_text(json.dumps(cfg))
             print("making the 1.2B-shaped checkpoint ...", flush=True)
-            subprocess.run(exe + ["make-tiny", "--from-config", str(cfg_path), str(src), "--tokenizer-dir", str(FIXTURE)], check=True)
+            subprocess.run(
+                exe + ["make-tiny", "--from-config", str(cfg_path), str(src), "--tokenizer-dir", str(FIXTURE)],
+                check=True,
+            )
         bf16 = work / "bf16.gguf"
         if not bf16.exists():
             subprocess.run(exe + ["convert", str(src), "-o", str(bf16), "--outtype", "bf16"], check=True)

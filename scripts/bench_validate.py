@@ -81,13 +81,29 @@ def setup(work: Path, threads: int, config: Path) -> tuple[Path, Path, Path]:
     (work / "config.json").write_text(json.dumps(cfg, indent=2))
     src = work / "src"
     t0 = time.perf_counter()
-    subprocess.run([*CLI, "make-tiny", str(src), "--from-config", str(work / "config.json"), "--tokenizer-dir",
-                    str(TOKENIZER), "--force"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            *CLI,
+            "make-tiny",
+            str(src),
+            "--from-config",
+            str(work / "config.json"),
+            "--tokenizer-dir",
+            str(TOKENIZER),
+            "--force",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     print(f"make-tiny --from-config: {time.perf_counter() - t0:.0f} s", flush=True)
     out = work / "out"
     t0 = time.perf_counter()
-    subprocess.run([*CLI, "convert", str(src), "-o", str(out) + "/", "--outtype", "bf16,q4_k_m", "--threads",
-                    str(threads)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [*CLI, "convert", str(src), "-o", str(out) + "/", "--outtype", "bf16,q4_k_m", "--threads", str(threads)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     print(f"convert bf16,q4_k_m: {time.perf_counter() - t0:.0f} s", flush=True)
     bf16 = next(out.glob("*-BF16.gguf"))
     q4 = next(out.glob("*-Q4_K_M.gguf"))
@@ -127,15 +143,62 @@ def main() -> None:
         text.write_text("\n\n".join([load_text(None)] * 2), encoding="utf-8")  # >= 2N tokens for llama-perplexity
         kld = work / "base.kld"
         lp = [str(tools["llama-perplexity"]), "-f", str(text), "-c", str(ctx), "-t", str(args.threads)]
-        print(f"\n{args.config.parent.name}, {n} tokens (llama-perplexity and --against: -c {ctx}, one chunk), {args.threads} threads, "
-              f"load average {os.getloadavg()[0]:.1f}:", flush=True)
+        print(
+            f"\n{args.config.parent.name}, {n} tokens (llama-perplexity and --against: -c {ctx}, one chunk), {args.threads} threads, "
+            f"load average {os.getloadavg()[0]:.1f}:",
+            flush=True,
+        )
         runs = [
-            measured("ours validate BF16", [*CLI, "validate", str(bf16), "--reference", str(src), "--max-tokens", str(n),
-                                            "--text", str(text), "--json", str(work / "bf16.json")]),
-            measured("ours validate Q4_K_M", [*CLI, "validate", str(q4), "--reference", str(src), "--max-tokens", str(n),
-                                              "--text", str(text), "--json", str(work / "q4.json")]),
-            measured("ours --against", [*CLI, "validate", str(q4), "--against", str(bf16), "--text", str(text), "--ctx",
-                                        str(ctx), "--chunks", "1", "--json", str(work / "against.json")]),
+            measured(
+                "ours validate BF16",
+                [
+                    *CLI,
+                    "validate",
+                    str(bf16),
+                    "--reference",
+                    str(src),
+                    "--max-tokens",
+                    str(n),
+                    "--text",
+                    str(text),
+                    "--json",
+                    str(work / "bf16.json"),
+                ],
+            ),
+            measured(
+                "ours validate Q4_K_M",
+                [
+                    *CLI,
+                    "validate",
+                    str(q4),
+                    "--reference",
+                    str(src),
+                    "--max-tokens",
+                    str(n),
+                    "--text",
+                    str(text),
+                    "--json",
+                    str(work / "q4.json"),
+                ],
+            ),
+            measured(
+                "ours --against",
+                [
+                    *CLI,
+                    "validate",
+                    str(q4),
+                    "--against",
+                    str(bf16),
+                    "--text",
+                    str(text),
+                    "--ctx",
+                    str(ctx),
+                    "--chunks",
+                    "1",
+                    "--json",
+                    str(work / "against.json"),
+                ],
+            ),
             measured("llama.cpp base", [*lp, "-m", str(bf16), "--chunks", "1", "--kl-divergence-base", str(kld)]),
             measured("llama.cpp kld", [*lp, "-m", str(q4), "--kl-divergence-base", str(kld), "--kl-divergence"]),
         ]
@@ -146,28 +209,44 @@ def main() -> None:
         for r in runs:
             print(f"{r.name:<24}{r.seconds:>9.1f}{r.rss_mb:>13.0f}{r.cpu_s:>9.1f}")
         peak = max(by["ours validate BF16"].rss_mb, by["ours validate Q4_K_M"].rss_mb)
-        print(f"\nours (two validate runs) / llama.cpp (two runs): {ours:.1f} s / {llama:.1f} s = {ours / llama:.2f}x "
-              f"(target <= {TARGET_RATIO:g}x: {'met' if ours <= TARGET_RATIO * llama else 'MISSED'})")
+        print(
+            f"\nours (two validate runs) / llama.cpp (two runs): {ours:.1f} s / {llama:.1f} s = {ours / llama:.2f}x "
+            f"(target <= {TARGET_RATIO:g}x: {'met' if ours <= TARGET_RATIO * llama else 'MISSED'})"
+        )
         print(f"ours --against / llama.cpp (two runs): {by['ours --against'].seconds / llama:.2f}x")
-        print(f"our peak RSS {peak:.0f} MB (target < {TARGET_RSS_MB} MB: {'met' if peak < TARGET_RSS_MB else 'MISSED'}); "
-              f"--against {by['ours --against'].rss_mb:.0f} MB")
-        theirs = figures(by["llama.cpp kld"].out, {
-            "mean_kld": r"Mean\s+KLD:\s*(\S+)", "p99_kld": r"99\.0%\s+KLD:\s*(\S+)", "max_kld": r"Maximum KLD:\s*(\S+)",
-            "same_top1": r"Same top p:\s*(\S+)"})
+        print(
+            f"our peak RSS {peak:.0f} MB (target < {TARGET_RSS_MB} MB: {'met' if peak < TARGET_RSS_MB else 'MISSED'}); "
+            f"--against {by['ours --against'].rss_mb:.0f} MB"
+        )
+        theirs = figures(
+            by["llama.cpp kld"].out,
+            {
+                "mean_kld": r"Mean\s+KLD:\s*(\S+)",
+                "p99_kld": r"99\.0%\s+KLD:\s*(\S+)",
+                "max_kld": r"Maximum KLD:\s*(\S+)",
+                "same_top1": r"Same top p:\s*(\S+)",
+            },
+        )
         rows = []
         for name in ("q4.json", "against.json"):
             path = work / name
             m = json.loads(path.read_text()).get("metrics") if path.exists() else None
             rows.append((name, m))
         print(f"\n{'figures':<28}{'mean KLD':>10}{'p99 KLD':>10}{'max KLD':>10}{'same top':>10}")
-        print(f"{'llama-perplexity':<28}{theirs['mean_kld']:>10.4g}{theirs['p99_kld']:>10.4g}{theirs['max_kld']:>10.4g}"
-              f"{theirs['same_top1']:>9.2f}%")
+        print(
+            f"{'llama-perplexity':<28}{theirs['mean_kld']:>10.4g}{theirs['p99_kld']:>10.4g}{theirs['max_kld']:>10.4g}"
+            f"{theirs['same_top1']:>9.2f}%"
+        )
         for name, m in rows:
             if m:
-                print(f"{'ours ' + name[:-5]:<28}{m['mean_kld']:>10.4g}{m['p99_kld']:>10.4g}{m['max_kld']:>10.4g}"
-                      f"{m['same_top1']:>9.2f}%")
-        print("(ours q4: Q4_K_M against the source's numpy forward on N tokens; ours against / llama-perplexity: "
-              "Q4_K_M against BF16 on the scored half of the window)")
+                print(
+                    f"{'ours ' + name[:-5]:<28}{m['mean_kld']:>10.4g}{m['p99_kld']:>10.4g}{m['max_kld']:>10.4g}"
+                    f"{m['same_top1']:>9.2f}%"
+                )
+        print(
+            "(ours q4: Q4_K_M against the source's numpy forward on N tokens; ours against / llama-perplexity: "
+            "Q4_K_M against BF16 on the scored half of the window)"
+        )
         for r in runs:
             if r.rc not in (0, 1):
                 print(f"\n{r.name} exited {r.rc}:\n{r.out[-1500:]}")

@@ -105,9 +105,20 @@ def _extract(cache: Path, ver: str, log: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=cache, prefix="sdist-") as tmp:
         tmp = Path(tmp)
         _run(
-            [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-             f"llama-cpp-python=={ver}", "-d", str(tmp)],
-            log, f"pip download llama-cpp-python=={ver}",
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-binary",
+                ":all:",
+                "--no-deps",
+                f"llama-cpp-python=={ver}",
+                "-d",
+                str(tmp),
+            ],
+            log,
+            f"pip download llama-cpp-python=={ver}",
         )
         tarballs = sorted(tmp.glob("llama_cpp_python-*.tar.gz"))
         if not tarballs:
@@ -161,8 +172,11 @@ def build(verbose: bool = True) -> dict:
         bdir = cache / "build"
         shutil.rmtree(bdir, ignore_errors=True)
         ninja = _ninja(log)
-        _run(["cmake", "-S", str(src), "-B", str(bdir), "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}", *CMAKE_FLAGS],
-             log, "cmake configure")
+        _run(
+            ["cmake", "-S", str(src), "-B", str(bdir), "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}", *CMAKE_FLAGS],
+            log,
+            "cmake configure",
+        )
         _run(["cmake", "--build", str(bdir), "-j", str(JOBS), "--target", *TARGETS], log, "cmake build")
         missing = [str(p) for p in _binaries(cache).values() if not p.is_file()]
         if missing:
@@ -180,8 +194,10 @@ def build(verbose: bool = True) -> dict:
         tmp = cache / (STAMP + ".partial")
         tmp.write_text(json.dumps(stamp, indent=2))
         tmp.rename(cache / STAMP)
-        say(f"built in {stamp['fetch_seconds'] + stamp['build_seconds']:.0f} s "
-            f"(fetch {stamp['fetch_seconds']:.0f} s, compile {stamp['build_seconds']:.0f} s)")
+        say(
+            f"built in {stamp['fetch_seconds'] + stamp['build_seconds']:.0f} s "
+            f"(fetch {stamp['fetch_seconds']:.0f} s, compile {stamp['build_seconds']:.0f} s)"
+        )
         return stamp
 
 

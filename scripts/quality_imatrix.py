@@ -29,8 +29,16 @@ def llama_logits(gguf: Path, tokens: list[int]):
     import numpy as np
     from llama_cpp import Llama
 
-    llm = Llama(str(gguf), n_ctx=max(64, len(tokens)), n_batch=len(tokens), logits_all=True, verbose=False,
-                n_threads=2, type_k=0, type_v=0)
+    llm = Llama(
+        str(gguf),
+        n_ctx=max(64, len(tokens)),
+        n_batch=len(tokens),
+        logits_all=True,
+        verbose=False,
+        n_threads=2,
+        type_k=0,
+        type_v=0,
+    )
     llm.eval(tokens)
     out = np.array(llm.scores[: len(tokens)], dtype=np.float32)
     llm.close()
@@ -57,8 +65,9 @@ def measure(name: str, src: Path, tokens: list[int], work: Path, ctx: int = 128)
             quantize_gguf(f32, out, t, imatrix=imx if use else None, force=True)
             c = compare_logits(ref, llama_logits(out, tokens), tokens)
             bpw = inspect_gguf(out)["totals"]["bits_per_weight"]
-            rows.append({"model": name, "type": t, "imatrix": use, "bpw": bpw, "mean_kld": c.mean_kld,
-                         "same_top1": c.same_top1})
+            rows.append(
+                {"model": name, "type": t, "imatrix": use, "bpw": bpw, "mean_kld": c.mean_kld, "same_top1": c.same_top1}
+            )
     return rows
 
 
@@ -94,8 +103,10 @@ def main() -> None:
         base = next(b for b in rows if b["model"] == r["model"] and b["type"] == r["type"] and not b["imatrix"])
         ratio = f"{r['mean_kld'] / base['mean_kld']:.3f}" if r["imatrix"] else ""
         bpw = f"{r['bpw']:.3f}" if isinstance(r["bpw"], (int, float)) else str(r["bpw"])
-        print(f"{r['model']:<22} {r['type']:<8} {'yes' if r['imatrix'] else 'no':<8} {bpw:>6} "
-              f"{r['mean_kld']:>10.5f} {r['same_top1']:>9.1f}%  {ratio}")
+        print(
+            f"{r['model']:<22} {r['type']:<8} {'yes' if r['imatrix'] else 'no':<8} {bpw:>6} "
+            f"{r['mean_kld']:>10.5f} {r['same_top1']:>9.1f}%  {ratio}"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -68,8 +68,17 @@ def train(out: Path, steps: int, seed: int = 0, log=print) -> dict:
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="small-exaone4-", dir=out.parent))
     try:
-        base = make_tiny("exaone4", work / "base", seed=seed, layers=4, hidden=256, heads=4, kv_heads=2,
-                         head_dim=64, intermediate=768)
+        base = make_tiny(
+            "exaone4",
+            work / "base",
+            seed=seed,
+            layers=4,
+            hidden=256,
+            heads=4,
+            kv_heads=2,
+            head_dim=64,
+            intermediate=768,
+        )
         cfg = json.loads((base / "config.json").read_text())
         cfg.update(vocab_size=VOCAB, torch_dtype="float32", _name_or_path=f"exaone-gguf/{NAME}")
         (base / "config.json").write_text(json.dumps(cfg, indent=2))
@@ -82,7 +91,7 @@ def train(out: Path, steps: int, seed: int = 0, log=print) -> dict:
         t0, losses = time.time(), []
         for step in range(steps):
             start = step * SEQ * BATCH
-            x = torch.from_numpy(ids[start:start + SEQ * BATCH].reshape(BATCH, SEQ))
+            x = torch.from_numpy(ids[start : start + SEQ * BATCH].reshape(BATCH, SEQ))
             loss = model(input_ids=x, labels=x).loss
             opt.zero_grad()
             loss.backward()
@@ -97,9 +106,15 @@ def train(out: Path, steps: int, seed: int = 0, log=print) -> dict:
         for f in base.iterdir():
             if f.name not in ("config.json", "model.safetensors") and f.is_file():
                 shutil.copy2(f, final / f.name)
-        info = {"steps": steps, "tokens": int(steps * SEQ * BATCH), "first_loss": losses[0],
-                "final_loss": sum(losses[-10:]) / min(10, len(losses)), "seconds": round(time.time() - t0, 1),
-                "corpus": "Python standard library source (sorted *.py)", "seed": seed}
+        info = {
+            "steps": steps,
+            "tokens": int(steps * SEQ * BATCH),
+            "first_loss": losses[0],
+            "final_loss": sum(losses[-10:]) / min(10, len(losses)),
+            "seconds": round(time.time() - t0, 1),
+            "corpus": "Python standard library source (sorted *.py)",
+            "seed": seed,
+        }
         (final / "train.json").write_text(json.dumps(info, indent=2))
         if out.exists():
             shutil.rmtree(out)

@@ -152,7 +152,12 @@ def g_str_kv(key: str, value: str) -> bytes:
 
 def g_tensor(name: str | bytes, shape: list[int], ttype: int = 0, offset: int = 0, n_dims: int | None = None) -> bytes:
     dims = len(shape) if n_dims is None else n_dims
-    return _s(name) + struct.pack("<I", dims) + b"".join(struct.pack("<Q", d) for d in shape) + struct.pack("<IQ", ttype, offset)
+    return (
+        _s(name)
+        + struct.pack("<I", dims)
+        + b"".join(struct.pack("<Q", d) for d in shape)
+        + struct.pack("<IQ", ttype, offset)
+    )
 
 
 ARCH_KV = g_str_kv("general.architecture", "llama")
@@ -161,11 +166,18 @@ T_B = g_tensor("b.weight", [8], 0, 32)
 
 
 def gguf_bytes(
-    kvs: list[bytes] = (ARCH_KV,), tensors: list[bytes] = (T_A, T_B), data: bytes | None = None, *,
-    magic: bytes = b"GGUF", version: int = 3, n_kv: int | None = None, n_tensors: int | None = None,
+    kvs: list[bytes] = (ARCH_KV,),
+    tensors: list[bytes] = (T_A, T_B),
+    data: bytes | None = None,
+    *,
+    magic: bytes = b"GGUF",
+    version: int = 3,
+    n_kv: int | None = None,
+    n_tensors: int | None = None,
 ) -> bytes:
-    head = magic + struct.pack("<IQQ", version, len(tensors) if n_tensors is None else n_tensors,
-                               len(kvs) if n_kv is None else n_kv)
+    head = magic + struct.pack(
+        "<IQQ", version, len(tensors) if n_tensors is None else n_tensors, len(kvs) if n_kv is None else n_kv
+    )
     head += b"".join(kvs) + b"".join(tensors)
     head += b"\0" * (-len(head) % 32)
     return head + (b"\0" * 64 if data is None else data)
@@ -329,7 +341,10 @@ def st_integer_weights(env):  # a well-formed file whose embedding is stored as 
     return convert_args(src, env)
 
 
-@case("safetensors", r"model\.safetensors.*'model\.layers\.0\.mlp\.up_proj\.weight' has shape \[256, 512\] but config\.json implies \[512, 256\]")
+@case(
+    "safetensors",
+    r"model\.safetensors.*'model\.layers\.0\.mlp\.up_proj\.weight' has shape \[256, 512\] but config\.json implies \[512, 256\]",
+)
 def st_shape_disagrees_with_config(env):
     src = env.ckpt()
     header, data = st_parts(src / "model.safetensors")
@@ -357,16 +372,23 @@ def idx_missing_shard(env):
     return convert_args(src, env)
 
 
-@case("index", r"model-00001-of-00002\.safetensors: tensor 'model\.ghost\.weight' is listed in the index but missing from this shard")
+@case(
+    "index",
+    r"model-00001-of-00002\.safetensors: tensor 'model\.ghost\.weight' is listed in the index but missing from this shard",
+)
 def idx_tensor_not_in_shard(env):
     src = env.ckpt()
     split_shards(src)
-    edit_json(src / "model.safetensors.index.json",
-              lambda d: d["weight_map"].update({"model.ghost.weight": "model-00001-of-00002.safetensors"}))
+    edit_json(
+        src / "model.safetensors.index.json",
+        lambda d: d["weight_map"].update({"model.ghost.weight": "model-00001-of-00002.safetensors"}),
+    )
     return convert_args(src, env)
 
 
-@case("index", r"model-00002-of-00002\.safetensors: tensor '[\w.]+' also appears in .*model-00001-of-00002\.safetensors")
+@case(
+    "index", r"model-00002-of-00002\.safetensors: tensor '[\w.]+' also appears in .*model-00001-of-00002\.safetensors"
+)
 def idx_duplicate_across_shards(env):
     src = env.ckpt()
     split_shards(src, dup=True)
@@ -428,7 +450,10 @@ def cfg_not_object(env):
     return convert_args(src, env)
 
 
-@case("config", r"architecture 'MistralForCausalLM' is not supported; supported: ExaoneForCausalLM, Exaone4ForCausalLM, LlamaForCausalLM")
+@case(
+    "config",
+    r"architecture 'MistralForCausalLM' is not supported; supported: ExaoneForCausalLM, Exaone4ForCausalLM, LlamaForCausalLM",
+)
 def cfg_unsupported_architecture(env):
     return with_config(env, lambda d: d.update(architectures=["MistralForCausalLM"]))
 
@@ -468,7 +493,10 @@ def cfg_mistyped_eps(env):
     return with_config(env, lambda d: d.update(rms_norm_eps=[1e-5]))
 
 
-@case("config", r"tensor 'model\.embed_tokens\.weight' has shape \[2048, 256\] but config\.json implies \[1000000000000, 256\]")
+@case(
+    "config",
+    r"tensor 'model\.embed_tokens\.weight' has shape \[2048, 256\] but config\.json implies \[1000000000000, 256\]",
+)
 def cfg_huge_vocab(env):  # a size that would need terabytes if anything were allocated from it
     return with_config(env, lambda d: d.update(vocab_size=10**12))
 
@@ -575,7 +603,9 @@ def tok_added_token_no_content(env):
 
 @case("tokenizer", r"tokenizer_config\.json: added token .* needs an integer 'id' and a string 'content'")
 def tok_config_added_decoder_bad_key(env):
-    return with_tokenizer(env, "tokenizer_config.json", lambda d: d["added_tokens_decoder"].update({"one": {"content": "x"}}))
+    return with_tokenizer(
+        env, "tokenizer_config.json", lambda d: d["added_tokens_decoder"].update({"one": {"content": "x"}})
+    )
 
 
 @case("tokenizer", r"tokenizer_config\.json: top level must be a JSON object")
@@ -606,7 +636,10 @@ def tok_merges_txt_not_utf8(env):
 # -- weights ----------------------------------------------------------------------------------
 
 
-@case("weights", r"model\.safetensors: tensor 'model\.layers\.1\.self_attn\.q_proj\.weight' contains NaN or infinity.*--allow-nonfinite")
+@case(
+    "weights",
+    r"model\.safetensors: tensor 'model\.layers\.1\.self_attn\.q_proj\.weight' contains NaN or infinity.*--allow-nonfinite",
+)
 def w_nan_bf16(env):
     src = env.ckpt()
     poke_value(src, "model.layers.1.self_attn.q_proj.weight", 1000, 0x7FC0)  # BF16 quiet NaN
@@ -660,7 +693,10 @@ def tpl_escape_class_mro(env):
 
 @case("template", r"chat_template\.jinja: chat template .*(sandbox|unsafe)")
 def tpl_escape_in_dead_branch(env):  # never rendered with ordinary messages: must be refused all the same
-    return with_template(env, "{% if messages|length > 99 %}{{ cycler.__init__.__globals__.os.popen('touch PWNED').read() }}{% endif %}hi")
+    return with_template(
+        env,
+        "{% if messages|length > 99 %}{{ cycler.__init__.__globals__.os.popen('touch PWNED').read() }}{% endif %}hi",
+    )
 
 
 @case("template", r"chat_template\.jinja: chat template .*(sandbox|unsafe)")
@@ -690,8 +726,11 @@ def tpl_output_bomb(env):
 
 @case("template", r"chat_template\.jinja: chat template was stopped at its memory bound of 256 MiB for one render")
 def tpl_accumulated_values(env):  # each value is under any per-value cap; together they grow without end
-    return with_template(env, "{% set big = 'x' * 999990 %}{% set ns = namespace(l=[]) %}{% for i in range(100000) %}"
-                              "{% set ns.l = ns.l + [big ~ i] %}{% endfor %}{{ ns.l | length }}")
+    return with_template(
+        env,
+        "{% set big = 'x' * 999990 %}{% set ns = namespace(l=[]) %}{% for i in range(100000) %}"
+        "{% set ns.l = ns.l + [big ~ i] %}{% endfor %}{{ ns.l | length }}",
+    )
 
 
 @case("template", r"chat_template\.jinja: not valid UTF-8")

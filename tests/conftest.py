@@ -85,8 +85,14 @@ def llama_cpp_logits(gguf: Path, tokens: list[int]) -> np.ndarray:
 
     # F32 KV cache: the comparison measures the file, not llama.cpp's default F16 cache rounding.
     llm = Llama(
-        str(gguf), n_ctx=max(64, len(tokens)), n_batch=len(tokens), logits_all=True, verbose=False, n_threads=2,
-        type_k=0, type_v=0,
+        str(gguf),
+        n_ctx=max(64, len(tokens)),
+        n_batch=len(tokens),
+        logits_all=True,
+        verbose=False,
+        n_threads=2,
+        type_k=0,
+        type_v=0,
     )
     llm.eval(tokens)
     out = np.array(llm.scores[: len(tokens)], dtype=np.float32)

@@ -12,8 +12,8 @@ from typing import Any, Callable
 import numpy as np
 from gguf import GGUFValueType
 
-from exaone_gguf.gguf_io.writer import GGUFPlan, write_gguf
 from exaone_gguf.gguf_io import read_gguf
+from exaone_gguf.gguf_io.writer import GGUFPlan, write_gguf
 
 DROP = object()
 

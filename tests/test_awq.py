@@ -8,9 +8,9 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import fixture_path
 from gguf import GGMLQuantizationType as T
 
-from conftest import fixture_path
 from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.checkpoint.awq import (
     AWQ_ORDER,
@@ -24,9 +24,9 @@ from exaone_gguf.checkpoint.awq import (
 from exaone_gguf.checkpoint.awq_q4_1 import decode_q4_1, encode_q4_1, q4_1_exactness
 from exaone_gguf.checkpoint.spec import parse_config, read_config
 from exaone_gguf.checkpoint.st_writer import TensorSource, write_checkpoint_weights
-from exaone_gguf.families.llama import unpermute_rows
 from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.errors import InputError
+from exaone_gguf.families.llama import unpermute_rows
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.tiny.awq import _materialize
 from exaone_gguf.validate import validate
@@ -97,7 +97,9 @@ def test_tiny_awq_dequantizes_to_the_packed_weights(tiny_dir):
         assert np.array_equal(h.codes(slice(None))[0], codes)
 
 
-@pytest.mark.parametrize("name", ["exaone-3.0-7.8B-instruct-awq", "exaone-3.5-2.4B-instruct-awq", "exaone-3.5-32B-instruct-awq"])
+@pytest.mark.parametrize(
+    "name", ["exaone-3.0-7.8B-instruct-awq", "exaone-3.5-2.4B-instruct-awq", "exaone-3.5-32B-instruct-awq"]
+)
 def test_lg_awq_configs_are_accepted(name):
     cfg = read_config(fixture_path(name, "config.json"))
     spec = parse_config(cfg, name)
@@ -252,12 +254,16 @@ def test_awq_to_q4_1_keeps_codes_and_beats_requantizing(family, tiny_dir, tmp_pa
     print(f"\n{family}: mean KLD vs AWQ reference (whole file, llama.cpp's mixture for the other tensors)")
     for label in files:
         print(f"  {label:<24} mean KLD {kld[label]:.4g}   AWQ-layer weight RMS error {rms[label]:.3g}")
-    print(f"  fp16 minimum inexact in {stats['inexact_min_blocks']}/{stats['blocks']} Q4_1 blocks "
-          f"({stats['inexact_fraction']:.1%}), max weight error {stats['max_abs_error']:.3g} "
-          f"({stats['max_error_in_scales']:.2%} of the block scale)")
+    print(
+        f"  fp16 minimum inexact in {stats['inexact_min_blocks']}/{stats['blocks']} Q4_1 blocks "
+        f"({stats['inexact_fraction']:.1%}), max weight error {stats['max_abs_error']:.3g} "
+        f"({stats['max_error_in_scales']:.2%} of the block scale)"
+    )
     a, q41, q4km = kld.values()
     assert a <= q41 and a <= q4km  # issue 7: no worse than either requantization of the dequantized weights
-    assert tensor_types(kept)["token_embd.weight"] == "Q8_0"  # AWQ left it unquantized: 8 bits, not a second 4-bit rounding
+    assert (
+        tensor_types(kept)["token_embd.weight"] == "Q8_0"
+    )  # AWQ left it unquantized: 8 bits, not a second 4-bit rounding
     ra, rq41, rq4km = rms.values()
     assert ra < rq41 and ra < rq4km  # the AWQ layers themselves: codes kept beat both requantizations
     assert stats["max_error_in_scales"] <= 15 * 2**-11  # fp16 rounding of m = -z * s, z <= 15: half an ulp at most

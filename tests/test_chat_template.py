@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from exaone_gguf.tiny import templates
 from exaone_gguf.chat_template import TemplateError, _run_child, check_syntax, render, render_many, tojson
 from exaone_gguf.errors import InputError
+from exaone_gguf.tiny import templates
 from exaone_gguf.validate.template_check import CONVERSATIONS, conversations_for, render_source
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
@@ -41,12 +41,15 @@ def test_exaone35_known_render():
         {"role": "assistant", "content": "Hello!"},
         {"role": "user", "content": "Bye"},
     ]
-    expected = ("[|system|]You are EXAONE model from LG AI Research, a helpful assistant.[|endofturn|]\n"
-                "[|user|]Hi\n[|assistant|]Hello![|endofturn|]\n[|user|]Bye\n[|assistant|]")
+    expected = (
+        "[|system|]You are EXAONE model from LG AI Research, a helpful assistant.[|endofturn|]\n"
+        "[|user|]Hi\n[|assistant|]Hello![|endofturn|]\n[|user|]Bye\n[|assistant|]"
+    )
     assert render(fixture_text(REAL["exaone3.5"]), messages) == expected
     # no system message: an empty system turn is inserted
     assert render(fixture_text(REAL["exaone3.5"]), messages[1:2]) == (
-        "[|system|][|endofturn|]\n[|user|]Hi\n[|assistant|]")
+        "[|system|][|endofturn|]\n[|user|]Hi\n[|assistant|]"
+    )
 
 
 def test_exaone_deep_known_render():
@@ -56,25 +59,31 @@ def test_exaone_deep_known_render():
         {"role": "user", "content": "2+2?"},
     ]
     assert render(fixture_text(REAL["exaone-deep"]), messages) == (
-        "[|system|][|endofturn|]\n[|user|]1+1?\n[|assistant|]2[|endofturn|]\n[|user|]2+2?\n"
-        "[|assistant|]<thought>\n")
+        "[|system|][|endofturn|]\n[|user|]1+1?\n[|assistant|]2[|endofturn|]\n[|user|]2+2?\n[|assistant|]<thought>\n"
+    )
 
 
 def test_exaone4_known_renders():
     tmpl = fixture_text(REAL["exaone4"])
-    messages = [{"role": "system", "content": "You are a helpful assistant."},
-                {"role": "user", "content": "Explain how wonderful you are"}]
-    head = ("[|system|]\nYou are a helpful assistant.[|endofturn|]\n"
-            "[|user|]\nExplain how wonderful you are[|endofturn|]\n[|assistant|]\n")
+    messages = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Explain how wonderful you are"},
+    ]
+    head = (
+        "[|system|]\nYou are a helpful assistant.[|endofturn|]\n"
+        "[|user|]\nExplain how wonderful you are[|endofturn|]\n[|assistant|]\n"
+    )
     assert render(tmpl, messages, enable_thinking=False) == head + "<think>\n\n</think>\n\n"
     assert render(tmpl, messages) == head + "<think>\n\n</think>\n\n"
     assert render(tmpl, messages, enable_thinking=True) == head + "<think>\n"
 
     conv = next(c for c in CONVERSATIONS if c.name == "tool_round_trip")
     out = render_source(tmpl, conv)
-    assert ('[|assistant|]\n<think>\n\n</think>\n\n<tool_call>{"name": "roll_dice", "arguments": '
-            '{"max_num": 6}}</tool_call>[|endofturn|]\n[|tool|]\n<tool_result>{"result": "4"}'
-            "</tool_result>[|endofturn|]\n") in out
+    assert (
+        '[|assistant|]\n<think>\n\n</think>\n\n<tool_call>{"name": "roll_dice", "arguments": '
+        '{"max_num": 6}}</tool_call>[|endofturn|]\n[|tool|]\n<tool_result>{"result": "4"}'
+        "</tool_result>[|endofturn|]\n"
+    ) in out
     assert out.startswith("[|system|]\n# Available Tools\n")
 
 
@@ -82,8 +91,10 @@ def test_exaone4_merges_consecutive_tool_results():
     conv = next(c for c in CONVERSATIONS if c.name == "parallel_tools_with_system")
     out = render_source(fixture_text(REAL["exaone4"]), conv)
     assert out.count("[|tool|]") == 1
-    assert ('[|tool|]\n<tool_result>{"result": {"city": "서울", "temp_c": 21}}</tool_result>\n'
-            '<tool_result>{"result": "부산: 맑음, 24°C"}</tool_result>[|endofturn|]\n') in out
+    assert (
+        '[|tool|]\n<tool_result>{"result": {"city": "서울", "temp_c": 21}}</tool_result>\n'
+        '<tool_result>{"result": "부산: 맑음, 24°C"}</tool_result>[|endofturn|]\n'
+    ) in out
 
 
 def test_exaone4_unknown_role_is_a_template_error():
@@ -96,20 +107,24 @@ def test_exaone4_unknown_role_is_a_template_error():
 # --- our templates render exactly like the real ones ---------------------------------------------
 
 
-@pytest.mark.parametrize("family, real", [
-    ("exaone4", REAL["exaone4"]),
-    ("exaone4-hybrid", REAL["exaone4"]),
-    ("exaone3", REAL["exaone3.5"]),
-    ("exaone3.5", REAL["exaone3.5"]),
-    ("exaone-deep", REAL["exaone-deep"]),
-])
+@pytest.mark.parametrize(
+    "family, real",
+    [
+        ("exaone4", REAL["exaone4"]),
+        ("exaone4-hybrid", REAL["exaone4"]),
+        ("exaone3", REAL["exaone3.5"]),
+        ("exaone3.5", REAL["exaone3.5"]),
+        ("exaone-deep", REAL["exaone-deep"]),
+    ],
+)
 def test_our_template_renders_like_the_real_one(family, real):
     real_tmpl, ours = fixture_text(real), templates.template_for(family)
     convs = conversations_for(real_tmpl)
     assert convs == conversations_for(ours)  # same markers -> same detected format
     if family.startswith("exaone4"):
         assert {"tool_round_trip", "parallel_tools_with_system", "thinking_on", "reasoning_kept"} <= {
-            c.name for c in convs}
+            c.name for c in convs
+        }
     for conv in convs:
         assert render_source(ours, conv) == render_source(real_tmpl, conv), conv.name
 
@@ -117,8 +132,10 @@ def test_our_template_renders_like_the_real_one(family, real):
 def test_exaone4_kept_reasoning_matches_including_quirk():
     # skip_think=false keeps the last turn's reasoning; both templates cut 9 chars after "<think>".
     real = fixture_text(REAL["exaone4"])
-    messages = [{"role": "user", "content": "q"},
-                {"role": "assistant", "content": "<think>\nabc reasoning\n</think>\n\nanswer"}]
+    messages = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "<think>\nabc reasoning\n</think>\n\nanswer"},
+    ]
     ours_out = render(templates.EXAONE4_TEMPLATE, messages, add_generation_prompt=False, skip_think=False)
     assert ours_out == render(real, messages, add_generation_prompt=False, skip_think=False)
     assert "<think>\nbc reasoning\n</think>\n\nanswer" in ours_out  # "\na" cut too
@@ -146,9 +163,14 @@ def test_matches_transformers_render_on_real_templates():
         tmpl = fixture_text(rel)
         for conv in conversations_for(tmpl):
             [expected], _ = render_jinja_template(
-                [conv.messages], tools=conv.tools, chat_template=tmpl,
+                [conv.messages],
+                tools=conv.tools,
+                chat_template=tmpl,
                 add_generation_prompt=conv.add_generation_prompt,
-                bos_token="[BOS]", eos_token="[|endofturn|]", **conv.kwargs)
+                bos_token="[BOS]",
+                eos_token="[|endofturn|]",
+                **conv.kwargs,
+            )
             assert render_source(tmpl, conv) == expected, (rel, conv.name)
 
 
@@ -161,13 +183,18 @@ def test_tojson_like_transformers():
 
 
 def test_helpers_and_variables():
-    out = render("{{ bos_token }}|{{ eos_token }}|{{ strftime_now('%Y') | length }}|{{ tools is none }}"
-                 "|{% for i in range(3) %}{% if i == 1 %}{% continue %}{% endif %}{{ i }}{% endfor %}", [])
+    out = render(
+        "{{ bos_token }}|{{ eos_token }}|{{ strftime_now('%Y') | length }}|{{ tools is none }}"
+        "|{% for i in range(3) %}{% if i == 1 %}{% continue %}{% endif %}{{ i }}{% endfor %}",
+        [],
+    )
     assert out == "[BOS]|[|endofturn|]|4|True|02"
     assert render("{{ messages[0].reasoning_content }}", [{"role": "assistant", "thinking": "t"}]) == "t"
     assert render("a{% generation %}b{% endgeneration %}c", []) == "abc"
-    assert render("{{ raise_exception is defined }}{{ add_generation_prompt }}", [],
-                  add_generation_prompt=False) == "TrueFalse"
+    assert (
+        render("{{ raise_exception is defined }}{{ add_generation_prompt }}", [], add_generation_prompt=False)
+        == "TrueFalse"
+    )
 
 
 def test_check_syntax_names_the_file():
@@ -217,7 +244,7 @@ RUNAWAY = {
     "huge_range": "{% for i in range(10000000) %}{% endfor %}",
     "output_flood": "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
     "captured_flood": "{% set big = 'a' * 1000000 %}{% set x %}{% for i in range(1000) %}{{ big }}"
-                      "{% endfor %}{% endset %}{{ x | length }}",
+    "{% endfor %}{% endset %}{{ x | length }}",
     "str_center": "{{ 'a'.center(1000000000) }}",
     "filter_center": "{{ 'a' | center(1000000000) }}",
     "format_width": "{{ '{:>1000000000}'.format(1) }}",
@@ -238,7 +265,7 @@ RUNAWAY = {
     "string_of_big_list": "{% set big = 'x' * 1000000 %}{{ ([big] * 1000000) | string }}",
     "percent_of_big_list": "{% set big = 'x' * 1000000 %}{{ '%s' % ([big] * 1000000,) }}",
     "accumulated_values": "{% set big = 'x' * 999990 %}{% set ns = namespace(l=[]) %}{% for i in range(100000) %}"
-                          "{% set ns.l = ns.l + [big ~ i] %}{% endfor %}{{ ns.l | length }}",
+    "{% set ns.l = ns.l + [big ~ i] %}{% endfor %}{{ ns.l | length }}",
 }
 
 
@@ -251,16 +278,22 @@ def test_runaway_template_raises(name):
 @pytest.mark.parametrize("name", ["string_of_big_list", "accumulated_values"])
 def test_memory_bound_stops_what_no_estimator_modelled(name):
     # Long enough a time bound that the memory bound is the one that fires.
-    with pytest.raises(TemplateError, match=r"<template>: chat template was stopped at its memory bound of "
-                                            r"256 MiB for one render; a chat template needs a few MiB"):
+    with pytest.raises(
+        TemplateError,
+        match=r"<template>: chat template was stopped at its memory bound of "
+        r"256 MiB for one render; a chat template needs a few MiB",
+    ):
         render(RUNAWAY[name], [], timeout_s=120)
 
 
-@pytest.mark.parametrize("template", [
-    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",  # no output
-    "{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% else %}x{% endif %}{% endmacro %}{{ f(40) }}",
-    "{{ 10 ** 100000000 }}",  # one long C call: a Python-level watchdog could not interrupt it
-])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",  # no output
+        "{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% else %}x{% endif %}{% endmacro %}{{ f(40) }}",
+        "{{ 10 ** 100000000 }}",  # one long C call: a Python-level watchdog could not interrupt it
+    ],
+)
 def test_endless_template_is_stopped_by_the_time_bound(template):
     with pytest.raises(TemplateError, match=r"ran longer than its time bound of 0.3 s and was stopped"):
         render(template, [], timeout_s=0.3)
@@ -270,8 +303,14 @@ def test_endless_template_is_stopped_by_the_time_bound(template):
 def test_cpu_bound_backs_up_the_wall_clock():
     # RLIMIT_CPU kills the child even when the caller's wall clock would wait longer.
     with pytest.raises(TemplateError, match=r"used more than its CPU bound of 1 s and was stopped"):
-        _run_child("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", [{}],
-                   "<template>", 1000, timeout_s=60, cpu_s=1)
+        _run_child(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            [{}],
+            "<template>",
+            1000,
+            timeout_s=60,
+            cpu_s=1,
+        )
 
 
 def test_output_cap():
@@ -281,9 +320,12 @@ def test_output_cap():
 
 
 def test_bounds_leave_normal_templates_alone():
-    out = render("{{ '-' * 80 }}{{ 'x'.center(9) }}{{ '%5s' % 'a' }}{{ '{:>4}'.format(7) }}"
-                 "{{ [1, 2] + [3] }}{{ 2 ** 10 }}{{ 'a' ~ 1 }}{{ 'ab' | replace('a', 'xy') }}"
-                 "{{ x | default(5000000) }}{{ ('y' * 3000000) | length }}", [])
+    out = render(
+        "{{ '-' * 80 }}{{ 'x'.center(9) }}{{ '%5s' % 'a' }}{{ '{:>4}'.format(7) }}"
+        "{{ [1, 2] + [3] }}{{ 2 ** 10 }}{{ 'a' ~ 1 }}{{ 'ab' | replace('a', 'xy') }}"
+        "{{ x | default(5000000) }}{{ ('y' * 3000000) | length }}",
+        [],
+    )
     assert out == "-" * 80 + "    x    " + "    a" + "   7" + "[1, 2, 3]1024a1xyb50000003000000"
 
 

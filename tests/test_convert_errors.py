@@ -12,7 +12,9 @@ import pytest
 
 def run_convert(src, out, *extra):
     return subprocess.run(
-        [sys.executable, "-m", "exaone_gguf", "convert", str(src), "-o", str(out), *extra], capture_output=True, text=True
+        [sys.executable, "-m", "exaone_gguf", "convert", str(src), "-o", str(out), *extra],
+        capture_output=True,
+        text=True,
     )
 
 
@@ -44,7 +46,9 @@ def assert_refused(res, out, *words):
 def test_unsupported_architecture_lists_supported(src, tmp_path):
     edit_config(src, architectures=["Qwen2ForCausalLM"])
     out = tmp_path / "o.gguf"
-    assert_refused(run_convert(src, out), out, "config.json", "Qwen2ForCausalLM", "ExaoneForCausalLM", "Exaone4ForCausalLM")
+    assert_refused(
+        run_convert(src, out), out, "config.json", "Qwen2ForCausalLM", "ExaoneForCausalLM", "Exaone4ForCausalLM"
+    )
 
 
 def test_missing_config_key_is_named(src, tmp_path):

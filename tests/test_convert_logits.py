@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import TINY_FAMILIES, llama_cpp_logits
 from gguf_edit import rewrite
 from hf_models import transformers_logits
@@ -127,8 +126,11 @@ def test_rope32_scaling_is_not_trivial(source):
 def test_all_ones_rope_freqs_fails(hf_logits, converted, tmp_path):
     """A converter that writes rope_freqs as all ones (no llama3 scaling) fails the f32 check."""
     good = converted(ROPE32, "f32")
-    bad = rewrite(good, tmp_path / "ones.gguf",
-                  tensors={"rope_freqs.weight": lambda raw: np.ones(raw.size // 4, np.float32).view(np.uint8)})
+    bad = rewrite(
+        good,
+        tmp_path / "ones.gguf",
+        tensors={"rope_freqs.weight": lambda raw: np.ones(raw.size // 4, np.float32).view(np.uint8)},
+    )
     same_top1, rel = compare(hf_logits(ROPE32), bad)
     print(f"all-ones rope_freqs: same top-1 {same_top1:.3f}, max |diff| / max |logit| {rel:.2e}")
     with pytest.raises(AssertionError):

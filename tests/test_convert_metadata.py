@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import fixture_path
 
 from exaone_gguf.convert.driver import ConvertOptions, convert

@@ -8,8 +8,20 @@ import sys
 
 def test_demo_runs_and_prints_the_table(tmp_path):
     res = subprocess.run(
-        [sys.executable, "-m", "exaone_gguf", "demo", str(tmp_path / "work"), "--families", "exaone4", "--types", "q8_0"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "exaone_gguf",
+            "demo",
+            str(tmp_path / "work"),
+            "--families",
+            "exaone4",
+            "--types",
+            "q8_0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert res.returncode == 0, res.stderr
     assert "exaone-gguf demo" in res.stderr and "PASS" in res.stderr and "Q8_0" in res.stderr
@@ -17,5 +29,7 @@ def test_demo_runs_and_prints_the_table(tmp_path):
 
 
 def test_demo_rejects_an_unknown_family(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "exaone_gguf", "demo", "--families", "exaone9"], capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "exaone_gguf", "demo", "--families", "exaone9"], capture_output=True, text=True
+    )
     assert res.returncode == 2 and "exaone9" in res.stderr and "Traceback" not in res.stderr

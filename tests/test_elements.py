@@ -38,15 +38,58 @@ def _call(lib, name: str, x: np.ndarray, out_dtype) -> np.ndarray:
 
 def _special_values() -> np.ndarray:
     """NaNs (payloads, signs, signalling), infinities, f32 and f16 subnormals, f16 overflow and exact ties."""
-    nan_bits = [0x7FC00000, 0xFFC00000, 0x7F800001, 0xFF800001, 0x7FFFFFFF, 0xFFFFFFFF, 0x7FA5A5A5,
-                0xFFD00001, 0x7F802000, 0x7F801FFF, 0xFFFF8000, 0xFFFF7FFF, 0x7FFF8000]
-    values = [np.inf, -np.inf, 0.0, -0.0,
-              1e-45, -1e-45, 1.17e-38, -5.9e-39,                     # f32 subnormals
-              6.0e-8, 5.96e-8, 2.98e-8, 2.9802322e-08, -3e-5, 6.1e-5,  # f16 subnormal range and its edge
-              65504.0, -65504.0, 65519.996, 65520.0, -65520.0, 1e5, 3.4028235e38, -3.4028235e38]
+    nan_bits = [
+        0x7FC00000,
+        0xFFC00000,
+        0x7F800001,
+        0xFF800001,
+        0x7FFFFFFF,
+        0xFFFFFFFF,
+        0x7FA5A5A5,
+        0xFFD00001,
+        0x7F802000,
+        0x7F801FFF,
+        0xFFFF8000,
+        0xFFFF7FFF,
+        0x7FFF8000,
+    ]
+    values = [
+        np.inf,
+        -np.inf,
+        0.0,
+        -0.0,
+        1e-45,
+        -1e-45,
+        1.17e-38,
+        -5.9e-39,  # f32 subnormals
+        6.0e-8,
+        5.96e-8,
+        2.98e-8,
+        2.9802322e-08,
+        -3e-5,
+        6.1e-5,  # f16 subnormal range and its edge
+        65504.0,
+        -65504.0,
+        65519.996,
+        65520.0,
+        -65520.0,
+        1e5,
+        3.4028235e38,
+        -3.4028235e38,
+    ]
     # f16 ties: exactly halfway between two neighbours, both parities, normal and subnormal
-    ties = [1.0 + 2.0**-11, 1.0 + 3 * 2.0**-11, -(1.0 + 5 * 2.0**-11), 2048.0 + 1.0, 2048.0 + 3.0,
-            2.0**-25, 3 * 2.0**-25, -(5 * 2.0**-25), 2.0**-24 + 2.0**-25, 65504.0 + 16.0]
+    ties = [
+        1.0 + 2.0**-11,
+        1.0 + 3 * 2.0**-11,
+        -(1.0 + 5 * 2.0**-11),
+        2048.0 + 1.0,
+        2048.0 + 3.0,
+        2.0**-25,
+        3 * 2.0**-25,
+        -(5 * 2.0**-25),
+        2.0**-24 + 2.0**-25,
+        65504.0 + 16.0,
+    ]
     # bf16 ties: low 16 bits exactly 0x8000 with an even and an odd upper half, up to the overflow edge
     bf16_ties = [0x3F808000, 0x3F818000, 0xBF808000, 0x00008000, 0x00018000, 0x7F7F8000, 0xFF7F8000, 0x7F7FFFFF]
     x = np.array(values + ties, np.float32)
@@ -90,8 +133,10 @@ def test_numpy_cast_is_not_ggml_on_nan(ggml):
 
 @pytest.mark.parametrize(
     ("encode", "decode", "ggml_name"),
-    [(elements.f32_to_f16_bits, elements.f16_bits_to_f32, "ggml_fp16_to_fp32_row"),
-     (elements.f32_to_bf16_bits, elements.bf16_bits_to_f32, "ggml_bf16_to_fp32_row")],
+    [
+        (elements.f32_to_f16_bits, elements.f16_bits_to_f32, "ggml_fp16_to_fp32_row"),
+        (elements.f32_to_bf16_bits, elements.bf16_bits_to_f32, "ggml_bf16_to_fp32_row"),
+    ],
     ids=["f16", "bf16"],
 )
 def test_decoders_equal_ggml_on_every_pattern(ggml, encode, decode, ggml_name):

@@ -106,8 +106,10 @@ def test_f32_logits_match_transformers(ckpts, tmp_path, recipe, layout):
     ties = gaps < NEAR_TIE
     diff = np.abs(ours - ref).max(axis=1)
     bound = 1e-5 * np.abs(ref).max()  # measured 1.6e-6 of max |logit|; the issue asks for at most 1e-4
-    print(f"{recipe}/{layout}: max |diff| {diff[~ties].max():.3g} (bound {bound:.3g}), "
-          f"near-tie positions {int(ties.sum())}/{len(TOKENS)}, smallest gap {gaps.min():.3g}")
+    print(
+        f"{recipe}/{layout}: max |diff| {diff[~ties].max():.3g} (bound {bound:.3g}), "
+        f"near-tie positions {int(ties.sum())}/{len(TOKENS)}, smallest gap {gaps.min():.3g}"
+    )
     assert int(ties.sum()) <= 1
     assert (ours[~ties].argmax(-1) == ref[~ties].argmax(-1)).all()
     assert diff[~ties].max() <= bound

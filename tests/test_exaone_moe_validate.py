@@ -35,18 +35,23 @@ def test_honest_files_pass(moe, outtype):
 
 def swap_experts(a: int, b: int, n_expert: int):
     """Raw-bytes edit of a 3-D expert tensor: experts a and b trade places."""
+
     def edit(raw: np.ndarray) -> np.ndarray:
         parts = raw.reshape(n_expert, -1).copy()
         parts[[a, b]] = parts[[b, a]]
         return parts.reshape(-1)
+
     return edit
 
 
 def test_experts_reordered_in_one_layer(moe, tmp_path):
     ckpt, files = moe
     edit = swap_experts(0, 3, 8)
-    bad = rewrite(files["f32"], tmp_path / "bad.gguf",
-                  tensors={f"blk.2.ffn_{n}_exps.weight": edit for n in ("gate", "up", "down")})
+    bad = rewrite(
+        files["f32"],
+        tmp_path / "bad.gguf",
+        tensors={f"blk.2.ffn_{n}_exps.weight": edit for n in ("gate", "up", "down")},
+    )
     report = validate(bad, ckpt)
     assert "metadata: tensors" not in failed(report)  # names and shapes are right: the logits tell
     assert "tensors: match source" in failed(report)  # the file's tensors are not the source's; fidelity only warns
@@ -60,7 +65,9 @@ def test_exp_probs_b_missing(moe, tmp_path):
 
 def test_exp_probs_b_zeroed(moe, tmp_path):
     ckpt, files = moe
-    bad = rewrite(files["f32"], tmp_path / "bad.gguf", tensors={f"blk.{i}.exp_probs_b.bias": np.zeros_like for i in (1, 2, 3)})
+    bad = rewrite(
+        files["f32"], tmp_path / "bad.gguf", tensors={f"blk.{i}.exp_probs_b.bias": np.zeros_like for i in (1, 2, 3)}
+    )
     report = validate(bad, ckpt)
     assert "tensors: match source" in failed(report)  # the file's tensors are not the source's; fidelity only warns
 

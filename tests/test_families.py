@@ -14,16 +14,15 @@ import pytest
 from gguf import GGMLQuantizationType as T
 
 from exaone_gguf import families as F
-from exaone_gguf.families import base
 from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.checkpoint.safetensors import SafetensorsFile
 from exaone_gguf.checkpoint.spec import parse_config, supported_architectures
 from exaone_gguf.checkpoint.st_writer import TensorSource, write_checkpoint_weights
 from exaone_gguf.convert import pipeline
-from exaone_gguf.convert.pipeline import check_tensors, stream_tensor
-from exaone_gguf.convert.pipeline import FileSpan
-from exaone_gguf.errors import InputError
+from exaone_gguf.convert.pipeline import FileSpan, check_tensors, stream_tensor
 from exaone_gguf.elements import f32_to_bf16_bits as fp32_to_bf16_bits
+from exaone_gguf.errors import InputError
+from exaone_gguf.families import base
 from exaone_gguf.tiny import family_config
 
 E, I, H = 4, 6, 32  # experts, rows per expert, row length
@@ -43,6 +42,7 @@ def _write(tmp_path: Path, arrays: dict[str, np.ndarray], dtype: str = "F32") ->
 
 def _streamed(handle, qtype=T.F32) -> np.ndarray:
     """The bytes stream_tensor writes, back as float32 (F32 output) or as raw bytes (other types)."""
+
     def data(c):  # bytes kept as they are come as spans of the source file
         if isinstance(c, FileSpan):
             with open(c.path, "rb") as f:
@@ -55,7 +55,10 @@ def _streamed(handle, qtype=T.F32) -> np.ndarray:
 
 
 def _experts(rng, n=E, rows=I, cols=H):
-    return {f"model.layers.0.mlp.experts.{x}.gate_proj.weight": rng.standard_normal((rows, cols), dtype=np.float32) for x in range(n)}
+    return {
+        f"model.layers.0.mlp.experts.{x}.gate_proj.weight": rng.standard_normal((rows, cols), dtype=np.float32)
+        for x in range(n)
+    }
 
 
 class _Recording:
@@ -111,10 +114,20 @@ def test_nested_text_config_is_read():
     """A multimodal config: the language model's keys in text_config, tie/dtype on top."""
     flat = family_config("exaone4")
     text = {k: v for k, v in flat.items() if k not in ("architectures", "tie_word_embeddings", "torch_dtype")}
-    nested = {"architectures": flat["architectures"], "tie_word_embeddings": True, "torch_dtype": "bfloat16", "text_config": text}
+    nested = {
+        "architectures": flat["architectures"],
+        "tie_word_embeddings": True,
+        "torch_dtype": "bfloat16",
+        "text_config": text,
+    }
     a, b = parse_config(flat), parse_config(nested)
     assert (b.num_layers, b.hidden_size, b.head_dim, b.rms_eps, b.sliding_window) == (
-        a.num_layers, a.hidden_size, a.head_dim, a.rms_eps, a.sliding_window)
+        a.num_layers,
+        a.hidden_size,
+        a.head_dim,
+        a.rms_eps,
+        a.sliding_window,
+    )
     assert b.tie_word_embeddings and b.torch_dtype == "bfloat16"
     with pytest.raises(InputError, match="key 'hidden_size' must be an integer"):
         parse_config({**nested, "text_config": {**text, "hidden_size": "wide"}})
@@ -178,7 +191,9 @@ def test_stacked_reads_at_most_one_expert_at_a_time(tmp_path, monkeypatch):
     largest_read = max(h.largest for h in handles.values())
     assert largest_chunk == 21 * 64 < expert
     assert largest_read == 21 * 64  # reads follow the chunks: a chunk's rows, within one expert
-    assert np.array_equal(np.concatenate([np.asarray(c).reshape(-1) for c in chunks]), np.stack(list(parts.values())).reshape(-1))
+    assert np.array_equal(
+        np.concatenate([np.asarray(c).reshape(-1) for c in chunks]), np.stack(list(parts.values())).reshape(-1)
+    )
 
 
 def test_stacked_parts_in_different_dtypes_are_refused(tmp_path):
@@ -229,7 +244,9 @@ def test_copy_writes_one_source_under_several_names(tmp_path):
     rng = np.random.default_rng(6)
     w = rng.standard_normal((I, H), dtype=np.float32)
     handles = _write(tmp_path, {"model.embed_tokens.weight": w})
-    maps = F.TensorMapping.copies(["blk.4.nextn.embed_tokens.weight", "blk.5.nextn.embed_tokens.weight"], "model.embed_tokens.weight", (I, H))
+    maps = F.TensorMapping.copies(
+        ["blk.4.nextn.embed_tokens.weight", "blk.5.nextn.embed_tokens.weight"], "model.embed_tokens.weight", (I, H)
+    )
     assert [m.gguf_name for m in maps] == ["blk.4.nextn.embed_tokens.weight", "blk.5.nextn.embed_tokens.weight"]
     for m in maps:
         assert np.array_equal(_streamed(m.open(handles)), w.reshape(-1))
@@ -246,7 +263,11 @@ def test_prefix_is_data():
     assert [m.gguf_name for m in vl] == [m.gguf_name for m in names]
     assert vl[0].hf_name == "model.language_model.embed_tokens.weight"
     assert vl[1].hf_name.startswith("model.language_model.layers.0.")
-    assert all(a.hf_name.replace("model.language_model.", "model.") == b.hf_name for a, b in zip(vl, names) if b.hf_name.startswith("model."))
+    assert all(
+        a.hf_name.replace("model.language_model.", "model.") == b.hf_name
+        for a, b in zip(vl, names)
+        if b.hf_name.startswith("model.")
+    )
 
 
 # ------------------------------------------------------------------------------------------- check_tensors
@@ -272,7 +293,9 @@ def test_check_tensors_refuses_a_wrong_expert_shape(tmp_path):
     parts["model.layers.0.mlp.experts.2.gate_proj.weight"] = rng.standard_normal((I + 1, H), dtype=np.float32)
     ckpt, fam, _ = _moe_checkpoint(tmp_path, parts)
     maps = [F.TensorMapping.stacked("blk.0.ffn_gate_exps.weight", list(parts), (I, H))]
-    with pytest.raises(InputError, match=r"experts\.2\.gate_proj\.weight' has shape \[7, 32\] but config.json implies \[6, 32\]"):
+    with pytest.raises(
+        InputError, match=r"experts\.2\.gate_proj\.weight' has shape \[7, 32\] but config.json implies \[6, 32\]"
+    ):
         check_tensors(ckpt, fam, maps)
 
 
@@ -336,12 +359,16 @@ def test_make_tiny_writes_every_source_of_a_mapping_once(monkeypatch):
     table = [
         F.TensorMapping.stacked("blk.0.ffn_gate_exps.weight", parts, (I, H)),
         F.TensorMapping.sliced("blk.0.ffn_up_exps.weight", "experts.gate_up_proj", (3, 2 * I, H), 1, I, 2 * I),
-        *F.TensorMapping.copies(["blk.1.nextn.eh_proj.weight", "blk.2.nextn.eh_proj.weight"], "mtp.eh_proj.weight", (H, H)),
+        *F.TensorMapping.copies(
+            ["blk.1.nextn.eh_proj.weight", "blk.2.nextn.eh_proj.weight"], "mtp.eh_proj.weight", (H, H)
+        ),
     ]
     monkeypatch.setitem(base._FAMILIES, "exaone4", replace(F.families()["exaone4"], tensor_map=lambda s: table))
     sources = _weights(spec, 0, "F32")
     assert [(s.name, s.shape) for s in sources] == [(n, (I, H)) for n in parts] + [
-        ("experts.gate_up_proj", (3, 2 * I, H)), ("mtp.eh_proj.weight", (H, H))]
+        ("experts.gate_up_proj", (3, 2 * I, H)),
+        ("mtp.eh_proj.weight", (H, H)),
+    ]
     data = [np.concatenate([np.asarray(c).reshape(-1) for c in s.produce()]) for s in sources[:3]]
     assert not np.array_equal(data[0], data[1]) and not np.array_equal(data[1], data[2])
 

@@ -26,7 +26,9 @@ ALLOWED = {
 def registered_names() -> tuple[set[str], set[str]]:
     fams = F.families().values()
     names = set(F.families()) | set(F.tiny_recipes()) | set(F.chat_formats())
-    names |= {f.chat.name for f in fams if f.chat} | {f.arch for f in fams} | {p for f in fams for p in f.pre_tokenizers}
+    names |= (
+        {f.chat.name for f in fams if f.chat} | {f.arch for f in fams} | {p for f in fams for p in f.pre_tokenizers}
+    )
     return names, set(F.supported_architectures())
 
 
@@ -38,12 +40,16 @@ def family_literals(source: str) -> list[tuple[int, str]]:
         id(node.body[0].value)
         for node in ast.walk(tree)
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-        and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
     }
     return [
         (node.lineno, node.value)
         for node in ast.walk(tree)
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
         and (node.value in names or any(a in node.value for a in archs))
     ]
 
@@ -54,7 +60,11 @@ def test_no_family_names_outside_the_registry():
         rel = path.relative_to(PACKAGE).as_posix()
         if rel.startswith("families/"):
             continue
-        found += [f"{rel}:{line}: {lit!r}" for line, lit in family_literals(path.read_text(encoding="utf-8")) if (rel, lit) not in ALLOWED]
+        found += [
+            f"{rel}:{line}: {lit!r}"
+            for line, lit in family_literals(path.read_text(encoding="utf-8"))
+            if (rel, lit) not in ALLOWED
+        ]
     assert found == []
 
 

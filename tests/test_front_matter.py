@@ -15,9 +15,9 @@ from exaone_gguf.gguf_io import read_gguf
 _BODY = "\n# A model\n\nText with --- in it.\n"
 FRONT = {
     "flow": "---\nlicense: other\nlicense_name: exaone\nlanguage: [en, ko]\ntags: [exaone, 'lg-ai']\n"
-            "base_model: [LGAI-EXAONE/EXAONE-4.0-1.2B]\n---\n",
-    "block": "---\nlicense: other\nlicense_name: exaone\nlanguage:\n  - en\n  - ko\ntags:\n- exaone\n- \"lg-ai\"\n"
-             "base_model:\n- LGAI-EXAONE/EXAONE-4.0-1.2B\n---\n",
+    "base_model: [LGAI-EXAONE/EXAONE-4.0-1.2B]\n---\n",
+    "block": '---\nlicense: other\nlicense_name: exaone\nlanguage:\n  - en\n  - ko\ntags:\n- exaone\n- "lg-ai"\n'
+    "base_model:\n- LGAI-EXAONE/EXAONE-4.0-1.2B\n---\n",
 }
 
 
@@ -56,8 +56,10 @@ def test_languages_reach_the_gguf_as_a_list(tiny_dir, tmp_path, style):
 
 @pytest.mark.parametrize(
     ("front", "words"),
-    [("---\nlanguage: [en, ko\nlicense: other\n---\n", ["cannot be parsed", "line 3"]),
-     ("---\n- en\n- ko\n---\n", ["is a list, not a mapping"])],
+    [
+        ("---\nlanguage: [en, ko\nlicense: other\n---\n", ["cannot be parsed", "line 3"]),
+        ("---\n- en\n- ko\n---\n", ["is a list, not a mapping"]),
+    ],
     ids=["unclosed-list", "not-a-mapping"],
 )
 def test_broken_front_matter_is_refused_with_exit_2(tiny_dir, tmp_path, front, words):
@@ -65,8 +67,12 @@ def test_broken_front_matter_is_refused_with_exit_2(tiny_dir, tmp_path, front, w
     shutil.copytree(tiny_dir("exaone4"), src)
     (src / "README.md").write_text(front + _BODY)
     out = tmp_path / "m.gguf"
-    res = subprocess.run([sys.executable, "-m", "exaone_gguf", "convert", str(src), "-o", str(out)],
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "exaone_gguf", "convert", str(src), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr and "README.md" in res.stderr
     for w in words:

@@ -30,15 +30,32 @@ KOREAN = "안녕하세요, 엑사온! [|endofturn|]"
 
 # One value per scalar type, and a short array per element type.
 SCALARS = {
-    V.UINT8: 200, V.INT8: -100, V.UINT16: 60000, V.INT16: -30000, V.UINT32: 4_000_000_000,
-    V.INT32: -2_000_000_000, V.FLOAT32: 1.5, V.UINT64: 2**63 + 5, V.INT64: -(2**62),
-    V.FLOAT64: 3.141592653589793, V.BOOL: True, V.STRING: KOREAN,
+    V.UINT8: 200,
+    V.INT8: -100,
+    V.UINT16: 60000,
+    V.INT16: -30000,
+    V.UINT32: 4_000_000_000,
+    V.INT32: -2_000_000_000,
+    V.FLOAT32: 1.5,
+    V.UINT64: 2**63 + 5,
+    V.INT64: -(2**62),
+    V.FLOAT64: 3.141592653589793,
+    V.BOOL: True,
+    V.STRING: KOREAN,
 }
 ARRAYS = {
-    V.UINT8: [0, 1, 255], V.INT8: [-128, 0, 127], V.UINT16: [0, 65535], V.INT16: [-32768, 32767],
-    V.UINT32: [0, 2**32 - 1], V.INT32: [-(2**31), 2**31 - 1], V.FLOAT32: [0.5, -2.25, 1e30],
-    V.UINT64: [0, 2**64 - 1], V.INT64: [-(2**63), 2**63 - 1], V.FLOAT64: [1e-300, -1.0],
-    V.BOOL: [True, False, True], V.STRING: ["", "토큰", "a b", "▁한국어"],
+    V.UINT8: [0, 1, 255],
+    V.INT8: [-128, 0, 127],
+    V.UINT16: [0, 65535],
+    V.INT16: [-32768, 32767],
+    V.UINT32: [0, 2**32 - 1],
+    V.INT32: [-(2**31), 2**31 - 1],
+    V.FLOAT32: [0.5, -2.25, 1e30],
+    V.UINT64: [0, 2**64 - 1],
+    V.INT64: [-(2**63), 2**63 - 1],
+    V.FLOAT64: [1e-300, -1.0],
+    V.BOOL: [True, False, True],
+    V.STRING: ["", "토큰", "a b", "▁한국어"],
 }
 
 
@@ -53,8 +70,11 @@ def _write_reference(path: Path, *, extra_kv=None, tensors=None) -> dict[str, np
     for key, (val, vt) in (extra_kv or {}).items():
         w.add_key_value(key, val, vt)
     x = rng.standard_normal((4, 64)).astype(np.float32)
-    srcs = tensors if tensors is not None else {"t.f32": (x, Q.F32), "t.f16": (x, Q.F16),
-                                                "t.bf16": (x, Q.BF16), "t.q8_0": (x, Q.Q8_0)}
+    srcs = (
+        tensors
+        if tensors is not None
+        else {"t.f32": (x, Q.F32), "t.f16": (x, Q.F16), "t.bf16": (x, Q.BF16), "t.q8_0": (x, Q.Q8_0)}
+    )
     for name, (arr, qt) in srcs.items():
         if qt in (Q.F32, Q.F16):
             w.add_tensor(name, gguf.quants.quantize(arr, qt))
@@ -156,8 +176,9 @@ def test_version_2_reads_like_version_3(tmp_path: Path, reference_file: Path) ->
 
 def test_split_keys_are_exposed(tmp_path: Path) -> None:
     path = tmp_path / "shard.gguf"
-    _write_reference(path, extra_kv={"split.no": (1, V.UINT16), "split.count": (3, V.UINT16),
-                                     "split.tensors.count": (12, V.INT32)})
+    _write_reference(
+        path, extra_kv={"split.no": (1, V.UINT16), "split.count": (3, V.UINT16), "split.tensors.count": (12, V.INT32)}
+    )
     with read_gguf(path) as f:
         assert f.split == SplitInfo(no=1, count=3, tensors_count=12)
         assert f.get("split.count") == 3
@@ -212,8 +233,10 @@ def test_large_vocab_parses_fast(tmp_path: Path) -> None:
     t0 = time.perf_counter()
     ref = gguf.GGUFReader(str(path))
     theirs = time.perf_counter() - t0
-    print(f"\n102400-token vocab + 100k merges: exaone_gguf reader {ours:.3f} s, "
-          f"gguf.GGUFReader {theirs:.3f} s ({theirs / ours:.0f}x)")
+    print(
+        f"\n102400-token vocab + 100k merges: exaone_gguf reader {ours:.3f} s, "
+        f"gguf.GGUFReader {theirs:.3f} s ({theirs / ours:.0f}x)"
+    )
 
     tokens = f.get("tokenizer.ggml.tokens")
     assert len(tokens) == n_vocab and tokens[1] == "▁토큰1" and tokens[3] == "tok3"
@@ -263,10 +286,25 @@ T_A = _tinfo("a", [8, 2], Q.F32, 0)  # 64 bytes
 T_B = _tinfo("b", [8], Q.F32, 64)  # 32 bytes
 
 
-def _file(kvs=(ARCH,), tinfos=(T_A, T_B), data: bytes | None = None, *, magic=b"GGUF", version=3,
-          n_kv=None, n_tensors=None, align=32) -> bytes:
-    head = (magic + _u32(version) + _u64(len(tinfos) if n_tensors is None else n_tensors)
-            + _u64(len(kvs) if n_kv is None else n_kv) + b"".join(kvs) + b"".join(tinfos))
+def _file(
+    kvs=(ARCH,),
+    tinfos=(T_A, T_B),
+    data: bytes | None = None,
+    *,
+    magic=b"GGUF",
+    version=3,
+    n_kv=None,
+    n_tensors=None,
+    align=32,
+) -> bytes:
+    head = (
+        magic
+        + _u32(version)
+        + _u64(len(tinfos) if n_tensors is None else n_tensors)
+        + _u64(len(kvs) if n_kv is None else n_kv)
+        + b"".join(kvs)
+        + b"".join(tinfos)
+    )
     head += b"\0" * (-len(head) % align)
     return head + (bytes(range(96)) if data is None else data)
 
@@ -289,31 +327,47 @@ def _malformed_corpus() -> dict[str, tuple[bytes, str]]:
         "key_not_utf8": (_file(kvs=(_kv(b"\xff\xfe", V.UINT8, b"\1"),)), "key 0 is not valid UTF-8"),
         "bad_value_type": (_file(kvs=(_kv("k", 13, b"\0" * 8),)), "13, not a known GGUF value type"),
         "negative_value_type": (_file(kvs=(_kv("k", -1, b"\0" * 8),)), "-1, not a known GGUF value type"),
-        "bad_array_type": (_file(kvs=(_kv("k", V.ARRAY, _i32(13) + _u64(1) + b"\0" * 8),)),
-                           "element type of array 'k' is 13"),
-        "nested_array": (_file(kvs=(_kv("k", V.ARRAY, _i32(V.ARRAY) + _u64(1) + b"\0" * 16),)),
-                         "array of arrays"),
+        "bad_array_type": (
+            _file(kvs=(_kv("k", V.ARRAY, _i32(13) + _u64(1) + b"\0" * 8),)),
+            "element type of array 'k' is 13",
+        ),
+        "nested_array": (_file(kvs=(_kv("k", V.ARRAY, _i32(V.ARRAY) + _u64(1) + b"\0" * 16),)), "array of arrays"),
         "string_len_huge": (_file(kvs=(_kv("k", V.STRING, _u64(2**62)),)), "value of key 'k' needs"),
         "string_not_utf8": (_file(kvs=(_kv("k", V.STRING, _str(b"ok\xc3\x28")),)), "not valid UTF-8"),
-        "array_len_huge": (_file(kvs=(_kv("k", V.ARRAY, _i32(V.UINT32) + _u64(2**62)),)),
-                           r"array 'k' needs 18446744073709551616 bytes"),
-        "string_array_len_huge": (_file(kvs=(_kv("k", V.ARRAY, _i32(V.STRING) + _u64(2**61)),)),
-                                  "array 'k' needs"),
-        "string_array_elem_huge": (_file(kvs=(_kv("k", V.ARRAY, _i32(V.STRING) + _u64(2) + _str("a")
-                                                  + _u64(2**60)),)), "element 1 has length"),
-        "string_array_not_utf8": (_file(kvs=(_kv("k", V.ARRAY, _i32(V.STRING) + _u64(2) + _str("a")
-                                                 + _str(b"\x80")),)), "element 1 is not valid UTF-8"),
+        "array_len_huge": (
+            _file(kvs=(_kv("k", V.ARRAY, _i32(V.UINT32) + _u64(2**62)),)),
+            r"array 'k' needs 18446744073709551616 bytes",
+        ),
+        "string_array_len_huge": (_file(kvs=(_kv("k", V.ARRAY, _i32(V.STRING) + _u64(2**61)),)), "array 'k' needs"),
+        "string_array_elem_huge": (
+            _file(kvs=(_kv("k", V.ARRAY, _i32(V.STRING) + _u64(2) + _str("a") + _u64(2**60)),)),
+            "element 1 has length",
+        ),
+        "string_array_not_utf8": (
+            _file(kvs=(_kv("k", V.ARRAY, _i32(V.STRING) + _u64(2) + _str("a") + _str(b"\x80")),)),
+            "element 1 is not valid UTF-8",
+        ),
         "bool_not_0_1": (_file(kvs=(_kv("k", V.BOOL, b"\2"),)), "holds byte 2"),
-        "bool_array_not_0_1": (_file(kvs=(_kv("k", V.ARRAY, _i32(V.BOOL) + _u64(2) + b"\1\7"),)),
-                               "bool byte other than 0 or 1"),
+        "bool_array_not_0_1": (
+            _file(kvs=(_kv("k", V.ARRAY, _i32(V.BOOL) + _u64(2) + b"\1\7"),)),
+            "bool byte other than 0 or 1",
+        ),
         "duplicate_key": (_file(kvs=(ARCH, ARCH)), "'general.architecture' appears twice"),
         "alignment_13": (_file(kvs=(_kv("general.alignment", V.UINT32, _u32(13)),)), "13, not a power of two"),
         "alignment_0": (_file(kvs=(_kv("general.alignment", V.UINT32, _u32(0)),)), "0, not a power of two"),
-        "alignment_wrong_type": (_file(kvs=(_kv("general.alignment", V.INT32, _i32(32)),)),
-                                 "type INT32, but it must be UINT32"),
-        "split_inconsistent": (_file(kvs=(_kv("split.no", V.UINT16, struct.pack("<H", 3)),
-                                          _kv("split.count", V.UINT16, struct.pack("<H", 3)))),
-                               "inconsistent"),
+        "alignment_wrong_type": (
+            _file(kvs=(_kv("general.alignment", V.INT32, _i32(32)),)),
+            "type INT32, but it must be UINT32",
+        ),
+        "split_inconsistent": (
+            _file(
+                kvs=(
+                    _kv("split.no", V.UINT16, struct.pack("<H", 3)),
+                    _kv("split.count", V.UINT16, struct.pack("<H", 3)),
+                )
+            ),
+            "inconsistent",
+        ),
         "split_wrong_type": (_file(kvs=(_kv("split.count", V.STRING, _str("3")),)), "must be an integer"),
         "tensor_name_size_huge": (_file(tinfos=(_u64(huge) + b"a" * 32,)), "name of tensor 0 needs"),
         "tensor_name_too_long": (_file(tinfos=(_tinfo("x" * 64, [8, 2], Q.F32, 0),)), "63-byte limit"),
@@ -326,23 +380,32 @@ def _malformed_corpus() -> dict[str, tuple[bytes, str]]:
         "zero_dim": (_file(tinfos=(_tinfo("a", [8, 0], Q.F32, 0),)), "zero dimension"),
         "ne_overflow": (_file(tinfos=(_tinfo("a", [4 * (2**31 - 1)] * 4, Q.F32, 0),)), "overflows int64"),
         "nbytes_too_big": (_file(tinfos=(_tinfo("a", [2**31, 2**31], Q.I64, 0),)), "runs past the end"),
-        "nbytes_pad_wrap": (_file(tinfos=(_tinfo("a", [4, 2**30 - 1, 2**30 + 1], Q.F32, 0),)),
-                            "runs past the end"),
-        "mem_size_overflow": (_file(tinfos=(_tinfo("a", [0x7FFFFFFFFFFFFFC0], Q.I8, 0),
-                                            _tinfo("b", [0x7FFFFFFFFFFFFFC0], Q.I8, 0x7FFFFFFFFFFFFFC0))),
-                              "runs past the end"),
+        "nbytes_pad_wrap": (_file(tinfos=(_tinfo("a", [4, 2**30 - 1, 2**30 + 1], Q.F32, 0),)), "runs past the end"),
+        "mem_size_overflow": (
+            _file(
+                tinfos=(
+                    _tinfo("a", [0x7FFFFFFFFFFFFFC0], Q.I8, 0),
+                    _tinfo("b", [0x7FFFFFFFFFFFFFC0], Q.I8, 0x7FFFFFFFFFFFFFC0),
+                )
+            ),
+            "runs past the end",
+        ),
         "bad_tensor_type": (_file(tinfos=(_tinfo("a", [8, 2], 43, 0),)), "unknown ggml type 43"),
         "removed_tensor_type": (_file(tinfos=(_tinfo("a", [8, 2], 4, 0),)), "unknown ggml type 4"),
         "negative_tensor_type": (_file(tinfos=(_tinfo("a", [8, 2], -1, 0),)), "unknown ggml type -1"),
-        "row_not_block_multiple": (_file(tinfos=(_tinfo("a", [33, 2], Q.Q8_0, 0),)),
-                                   "not a multiple of the block size 32"),
+        "row_not_block_multiple": (
+            _file(tinfos=(_tinfo("a", [33, 2], Q.Q8_0, 0),)),
+            "not a multiple of the block size 32",
+        ),
         "offset_huge": (_file(tinfos=(T_A, _tinfo("b", [8], Q.F32, huge))), "not a multiple of the alignment"),
         "offset_huge_aligned": (_file(tinfos=(T_A, _tinfo("b", [8], Q.F32, 2**64 - 32))), "llama.cpp expects 64"),
         "offset_misaligned": (_file(tinfos=(T_A, _tinfo("b", [8], Q.F32, 65))), "not a multiple of the alignment"),
         "offset_overlap": (_file(tinfos=(T_A, _tinfo("b", [8], Q.F32, 32))), "overlaps the previous tensor"),
         "offset_first_not_zero": (_file(tinfos=(_tinfo("a", [8, 2], Q.F32, 32), T_B)), "expects 0"),
-        "inconsistent_align": (_file(tinfos=(_tinfo("a", [3], Q.F32, 0), _tinfo("b", [8], Q.F32, 12))),
-                               "not a multiple of the alignment"),
+        "inconsistent_align": (
+            _file(tinfos=(_tinfo("a", [3], Q.F32, 0), _tinfo("b", [8], Q.F32, 12))),
+            "not a multiple of the alignment",
+        ),
         "data_missing": (_file(data=b""), "truncated"),
         "data_short": (_file(data=bytes(95)), "'b' data .* runs past the end of the file"),
     }
@@ -400,8 +463,9 @@ def test_malformed_corpus_under_memory_limit(tmp_path: Path) -> None:
         p.write_bytes(data)
         paths[name] = str(p)
     env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", _CHILD, *paths.values()], capture_output=True, text=True,
-                          env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, *paths.values()], capture_output=True, text=True, env=env, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     assert results.pop("__limited__") is True, "RLIMIT_AS did not take effect"
@@ -465,8 +529,7 @@ FUZZ_HEADER = FUZZ_BASE.index(b"q8") + 40  # mutations past the tensor table rar
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     edits=st.lists(st.tuples(st.integers(0, FUZZ_HEADER), st.integers(0, 255)), min_size=1, max_size=6),
-    big=st.lists(st.tuples(st.integers(0, FUZZ_HEADER), st.sampled_from([0xFF, 0x7F, 0x80, 0x40])),
-                 max_size=2),
+    big=st.lists(st.tuples(st.integers(0, FUZZ_HEADER), st.sampled_from([0xFF, 0x7F, 0x80, 0x40])), max_size=2),
     cut=st.one_of(st.none(), st.integers(0, len(FUZZ_BASE))),
 )
 def test_fuzz_mutated_bytes(tmp_path: Path, edits, big, cut) -> None:
@@ -474,7 +537,7 @@ def test_fuzz_mutated_bytes(tmp_path: Path, edits, big, cut) -> None:
     for pos, val in edits:
         data[pos] = val
     for pos, val in big:  # set a whole 8-byte word high: lengths and counts become huge
-        data[pos:pos + 8] = bytes([0xFF] * 7 + [val])
+        data[pos : pos + 8] = bytes([0xFF] * 7 + [val])
     if cut is not None:
         del data[cut:]
     path = tmp_path / "fuzz.gguf"

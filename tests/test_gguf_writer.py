@@ -28,6 +28,7 @@ def _plan(src: Path, fail_at: str | None = None) -> GGUFPlan:
                 if name == fail_at:
                     raise RuntimeError(f"producer of {name} failed")
                 yield c
+
         return gen
 
     rng = np.random.default_rng(0)
@@ -49,6 +50,7 @@ def _fill(plans):
     def fill(sinks):
         for sink, plan in zip(sinks, plans):
             write_plan(sink, plan)
+
     return fill
 
 
@@ -80,7 +82,10 @@ def test_hashing_changes_no_byte_and_only_hashing_reads_the_spans(src, tmp_path,
         assert sizes == [sum(p.stat().st_size for p in o.paths) for o in outputs]
         if hashed:
             assert kernel_copies == []  # the digest must see every byte: spans are read, not kernel-copied
-            assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files} == {**outputs[0].sha256, **outputs[1].sha256}
+            assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files} == {
+                **outputs[0].sha256,
+                **outputs[1].sha256,
+            }
         else:
             assert sum(kernel_copies) == 2 * (512 + 512 + 400)  # every span byte of both outputs, in the kernel
             assert outputs[0].sha256 == {} and outputs[1].sha256 == {}

@@ -45,7 +45,9 @@ def build_cache(hub: Path, repo_id: str, src: Path, extra: dict[str, bytes] | No
 
 def hf_env(tmp_path: Path, offline: bool = True, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING_FACE_"))}
-    env.update(HF_HOME=str(tmp_path / "hf-home"), HF_HUB_CACHE=str(tmp_path / "hub"), HF_HUB_DISABLE_TELEMETRY="1", **extra)
+    env.update(
+        HF_HOME=str(tmp_path / "hf-home"), HF_HUB_CACHE=str(tmp_path / "hub"), HF_HUB_DISABLE_TELEMETRY="1", **extra
+    )
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
     return env
@@ -70,8 +72,11 @@ def test_repo_id_converts_offline_from_the_cache(tiny_dir, tmp_path, family):
     build_cache(tmp_path / "hub", repo_id, src)
     local = tmp_path / "local.gguf"
     assert run(["convert", str(src), "-o", str(local), "--outtype", "q8_0"], hf_env(tmp_path)).returncode == 0
-    res = run(["convert", repo_id, "-o", str(tmp_path / "hub.gguf"), "--outtype", "q8_0", "--json"],
-              hf_env(tmp_path), cwd=tmp_path)
+    res = run(
+        ["convert", repo_id, "-o", str(tmp_path / "hub.gguf"), "--outtype", "q8_0", "--json"],
+        hf_env(tmp_path),
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "hub.gguf").read_bytes() == local.read_bytes()  # same checkpoint, same bytes
 
@@ -81,12 +86,19 @@ def test_repo_id_release_names_the_repo(tiny_dir, tmp_path):
     src = tiny_dir("exaone4")
     cfg = json.loads((src / "config.json").read_text())
     del cfg["_name_or_path"]
-    snap = build_cache(tmp_path / "hub", "SomeOrg/Tiny-EXAONE-4.0-29M-Instruct", src,
-                       {"config.json": json.dumps(cfg).encode(), "README.md": b"no front matter\n"})
+    snap = build_cache(
+        tmp_path / "hub",
+        "SomeOrg/Tiny-EXAONE-4.0-29M-Instruct",
+        src,
+        {"config.json": json.dumps(cfg).encode(), "README.md": b"no front matter\n"},
+    )
     ckpt = load_checkpoint(snap)
     assert ckpt.model_id == "SomeOrg/Tiny-EXAONE-4.0-29M-Instruct"
-    res = run(["convert", "SomeOrg/Tiny-EXAONE-4.0-29M-Instruct", "-o", f"{tmp_path}/pub/", "--outtype", "q8_0", "--json"],
-              hf_env(tmp_path), cwd=tmp_path)
+    res = run(
+        ["convert", "SomeOrg/Tiny-EXAONE-4.0-29M-Instruct", "-o", f"{tmp_path}/pub/", "--outtype", "q8_0", "--json"],
+        hf_env(tmp_path),
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     [v] = json.loads(res.stdout.strip().splitlines()[-1])["variants"]
     assert Path(v["files"][0]).name == "Tiny-EXAONE-4.0-29M-Instruct-Q8_0.gguf"
@@ -95,7 +107,9 @@ def test_repo_id_release_names_the_repo(tiny_dir, tmp_path):
 
 def test_repo_id_not_cached_offline_fails_with_one_sentence(tmp_path):
     (tmp_path / "hub").mkdir()
-    res = run(["convert", "LGAI-EXAONE/EXAONE-4.0-1.2B", "-o", str(tmp_path / "x.gguf")], hf_env(tmp_path), cwd=tmp_path)
+    res = run(
+        ["convert", "LGAI-EXAONE/EXAONE-4.0-1.2B", "-o", str(tmp_path / "x.gguf")], hf_env(tmp_path), cwd=tmp_path
+    )
     assert res.returncode == 2
     body = one_sentence(res.stderr)
     assert body.startswith("LGAI-EXAONE/EXAONE-4.0-1.2B: not a local directory and not in the Hugging Face cache")
@@ -107,8 +121,11 @@ def test_existing_local_directory_wins(tiny_dir, tmp_path):
     """`org/name` that exists as a directory under the working directory is that directory, not a repo."""
     (tmp_path / "hub").mkdir()
     shutil.copytree(tiny_dir("exaone4"), tmp_path / "exaone-gguf" / "tiny-exaone4")
-    res = run(["convert", "exaone-gguf/tiny-exaone4", "-o", str(tmp_path / "x.gguf"), "--outtype", "q8_0"],
-              hf_env(tmp_path), cwd=tmp_path)
+    res = run(
+        ["convert", "exaone-gguf/tiny-exaone4", "-o", str(tmp_path / "x.gguf"), "--outtype", "q8_0"],
+        hf_env(tmp_path),
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert not any((tmp_path / "hub").iterdir())
 
@@ -142,12 +159,16 @@ def hub_double():
     server.server_close()
 
 
-@pytest.mark.parametrize("repo, expect", [("nobody/no-such-model", "no such Hugging Face repo"),
-                                          ("someone/gated-model", "is gated")])
+@pytest.mark.parametrize(
+    "repo, expect", [("nobody/no-such-model", "no such Hugging Face repo"), ("someone/gated-model", "is gated")]
+)
 def test_repo_missing_or_gated_fails_with_one_sentence(tmp_path, hub_double, repo, expect):
     (tmp_path / "hub").mkdir()
-    res = run(["convert", repo, "-o", str(tmp_path / "x.gguf")], hf_env(tmp_path, offline=False, HF_ENDPOINT=hub_double),
-              cwd=tmp_path)
+    res = run(
+        ["convert", repo, "-o", str(tmp_path / "x.gguf")],
+        hf_env(tmp_path, offline=False, HF_ENDPOINT=hub_double),
+        cwd=tmp_path,
+    )
     assert res.returncode == 2, res.stderr[-2000:]
     body = one_sentence(res.stderr)
     assert body.startswith(f"{repo}: ") and expect in body
@@ -157,4 +178,6 @@ def test_what_counts_as_a_repo_id():
     assert is_repo_id("LGAI-EXAONE/EXAONE-4.0-1.2B")
     for not_id in ("./a/b", "/abs/path", "a/b/c", "a--b/c", "a/b.", "ckpt"):
         assert not is_repo_id(not_id), not_id
-    assert {"config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json", "README.md"} <= set(HUB_FILES)
+    assert {"config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json", "README.md"} <= set(
+        HUB_FILES
+    )

@@ -10,8 +10,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import llama_cpp_logits
+
 from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.convert.from_gguf import quantize_gguf
 from exaone_gguf.errors import InputError
@@ -56,8 +56,22 @@ def text_file(tmp_path_factory):
 
 
 def llama_imatrix(tools, gguf, text, out, ctx=CTX, chunks=CHUNKS):
-    cmd = [str(tools["llama-imatrix"]), "-m", str(gguf), "-f", str(text), "-c", str(ctx), "--chunks", str(chunks),
-           "-o", str(out), "--no-ppl", "-t", "2"]
+    cmd = [
+        str(tools["llama-imatrix"]),
+        "-m",
+        str(gguf),
+        "-f",
+        str(text),
+        "-c",
+        str(ctx),
+        "--chunks",
+        str(chunks),
+        "-o",
+        str(out),
+        "--no-ppl",
+        "-t",
+        "2",
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     return out
@@ -109,8 +123,12 @@ def test_builtin_text_renders_chat_turns(tiny_dir, tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "exaone_gguf", "imatrix", *map(str, args)], capture_output=True,
-                          text=True, env=os.environ)
+    return subprocess.run(
+        [sys.executable, "-m", "exaone_gguf", "imatrix", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
 
 
 def test_bad_input_exit_2_nothing_written(tiny_dir, tmp_path):

@@ -41,8 +41,9 @@ def _write(path: Path, tensors: dict[str, tuple[np.ndarray, Q]], kv: dict | None
 def known_file(tmp_path: Path) -> Path:
     x = np.linspace(-1, 1, 256, dtype=np.float32).reshape(4, 64)
     path = tmp_path / "known.gguf"
-    _write(path, {"token_embd.weight": (x, Q.F32), "blk.0.attn_q.weight": (x, Q.F16),
-                  "blk.0.ffn_up.weight": (x, Q.Q8_0)})
+    _write(
+        path, {"token_embd.weight": (x, Q.F32), "blk.0.attn_q.weight": (x, Q.F16), "blk.0.ffn_up.weight": (x, Q.Q8_0)}
+    )
     return path
 
 
@@ -60,14 +61,24 @@ def test_totals_and_bits_per_weight(known_file: Path) -> None:
     assert tot["bits_per_weight"] == pytest.approx(1808 * 8 / 768, abs=1e-4)
     assert {k: v["bits_per_weight"] for k, v in tot["by_type"].items()} == {"F32": 32.0, "F16": 16.0, "Q8_0": 8.5}
     assert tot["by_type"]["Q8_0"] == {"count": 1, "parameters": 256, "bytes": 272, "bits_per_weight": 8.5}
-    assert s["tensors"][2] == {"name": "blk.0.ffn_up.weight", "type": "Q8_0", "shape": [64, 4],
-                               "n_elements": 256, "nbytes": 272, "offset": s["tensors"][2]["offset"]}
+    assert s["tensors"][2] == {
+        "name": "blk.0.ffn_up.weight",
+        "type": "Q8_0",
+        "shape": [64, 4],
+        "n_elements": 256,
+        "nbytes": 272,
+        "offset": s["tensors"][2]["offset"],
+    }
     assert s["tensors"][0]["offset"] == s["data_offset"]
 
     md = s["metadata"]
     assert md["exaone.block_count"] == 2
-    assert md["tokenizer.ggml.tokens"] == {"type": "array", "subtype": "string", "length": 10,
-                                           "head": ["토큰0", "토큰1", "토큰2", "토큰3", "토큰4"]}
+    assert md["tokenizer.ggml.tokens"] == {
+        "type": "array",
+        "subtype": "string",
+        "length": 10,
+        "head": ["토큰0", "토큰1", "토큰2", "토큰3", "토큰4"],
+    }
     assert md["tokenizer.ggml.scores"]["head"] == [0.5] * 5
     assert md["test.flags"]["head"] == [True, False]
     assert md["test.nan"] == "nan"
@@ -79,8 +90,18 @@ def test_render_small_file(known_file: Path) -> None:
     buf = io.StringIO()
     render_inspect(inspect_gguf(known_file), Console(file=buf, width=160, color_system=None))
     out = buf.getvalue()
-    for needle in ("blk.0.ffn_up.weight", "Q8_0", "8.500", "18.833", "exaone.block_count",
-                   "(10 items)", "Totals", "array[string]", "'[|endofturn|]'", "토큰0"):
+    for needle in (
+        "blk.0.ffn_up.weight",
+        "Q8_0",
+        "8.500",
+        "18.833",
+        "exaone.block_count",
+        "(10 items)",
+        "Totals",
+        "array[string]",
+        "'[|endofturn|]'",
+        "토큰0",
+    ):
         assert needle in out, needle
     assert "\\n" in out  # the multi-line chat template is shown on one line
 
@@ -113,8 +134,11 @@ def test_inspect_rejects_a_bad_file(tmp_path: Path, known_file: Path) -> None:
 
 def test_split_shown(tmp_path: Path) -> None:
     path = tmp_path / "shard-00002-of-00003.gguf"
-    _write(path, {"a": (np.ones((1, 32), np.float32), Q.F32)},
-           kv={"split.no": (1, V.UINT16), "split.count": (3, V.UINT16), "split.tensors.count": (5, V.INT32)})
+    _write(
+        path,
+        {"a": (np.ones((1, 32), np.float32), Q.F32)},
+        kv={"split.no": (1, V.UINT16), "split.count": (3, V.UINT16), "split.tensors.count": (5, V.INT32)},
+    )
     s = inspect_gguf(path)
     assert s["split"] == {"no": 1, "count": 3, "tensors_count": 5}
     buf = io.StringIO()

@@ -15,7 +15,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # the `lint-imports` console script, run by this interpreter wherever the script itself was installed
-LINT_IMPORTS = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"]
+LINT_IMPORTS = [
+    sys.executable,
+    "-c",
+    "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())",
+]
 
 
 def _lint(tree: Path) -> subprocess.CompletedProcess:
@@ -23,7 +27,11 @@ def _lint(tree: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(tree), "NO_COLOR": "1"}
     return subprocess.run(
         [*LINT_IMPORTS, "--config", str(tree / "pyproject.toml"), "--no-cache"],
-        cwd=tree, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -43,14 +51,22 @@ def copy_tree(tmp_path: Path) -> Path:
 
 # The upward imports this issue removed, put back one at a time: each must break the contract.
 UPWARD = [
-    ("checkpoint/awq_q4_1.py", "from exaone_gguf.quantize.kernels import quantize\n",
-     "exaone_gguf.checkpoint.awq_q4_1 -> exaone_gguf.quantize.kernels"),
-    ("gguf_io/split.py", "def _f():\n    from exaone_gguf.convert import pipeline\n",  # hidden in a function
-     "exaone_gguf.gguf_io.split -> exaone_gguf.convert.pipeline"),
-    ("quantize/imatrix.py", "from exaone_gguf.convert.pipeline import convert_rows\n",
-     "exaone_gguf.quantize.imatrix -> exaone_gguf.convert.pipeline"),
-    ("validate/metrics.py", "from exaone_gguf import publish\n",
-     "exaone_gguf.validate.metrics -> exaone_gguf.publish"),
+    (
+        "checkpoint/awq_q4_1.py",
+        "from exaone_gguf.quantize.kernels import quantize\n",
+        "exaone_gguf.checkpoint.awq_q4_1 -> exaone_gguf.quantize.kernels",
+    ),
+    (
+        "gguf_io/split.py",
+        "def _f():\n    from exaone_gguf.convert import pipeline\n",  # hidden in a function
+        "exaone_gguf.gguf_io.split -> exaone_gguf.convert.pipeline",
+    ),
+    (
+        "quantize/imatrix.py",
+        "from exaone_gguf.convert.pipeline import convert_rows\n",
+        "exaone_gguf.quantize.imatrix -> exaone_gguf.convert.pipeline",
+    ),
+    ("validate/metrics.py", "from exaone_gguf import publish\n", "exaone_gguf.validate.metrics -> exaone_gguf.publish"),
 ]
 
 
@@ -124,8 +140,10 @@ def test_the_cycle_finder_sees_a_cycle_made_through_a_function(copy_tree: Path, 
     """The broken input of the test above: put back the tokenizer cycle this issue removed, hidden in a
     function, in a copy of the package; the finder must report it (the package itself has no such cycle)."""
     tok = copy_tree / "exaone_gguf" / "checkpoint" / "token_files.py"
-    tok.write_text(tok.read_text(encoding="utf-8") + "\n\ndef _f():\n    from exaone_gguf.checkpoint import tokenizer\n",
-                   encoding="utf-8")
+    tok.write_text(
+        tok.read_text(encoding="utf-8") + "\n\ndef _f():\n    from exaone_gguf.checkpoint import tokenizer\n",
+        encoding="utf-8",
+    )
     monkeypatch.syspath_prepend(str(copy_tree))
     for name in [m for m in sys.modules if m == "exaone_gguf" or m.startswith("exaone_gguf.")]:
         monkeypatch.delitem(sys.modules, name)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import llama_cpp_logits
+
 from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.checkpoint.sentencepiece import SentencePieceData
-from exaone_gguf.families.llama import permute_rows, unpermute_rows
 from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.errors import InputError
+from exaone_gguf.families.llama import permute_rows, unpermute_rows
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.tiny.llama import KULLM3_SYSTEM_PROMPT, train_sentencepiece
 from exaone_gguf.validate import validate
@@ -34,7 +34,11 @@ def test_llama_tiny_vocab_is_sentencepiece(tiny_dir, tiny_gguf):
     f = read_gguf(tiny_gguf("llama", "f32"))
     assert f.get("general.architecture") == "llama"
     assert f.get("tokenizer.ggml.model") == "llama"
-    tokens, scores, types = f.get("tokenizer.ggml.tokens"), f.get("tokenizer.ggml.scores"), f.get("tokenizer.ggml.token_type")
+    tokens, scores, types = (
+        f.get("tokenizer.ggml.tokens"),
+        f.get("tokenizer.ggml.scores"),
+        f.get("tokenizer.ggml.token_type"),
+    )
     want_tokens, want_scores, want_types = tok.vocab_entries(1024)
     assert tokens == want_tokens and list(np.asarray(types)) == want_types
     assert np.allclose(np.asarray(scores), want_scores)

@@ -46,8 +46,9 @@ def llama_convert(tools: dict, src: Path, out: Path, outtype: str, config_json: 
         cmd = [sys.executable, "-c", CONVERT_FROM_CONFIG_JSON, str(source)]
     else:
         cmd = [sys.executable, str(source / "convert_hf_to_gguf.py")]
-    res = subprocess.run([*cmd, str(src), "--outfile", str(out), "--outtype", outtype], env=env,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [*cmd, str(src), "--outfile", str(out), "--outtype", outtype], env=env, capture_output=True, text=True
+    )
     assert res.returncode == 0 and out.is_file(), res.stderr[-2000:]
     return out
 
@@ -120,16 +121,20 @@ def test_llamacpp_exaone3_file_names_the_missing_key(llama_tools, tiny_dir, tmp_
 def test_absent_unk_id_passes_for_bpe_and_a_wrong_one_fails(tiny_dir, tiny_gguf, tmp_path):
     """llama.cpp's converter writes no tokenizer.ggml.unknown_token_id for EXAONE's byte-level BPE (which never
     produces UNK): accepted. A wrong UNK id still fails the special-token check."""
+    from gguf_edit import DROP, rewrite
+
     from exaone_gguf.checkpoint import load_checkpoint
     from exaone_gguf.validate.metadata_check import check_special_ids
-    from gguf_edit import DROP, rewrite
 
     ckpt = load_checkpoint(tiny_dir("exaone4"))
     good = tiny_gguf("exaone4", "f32")
     unk = ckpt.tokenizer.unk_token_id
     assert unk is not None
-    for kv, status in [({}, "pass"), ({"tokenizer.ggml.unknown_token_id": DROP}, "pass"),
-                       ({"tokenizer.ggml.unknown_token_id": unk + 2}, "fail")]:
+    for kv, status in [
+        ({}, "pass"),
+        ({"tokenizer.ggml.unknown_token_id": DROP}, "pass"),
+        ({"tokenizer.ggml.unknown_token_id": unk + 2}, "fail"),
+    ]:
         f = read_gguf(rewrite(good, tmp_path / f"{status}-{len(kv)}.gguf", kv=kv) if kv else good)
         result = check_special_ids(f, ckpt)
         f.close()

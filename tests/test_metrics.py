@@ -18,7 +18,24 @@ from exaone_gguf.validate.metrics import (
     thresholds_for,
 )
 
-ORDER = ["F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_1", "Q4_0", "IQ4_XS", "Q3_K_M", "Q2_K"]
+ORDER = [
+    "F32",
+    "F16",
+    "BF16",
+    "Q8_0",
+    "Q6_K",
+    "Q5_K_M",
+    "Q5_K_S",
+    "Q5_1",
+    "Q5_0",
+    "Q4_K_M",
+    "Q4_K_S",
+    "Q4_1",
+    "Q4_0",
+    "IQ4_XS",
+    "Q3_K_M",
+    "Q2_K",
+]
 
 
 def _peaked(t: int, v: int, seed: int = 0) -> tuple[np.ndarray, list[int]]:
@@ -135,8 +152,13 @@ def test_non_finite_test_logits_fail_and_serialise():
 
 @pytest.mark.parametrize(
     "ref_shape,test_shape,n_tokens,bad_token",
-    [((5, 10), (5, 11), 5, None), ((5, 10), (5, 10), 4, None), ((1, 10), (1, 10), 1, None),
-     ((5, 10), (5, 10), 5, 10), ((10,), (10,), 1, None)],
+    [
+        ((5, 10), (5, 11), 5, None),
+        ((5, 10), (5, 10), 4, None),
+        ((1, 10), (1, 10), 1, None),
+        ((5, 10), (5, 10), 5, 10),
+        ((10,), (10,), 1, None),
+    ],
 )
 def test_bad_inputs_raise(ref_shape, test_shape, n_tokens, bad_token):
     tokens = [0] * n_tokens

@@ -51,8 +51,8 @@ def test_manifest_needs_the_digests_taken_while_writing(tiny_dir, tmp_path):
     """write_variants hashes every byte as it writes (the digests equal a fresh read); a GGUF whose streamed
     digest is missing is an error, never a silent second read."""
     from exaone_gguf.checkpoint import load_checkpoint
-    from exaone_gguf.publish.manifest import sha256_file, write_manifest
     from exaone_gguf.convert.multiwrite import assign_paths, plan_variants, write_variants
+    from exaone_gguf.publish.manifest import sha256_file, write_manifest
 
     ckpt = load_checkpoint(tiny_dir("exaone4"))
     variants = plan_variants(ckpt, ["q8_0", "bf16"])
@@ -96,8 +96,13 @@ def test_chart_shows_the_table(published):
     _, out, result = published
     card = (out / "README.md").read_text()
     png = out / "tiny-exaone4-29M-quality.png"
-    assert result.chart == png and f"![Mean KL divergence and same top-1 against bits per weight, one point per file]({png.name})" in card
-    assert card.index("| File | Type |") < card.index(f"]({png.name})") < card.index("## Usage")  # right after the table
+    assert (
+        result.chart == png
+        and f"![Mean KL divergence and same top-1 against bits per weight, one point per file]({png.name})" in card
+    )
+    assert (
+        card.index("| File | Type |") < card.index(f"]({png.name})") < card.index("## Usage")
+    )  # right after the table
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] >= 600
         shown = json.loads(im.text[POINTS_KEY])
@@ -118,9 +123,11 @@ def test_chart_only_with_figures(tmp_path):
     from exaone_gguf.publish.card import FileRow
     from exaone_gguf.publish.chart import write_chart
 
-    rows = [FileRow("BF16", ["a.gguf"], 10, 16.0, mean_kld=1e-5, same_top1=100.0),
-            FileRow("Q8_0", ["b.gguf"], 5, 8.5),  # validation failed to load the file: no metrics
-            FileRow("Q4_K_M", ["c.gguf"], 3, 4.9, mean_kld=0.2, same_top1=80.0)]
+    rows = [
+        FileRow("BF16", ["a.gguf"], 10, 16.0, mean_kld=1e-5, same_top1=100.0),
+        FileRow("Q8_0", ["b.gguf"], 5, 8.5),  # validation failed to load the file: no metrics
+        FileRow("Q4_K_M", ["c.gguf"], 3, 4.9, mean_kld=0.2, same_top1=80.0),
+    ]
     shown = write_chart(rows, tmp_path / "q.png", "t")
     assert [p["type"] for p in shown["points"]] == ["BF16", "Q4_K_M"] and shown["axes"][0]["yscale"] == "log"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.png"]
@@ -194,7 +201,10 @@ def test_cli_several_types(tiny_dir, tmp_path):
     res = CliRunner().invoke(app, ["convert", str(src), "--outtype", "q8_0,q4_k_m", "-o", f"{tmp_path}/pub/", "--json"])
     assert res.exit_code == 0, res.output
     obj = json.loads(res.stdout.strip().splitlines()[-1])
-    assert [Path(v["files"][0]).name for v in obj["variants"]] == ["tiny-exaone4-29M-Q8_0.gguf", "tiny-exaone4-29M-Q4_K_M.gguf"]
+    assert [Path(v["files"][0]).name for v in obj["variants"]] == [
+        "tiny-exaone4-29M-Q8_0.gguf",
+        "tiny-exaone4-29M-Q4_K_M.gguf",
+    ]
     assert Path(obj["manifest"]).is_file() and Path(obj["card"]).is_file()
     res = CliRunner().invoke(app, ["convert", str(src), "--outtype", "q8_0,q4_k_m", "-o", f"{tmp_path}/pub/"])
     assert res.exit_code == 2 and "already exists" in res.output
@@ -206,8 +216,16 @@ def test_cli_one_type_into_a_directory_and_single_file_validate(tiny_dir, tmp_pa
     assert res.exit_code == 0, res.output
     names = sorted(p.name for p in (tmp_path / "one").iterdir())
     stem = "tiny-exaone4-29M-Q8_0"
-    assert names == ["README.md", "SHA256SUMS", f"{stem}.Modelfile", f"{stem}.gguf", f"{stem}.validation.json",
-                     "tiny-exaone4-29M-quality.png"]
-    res = CliRunner().invoke(app, ["convert", str(src), "--outtype", "q8_0", "-o", str(tmp_path / "x.gguf"), "--validate"])
+    assert names == [
+        "README.md",
+        "SHA256SUMS",
+        f"{stem}.Modelfile",
+        f"{stem}.gguf",
+        f"{stem}.validation.json",
+        "tiny-exaone4-29M-quality.png",
+    ]
+    res = CliRunner().invoke(
+        app, ["convert", str(src), "--outtype", "q8_0", "-o", str(tmp_path / "x.gguf"), "--validate"]
+    )
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "x.validation.json").read_text())["passed"] is True

@@ -7,9 +7,9 @@ import re
 
 import jinja2
 import pytest
-
 from conftest import fixture_path
 from gotemplate import GoTemplateError, render_go_template
+
 from exaone_gguf.publish.modelfile import FAMILIES, chat_family, parse_modelfile, render_modelfile
 
 JINJA = {
@@ -19,7 +19,12 @@ JINJA = {
 }
 CONVERSATIONS = [
     [("user", "Hi")],
-    [("system", "You are EXAONE model from LG AI Research, a helpful assistant."), ("user", "Hi"), ("assistant", "Hello!"), ("user", "Bye")],
+    [
+        ("system", "You are EXAONE model from LG AI Research, a helpful assistant."),
+        ("user", "Hi"),
+        ("assistant", "Hello!"),
+        ("user", "Bye"),
+    ],
     [("user", "1+1?"), ("assistant", "2"), ("user", "2+2?")],
     [("system", "Answer in Korean.\nBe brief."), ("user", "대한민국의 수도는? {{ not a tag }}")],
     [("user", "continue this"), ("assistant", "Sure, here")],  # ends with the assistant: no generation prompt
@@ -73,16 +78,31 @@ def test_renderer_on_lgs_own_modelfiles(name):
 def test_go_semantics():
     r = render_go_template
     assert r("a  {{- 1 -}}  b", {}) == "a1b"
-    assert r('{{ if and .A (eq .B "x" "y") }}yes{{ else if .C }}c{{ else }}no{{ end }}', {"A": 1, "B": "y", "C": 0}) == "yes"
-    assert r('{{ if or .A .C }}t{{ else }}f{{ end }}', {"A": "", "C": []}) == "f"
+    assert (
+        r('{{ if and .A (eq .B "x" "y") }}yes{{ else if .C }}c{{ else }}no{{ end }}', {"A": 1, "B": "y", "C": 0})
+        == "yes"
+    )
+    assert r("{{ if or .A .C }}t{{ else }}f{{ end }}", {"A": "", "C": []}) == "f"
     assert r("{{ range $i, $x := .L }}{{ $i }}{{ $x }}{{ else }}empty{{ end }}", {"L": ["a", "b"]}) == "0a1b"
     assert r("{{ range .L }}x{{ else }}empty{{ end }}", {"L": []}) == "empty"
     assert r('{{ $v := "o" }}{{ range .L }}{{ $v = . }}{{ end }}{{ $v }}', {"L": ["p", "q"]}) == "q"
-    assert r("{{ range .L }}{{ if eq . 2 }}{{ continue }}{{ end }}{{ if eq . 4 }}{{ break }}{{ end }}{{ . }}{{ end }}", {"L": [1, 2, 3, 4, 5]}) == "13"
+    assert (
+        r(
+            "{{ range .L }}{{ if eq . 2 }}{{ continue }}{{ end }}{{ if eq . 4 }}{{ break }}{{ end }}{{ . }}{{ end }}",
+            {"L": [1, 2, 3, 4, 5]},
+        )
+        == "13"
+    )
     assert r("{{ len (slice .L 1) }}{{ (index .M 0).Role }}", {"L": [1, 2, 3], "M": [{"Role": "r"}]}) == "2r"
     assert r('{{ "a\\nb" }}|{{ `raw\\n` }}', {}) == "a\nb|raw\\n"
     assert r("{{/* comment */}}x", {}) == "x"
-    for bad, data in [("{{ .Missing }}", {}), ("{{ nosuchfunc 1 }}", {}), ("{{ if 1 }}x", {}), ("{{ end }}", {}), ("{{ $u }}", {})]:
+    for bad, data in [
+        ("{{ .Missing }}", {}),
+        ("{{ nosuchfunc 1 }}", {}),
+        ("{{ if 1 }}x", {}),
+        ("{{ end }}", {}),
+        ("{{ $u }}", {}),
+    ]:
         with pytest.raises(GoTemplateError):
             r(bad, data)
 

@@ -10,12 +10,12 @@ import gguf
 import llama_cpp
 import numpy as np
 import pytest
+from test_quant_mixtures import MODELS, read_types_and_bytes, write_model
 
 from exaone_gguf.errors import InputError
 from exaone_gguf.quantize import kernels
 from exaone_gguf.quantize.imatrix import load_imatrix, weights_for
 from exaone_gguf.quantize.mixtures import file_type_value, plan_types
-from test_quant_mixtures import MODELS, read_types_and_bytes, write_model
 
 MODEL = MODELS["exaone4-30-tied"]
 
@@ -51,8 +51,12 @@ def write_legacy_imatrix(path: Path, stats) -> None:
     for name, (sums, count) in stats.items():
         raw = name.encode()
         ncall = 10  # legacy files store mean * ncall
-        parts += [struct.pack("<i", len(raw)), raw, struct.pack("<ii", ncall, sums.size),
-                  (sums / np.float32(count) * np.float32(ncall)).astype("<f4").tobytes()]
+        parts += [
+            struct.pack("<i", len(raw)),
+            raw,
+            struct.pack("<ii", ncall, sums.size),
+            (sums / np.float32(count) * np.float32(ncall)).astype("<f4").tobytes(),
+        ]
     parts += [struct.pack("<i", 4), struct.pack("<i", 8), b"test.txt"]
     path.write_bytes(b"".join(parts))
 
@@ -103,8 +107,7 @@ def test_imatrix_bytes_match_llama_quantize(source, ftype, tmp_path):
     assert llama_quantize_with_imatrix(d / "f32.gguf", out, ftype, imatrix) == 0
     types, raw, _ = read_types_and_bytes(out)
     specs = [(n, tuple(reversed(a.shape))) for n, a in data.items()]
-    plan = plan_types(specs, ftype, MODEL.arch, MODEL.n_layers, n_gqa=MODEL.n_head // MODEL.n_head_kv,
-                      has_imatrix=True)
+    plan = plan_types(specs, ftype, MODEL.arch, MODEL.n_layers, n_gqa=MODEL.n_head // MODEL.n_head_kv, has_imatrix=True)
     assert plan == types
     for name, arr in data.items():
         if arr.ndim == 1:

@@ -26,15 +26,15 @@ def _hard_rows(ncols: int, seed: int) -> np.ndarray:
         np.zeros(n, np.float32),
         np.full(n, 0.75, np.float32),
         np.full(n, -3.25, np.float32),
-        normal() * np.float32(3e4),                       # huge (fp16 scales near overflow)
-        normal() * np.float32(1e-30),                     # tiny
-        normal() * np.float32(1e-41),                     # subnormal: 1/d overflows to inf
-        np.abs(normal()) + np.float32(5),                 # all positive, min > 0
-        -np.abs(normal()),                                # all negative
+        normal() * np.float32(3e4),  # huge (fp16 scales near overflow)
+        normal() * np.float32(1e-30),  # tiny
+        normal() * np.float32(1e-41),  # subnormal: 1/d overflows to inf
+        np.abs(normal()) + np.float32(5),  # all positive, min > 0
+        -np.abs(normal()),  # all negative
         (rng.integers(-20, 20, n) / 2).astype(np.float32),  # exact .5 ties everywhere
         rng.integers(-3, 3, n).astype(np.float32),
         (rng.integers(0, 16, n) * 0.125 - 1).astype(np.float32),
-        rng.standard_cauchy(n).astype(np.float32),        # heavy tails
+        rng.standard_cauchy(n).astype(np.float32),  # heavy tails
         normal() * (np.float32(10.0) ** rng.integers(-12, 4, max(1, n // 16)).repeat(16)[:n]).astype(np.float32),
     ]
     signed_zeros = normal()
@@ -158,7 +158,12 @@ def test_formats_table():
     assert formats.file_type("Q4_K_M").ftype == 15
     assert formats.file_type("q4_k_m").default_type == T.Q4_K
     assert formats.file_type("iq4_xs").default_type == T.IQ4_XS
-    assert {ft: int(formats.FILE_TYPES[ft].ftype) for ft in ("f32", "f16", "bf16", "q8_0", "q6_k")} == \
-        {"f32": 0, "f16": 1, "bf16": 32, "q8_0": 7, "q6_k": 18}
+    assert {ft: int(formats.FILE_TYPES[ft].ftype) for ft in ("f32", "f16", "bf16", "q8_0", "q6_k")} == {
+        "f32": 0,
+        "f16": 1,
+        "bf16": 32,
+        "q8_0": 7,
+        "q6_k": 18,
+    }
     with pytest.raises(InputError, match="q4_k_m"):
         formats.file_type("q4_k_xl")

@@ -26,12 +26,12 @@ from exaone_gguf.quantize.mixtures import file_type_value, plan_types
 class Model:
     arch: str
     n_layers: int
-    hidden: int          # ne[0] of most matrices
-    ffn: int             # ne[0] of ffn_down
+    hidden: int  # ne[0] of most matrices
+    ffn: int  # ne[0] of ffn_down
     n_head: int
     n_head_kv: int
     tied: bool
-    rows: int = 8        # ne[1] of layer matrices: kept tiny, shapes are not checked by the quantizer
+    rows: int = 8  # ne[1] of layer matrices: kept tiny, shapes are not checked by the quantizer
 
     @property
     def head_dim(self) -> int:
@@ -40,13 +40,22 @@ class Model:
 
 def _layer_tensors(m: Model, i: int) -> dict[str, tuple[int, ...]]:
     """GGUF name -> numpy shape (ne reversed)."""
-    mats = {f"blk.{i}.attn_q.weight": (m.rows, m.hidden), f"blk.{i}.attn_k.weight": (m.rows, m.hidden),
-            f"blk.{i}.attn_v.weight": (m.rows, m.hidden), f"blk.{i}.attn_output.weight": (m.rows, m.hidden),
-            f"blk.{i}.ffn_gate.weight": (m.rows, m.hidden), f"blk.{i}.ffn_up.weight": (m.rows, m.hidden),
-            f"blk.{i}.ffn_down.weight": (m.rows, m.ffn)}
+    mats = {
+        f"blk.{i}.attn_q.weight": (m.rows, m.hidden),
+        f"blk.{i}.attn_k.weight": (m.rows, m.hidden),
+        f"blk.{i}.attn_v.weight": (m.rows, m.hidden),
+        f"blk.{i}.attn_output.weight": (m.rows, m.hidden),
+        f"blk.{i}.ffn_gate.weight": (m.rows, m.hidden),
+        f"blk.{i}.ffn_up.weight": (m.rows, m.hidden),
+        f"blk.{i}.ffn_down.weight": (m.rows, m.ffn),
+    }
     if m.arch == "exaone4":
-        norms = {f"blk.{i}.attn_q_norm.weight": (m.head_dim,), f"blk.{i}.attn_k_norm.weight": (m.head_dim,),
-                 f"blk.{i}.post_attention_norm.weight": (m.hidden,), f"blk.{i}.post_ffw_norm.weight": (m.hidden,)}
+        norms = {
+            f"blk.{i}.attn_q_norm.weight": (m.head_dim,),
+            f"blk.{i}.attn_k_norm.weight": (m.head_dim,),
+            f"blk.{i}.post_attention_norm.weight": (m.hidden,),
+            f"blk.{i}.post_ffw_norm.weight": (m.hidden,),
+        }
     else:
         norms = {f"blk.{i}.attn_norm.weight": (m.hidden,), f"blk.{i}.ffn_norm.weight": (m.hidden,)}
     return {**mats, **norms}
@@ -55,8 +64,11 @@ def _layer_tensors(m: Model, i: int) -> dict[str, tuple[int, ...]]:
 def write_model(path: Path, m: Model, seed: int = 0) -> dict[str, np.ndarray]:
     """Write an F32 GGUF that llama_model_quantize accepts; returns the source arrays by name."""
     rng = np.random.default_rng(seed)
-    shapes: dict[str, tuple[int, ...]] = {"token_embd.weight": (300, m.hidden),  # > 1 chunk for threads
-                                          "output_norm.weight": (m.hidden,), "rope_freqs.weight": (m.head_dim // 2,)}
+    shapes: dict[str, tuple[int, ...]] = {
+        "token_embd.weight": (300, m.hidden),  # > 1 chunk for threads
+        "output_norm.weight": (m.hidden,),
+        "rope_freqs.weight": (m.head_dim // 2,),
+    }
     if not m.tied:
         shapes["output.weight"] = (64, m.hidden)
     for i in range(m.n_layers):
@@ -184,11 +196,14 @@ def _dense_specs(n_layers: int, tied: bool) -> list[tuple[str, tuple[int, ...]]]
     return specs
 
 
-@pytest.mark.parametrize(("n_layers", "q6_layers"), [
-    (30, [0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29]),
-    (32, [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]),
-    (64, list(range(8)) + list(range(10, 56, 3)) + list(range(56, 64))),
-])
+@pytest.mark.parametrize(
+    ("n_layers", "q6_layers"),
+    [
+        (30, [0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29]),
+        (32, [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]),
+        (64, list(range(8)) + list(range(10, 56, 3)) + list(range(56, 64))),
+    ],
+)
 def test_q4_k_m_q6_layers_match_reference_notes(n_layers, q6_layers):
     plan = plan_types(_dense_specs(n_layers, tied=True), "q4_k_m", "exaone", n_layers, n_gqa=4)
     for t in ("attn_v", "ffn_down"):
@@ -201,15 +216,27 @@ def test_q4_k_m_q6_layers_match_reference_notes(n_layers, q6_layers):
 
 def test_plan_is_independent_of_input_order():
     specs = _dense_specs(30, tied=False)
-    assert plan_types(specs, "q3_k_m", "exaone4", 30, n_gqa=4) == \
-        plan_types(list(reversed(specs)), "q3_k_m", "exaone4", 30, n_gqa=4)
+    assert plan_types(specs, "q3_k_m", "exaone4", 30, n_gqa=4) == plan_types(
+        list(reversed(specs)), "q3_k_m", "exaone4", 30, n_gqa=4
+    )
 
 
 def test_plan_keeps_the_source_type_of_unquantized_tensors():
-    plan = plan_types([("output_norm.weight", (256,), T.F16), ("token_embd.weight", (256, 10), T.BF16),
-                       ("blk.0.attn_q.weight", (256, 1))], "q8_0", "exaone4", 1)
-    assert plan == {"output_norm.weight": T.F16, "token_embd.weight": T.Q8_0,
-                    "blk.0.attn_q.weight": T.F32}  # [256, 1] counts as 1-D in ggml
+    plan = plan_types(
+        [
+            ("output_norm.weight", (256,), T.F16),
+            ("token_embd.weight", (256, 10), T.BF16),
+            ("blk.0.attn_q.weight", (256, 1)),
+        ],
+        "q8_0",
+        "exaone4",
+        1,
+    )
+    assert plan == {
+        "output_norm.weight": T.F16,
+        "token_embd.weight": T.Q8_0,
+        "blk.0.attn_q.weight": T.F32,
+    }  # [256, 1] counts as 1-D in ggml
 
 
 def test_plan_rejects_bad_requests():

@@ -15,7 +15,6 @@ from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.quantize.mixtures import TypeOverrides, parse_ggml_type, parse_tensor_types, plan_types
 
-
 # (llama-quantize flags, the same as TypeOverrides, file type)
 CASES = {
     "tensor-type": (
@@ -87,20 +86,29 @@ def test_rules_in_llama_cpp_order():
     assert pure["output.weight"] == T.Q4_K and pure["blk.0.ffn_down.weight"] == T.Q4_K
     assert pure["blk.3.attn_norm.weight"] == T.F32
     # a row that is not whole 256-blocks still falls back under --tensor-type
-    odd = plan_types([("blk.0.ffn_down.weight", (96, 8))], "q4_k_m", "exaone4", 1, n_gqa=1,
-                     overrides=TypeOverrides(tensor_types=parse_tensor_types(["ffn_down=q6_k"])))
+    odd = plan_types(
+        [("blk.0.ffn_down.weight", (96, 8))],
+        "q4_k_m",
+        "exaone4",
+        1,
+        n_gqa=1,
+        overrides=TypeOverrides(tensor_types=parse_tensor_types(["ffn_down=q6_k"])),
+    )
     assert odd["blk.0.ffn_down.weight"] == T.Q8_0
     left = plan_types(shapes, "q4_k_m", "exaone4", 4, n_gqa=2, overrides=TypeOverrides(leave_output_tensor=True))
     assert left["output.weight"] == T.F32 and left["token_embd.weight"] == T.Q4_K
 
 
-@pytest.mark.parametrize("bad, match", [
-    (["attn_v"], "write PATTERN=TYPE"),
-    (["=q8_0"], "write PATTERN=TYPE"),
-    (["attn_v="], "write PATTERN=TYPE"),
-    (["attn_v=q9_9"], "not a tensor type this tool writes"),
-    (["blk.(=q8_0"], "not a valid regular expression"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (["attn_v"], "write PATTERN=TYPE"),
+        (["=q8_0"], "write PATTERN=TYPE"),
+        (["attn_v="], "write PATTERN=TYPE"),
+        (["attn_v=q9_9"], "not a tensor type this tool writes"),
+        (["blk.(=q8_0"], "not a valid regular expression"),
+    ],
+)
 def test_bad_tensor_type_refused(bad, match):
     with pytest.raises(InputError, match=match):
         parse_tensor_types(bad)
@@ -117,8 +125,20 @@ def test_cli_bad_flag_exits_2_and_writes_nothing(tiny_gguf, tmp_path):
 
     out = tmp_path / "q.gguf"
     run = subprocess.run(
-        [sys.executable, "-m", "exaone_gguf", "quantize", str(tiny_gguf("exaone4", "f32")), str(out), "q4_k_m",
-         "--tensor-type", "attn_v"], capture_output=True, text=True, env=os.environ,
+        [
+            sys.executable,
+            "-m",
+            "exaone_gguf",
+            "quantize",
+            str(tiny_gguf("exaone4", "f32")),
+            str(out),
+            "q4_k_m",
+            "--tensor-type",
+            "attn_v",
+        ],
+        capture_output=True,
+        text=True,
+        env=os.environ,
     )
     assert run.returncode == 2 and "write PATTERN=TYPE" in run.stderr
     assert not out.exists()
@@ -130,9 +150,24 @@ def test_cli_flags_reach_the_file(tiny_gguf, tmp_path):
 
     out = tmp_path / "q.gguf"
     run = subprocess.run(
-        [sys.executable, "-m", "exaone_gguf", "quantize", str(tiny_gguf("exaone4", "f32")), str(out), "q4_k_m",
-         "--tensor-type", "ffn_up=q8_0", "--output-tensor-type", "q5_0", "--token-embedding-type", "q4_0"],
-        capture_output=True, text=True, env=os.environ,
+        [
+            sys.executable,
+            "-m",
+            "exaone_gguf",
+            "quantize",
+            str(tiny_gguf("exaone4", "f32")),
+            str(out),
+            "q4_k_m",
+            "--tensor-type",
+            "ffn_up=q8_0",
+            "--output-tensor-type",
+            "q5_0",
+            "--token-embedding-type",
+            "q4_0",
+        ],
+        capture_output=True,
+        text=True,
+        env=os.environ,
     )
     assert run.returncode == 0, run.stderr
     got, _ = tensors(out)

@@ -9,17 +9,30 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import TINY_FAMILIES
 from test_quant_imatrix import llama_quantize_with_imatrix, write_gguf_imatrix
 from test_quant_mixtures import llama_quantize
 
 from exaone_gguf.convert.driver import ConvertOptions, convert
-from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.convert.from_gguf import quantize_gguf
+from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.quantize.imatrix import load_imatrix
 
-TYPES = ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_m", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "iq4_xs"]
+TYPES = [
+    "q8_0",
+    "q4_0",
+    "q4_1",
+    "q5_0",
+    "q5_1",
+    "q2_k",
+    "q3_k_m",
+    "q4_k_s",
+    "q4_k_m",
+    "q5_k_s",
+    "q5_k_m",
+    "q6_k",
+    "iq4_xs",
+]
 
 
 def tensors(path):
@@ -50,7 +63,9 @@ def test_same_bytes_as_llama_model_quantize(family, outtype, tiny_dir, tiny_gguf
     want, want_ft = tensors(ref)
 
     ours_q = quantize_gguf(bf16, tmp_path / "q.gguf", outtype, threads=2, imatrix=imatrix).output
-    ours_c = convert(tiny_dir(family), tmp_path / "c.gguf", ConvertOptions(outtype=outtype, threads=1, imatrix=imatrix)).output
+    ours_c = convert(
+        tiny_dir(family), tmp_path / "c.gguf", ConvertOptions(outtype=outtype, threads=1, imatrix=imatrix)
+    ).output
     for path in (ours_q, ours_c):
         got, ft = tensors(path)
         assert ft == want_ft

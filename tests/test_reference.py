@@ -27,8 +27,13 @@ TOL = 1e-3  # max |ref - hf| <= TOL * max |hf logit|
 
 # llama3 scaling with a short original context, so that all three bands (kept, blended, divided)
 # fall on frequencies that matter within 48 positions. Factor 16 as in EXAONE 4.0.
-LLAMA3 = {"rope_type": "llama3", "factor": 16.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-          "original_max_position_embeddings": 32}
+LLAMA3 = {
+    "rope_type": "llama3",
+    "factor": 16.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 32,
+}
 
 EXAONE3_NAMES = [  # Llama name fragment -> EXAONE 3 name fragment
     ("model.embed_tokens.", "transformer.wte."),
@@ -75,12 +80,25 @@ def _exaone4(out: Path, hybrid: bool) -> tuple[Path, np.ndarray, list[int]]:
     torch.manual_seed(4)
     n_layers = 4 if hybrid else 2
     cfg = {
-        "architectures": ["Exaone4ForCausalLM"], "model_type": "exaone4",
-        "vocab_size": VOCAB, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": n_layers,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "hidden_act": "silu",
-        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "rope_scaling": LLAMA3, "max_position_embeddings": 4096,
-        "initializer_range": 0.5, "tie_word_embeddings": not hybrid,
-        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
+        "architectures": ["Exaone4ForCausalLM"],
+        "model_type": "exaone4",
+        "vocab_size": VOCAB,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": n_layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "hidden_act": "silu",
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "rope_scaling": LLAMA3,
+        "max_position_embeddings": 4096,
+        "initializer_range": 0.5,
+        "tie_word_embeddings": not hybrid,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 0,
         "sliding_window": 4 if hybrid else None,
         "sliding_window_pattern": "LLLG" if hybrid else None,
         "layer_types": (["sliding_attention"] * 3 + ["full_attention"]) if hybrid else ["full_attention"] * n_layers,
@@ -95,12 +113,24 @@ def _exaone4(out: Path, hybrid: bool) -> tuple[Path, np.ndarray, list[int]]:
 
 def _llama_model(seed: int, tied: bool, head_dim: int, hidden: int, rope_scaling: dict | None, theta: float):
     torch.manual_seed(seed)
-    rope = {"rope_type": "default", "rope_theta": theta} if rope_scaling is None else {**rope_scaling, "rope_theta": theta}
+    rope = (
+        {"rope_type": "default", "rope_theta": theta} if rope_scaling is None else {**rope_scaling, "rope_theta": theta}
+    )
     hf = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=head_dim, hidden_act="silu",
-        rms_norm_eps=1e-5, rope_parameters=rope, max_position_embeddings=4096,
-        initializer_range=0.5, tie_word_embeddings=tied, attn_implementation="eager",
+        vocab_size=VOCAB,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=head_dim,
+        hidden_act="silu",
+        rms_norm_eps=1e-5,
+        rope_parameters=rope,
+        max_position_embeddings=4096,
+        initializer_range=0.5,
+        tie_word_embeddings=tied,
+        attn_implementation="eager",
     )
     model = LlamaForCausalLM(hf).eval()
     _randomise_norms(model)
@@ -111,15 +141,32 @@ def _exaone3(out: Path, version: str) -> tuple[Path, np.ndarray, list[int]]:
     """3.0: untied, no head_dim key, theta 5e5, no scaling. 3.5: tied, head_dim != hidden/heads, llama3."""
     v35 = version == "3.5"
     hidden, head_dim = (96, 32) if v35 else (64, 16)
-    model = _llama_model(35 if v35 else 30, tied=v35, head_dim=head_dim, hidden=hidden,
-                         rope_scaling=LLAMA3 if v35 else None, theta=1e6 if v35 else 5e5)
+    model = _llama_model(
+        35 if v35 else 30,
+        tied=v35,
+        head_dim=head_dim,
+        hidden=hidden,
+        rope_scaling=LLAMA3 if v35 else None,
+        theta=1e6 if v35 else 5e5,
+    )
     cfg = {
-        "architectures": ["ExaoneForCausalLM"], "model_type": "exaone",
-        "vocab_size": VOCAB, "hidden_size": hidden, "intermediate_size": 2 * hidden, "num_layers": 3,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "layer_norm_epsilon": 1e-5,
-        "activation_function": "silu", "rope_theta": 1e6 if v35 else 5e5,
-        "rope_scaling": LLAMA3 if v35 else None, "max_position_embeddings": 4096,
-        "tie_word_embeddings": v35, "bos_token_id": 1, "eos_token_id": 361, "pad_token_id": 0,
+        "architectures": ["ExaoneForCausalLM"],
+        "model_type": "exaone",
+        "vocab_size": VOCAB,
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "layer_norm_epsilon": 1e-5,
+        "activation_function": "silu",
+        "rope_theta": 1e6 if v35 else 5e5,
+        "rope_scaling": LLAMA3 if v35 else None,
+        "max_position_embeddings": 4096,
+        "tie_word_embeddings": v35,
+        "bos_token_id": 1,
+        "eos_token_id": 361,
+        "pad_token_id": 0,
     }
     if v35:
         cfg["head_dim"] = head_dim
@@ -130,11 +177,22 @@ def _exaone3(out: Path, version: str) -> tuple[Path, np.ndarray, list[int]]:
 def _llama(out: Path) -> tuple[Path, np.ndarray, list[int]]:
     model = _llama_model(7, tied=False, head_dim=16, hidden=64, rope_scaling=None, theta=10000.0)
     cfg = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "vocab_size": VOCAB, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": "silu", "rms_norm_eps": 1e-5,
-        "rope_theta": 10000.0, "rope_scaling": None, "max_position_embeddings": 4096,
-        "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2,
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": VOCAB,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "hidden_act": "silu",
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "rope_scaling": None,
+        "max_position_embeddings": 4096,
+        "tie_word_embeddings": False,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
     }
     tokens = np.random.default_rng(7).integers(0, VOCAB, SEQ).tolist()
     return _save(model, cfg, out, tied=False), _hf_logits(model, tokens), tokens
@@ -224,7 +282,9 @@ def test_gqa_grouping_read_wrong_is_refused(built, tmp_path):
     """num_key_value_heads 4 instead of 2: k/v projections no longer fit the heads, and the forward says so."""
     name, path, hf, tokens = built
     bad = load_checkpoint(_with_config(path, tmp_path / "bad", "num_key_value_heads", 4))
-    with pytest.raises(ValueError, match="cannot reshape array of size 2048 into shape .64,64."):  # k_proj: 2 kv heads, not 4
+    with pytest.raises(
+        ValueError, match="cannot reshape array of size 2048 into shape .64,64."
+    ):  # k_proj: 2 kv heads, not 4
         reference.forward(bad, tokens)
 
 

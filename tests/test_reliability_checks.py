@@ -102,7 +102,12 @@ def test_template_gate_accepts_shipped_templates(family: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "rel", ["exaone-3.5/chat_template.jinja", "exaone-4.0-1.2B/chat_template.jinja", "exaone-deep/chat_template.llamacpp.jinja"]
+    "rel",
+    [
+        "exaone-3.5/chat_template.jinja",
+        "exaone-4.0-1.2B/chat_template.jinja",
+        "exaone-deep/chat_template.llamacpp.jinja",
+    ],
 )
 def test_template_gate_accepts_real_templates(rel: str) -> None:
     path = fixture_path(*rel.split("/"))
@@ -136,8 +141,12 @@ def test_force_over_a_hard_link_to_the_source_leaves_the_source_intact(tmp_path:
     os.link(src / "model.safetensors", out)
     before = tree_digest(src)
     env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "exaone_gguf", "convert", str(src), "-o", str(out), "--force"],
-                       env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "exaone_gguf", "convert", str(src), "-o", str(out), "--force"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert tree_digest(src) == before
     assert not os.path.samefile(out, src / "model.safetensors")

@@ -38,7 +38,12 @@ def run_cli(args: list[str], cwd: Path, preexec=_limit_memory, timeout: float = 
     }
     return subprocess.run(
         [sys.executable, "-m", "exaone_gguf", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, preexec_fn=preexec, timeout=timeout,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        preexec_fn=preexec,
+        timeout=timeout,
     )
 
 
@@ -84,7 +89,9 @@ def test_broken_input(case, reliability_bases, tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr and "MemoryError" not in r.stderr, r.stderr[-3000:]
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     assert "error:" in r.stderr, r.stderr
-    assert re.search(case.expect, r.stderr, re.IGNORECASE | re.DOTALL), f"message does not match {case.expect!r}:\n{r.stderr}"
+    assert re.search(case.expect, r.stderr, re.IGNORECASE | re.DOTALL), (
+        f"message does not match {case.expect!r}:\n{r.stderr}"
+    )
     assert tree_digest(out) == out_before, "the output folder changed"
     assert tree_digest(source) == source_before, "the source changed"
     leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith(".partial") or p.name == "PWNED"]

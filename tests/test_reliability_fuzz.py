@@ -78,13 +78,18 @@ def test_fuzz_mutated_bytes(tmp_path: Path, edits, cut, length) -> None:
     _read_all(p)
 
 
-_dims = st.one_of(st.integers(-3, 6), st.integers(2**31, 2**64 + 5), st.booleans(), st.floats(0, 4), st.text(max_size=2))
+_dims = st.one_of(
+    st.integers(-3, 6), st.integers(2**31, 2**64 + 5), st.booleans(), st.floats(0, 4), st.text(max_size=2)
+)
 _entry = st.fixed_dictionaries(
     {
         "dtype": st.one_of(st.sampled_from(sorted(DTYPES)), st.text(max_size=5), st.integers(), st.none()),
         "shape": st.one_of(st.lists(_dims, max_size=4), st.integers(), st.none()),
         "data_offsets": st.one_of(
-            st.lists(st.one_of(st.integers(-2, 80), st.integers(2**62, 2**70), st.floats(0, 8), st.text(max_size=2)), max_size=3),
+            st.lists(
+                st.one_of(st.integers(-2, 80), st.integers(2**62, 2**70), st.floats(0, 8), st.text(max_size=2)),
+                max_size=3,
+            ),
             st.none(),
         ),
     }
@@ -93,7 +98,9 @@ _entry = st.fixed_dictionaries(
 
 @FUZZ
 @given(
-    entries=st.dictionaries(st.text(max_size=6), st.one_of(_entry, st.integers(), st.lists(st.integers(), max_size=2)), max_size=5),
+    entries=st.dictionaries(
+        st.text(max_size=6), st.one_of(_entry, st.integers(), st.lists(st.integers(), max_size=2)), max_size=5
+    ),
     n_data=st.integers(0, 96),
 )
 def test_fuzz_header_fields(tmp_path: Path, entries, n_data) -> None:
@@ -108,7 +115,11 @@ def test_fuzz_header_fields(tmp_path: Path, entries, n_data) -> None:
 def test_sizes_that_wrap_in_64_bits_are_refused(tmp_path: Path, dims) -> None:
     """dtype x shape computed with fixed-width integers wraps to a small (or zero) byte count; the reader
     must see the true size and refuse."""
-    n_bytes = (np.prod(np.array(dims, dtype=np.uint64), dtype=np.uint64) * np.uint64(4)).item() if all(d < 2**64 for d in dims) else 0
+    n_bytes = (
+        (np.prod(np.array(dims, dtype=np.uint64), dtype=np.uint64) * np.uint64(4)).item()
+        if all(d < 2**64 for d in dims)
+        else 0
+    )
     header = json.dumps({"w": {"dtype": "F32", "shape": dims, "data_offsets": [0, n_bytes % 64]}}).encode()
     p = tmp_path / "m.safetensors"
     p.write_bytes(struct.pack("<Q", len(header)) + header + bytes(n_bytes % 64))

@@ -80,7 +80,10 @@ def test_convert_interrupted(slow_source: Path, tmp_path: Path, sig: signal.Sign
     before = tree_digest(slow_source)
     proc = subprocess.Popen(
         _cli("convert", slow_source, "-o", target, "--outtype", "q4_k_m"),
-        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         if point == "startup":
@@ -112,8 +115,13 @@ def test_quantize_interrupted_mid_data(slow_source: Path, tmp_path: Path) -> Non
     out = tmp_path / "out"
     out.mkdir()
     partial = out / "q.gguf.partial"
-    proc = subprocess.Popen(_cli("quantize", src, out / "q.gguf", "q4_k_m"), env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cli("quantize", src, out / "q.gguf", "q4_k_m"),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert _wait_for(lambda: _size(partial) > 6 << 20, proc), "quantize finished before mid-data"
         os.kill(proc.pid, signal.SIGTERM)
@@ -139,8 +147,14 @@ def test_full_disk(slow_source: Path, tmp_path: Path, outtype: str) -> None:
 
     out = tmp_path / "out"
     out.mkdir()
-    r = subprocess.run(_cli("convert", slow_source, "-o", out / "model.gguf", "--outtype", outtype),
-                       env=_env(), capture_output=True, text=True, preexec_fn=preexec, timeout=120)
+    r = subprocess.run(
+        _cli("convert", slow_source, "-o", out / "model.gguf", "--outtype", outtype),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        preexec_fn=preexec,
+        timeout=120,
+    )
     assert r.returncode == 2, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     assert "model.gguf" in r.stderr and "while writing" in r.stderr, r.stderr
@@ -168,8 +182,13 @@ def _partial_bytes(out: Path) -> int:
 def test_split_and_release_interrupted_mid_data(slow_source: Path, tmp_path: Path, run: str) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    proc = subprocess.Popen(_cli("convert", slow_source, *RUNS[run](out)), env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cli("convert", slow_source, *RUNS[run](out)),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert _wait_for(lambda: _partial_bytes(out) > 6 << 20, proc), f"the {run} run finished before mid-data"
         os.kill(proc.pid, signal.SIGTERM)
@@ -192,8 +211,14 @@ def test_split_and_release_full_disk(slow_source: Path, tmp_path: Path, run: str
 
     out = tmp_path / "out"
     out.mkdir()
-    r = subprocess.run(_cli("convert", slow_source, *RUNS[run](out)), env=_env(), capture_output=True, text=True,
-                       preexec_fn=preexec, timeout=120)
+    r = subprocess.run(
+        _cli("convert", slow_source, *RUNS[run](out)),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        preexec_fn=preexec,
+        timeout=120,
+    )
     assert r.returncode == 2, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     assert "while writing" in r.stderr, r.stderr

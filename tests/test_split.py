@@ -8,15 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import llama_cpp_logits
 from gguf import GGUFValueType as V
 
-from conftest import llama_cpp_logits
-from exaone_gguf.gguf_io.split import parse_shard_name, parse_split_size, shard_groups, shard_path
+from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.gguf_io.inspect import inspect_gguf
-from exaone_gguf.gguf_io.split import SplitGGUF, open_model
-from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.gguf_io.split import (
+    SplitGGUF,
+    open_model,
+    parse_shard_name,
+    parse_split_size,
+    shard_groups,
+    shard_path,
+)
 
 TOKENS = [1, 1002, 2003, 3004, 4005, 5006, 6007, 7008, 8009, 361]
 
@@ -68,7 +74,11 @@ def test_layout_matches_gguf_split(split_and_whole):
         # shard 1: every key of the whole file, then split.no (u16), split.count (u16), split.tensors.count (i32)
         assert list(first.metadata)[: len(w.metadata)] == list(w.metadata)
         assert list(first.metadata)[len(w.metadata) :] == ["split.no", "split.count", "split.tensors.count"]
-        assert [first.types[k][0] for k in ("split.no", "split.count", "split.tensors.count")] == [V.UINT16, V.UINT16, V.INT32]
+        assert [first.types[k][0] for k in ("split.no", "split.count", "split.tensors.count")] == [
+            V.UINT16,
+            V.UINT16,
+            V.INT32,
+        ]
         for no, f in enumerate(files):
             assert (f.get("split.no"), f.get("split.count"), f.get("split.tensors.count")) == (no, 3, len(w.tensors))
             if no:
@@ -158,7 +168,10 @@ def test_cli_split(tiny_dir, tmp_path):
     from exaone_gguf.cli import app
 
     src = tiny_dir("exaone4")
-    res = CliRunner().invoke(app, ["convert", str(src), "--outtype", "q8_0", "-o", str(tmp_path / "c.gguf"), "--split-max-size", "10M", "--json"])
+    res = CliRunner().invoke(
+        app,
+        ["convert", str(src), "--outtype", "q8_0", "-o", str(tmp_path / "c.gguf"), "--split-max-size", "10M", "--json"],
+    )
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"c-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
     res = CliRunner().invoke(app, ["inspect", str(tmp_path / "c-00001-of-00003.gguf"), "--json"])

@@ -88,7 +88,8 @@ def test_builtin_detection_and_render():
     assert tc.render_builtin(t35, conv) == (
         "[|system|]You are a helpful assistant[|endofturn|]\n[|user|]Hello\n[|assistant|]Hi there"
         "[|endofturn|]\n[|user|]Who are you\n[|assistant|]I am an assistant[|endofturn|]\n"
-        "[|user|]Another question\n[|assistant|]")
+        "[|user|]Another question\n[|assistant|]"
+    )
     assert "[|assistant|]   I am an assistant   [|endofturn|]" in tc.render_source(t35, conv)
 
 
@@ -99,8 +100,12 @@ def test_builtin_detection_and_render():
 def test_check_passes_when_equal(family):
     tmpl = fixture_text(REAL[family])
     results = by_name(tc.check_templates(tmpl, tmpl, BOS, EOS))
-    for name in ("chat_template.present", "chat_template.renders", "chat_template.matches_source",
-                 "chat_template.llama_cpp_python"):
+    for name in (
+        "chat_template.present",
+        "chat_template.renders",
+        "chat_template.matches_source",
+        "chat_template.llama_cpp_python",
+    ):
         assert results[name].status == "pass", results[name]
     assert results["chat_template.matches_source"].data == {"template_text_identical": True}
     # the built-in path never fails the model
@@ -132,25 +137,31 @@ def test_check_fails_when_gguf_template_missing():
     assert by_name(tc.check_templates(None, None, BOS, EOS))["chat_template.present"].status == "warn"
 
 
-@pytest.mark.parametrize("source, gguf", [
-    ("exaone4", "exaone3.5"),
-    ("exaone3.5", "exaone4"),
-    ("exaone3.5", "exaone-deep"),
-    ("exaone-deep", "exaone3.5"),
-])
+@pytest.mark.parametrize(
+    "source, gguf",
+    [
+        ("exaone4", "exaone3.5"),
+        ("exaone3.5", "exaone4"),
+        ("exaone3.5", "exaone-deep"),
+        ("exaone-deep", "exaone3.5"),
+    ],
+)
 def test_check_fails_when_gguf_has_another_familys_template(source, gguf):
     results = by_name(tc.check_templates(fixture_text(REAL[source]), fixture_text(REAL[gguf]), BOS, EOS))
     assert "fail" in (results["chat_template.renders"].status, results["chat_template.matches_source"].status)
     assert results["chat_template.matches_source"].status == "fail"
 
 
-@pytest.mark.parametrize("family, old, new", [
-    ("exaone4", "'[|tool|]\\n'", "'[|tool|] '"),            # one character in a role prefix
-    ("exaone4", "<think>\\n\\n</think>", "<think>\\n </think>"),  # empty think block
-    ("exaone4", "tojson(ensure_ascii=False)", "tojson(ensure_ascii=True)"),  # Korean in tool results
-    ("exaone3.5", "'\\n'", "' '"),                          # newline after a user turn
-    ("exaone-deep", "<thought>\\n", "<thought>"),           # generation prompt
-])
+@pytest.mark.parametrize(
+    "family, old, new",
+    [
+        ("exaone4", "'[|tool|]\\n'", "'[|tool|] '"),  # one character in a role prefix
+        ("exaone4", "<think>\\n\\n</think>", "<think>\\n </think>"),  # empty think block
+        ("exaone4", "tojson(ensure_ascii=False)", "tojson(ensure_ascii=True)"),  # Korean in tool results
+        ("exaone3.5", "'\\n'", "' '"),  # newline after a user turn
+        ("exaone-deep", "<thought>\\n", "<thought>"),  # generation prompt
+    ],
+)
 def test_check_fails_on_a_subtle_change(family, old, new):
     source = fixture_text(REAL[family])
     assert source.count(old) >= 1
@@ -200,8 +211,10 @@ def test_without_source_the_gguf_template_must_still_render():
 def test_llama_cpp_python_check_fails_where_its_variables_differ():
     # llama-cpp-python defines `functions`/`tool_choice` (as None); transformers does not, so a template
     # that looks at them renders differently there even though the GGUF holds the source template.
-    tmpl = ("{% for m in messages %}[|{{ m.role }}|]{{ m.content }}[|endofturn|]{% endfor %}"
-            "{% if functions is defined %}[|system|]{% endif %}{% if add_generation_prompt %}[|assistant|]{% endif %}")
+    tmpl = (
+        "{% for m in messages %}[|{{ m.role }}|]{{ m.content }}[|endofturn|]{% endfor %}"
+        "{% if functions is defined %}[|system|]{% endif %}{% if add_generation_prompt %}[|assistant|]{% endif %}"
+    )
     results = by_name(tc.check_templates(tmpl, tmpl, BOS, EOS))
     assert results["chat_template.matches_source"].status == "pass"
     r = results["chat_template.llama_cpp_python"]

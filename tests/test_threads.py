@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -35,10 +34,16 @@ AFFINITIES = [pytest.param({CPUS[-1]}, id="one-cpu"), pytest.param(set(CPUS), id
 @pytest.mark.parametrize("cpus", AFFINITIES)
 def test_default_threads_follow_the_affinity(tiny_dir, tmp_path, cpus):
     src = tiny_dir("exaone4")
-    conv = last_json(run_pinned(["convert", str(src), "-o", str(tmp_path / "a.gguf"), "--outtype", "q4_k_m", "--json"], cpus))
+    conv = last_json(
+        run_pinned(["convert", str(src), "-o", str(tmp_path / "a.gguf"), "--outtype", "q4_k_m", "--json"], cpus)
+    )
     assert conv["threads"] == len(cpus)
-    quant = last_json(run_pinned(["quantize", str(tmp_path / "a.gguf"), str(tmp_path / "b.gguf"), "q8_0",
-                                  "--allow-requantize", "--json"], cpus))
+    quant = last_json(
+        run_pinned(
+            ["quantize", str(tmp_path / "a.gguf"), str(tmp_path / "b.gguf"), "q8_0", "--allow-requantize", "--json"],
+            cpus,
+        )
+    )
     assert quant["threads"] == len(cpus)
     run_pinned(["validate", str(tmp_path / "a.gguf"), "--json", str(tmp_path / "r.json")], cpus)
     assert json.loads((tmp_path / "r.json").read_text())["threads"] == len(cpus)
@@ -46,18 +51,27 @@ def test_default_threads_follow_the_affinity(tiny_dir, tmp_path, cpus):
 
 def test_explicit_threads_win_over_the_affinity(tiny_dir, tmp_path):
     src = tiny_dir("exaone4")
-    conv = last_json(run_pinned(["convert", str(src), "-o", str(tmp_path / "a.gguf"), "--outtype", "q8_0",
-                                 "--threads", "1", "--json"], set(CPUS)))
+    conv = last_json(
+        run_pinned(
+            ["convert", str(src), "-o", str(tmp_path / "a.gguf"), "--outtype", "q8_0", "--threads", "1", "--json"],
+            set(CPUS),
+        )
+    )
     assert conv["threads"] == 1
-    pub = last_json(run_pinned(["convert", str(src), "-o", f"{tmp_path}/pub/", "--outtype", "q8_0,q4_k_m",
-                                "--threads", "3", "--json"], set(CPUS)))
+    pub = last_json(
+        run_pinned(
+            ["convert", str(src), "-o", f"{tmp_path}/pub/", "--outtype", "q8_0,q4_k_m", "--threads", "3", "--json"],
+            set(CPUS),
+        )
+    )
     assert pub["threads"] == 3
 
 
 @pytest.mark.parametrize("qtype", ["q4_k_m", "q6_k"])
 def test_bytes_do_not_depend_on_threads(tiny_dir, tmp_path, qtype):
-    from exaone_gguf.cli import app
     from typer.testing import CliRunner
+
+    from exaone_gguf.cli import app
 
     src = tiny_dir("exaone4")
     bf16 = tmp_path / "bf16.gguf"

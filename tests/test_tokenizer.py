@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import fixture_path
 
 from exaone_gguf.checkpoint.tokenizer import load_tokenizer
@@ -39,14 +38,34 @@ def test_real_exaone4_known_token_ids(real_gguf):
     assert llama_tokenize(llm, "Lorem ipsum dolor sit amet,") == [405, 7584, 79579, 76636, 2907, 94640, 373]
     assert llama_tokenize(llm, "hello") == [433, 9055]
     assert llama_tokenize(llm, "안녕하세요, EXAONE입니다. 12345") == [
-        3801, 1130, 5847, 373, 11522, 394, 5746, 10996, 375, 582, 378, 379, 380, 381, 382
+        3801,
+        1130,
+        5847,
+        373,
+        11522,
+        394,
+        5746,
+        10996,
+        375,
+        582,
+        378,
+        379,
+        380,
+        381,
+        382,
     ]
 
 
 def test_role_markers_and_end_of_turn_are_single_tokens(real_gguf):
     llm = _vocab_only(real_gguf)
     ids = {m: llama_tokenize(llm, m) for m in ROLE_MARKERS}
-    assert ids == {"[|system|]": [357], "[|user|]": [360], "[|assistant|]": [359], "[|tool|]": [358], "[|endofturn|]": [361]}
+    assert ids == {
+        "[|system|]": [357],
+        "[|user|]": [360],
+        "[|assistant|]": [359],
+        "[|tool|]": [358],
+        "[|endofturn|]": [361],
+    }
     assert llm.token_eos() == 361 and llm.token_bos() == 1
 
 

@@ -8,9 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-from gguf import GGUFValueType
-
 from conftest import TINY_FAMILIES
+from gguf import GGUFValueType
 from gguf_edit import DROP, rewrite, scale_f32
 
 from exaone_gguf.tiny.templates import template_for
@@ -29,14 +28,21 @@ def failed(report) -> set[str]:
 @pytest.mark.parametrize("outtype", ["f32", "bf16", "q8_0"])
 def test_honest_files_pass(family, outtype, tiny_dir, tiny_gguf):
     report = validate(tiny_gguf(family, outtype), tiny_dir(family))
-    print(f"{family} {outtype}: {report.metrics['mean_kld']:.2e} KLD, {report.metrics['same_top1']:.1f}% top-1, "
-          f"{report.seconds:.1f} s")
+    print(
+        f"{family} {outtype}: {report.metrics['mean_kld']:.2e} KLD, {report.metrics['same_top1']:.1f}% top-1, "
+        f"{report.seconds:.1f} s"
+    )
     assert report.passed, [(c.name, c.detail) for c in report.checks if c.status == "fail"]
     assert report.metrics["n_tokens"] == 256
     # every part of the validator ran
     names = set(statuses(report))
-    for part in ("metadata: hyperparameters", "tokenizer: matches source", "chat_template.matches_source",
-                 "chat: completion stops on EOS", "logits: mean kld"):
+    for part in (
+        "metadata: hyperparameters",
+        "tokenizer: matches source",
+        "chat_template.matches_source",
+        "chat: completion stops on EOS",
+        "logits: mean kld",
+    ):
         assert part in names
 
 
@@ -65,7 +71,11 @@ def test_two_tensors_of_a_layer_swapped(tiny_dir, tiny_gguf, tmp_path):
     report = validate(bad, tiny_dir("exaone3"))
     assert "metadata: tensors" not in failed(report)  # names and shapes are all right: the tensor check tells
     tensors = next(c for c in report.checks if c.name == "tensors: match source")
-    assert tensors.status == "fail" and "blk.1.ffn_gate.weight" in tensors.detail and "blk.1.ffn_up.weight" in tensors.detail
+    assert (
+        tensors.status == "fail"
+        and "blk.1.ffn_gate.weight" in tensors.detail
+        and "blk.1.ffn_up.weight" in tensors.detail
+    )
     assert statuses(report)["logits: mean kld"] == "warn"  # fidelity sees it too, a warning without --quality-gate
 
 
@@ -99,7 +109,9 @@ def test_rope_freqs_missing_on_llama3_scaled_model(tiny_dir, tiny_gguf, tmp_path
 
 def test_sliding_window_keys_dropped_on_hybrid(tiny_dir, tiny_gguf, tmp_path):
     bad = _broken(
-        tiny_gguf, tmp_path, "exaone4-hybrid",
+        tiny_gguf,
+        tmp_path,
+        "exaone4-hybrid",
         kv={"exaone4.attention.sliding_window": DROP, "exaone4.attention.sliding_window_pattern": DROP},
     )
     report = validate(bad, tiny_dir("exaone4-hybrid"))
@@ -151,15 +163,21 @@ def test_cli_exit_codes_and_json(tiny_dir, tiny_gguf, tmp_path):
     assert data["passed"] and data["file_type"] == "Q8_0" and data["metrics"]["same_top1"] >= 90
 
     bad = _broken(tiny_gguf, tmp_path, "exaone4", kv={"tokenizer.ggml.eos_token_id": 2})
-    res = subprocess.run([sys.executable, "-m", "exaone_gguf", "validate", str(bad), "--reference", str(tiny_dir("exaone4"))],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "exaone_gguf", "validate", str(bad), "--reference", str(tiny_dir("exaone4"))],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 1 and "metadata: special tokens" in res.stderr and "Traceback" not in res.stderr
 
     res = subprocess.run(cmd + ["--threshold", "max_mean_kld=abc"], capture_output=True, text=True)
     assert res.returncode == 2 and "--threshold" in res.stderr
 
-    res = subprocess.run([sys.executable, "-m", "exaone_gguf", "validate", str(tmp_path / "missing.gguf")],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "exaone_gguf", "validate", str(tmp_path / "missing.gguf")],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2 and "missing.gguf" in res.stderr and "Traceback" not in res.stderr
 
 
@@ -185,9 +203,13 @@ _ = GGUFValueType
 def test_tensor_types_against_file_type(tiny_dir, tiny_gguf, tmp_path):
     # a Q8_0 file that claims to be F16: its weights are less precise than the label -> fail
     bad = rewrite(tiny_gguf("exaone4", "q8_0"), tmp_path / "mislabelled.gguf", kv={"general.file_type": 1})
-    check = next(c for c in validate(bad, tiny_dir("exaone4")).checks if c.name == "metadata: tensor types vs file type")
+    check = next(
+        c for c in validate(bad, tiny_dir("exaone4")).checks if c.name == "metadata: tensor types vs file type"
+    )
     assert check.status == "fail" and "expected F16" in check.detail
     # an F16 file labelled Q8_0 carries more precision than promised -> a warning, not a failure
     more = rewrite(tiny_gguf("exaone4", "bf16"), tmp_path / "richer.gguf", kv={"general.file_type": 7})
-    check = next(c for c in validate(more, tiny_dir("exaone4")).checks if c.name == "metadata: tensor types vs file type")
+    check = next(
+        c for c in validate(more, tiny_dir("exaone4")).checks if c.name == "metadata: tensor types vs file type"
+    )
     assert check.status == "warn" and "more precise" in check.detail

@@ -9,11 +9,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from gguf_edit import rewrite
 from typer.testing import CliRunner
 
 from exaone_gguf.cli import app
 from exaone_gguf.validate.evaltext import load_text
-from gguf_edit import rewrite
 
 CTX, CHUNKS = 64, 4  # 4 chunks x 31 scored tokens = 124: llama-perplexity prints statistics from 100 on
 
@@ -39,18 +39,58 @@ def llama_perplexity(tools: dict, model: Path, base: Path, text: Path, work: Pat
     """llama.cpp's route: base logits saved with --kl-divergence-base, then --kl-divergence on the model."""
     kld = work / "base.kld"
     common = ["-f", str(text), "-c", str(CTX), "-t", "2"]
-    subprocess.run([str(tools["llama-perplexity"]), "-m", str(base), *common, "--chunks", str(CHUNKS),
-                    "--kl-divergence-base", str(kld)], check=True, capture_output=True)
-    res = subprocess.run([str(tools["llama-perplexity"]), "-m", str(model), *common, "--kl-divergence-base", str(kld),
-                          "--kl-divergence"], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            str(tools["llama-perplexity"]),
+            "-m",
+            str(base),
+            *common,
+            "--chunks",
+            str(CHUNKS),
+            "--kl-divergence-base",
+            str(kld),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    res = subprocess.run(
+        [
+            str(tools["llama-perplexity"]),
+            "-m",
+            str(model),
+            *common,
+            "--kl-divergence-base",
+            str(kld),
+            "--kl-divergence",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     out = res.stdout + res.stderr
     return {k: float(re.search(pat, out).group(1)) for k, pat in LLAMA_FIGURES.items()}
 
 
 def run_against(model: Path, base: Path, text: Path, tmp_path: Path, *extra: str):
     report = tmp_path / "against.json"
-    res = CliRunner().invoke(app, ["validate", str(model), "--against", str(base), "--text", str(text),
-                                   "--ctx", str(CTX), "--chunks", str(CHUNKS), "--json", str(report), *extra])
+    res = CliRunner().invoke(
+        app,
+        [
+            "validate",
+            str(model),
+            "--against",
+            str(base),
+            "--text",
+            str(text),
+            "--ctx",
+            str(CTX),
+            "--chunks",
+            str(CHUNKS),
+            "--json",
+            str(report),
+            *extra,
+        ],
+    )
     return res, (json.loads(report.read_text()) if report.exists() else None)
 
 
@@ -101,6 +141,17 @@ def test_against_a_file_of_another_vocabulary_fails(tiny_gguf, text_file, tmp_pa
 def test_against_needs_two_windows_of_text(tiny_gguf, tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("짧은 글. A short text.", encoding="utf-8")
-    res = CliRunner().invoke(app, ["validate", str(tiny_gguf("exaone4", "q8_0")), "--against", str(tiny_gguf("exaone4", "f32")),
-                                   "--text", str(short), "--ctx", str(CTX)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "validate",
+            str(tiny_gguf("exaone4", "q8_0")),
+            "--against",
+            str(tiny_gguf("exaone4", "f32")),
+            "--text",
+            str(short),
+            "--ctx",
+            str(CTX),
+        ],
+    )
     assert res.exit_code == 2 and "needs at least 2 x --ctx = 128" in res.output, res.output

@@ -44,7 +44,9 @@ def model(tmp_path_factory):
             sizes = WIDE_HYBRID if (size == "wide" and family == "exaone4-hybrid") else SIZES[size]
             ckpts[family, size] = make_tiny(family, root / f"{family}-{size}", **sizes)
         if (family, outtype, size) not in files:
-            files[family, outtype, size] = convert(ckpts[family, size], root / f"{family}-{size}-{outtype}.gguf", ConvertOptions(outtype=outtype)).output
+            files[family, outtype, size] = convert(
+                ckpts[family, size], root / f"{family}-{size}-{outtype}.gguf", ConvertOptions(outtype=outtype)
+            ).output
         return ckpts[family, size], files[family, outtype, size]
 
     return get
@@ -54,7 +56,8 @@ def run_cli(gguf: Path, ckpt: Path, tmp_path: Path, *extra: str) -> tuple[int, d
     """`exaone-gguf validate GGUF --reference CKPT --json ...` in process; (exit code, JSON report)."""
     report = tmp_path / f"{gguf.stem}.json"
     res = CliRunner().invoke(
-        app, ["validate", str(gguf), "--reference", str(ckpt), "--max-tokens", MAX_TOKENS, "--json", str(report), *extra]
+        app,
+        ["validate", str(gguf), "--reference", str(ckpt), "--max-tokens", MAX_TOKENS, "--json", str(report), *extra],
     )
     assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
     return res.exit_code, json.loads(report.read_text())
@@ -84,8 +87,10 @@ def test_honest_quantized_file_passes(family, outtype, size, model, tmp_path):
     ckpt, gguf = model(family, outtype, size)
     code, report = run_cli(gguf, ckpt, tmp_path)
     s = check(report, STRUCTURE)
-    print(f"{family} {outtype} {size}: structure {s['data']['rel_logit_diff']:.3g} rel, "
-          f"KLD {s['data']['mean_kld']:.3g}; fidelity KLD {report['metrics']['mean_kld']:.3g}")
+    print(
+        f"{family} {outtype} {size}: structure {s['data']['rel_logit_diff']:.3g} rel, "
+        f"KLD {s['data']['mean_kld']:.3g}; fidelity KLD {report['metrics']['mean_kld']:.3g}"
+    )
     assert code == 0, [(c["name"], c["detail"]) for c in report["checks"] if c["status"] == "fail"]
     t = check(report, TENSORS)
     assert t["status"] == "pass" and all(v["identical"] for v in t["data"]["tensors"]), t["detail"]
@@ -172,8 +177,11 @@ def test_imatrix_file_is_identical_with_its_imatrix_and_within_band_without(mode
     ckpt, f32 = model("exaone4", "f32")
     rng = np.random.default_rng(3)
     with read_gguf(f32) as f:
-        stats = {t.name: ((rng.random(t.shape[0]) * 50 + 0.5).astype(np.float32), 100.0)
-                 for t in f.tensors if len(t.shape) == 2}
+        stats = {
+            t.name: ((rng.random(t.shape[0]) * 50 + 0.5).astype(np.float32), 100.0)
+            for t in f.tensors
+            if len(t.shape) == 2
+        }
     imatrix = tmp_path / "imatrix.gguf"
     write_gguf_imatrix(imatrix, stats)
     gguf = convert(ckpt, tmp_path / "im-q4_k_m.gguf", ConvertOptions(outtype="q4_k_m", imatrix=imatrix)).output

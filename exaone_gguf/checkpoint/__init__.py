@@ -35,7 +35,9 @@ class Checkpoint:
     def model_id(self) -> str:
         """The model's name: its Hub id when loaded from the Hugging Face cache (`models--ORG--NAME/snapshots/REV`),
         else config.json's `_name_or_path`, else the directory's name."""
-        return repo_id_of_snapshot(self.path.resolve()) or str(self.spec.config.get("_name_or_path") or self.path.resolve().name)
+        return repo_id_of_snapshot(self.path.resolve()) or str(
+            self.spec.config.get("_name_or_path") or self.path.resolve().name
+        )
 
     @cached_property
     def card(self) -> dict[str, object]:
@@ -46,7 +48,9 @@ class Checkpoint:
         try:
             return self.tensors[name]
         except KeyError:
-            raise InputError(f"{self.path}: tensor '{name}' is missing from the checkpoint; it is incomplete.") from None
+            raise InputError(
+                f"{self.path}: tensor '{name}' is missing from the checkpoint; it is incomplete."
+            ) from None
 
 
 def _index_files(directory: Path) -> dict[str, Path]:
@@ -143,6 +147,8 @@ def read_front_matter(readme: Path) -> dict[str, object]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise InputError(f"{readme}: the YAML front matter is a {type(data).__name__}, not a mapping of keys; "
-                         "fix it or remove the block between the --- lines.")
+        raise InputError(
+            f"{readme}: the YAML front matter is a {type(data).__name__}, not a mapping of keys; "
+            "fix it or remove the block between the --- lines."
+        )
     return {str(k): v for k, v in data.items()}

@@ -129,7 +129,9 @@ class AWQTensor:
         if tuple(qzeros.shape) != (k // g, n8):
             raise InputError(f"{where}: qzeros has shape {list(qzeros.shape)}, expected {[k // g, n8]}.")
         if tuple(scales.shape) != (k // g, n) or scales.dtype not in ("F16", "BF16", "F32"):
-            raise InputError(f"{where}: scales has shape {list(scales.shape)} ({scales.dtype}), expected {[k // g, n]} F16.")
+            raise InputError(
+                f"{where}: scales has shape {list(scales.shape)} ({scales.dtype}), expected {[k // g, n]} F16."
+            )
         self.shape = (n, k)
 
     @property
@@ -200,7 +202,9 @@ def wrap_awq_tensors(tensors: dict[str, Any], cfg: AWQConfig, config_path: Path 
                 raise InputError(f"{tensors[prefix + '.qweight'].file.path}: AWQ layer '{prefix}' lacks '{name}'.")
             parts[part] = out.pop(name)
         if prefix + ".weight" in out:
-            raise InputError(f"{out[prefix + '.weight'].file.path}: '{prefix}' has both a float weight and AWQ tensors.")
+            raise InputError(
+                f"{out[prefix + '.weight'].file.path}: '{prefix}' has both a float weight and AWQ tensors."
+            )
         out[prefix + ".weight"] = AWQTensor(prefix, parts["qweight"], parts["qzeros"], parts["scales"], cfg.group_size)
     return out
 

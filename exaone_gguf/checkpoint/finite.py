@@ -83,4 +83,3 @@ def check_finite(tensors: dict[str, Any], allow: bool = False) -> list[str]:
                 )
             found.append(h.name)
     return found
-

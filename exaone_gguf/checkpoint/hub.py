@@ -83,7 +83,9 @@ def _download(repo_id: str) -> str:
             "`hf auth login` or HF_TOKEN)."
         ) from None
     except RevisionNotFoundError:
-        raise InputError(f"{repo_id}: the Hugging Face repo has no 'main' revision; download it by hand and pass the directory.") from None
+        raise InputError(
+            f"{repo_id}: the Hugging Face repo has no 'main' revision; download it by hand and pass the directory."
+        ) from None
     except LocalEntryNotFoundError:
         if offline:
             raise InputError(
@@ -96,4 +98,6 @@ def _download(repo_id: str) -> str:
         ) from None
     except HfHubHTTPError as e:
         status = getattr(getattr(e, "response", None), "status_code", "?")
-        raise InputError(f"{repo_id}: downloading from Hugging Face failed (HTTP {status}); try again later, or pass a checkpoint directory.") from None
+        raise InputError(
+            f"{repo_id}: downloading from Hugging Face failed (HTTP {status}); try again later, or pass a checkpoint directory."
+        ) from None

@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exaone_gguf.checkpoint.token_files import BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED, load_json, token_content
+from exaone_gguf.checkpoint.token_files import (
+    BYTE,
+    CONTROL,
+    NORMAL,
+    UNKNOWN,
+    UNUSED,
+    USER_DEFINED,
+    load_json,
+    token_content,
+)
 from exaone_gguf.errors import InputError
 
 PAD_SCORE = -10000.0
@@ -106,7 +115,9 @@ def load_sentencepiece(directory: Path) -> SentencePieceData:
     try:
         sp.load_from_serialized_proto(model)
     except (RuntimeError, OSError) as e:
-        raise InputError(f"{model_path}: not a SentencePiece model ({str(e)[:80]}); restore the original file.") from None
+        raise InputError(
+            f"{model_path}: not a SentencePiece model ({str(e)[:80]}); restore the original file."
+        ) from None
     pieces = [(sp.id_to_piece(i), float(sp.get_score(i)), _piece_type(sp, i)) for i in range(sp.get_piece_size())]
 
     added: dict[int, tuple[str, bool]] = {}

@@ -54,7 +54,9 @@ def _write_one(path: Path, tensors: list[TensorSource]) -> None:
         raise
 
 
-def write_checkpoint_weights(directory: Path, tensors: list[TensorSource], max_shard_bytes: int = 5 << 30) -> list[Path]:
+def write_checkpoint_weights(
+    directory: Path, tensors: list[TensorSource], max_shard_bytes: int = 5 << 30
+) -> list[Path]:
     """Write model.safetensors, or model-0000i-of-0000n.safetensors + index when over `max_shard_bytes`."""
     shards: list[list[TensorSource]] = [[]]
     size = 0

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from exaone_gguf.checkpoint.sentencepiece import load_sentencepiece
+from exaone_gguf.checkpoint.spec import PreTokenizers, load_spec, reading_for
 from exaone_gguf.checkpoint.token_files import CONTROL, NORMAL, UNUSED, USER_DEFINED
 from exaone_gguf.checkpoint.token_files import load_json as _load_json
 from exaone_gguf.checkpoint.token_files import token_content as _token_content
-from exaone_gguf.checkpoint.spec import PreTokenizers, load_spec, reading_for
 from exaone_gguf.errors import InputError
 
 
@@ -77,7 +77,10 @@ class TokenizerData:
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         tok.decoder = decoders.ByteLevel()
         tok.add_tokens(
-            [HFAdded(a.content, special=a.special, normalized=False) for a in sorted(self.added.values(), key=lambda a: a.id)]
+            [
+                HFAdded(a.content, special=a.special, normalized=False)
+                for a in sorted(self.added.values(), key=lambda a: a.id)
+            ]
         )
         return tok
 
@@ -86,14 +89,18 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start}); restore the original file.") from None
+        raise InputError(
+            f"{path}: not valid UTF-8 ({e.reason} at byte {e.start}); restore the original file."
+        ) from None
 
 
 def _check_vocab(vocab: dict, source: Path) -> dict[str, int]:
     """Every entry is a string token with a non-negative integer id (a hostile file may hold anything)."""
     for token, i in vocab.items():
         if type(i) is not int or i < 0:
-            raise InputError(f"{source}: token {token!r} has id {i!r}, not a non-negative integer; restore the original file.")
+            raise InputError(
+                f"{source}: token {token!r} has id {i!r}, not a non-negative integer; restore the original file."
+            )
     return vocab
 
 
@@ -106,7 +113,9 @@ def _merges(raw: Any, source: Path) -> list[str]:
         if isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m):
             m = " ".join(m)
         if not isinstance(m, str):
-            raise InputError(f"{source}: merge {m!r} (entry {i}) is not 'left right' or [left, right]; restore the original file.")
+            raise InputError(
+                f"{source}: merge {m!r} (entry {i}) is not 'left right' or [left, right]; restore the original file."
+            )
         out.append(m)
     return out
 

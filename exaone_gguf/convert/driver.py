@@ -62,7 +62,9 @@ class ConvertOptions:
             raise InputError("--split-max-size and --split-max-tensors: give one of them, not both.")
         size = parse_split_size(self.split_max_size) if isinstance(self.split_max_size, str) else self.split_max_size
         if self.split_max_tensors is not None and self.split_max_tensors < 1:
-            raise InputError(f"--split-max-tensors {self.split_max_tensors}: give a positive number of tensors per shard.")
+            raise InputError(
+                f"--split-max-tensors {self.split_max_tensors}: give a positive number of tensors per shard."
+            )
         return size, self.split_max_tensors
 
     def inputs(self, src: Path) -> list[Path]:
@@ -90,7 +92,9 @@ def plan_variants_for(
     """Stage 3: the imatrix weights (or None) and every output type's plan, no paths yet."""
     weights = load_imatrix(opts.imatrix) if opts.imatrix else None
     imatrix_file = Path(opts.imatrix) if opts.imatrix else None
-    return weights, plan_variants(ckpt, types, opts.threads, weights, imatrix_file, arch=opts.arch, overrides=opts.overrides)
+    return weights, plan_variants(
+        ckpt, types, opts.threads, weights, imatrix_file, arch=opts.arch, overrides=opts.overrides
+    )
 
 
 def write_planned(

@@ -15,9 +15,9 @@ from gguf import GGMLQuantizationType as T
 
 from exaone_gguf.checkpoint.finite import all_finite
 from exaone_gguf.convert.pipeline import CHUNK_BYTES, ConvertResult, add_imatrix_keys, convert_rows_at
-from exaone_gguf.gguf_io.writer import GGUFPlan, PlannedTensor, check_output_path, write_gguf
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import GGUFFile, TensorInfo, read_gguf
+from exaone_gguf.gguf_io.writer import GGUFPlan, PlannedTensor, check_output_path, write_gguf
 from exaone_gguf.quantize.formats import file_type
 from exaone_gguf.quantize.imatrix import load_imatrix, weights_for
 from exaone_gguf.quantize.mixtures import TypeOverrides, allows_quantization, plan_types

@@ -23,12 +23,12 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from exaone_gguf.checkpoint import Checkpoint, TensorHandle
-from exaone_gguf.families import TensorMapping, family_for
-from exaone_gguf.quantize.mixtures import TypeOverrides
 from exaone_gguf.convert.pipeline import ConvertResult, build_plan, stream_tensor
+from exaone_gguf.families import TensorMapping, family_for
 from exaone_gguf.gguf_io.split import split_output
 from exaone_gguf.gguf_io.writer import Chunk, GGUFPlan, Output, PlannedTensor, Sink, write_outputs
 from exaone_gguf.quantize.imatrix import weights_for
+from exaone_gguf.quantize.mixtures import TypeOverrides
 
 FLOATS = (T.F32, T.F16, T.BF16)
 
@@ -153,7 +153,9 @@ def write_variants(
                 qtypes = [t.qtype for t in tensors]
                 w = weights_for(imatrix, t0.name, t0.shape) if any(q not in FLOATS for q in qtypes) else None
                 for step in shared_streams(m.open(ckpt.tensors), m, qtypes, threads, w):
-                    _report(progress, t0, sum(s.write(step[t.qtype]) for s, t in zip(sinks, tensors) if t.qtype in step))
+                    _report(
+                        progress, t0, sum(s.write(step[t.qtype]) for s, t in zip(sinks, tensors) if t.qtype in step)
+                    )
             for s, t in zip(sinks, tensors):
                 s.end_tensor(t)
 

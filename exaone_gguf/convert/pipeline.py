@@ -14,12 +14,12 @@ from gguf import GGMLQuantizationType as T
 from gguf import GGUFValueType
 
 from exaone_gguf.checkpoint import Checkpoint, TensorHandle
-from exaone_gguf.families import Family, TensorMapping, family_for
 from exaone_gguf.convert.metadata import add_general
 from exaone_gguf.convert.rope import llama3_divisors
 from exaone_gguf.convert.vocab import add_vocab
 from exaone_gguf.elements import bf16_bits_to_f32, f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits
 from exaone_gguf.errors import InputError
+from exaone_gguf.families import Family, TensorMapping, family_for
 from exaone_gguf.gguf_io.writer import FileSpan, GGUFPlan
 from exaone_gguf.quantize.imatrix import weights_for
 from exaone_gguf.quantize.kernels import quantize
@@ -100,7 +100,11 @@ def stream_tensor(
     table = _table16(handle.dtype, qtype) if plain else None  # 16-bit float -> the other one: a lookup
     if len(handle.shape) <= 1:
         x = handle.raw() if passthrough else handle.to_f32()
-        yield x if passthrough else convert_rows_at(x if transform is None else transform(x), 0, 1, qtype, threads, imatrix)
+        yield (
+            x
+            if passthrough
+            else convert_rows_at(x if transform is None else transform(x), 0, 1, qtype, threads, imatrix)
+        )
     else:
         if passthrough:  # large spans: fewer copy calls; memory is no concern, no byte enters this process
             rows_per_chunk = max(1, SPAN_BYTES // max(1, handle.nbytes // max(1, handle.n_rows)))
@@ -115,7 +119,9 @@ def stream_tensor(
                 out = encode(qtype, start, stop, transform) if encode is not None else None
                 if out is None:
                     x = handle.to_f32(start, stop)
-                    out = convert_rows_at(x if transform is None else transform(x), start, handle.n_rows, qtype, threads, imatrix)
+                    out = convert_rows_at(
+                        x if transform is None else transform(x), start, handle.n_rows, qtype, threads, imatrix
+                    )
             handle.release(start, stop)
             yield out
     handle.release()
@@ -195,8 +201,13 @@ def build_plan(
     # per-tensor storage type as llama.cpp's quantizer chooses it: norms F32, weights the type or the mixture's
     hp = {key: value for key, _, value, _ in fam.hparams(spec)}  # block_count counts MTP blocks; experts
     types = plan_types(
-        gguf_shapes, outtype, fam.arch, hp.get(f"{fam.arch}.block_count", spec.num_layers),
-        n_gqa=spec.num_heads // spec.num_kv_heads, has_imatrix=imatrix is not None, n_expert=hp.get(f"{fam.arch}.expert_count", 1),
+        gguf_shapes,
+        outtype,
+        fam.arch,
+        hp.get(f"{fam.arch}.block_count", spec.num_layers),
+        n_gqa=spec.num_heads // spec.num_kv_heads,
+        has_imatrix=imatrix is not None,
+        n_expert=hp.get(f"{fam.arch}.expert_count", 1),
         overrides=overrides,
     )
     if outtype == "q4_1":

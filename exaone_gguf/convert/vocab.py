@@ -10,8 +10,8 @@ from gguf import GGUFValueType
 from exaone_gguf import chat_template
 from exaone_gguf.checkpoint.spec import ModelSpec
 from exaone_gguf.checkpoint.tokenizer import TokenizerData
-from exaone_gguf.gguf_io.writer import GGUFPlan
 from exaone_gguf.errors import InputError
+from exaone_gguf.gguf_io.writer import GGUFPlan
 
 
 def special_ids(tok: TokenizerData, spec: ModelSpec) -> dict[str, int | None]:
@@ -81,7 +81,9 @@ def check_chat_template(template: str, source: str) -> None:
     ast = chat_template.parse(template)  # the environment check_syntax compiled it with
     for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Const)):
         name = node.attr if isinstance(node, jinja2.nodes.Getattr) else node.value
-        if isinstance(name, str) and (name.startswith("_") if isinstance(node, jinja2.nodes.Getattr) else name.startswith("__")):
+        if isinstance(name, str) and (
+            name.startswith("_") if isinstance(node, jinja2.nodes.Getattr) else name.startswith("__")
+        ):
             raise chat_template.TemplateError(
                 f"{source}: chat template reaches for the private attribute {name!r}, a sandbox escape attempt; "
                 "it was refused and nothing was executed."

@@ -17,6 +17,13 @@ validate -> publish -> cli; this package imports only checkpoint (and gguf, nump
 
 from __future__ import annotations
 
+# The family modules register themselves on import; the order here is the order of every listing.
+from exaone_gguf.families import (  # noqa: E402,F401
+    exaone3,
+    exaone4,
+    exaone_moe,  # noqa: E402,F401 (after llama: listings keep their order)
+    llama,
+)
 from exaone_gguf.families.base import (  # noqa: F401 (the registry's public names)
     BPE_PRE_TOKENIZERS,
     Chat,
@@ -48,10 +55,6 @@ from exaone_gguf.families.base import (  # noqa: F401 (the registry's public nam
     tiny_recipes,
     writes_as,
 )
-
-# The family modules register themselves on import; the order here is the order of every listing.
-from exaone_gguf.families import exaone3, exaone4, llama  # noqa: E402,F401
-from exaone_gguf.families import exaone_moe  # noqa: E402,F401 (after llama: listings keep their order)
 
 __all__ = [
     "BPE_PRE_TOKENIZERS",

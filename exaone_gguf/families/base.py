@@ -14,10 +14,34 @@ from exaone_gguf.errors import InputError
 from exaone_gguf.families.sources import Sliced, Stacked
 
 __all__ = [
-    "BPE_PRE_TOKENIZERS", "Chat", "ChatFormat", "Family", "HParam", "Sliced", "Stacked", "TensorMapping", "TensorNames",
-    "TinyRecipe", "TinyTokenizer", "alternates", "chat_format", "chat_format_for", "chat_formats", "common_hparams",
-    "demo_recipes", "families", "family_for", "family_of_gguf_arch", "family_of_template", "gguf_archs",
-    "llama_hparams", "register", "register_alternate", "supported_architectures", "tiny_recipe", "tiny_recipes",
+    "BPE_PRE_TOKENIZERS",
+    "Chat",
+    "ChatFormat",
+    "Family",
+    "HParam",
+    "Sliced",
+    "Stacked",
+    "TensorMapping",
+    "TensorNames",
+    "TinyRecipe",
+    "TinyTokenizer",
+    "alternates",
+    "chat_format",
+    "chat_format_for",
+    "chat_formats",
+    "common_hparams",
+    "demo_recipes",
+    "families",
+    "family_for",
+    "family_of_gguf_arch",
+    "family_of_template",
+    "gguf_archs",
+    "llama_hparams",
+    "register",
+    "register_alternate",
+    "supported_architectures",
+    "tiny_recipe",
+    "tiny_recipes",
     "writes_as",
 ]
 
@@ -67,7 +91,9 @@ class TensorMapping:
         return TensorMapping(gguf_name, hf_names[0], src.shape, source=src)
 
     @staticmethod
-    def sliced(gguf_name: str, hf_name: str, shape: tuple[int, ...], axis: int, start: int, stop: int) -> "TensorMapping":
+    def sliced(
+        gguf_name: str, hf_name: str, shape: tuple[int, ...], axis: int, start: int, stop: int
+    ) -> "TensorMapping":
         """Indices [start, stop) along `axis` of the source tensor `hf_name` of `shape` (a fused gate_up split)."""
         src = Sliced(hf_name, tuple(shape), axis, start, stop)
         return TensorMapping(gguf_name, hf_name, src.shape, source=src)
@@ -77,9 +103,21 @@ class TensorMapping:
 def _kind_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     H, I, D = spec.hidden_size, spec.intermediate_size, spec.head_dim
     q, kv = spec.num_heads * D, spec.num_kv_heads * D
-    return {"attn_q": (q, H), "attn_k": (kv, H), "attn_v": (kv, H), "attn_output": (H, q),
-            "attn_q_norm": (D,), "attn_k_norm": (D,), "ffn_gate": (I, H), "ffn_up": (I, H), "ffn_down": (H, I),
-            "attn_norm": (H,), "ffn_norm": (H,), "post_attention_norm": (H,), "post_ffw_norm": (H,)}
+    return {
+        "attn_q": (q, H),
+        "attn_k": (kv, H),
+        "attn_v": (kv, H),
+        "attn_output": (H, q),
+        "attn_q_norm": (D,),
+        "attn_k_norm": (D,),
+        "ffn_gate": (I, H),
+        "ffn_up": (I, H),
+        "ffn_down": (H, I),
+        "attn_norm": (H,),
+        "ffn_norm": (H,),
+        "post_attention_norm": (H,),
+        "post_ffw_norm": (H,),
+    }
 
 
 @dataclass(frozen=True)
@@ -101,7 +139,10 @@ class TensorNames:
         out = [TensorMapping("token_embd.weight", f"{p}{self.embed}.weight", (V, H))]
         for i in range(spec.num_layers):
             hf = p + self.layer_prefix.format(i=i)
-            out += [TensorMapping(f"blk.{i}.{kind}.weight", f"{hf}{name}.weight", shape[kind]) for kind, name in self.layer.items()]
+            out += [
+                TensorMapping(f"blk.{i}.{kind}.weight", f"{hf}{name}.weight", shape[kind])
+                for kind, name in self.layer.items()
+            ]
         out.append(TensorMapping("output_norm.weight", f"{p}{self.final_norm}.weight", (H,)))
         if not spec.tie_word_embeddings:
             out.append(TensorMapping("output.weight", f"{self.lm_head}.weight", (V, H)))
@@ -329,7 +370,9 @@ def family_for(spec: ModelSpec, arch: str | None = None) -> Family:
 def writes_as(spec: ModelSpec, arch: str | None) -> bool:
     """True when the converter can write `spec`'s family as the GGUF architecture `arch` (own or alternate)."""
     fam = _FAMILIES.get(spec.family)
-    return fam is not None and arch is not None and (arch == fam.arch or any(a.arch == arch for a in alternates(fam.name)))
+    return (
+        fam is not None and arch is not None and (arch == fam.arch or any(a.arch == arch for a in alternates(fam.name)))
+    )
 
 
 def family_of_template(template: str) -> Family | None:
@@ -343,7 +386,11 @@ def chat_format_for(arch: str | None, template: str | None) -> ChatFormat | None
     fam = family_of_gguf_arch(arch)
     if fam is None or fam.chat is None:
         fam = next(
-            (f for f in _FAMILIES.values() if f.chat and f.chat.claims_marker and template and f.chat.claims_marker in template),
+            (
+                f
+                for f in _FAMILIES.values()
+                if f.chat and f.chat.claims_marker and template and f.chat.claims_marker in template
+            ),
             None,
         )
     return fam.chat.pick(template) if fam is not None and fam.chat is not None else None
@@ -377,4 +424,3 @@ def tiny_recipe(name: str) -> tuple[TinyRecipe, Family]:
         return _TINY[name]
     except KeyError:
         raise InputError(f"make-tiny: unknown family {name!r}; choose one of {', '.join(_TINY)}.") from None
-

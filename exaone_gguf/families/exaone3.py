@@ -180,7 +180,12 @@ _COMMON3: dict[str, Any] = {
     "use_cache": True,
     "vocab_size": 102400,
 }
-LLAMA3_ROPE = {"high_freq_factor": 4.0, "low_freq_factor": 1.0, "original_max_position_embeddings": 8192, "rope_type": "llama3"}
+LLAMA3_ROPE = {
+    "high_freq_factor": 4.0,
+    "low_freq_factor": 1.0,
+    "original_max_position_embeddings": 8192,
+    "rope_type": "llama3",
+}
 
 
 def tiny_exaone3() -> dict[str, Any]:

@@ -76,7 +76,9 @@ def hparams(spec: ModelSpec) -> list[HParam]:
     if spec.sliding_window is not None:
         out.append(u32(Keys.Attention.SLIDING_WINDOW, ARCH, spec.sliding_window))
         pattern = [spec.is_sliding(i) for i in range(spec.num_layers)]
-        out.append((Keys.Attention.SLIDING_WINDOW_PATTERN.format(arch=ARCH), GGUFValueType.ARRAY, pattern, GGUFValueType.BOOL))
+        out.append(
+            (Keys.Attention.SLIDING_WINDOW_PATTERN.format(arch=ARCH), GGUFValueType.ARRAY, pattern, GGUFValueType.BOOL)
+        )
     return out
 
 

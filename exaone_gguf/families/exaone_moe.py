@@ -79,11 +79,17 @@ def _extras(k: ConfigKeys) -> dict[str, Any]:
         if lst is None:
             continue
         ok = {"dense", "sparse"} if key == "mlp_layer_types" else {True, False}
-        if not isinstance(lst, list) or len(lst) != n_layers or any(v not in ok or isinstance(v, int) != (key == "is_moe_layer") for v in lst):
+        if (
+            not isinstance(lst, list)
+            or len(lst) != n_layers
+            or any(v not in ok or isinstance(v, int) != (key == "is_moe_layer") for v in lst)
+        ):
             raise InputError(f"{path}: '{key}' must list {n_layers} entries of {sorted(map(str, ok))}; fix the config.")
         these = [is_moe(v) for v in lst]
         if kinds is not None and these != kinds:
-            raise InputError(f"{path}: 'is_moe_layer' and 'mlp_layer_types' disagree about which layers are MoE; fix the config.")
+            raise InputError(
+                f"{path}: 'is_moe_layer' and 'mlp_layer_types' disagree about which layers are MoE; fix the config."
+            )
         kinds = these
     if kinds is None:
         kinds = [i >= dense for i in range(n_layers)]
@@ -98,7 +104,9 @@ def _extras(k: ConfigKeys) -> dict[str, Any]:
     n_group = k.int("n_group", default=1)
     topk_group = k.int("topk_group", default=1)
     if n_experts % n_group or topk_group > n_group:
-        raise InputError(f"{path}: n_group {n_group} / topk_group {topk_group} do not fit {n_experts} experts; fix the config.")
+        raise InputError(
+            f"{path}: n_group {n_group} / topk_group {topk_group} do not fit {n_experts} experts; fix the config."
+        )
     return {
         "n_experts": n_experts,
         "top_k": top_k,
@@ -155,8 +163,16 @@ def _block(spec: ModelSpec, bid: int, hf: str, moe: bool) -> list[TensorMapping]
     x = spec.extras
     H, D, I = spec.hidden_size, spec.head_dim, spec.intermediate_size
     q, kv = spec.num_heads * D, spec.num_kv_heads * D
-    shape = {"attn_norm": (H,), "attn_q": (q, H), "attn_k": (kv, H), "attn_v": (kv, H), "attn_output": (H, q),
-             "attn_q_norm": (D,), "attn_k_norm": (D,), "ffn_norm": (H,)}
+    shape = {
+        "attn_norm": (H,),
+        "attn_q": (q, H),
+        "attn_k": (kv, H),
+        "attn_v": (kv, H),
+        "attn_output": (H, q),
+        "attn_q_norm": (D,),
+        "attn_k_norm": (D,),
+        "ffn_norm": (H,),
+    }
     out = [TensorMapping(f"blk.{bid}.{kind}.weight", f"{hf}{name}.weight", shape[kind]) for kind, name in _ATTN.items()]
     b = f"blk.{bid}"
     if not moe:
@@ -240,7 +256,9 @@ def hparams(spec: ModelSpec) -> list[HParam]:
         # llama.cpp's converter writes the pattern for the num_hidden_layers layers only (MTP blocks never run)
         out.append(u32(Keys.Attention.SLIDING_WINDOW, ARCH, spec.sliding_window))
         pattern = [spec.is_sliding(i) for i in range(spec.num_layers)]
-        out.append((Keys.Attention.SLIDING_WINDOW_PATTERN.format(arch=ARCH), GGUFValueType.ARRAY, pattern, GGUFValueType.BOOL))
+        out.append(
+            (Keys.Attention.SLIDING_WINDOW_PATTERN.format(arch=ARCH), GGUFValueType.ARRAY, pattern, GGUFValueType.BOOL)
+        )
     return out
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from gguf import MODEL_ARCH, MODEL_ARCH_NAMES
 
 from exaone_gguf.checkpoint.spec import ConfigReading, ModelSpec
+from exaone_gguf.families import exaone3  # the sibling module, not the package's registry
 from exaone_gguf.families.base import (
     BPE_PRE_TOKENIZERS,
     Family,
@@ -29,7 +30,6 @@ from exaone_gguf.families.base import (
     register,
     register_alternate,
 )
-from exaone_gguf.families import exaone3  # the sibling module, not the package's registry
 
 ARCH = MODEL_ARCH_NAMES[MODEL_ARCH.LLAMA]
 NAME = "llama"  # ModelSpec.family
@@ -150,5 +150,6 @@ FAMILY = register(
     )
 )
 EXAONE_AS_LLAMA = register_alternate(
-    exaone3.NAME, Family(exaone3.NAME, ARCH, exaone_tensor_map, hparams, reference="llama")  # permuted q/k: the Llama forward
+    exaone3.NAME,
+    Family(exaone3.NAME, ARCH, exaone_tensor_map, hparams, reference="llama"),  # permuted q/k: the Llama forward
 )

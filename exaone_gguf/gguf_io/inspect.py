@@ -54,8 +54,17 @@ def summarize(f: GGUFFile) -> dict[str, Any]:
         else:
             metadata[key] = _jsonable(value)
 
-    tensors = [{"name": t.name, "type": t.type_name, "shape": list(t.shape), "n_elements": t.n_elements,
-                "nbytes": t.nbytes, "offset": t.offset} for t in f.tensors]
+    tensors = [
+        {
+            "name": t.name,
+            "type": t.type_name,
+            "shape": list(t.shape),
+            "n_elements": t.n_elements,
+            "nbytes": t.nbytes,
+            "offset": t.offset,
+        }
+        for t in f.tensors
+    ]
 
     by_type: dict[str, dict[str, Any]] = {}
     for t in f.tensors:
@@ -75,8 +84,9 @@ def summarize(f: GGUFFile) -> dict[str, Any]:
         "alignment": f.alignment,
         "data_offset": f.data_offset,
         "architecture": f.architecture,
-        "split": None if split is None else {"no": split.no, "count": split.count,
-                                             "tensors_count": split.tensors_count},
+        "split": None
+        if split is None
+        else {"no": split.no, "count": split.count, "tensors_count": split.tensors_count},
         "metadata": metadata,
         "metadata_types": types,
         "tensors": tensors,
@@ -122,7 +132,7 @@ def _short(v: Any) -> str:
     else:
         s = str(v)
     s = s.replace("\n", "\\n")
-    return s if len(s) <= MAX_VALUE_CHARS else s[:MAX_VALUE_CHARS - 1] + "…"
+    return s if len(s) <= MAX_VALUE_CHARS else s[: MAX_VALUE_CHARS - 1] + "…"
 
 
 def _group_tensors(tensors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -131,8 +141,9 @@ def _group_tensors(tensors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for t in tensors:
         m = _LAYER.match(t["name"])
         pattern = _LAYER.sub(lambda mm: f"{mm.group(1)}.*.", t["name"]) if m else t["name"]
-        g = groups.setdefault(pattern, {"name": pattern, "layers": [], "types": [], "shapes": [],
-                                        "n_elements": 0, "nbytes": 0})
+        g = groups.setdefault(
+            pattern, {"name": pattern, "layers": [], "types": [], "shapes": [], "n_elements": 0, "nbytes": 0}
+        )
         if m:
             g["layers"].append(int(m.group(2)))
         if t["type"] not in g["types"]:
@@ -202,8 +213,19 @@ def render_inspect(summary: dict[str, Any], console: Console) -> None:
     for col in ("type", "tensors", "parameters", "bytes", "bits/weight"):
         totals.add_column(col, justify="left" if col == "type" else "right")
     for name, row in tot["by_type"].items():
-        totals.add_row(name, str(row["count"]), f"{row['parameters']:,}", _human(row["bytes"]),
-                       f"{row['bits_per_weight']:.3f}" if row["bits_per_weight"] else "-")
-    totals.add_row("all", str(tot["tensor_count"]), f"{tot['parameter_count']:,}", _human(tot["tensor_bytes"]),
-                   f"{tot['bits_per_weight']:.3f}" if tot["bits_per_weight"] else "-", style="bold")
+        totals.add_row(
+            name,
+            str(row["count"]),
+            f"{row['parameters']:,}",
+            _human(row["bytes"]),
+            f"{row['bits_per_weight']:.3f}" if row["bits_per_weight"] else "-",
+        )
+    totals.add_row(
+        "all",
+        str(tot["tensor_count"]),
+        f"{tot['parameter_count']:,}",
+        _human(tot["tensor_bytes"]),
+        f"{tot['bits_per_weight']:.3f}" if tot["bits_per_weight"] else "-",
+        style="bold",
+    )
     console.print(totals)

@@ -149,8 +149,10 @@ class GGUFFile:
             with open(self.path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 if size < 4 + 4 + 8 + 8:
-                    raise self._fail(f"the file is only {size} bytes, too small to be a GGUF file",
-                                     "check the path or re-download the file")
+                    raise self._fail(
+                        f"the file is only {size} bytes, too small to be a GGUF file",
+                        "check the path or re-download the file",
+                    )
                 self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except InputError:
             raise
@@ -202,8 +204,9 @@ class GGUFFile:
         return SplitInfo(
             no=int(self.metadata.get("split.no", 0)),
             count=int(self.metadata["split.count"]),
-            tensors_count=(int(self.metadata["split.tensors.count"])
-                           if "split.tensors.count" in self.metadata else None),
+            tensors_count=(
+                int(self.metadata["split.tensors.count"]) if "split.tensors.count" in self.metadata else None
+            ),
         )
 
     def tensor(self, name: str) -> TensorInfo:
@@ -217,7 +220,7 @@ class GGUFFile:
         info = self.tensor(name_or_info if isinstance(name_or_info, str) else name_or_info.name)
         if self._buf is None:
             raise self._fail("was closed before reading its tensor data", "keep the file open")
-        return self._buf[info.offset:info.offset + info.nbytes]
+        return self._buf[info.offset : info.offset + info.nbytes]
 
     def tensor_f32(self, name_or_info: str | TensorInfo) -> np.ndarray:
         """The tensor as float32 in numpy shape (GGUF shape reversed); quantized types are
@@ -235,9 +238,15 @@ class GGUFFile:
         block, type_size = GGML_QUANT_SIZES[t]
         row_bytes = row_len // block * type_size
         raw = self.tensor_bytes(info)[start * row_bytes : stop * row_bytes]
-        plain = {GGMLQuantizationType.F32: "<f4", GGMLQuantizationType.F16: "<f2", GGMLQuantizationType.F64: "<f8",
-                 GGMLQuantizationType.I8: "<i1", GGMLQuantizationType.I16: "<i2", GGMLQuantizationType.I32: "<i4",
-                 GGMLQuantizationType.I64: "<i8"}
+        plain = {
+            GGMLQuantizationType.F32: "<f4",
+            GGMLQuantizationType.F16: "<f2",
+            GGMLQuantizationType.F64: "<f8",
+            GGMLQuantizationType.I8: "<i1",
+            GGMLQuantizationType.I16: "<i2",
+            GGMLQuantizationType.I32: "<i4",
+            GGMLQuantizationType.I64: "<i8",
+        }
         if t == GGMLQuantizationType.BF16:
             out = bf16_bits_to_f32(raw.view("<u2"))
         elif t == GGMLQuantizationType.F16:
@@ -251,13 +260,14 @@ class GGUFFile:
                 with np.errstate(all="ignore"):
                     out = np.asarray(quants.dequantize(raw.reshape(-1, row_bytes), t), dtype=np.float32)
             except (NotImplementedError, ValueError, IndexError) as e:
-                raise self._fail(f"tensor {info.name!r} of type {t.name} cannot be dequantized here ({e})",
-                                 "use llama.cpp to convert it") from None
+                raise self._fail(
+                    f"tensor {info.name!r} of type {t.name} cannot be dequantized here ({e})",
+                    "use llama.cpp to convert it",
+                ) from None
         return out.reshape(stop - start, row_len)
 
     def __repr__(self) -> str:
-        return (f"GGUFFile({str(self.path)!r}, v{self.version}, {len(self.metadata)} keys, "
-                f"{len(self.tensors)} tensors)")
+        return f"GGUFFile({str(self.path)!r}, v{self.version}, {len(self.metadata)} keys, {len(self.tensors)} tensors)"
 
 
 def read_gguf(path: str | os.PathLike[str]) -> GGUFFile:
@@ -282,8 +292,9 @@ class _Parser:
 
     def need(self, n: int, what: str) -> None:
         if n > self.size - self.pos:
-            raise self.fail(f"{what} needs {n} bytes at offset {self.pos} but only "
-                            f"{self.size - self.pos} remain (truncated?)")
+            raise self.fail(
+                f"{what} needs {n} bytes at offset {self.pos} but only {self.size - self.pos} remain (truncated?)"
+            )
 
     def unpack(self, s: struct.Struct, what: str) -> Any:
         self.need(s.size, what)
@@ -294,7 +305,7 @@ class _Parser:
     def string(self, what: str) -> str:
         n = self.unpack(_U64, f"the length of {what}")
         self.need(n, what)
-        raw = self.mm[self.pos:self.pos + n]
+        raw = self.mm[self.pos : self.pos + n]
         self.pos += n
         try:
             return raw.decode("utf-8")
@@ -315,9 +326,10 @@ class _Parser:
                 (ln,) = unpack(mm, pos)
                 pos += 8
                 if ln > size - pos:
-                    raise self.fail(f"{what} element {i} has length {ln} but only {size - pos} "
-                                    f"bytes remain (truncated?)")
-                out[i] = mm[pos:pos + ln].decode("utf-8")
+                    raise self.fail(
+                        f"{what} element {i} has length {ln} but only {size - pos} bytes remain (truncated?)"
+                    )
+                out[i] = mm[pos : pos + ln].decode("utf-8")
                 pos += ln
         except UnicodeDecodeError:
             raise self.fail(f"{what} element {i} is not valid UTF-8") from None
@@ -350,14 +362,14 @@ class _Parser:
     def header(self) -> None:
         magic = bytes(self.mm[0:4])
         if magic != GGUF_MAGIC:
-            raise self.fail(f"bad magic {magic!r}, expected b'GGUF': this is not a GGUF file",
-                            "check the path")
+            raise self.fail(f"bad magic {magic!r}, expected b'GGUF': this is not a GGUF file", "check the path")
         self.pos = 4
         version = self.unpack(_U32, "the version")
         if version not in SUPPORTED_VERSIONS:
             if version & 0xFFFF == 0 and version != 0:
-                problem = (f"the version field reads {version:#x}, so this is a big-endian GGUF file, "
-                           f"which is not supported")
+                problem = (
+                    f"the version field reads {version:#x}, so this is a big-endian GGUF file, which is not supported"
+                )
             elif version == 1:
                 problem = "the file is GGUF version 1, which llama.cpp no longer supports"
             else:
@@ -369,11 +381,9 @@ class _Parser:
         remain = self.size - self.pos
         # Python ints: these products cannot overflow, so a count near 2**64 is caught here
         if self.n_kv * _MIN_KV_BYTES > remain:
-            raise self.fail(f"header claims {self.n_kv} key-value pairs but only {remain} bytes follow "
-                            f"(truncated?)")
+            raise self.fail(f"header claims {self.n_kv} key-value pairs but only {remain} bytes follow (truncated?)")
         if self.n_tensors * _MIN_TENSOR_INFO_BYTES + self.n_kv * _MIN_KV_BYTES > remain:
-            raise self.fail(f"header claims {self.n_tensors} tensors but only {remain} bytes follow "
-                            f"(truncated?)")
+            raise self.fail(f"header claims {self.n_tensors} tensors but only {remain} bytes follow (truncated?)")
 
     def key_values(self) -> None:
         md, types = self.f.metadata, self.f.types
@@ -444,8 +454,7 @@ class _Parser:
             if not name:
                 raise self.fail(f"tensor {i} has an empty name")
             if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-                raise self.fail(f"tensor name {name[:40]!r}... is longer than llama.cpp's "
-                                f"{MAX_NAME_BYTES}-byte limit")
+                raise self.fail(f"tensor name {name[:40]!r}... is longer than llama.cpp's {MAX_NAME_BYTES}-byte limit")
             if name in f._by_name:
                 raise self.fail(f"tensor name {name!r} appears twice")
             n_dims = self.unpack(_U32, f"the dimension count of tensor {name!r}")
@@ -454,14 +463,14 @@ class _Parser:
             shape = tuple(self.unpack(_I64, f"the shape of tensor {name!r}") for _ in range(n_dims))
             for d in shape:
                 if d <= 0:
-                    raise self.fail(f"tensor {name!r} has shape {list(shape)} with a "
-                                    f"{'zero' if d == 0 else 'negative'} dimension")
+                    raise self.fail(
+                        f"tensor {name!r} has shape {list(shape)} with a {'zero' if d == 0 else 'negative'} dimension"
+                    )
             n_elements = 1
             for d in shape:
                 n_elements *= d  # Python ints: exact; compared against int64 below
             if n_elements > INT64_MAX:
-                raise self.fail(f"tensor {name!r} has shape {list(shape)} whose element count "
-                                f"overflows int64")
+                raise self.fail(f"tensor {name!r} has shape {list(shape)} whose element count overflows int64")
             raw_type = self.unpack(_I32, f"the type of tensor {name!r}")
             try:
                 ttype = GGMLQuantizationType(raw_type)
@@ -470,8 +479,10 @@ class _Parser:
             block, type_size = GGML_QUANT_SIZES[ttype]
             row = shape[0] if shape else 1
             if row % block:
-                raise self.fail(f"tensor {name!r} of type {ttype.name} has rows of {row} elements, "
-                                f"not a multiple of the block size {block}")
+                raise self.fail(
+                    f"tensor {name!r} of type {ttype.name} has rows of {row} elements, "
+                    f"not a multiple of the block size {block}"
+                )
             nbytes = n_elements // block * type_size
             rel = self.unpack(_U64, f"the data offset of tensor {name!r}")
             info = TensorInfo(name, shape, ttype, rel, nbytes, n_elements)  # offset made absolute later
@@ -485,8 +496,10 @@ class _Parser:
         if not f.tensors:
             return
         if f.data_offset > self.size:
-            raise self.fail(f"the tensor data section would start at offset {f.data_offset}, past the "
-                            f"end of the file ({self.size} bytes) (truncated?)")
+            raise self.fail(
+                f"the tensor data section would start at offset {f.data_offset}, past the "
+                f"end of the file ({self.size} bytes) (truncated?)"
+            )
         # llama.cpp requires each tensor at exactly the end of the previous one, padded to the
         # alignment; that also rules out misalignment and overlap.
         expected = 0
@@ -494,18 +507,22 @@ class _Parser:
         for t in f.tensors:
             rel = t.offset
             if rel % a:
-                raise self.fail(f"tensor {t.name!r} has data offset {rel}, not a multiple of the "
-                                f"alignment {a}")
+                raise self.fail(f"tensor {t.name!r} has data offset {rel}, not a multiple of the alignment {a}")
             if rel < expected:
-                raise self.fail(f"tensor {t.name!r} at data offset {rel} overlaps the previous tensor, "
-                                f"which ends at {expected}")
+                raise self.fail(
+                    f"tensor {t.name!r} at data offset {rel} overlaps the previous tensor, which ends at {expected}"
+                )
             if rel > expected:
-                raise self.fail(f"tensor {t.name!r} has data offset {rel} but llama.cpp expects {expected} "
-                                f"(tensors must be packed in order)")
+                raise self.fail(
+                    f"tensor {t.name!r} has data offset {rel} but llama.cpp expects {expected} "
+                    f"(tensors must be packed in order)"
+                )
             start = f.data_offset + rel
             if t.nbytes > self.size - start:
-                raise self.fail(f"tensor {t.name!r} data ({t.nbytes} bytes at offset {start}) runs past "
-                                f"the end of the file ({self.size} bytes) (truncated?)")
+                raise self.fail(
+                    f"tensor {t.name!r} data ({t.nbytes} bytes at offset {start}) runs past "
+                    f"the end of the file ({self.size} bytes) (truncated?)"
+                )
             expected = rel + -(-t.nbytes // a) * a
             fixed.append(TensorInfo(t.name, t.shape, t.tensor_type, start, t.nbytes, t.n_elements))
         f.tensors = fixed

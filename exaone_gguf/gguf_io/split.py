@@ -156,7 +156,9 @@ class SplitGGUF(GGUFFile):
         for s in shards:
             for t in s.tensors:
                 if t.name in self._by_name:
-                    raise InputError(f"{s.path}: tensor {t.name!r} also appears in an earlier shard; re-split the model.")
+                    raise InputError(
+                        f"{s.path}: tensor {t.name!r} also appears in an earlier shard; re-split the model."
+                    )
                 self.tensors.append(t)
                 self._by_name[t.name] = t
                 self._owner[t.name] = s
@@ -188,7 +190,9 @@ def open_model(path: str | os.PathLike[str]) -> GGUFFile:
     try:
         for no, p in enumerate(shard_paths(Path(path), split.count)[1:], start=1):
             if not p.exists():
-                raise InputError(f"{p}: shard {no + 1} of {split.count} of {path} is missing; put every shard beside the first.")
+                raise InputError(
+                    f"{p}: shard {no + 1} of {split.count} of {path} is missing; put every shard beside the first."
+                )
             s = read_gguf(p)
             shards.append(s)
             if s.split is None or s.split.no != no or s.split.count != split.count:

@@ -374,7 +374,9 @@ def write_outputs(outputs: list[Output], fill: Callable[[list[Sink]], None], has
         _cleanup(sinks, renamed)
         if e.errno in (errno.ENOSPC, errno.EFBIG):
             where = outputs[0].paths[0] if len(outputs) == 1 else outputs[0].paths[0].parent
-            raise InputError(f"{where}: {e.strerror} while writing; free space (or raise the limit) and retry.") from None
+            raise InputError(
+                f"{where}: {e.strerror} while writing; free space (or raise the limit) and retry."
+            ) from None
         raise
     except BaseException:
         _cleanup(sinks, renamed)

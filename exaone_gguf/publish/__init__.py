@@ -100,7 +100,11 @@ def variant_stem(plan: GGUFPlan, outtype: str) -> str:
     """`{Basename}-{Size}[-{Finetune}]-{TYPE}` from the plan's general.* keys (LG's naming, e.g.
     EXAONE-4.0-1.2B-Q4_K_M, EXAONE-3.5-2.4B-Instruct-BF16)."""
     kv = {k: v[1] for k, v in plan.kv.items()}
-    parts = [kv.get("general.basename") or kv.get("general.name") or "model", kv.get("general.size_label"), kv.get("general.finetune")]
+    parts = [
+        kv.get("general.basename") or kv.get("general.name") or "model",
+        kv.get("general.size_label"),
+        kv.get("general.finetune"),
+    ]
     return "-".join(_safe(str(p)) for p in parts if p) + f"-{outtype.upper()}"
 
 
@@ -177,7 +181,10 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
     for v, stem in zip(variants, stems):
         assign_paths(v, out_dir / f"{stem}.gguf", max_bytes, max_tensors)
 
-    family = chat_family(variants[0].plan.kv["general.architecture"][1], variants[0].plan.kv.get("tokenizer.chat_template", (None, None))[1])
+    family = chat_family(
+        variants[0].plan.kv["general.architecture"][1],
+        variants[0].plan.kv.get("tokenizer.chat_template", (None, None))[1],
+    )
     extras = [out_dir / "README.md", out_dir / MANIFEST_NAME] + [out_dir / f"{s}.Modelfile" for s in stems]
     title = stems[0][: -len(variants[0].outtype) - 1]
     chart = out_dir / f"{title}-quality.png"
@@ -197,7 +204,11 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
 
     result = PublishResult(out_dir, nonfinite=nonfinite, threads=opts.threads)
     card = ckpt.card
-    lic = " ".join(str(x) for x in (card.get("license_name") or card.get("license"), card.get("license_link")) if isinstance(x, str) and x)
+    lic = " ".join(
+        str(x)
+        for x in (card.get("license_name") or card.get("license"), card.get("license_link"))
+        if isinstance(x, str) and x
+    )
     for v, stem, size in zip(variants, stems, sizes):
         pv = PublishedVariant(v.outtype.upper(), v.paths, size, _bits_per_weight(v.plan), len(v.plan.tensors))
         pv.modelfile = out_dir / f"{stem}.Modelfile"
@@ -213,16 +224,26 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
         result.variants.append(pv)
 
     rows = [
-        FileRow(pv.outtype, [p.name for p in pv.files], pv.size, pv.bits_per_weight, pv.modelfile.name if pv.modelfile else None,
-                pv.mean_kld, pv.same_top1, None if pv.passed is None else ("passed" if pv.passed else "FAILED"),
-                pv.report.name if pv.report else None)
+        FileRow(
+            pv.outtype,
+            [p.name for p in pv.files],
+            pv.size,
+            pv.bits_per_weight,
+            pv.modelfile.name if pv.modelfile else None,
+            pv.mean_kld,
+            pv.same_top1,
+            None if pv.passed is None else ("passed" if pv.passed else "FAILED"),
+            pv.report.name if pv.report else None,
+        )
         for pv in result.variants
     ]
     if chart_rows(rows):  # --validate measured the logits: the quality chart beside the table
         result.chart_shown = write_chart(rows, chart, title)
         result.chart = chart
     result.card = out_dir / "README.md"
-    card_text = render_card(_card_info(ckpt, variants[0].plan, title), rows, MANIFEST_NAME, result.chart.name if result.chart else None)
+    card_text = render_card(
+        _card_info(ckpt, variants[0].plan, title), rows, MANIFEST_NAME, result.chart.name if result.chart else None
+    )
     result.card.write_text(card_text, encoding="utf-8")
     ggufs = [p for pv in result.variants for p in pv.files]
     others = [p for pv in result.variants for p in [pv.modelfile, pv.report] if p is not None] + [result.card]
@@ -238,7 +259,12 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
 def is_release(output: Path | str, opts: ConvertOptions) -> bool:
     """Several types, or an output that is (or is written as) a directory: a release into that folder."""
     text = str(output)
-    many = not isinstance(opts.outtype, str) and len(opts.outtype) > 1 or isinstance(opts.outtype, str) and "," in opts.outtype
+    many = (
+        not isinstance(opts.outtype, str)
+        and len(opts.outtype) > 1
+        or isinstance(opts.outtype, str)
+        and "," in opts.outtype
+    )
     return many or Path(output).is_dir() or text.endswith(("/", "\\"))
 
 

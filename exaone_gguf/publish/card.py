@@ -133,7 +133,11 @@ def usage(info: CardInfo, rows: list[FileRow]) -> str:
 
 def render_card(info: CardInfo, rows: list[FileRow], manifest: str | None = None, chart: str | None = None) -> str:
     """The whole README.md (`chart`: the quality chart's file name, shown beside the table)."""
-    src = f"[{info.base_model}](https://huggingface.co/{info.base_model})" if info.base_model and "/" in info.base_model else (info.base_model or "the source checkpoint")
+    src = (
+        f"[{info.base_model}](https://huggingface.co/{info.base_model})"
+        if info.base_model and "/" in info.base_model
+        else (info.base_model or "the source checkpoint")
+    )
     body = [
         front_matter(info),
         "",
@@ -166,9 +170,19 @@ def render_card(info: CardInfo, rows: list[FileRow], manifest: str | None = None
         ]
     body.append(usage(info, rows))
     if manifest:
-        body += ["## Checksums", "", f"`{manifest}` lists the SHA-256 of every file here (`sha256sum -c {manifest}`).", ""]
+        body += [
+            "## Checksums",
+            "",
+            f"`{manifest}` lists the SHA-256 of every file here (`sha256sum -c {manifest}`).",
+            "",
+        ]
     if info.license:
         lic = info.license_name or info.license
         link = f" ({info.license_link})" if info.license_link else ""
-        body += ["## License", "", f"These files are derived from the original model and carry its license: {lic}{link}.", ""]
+        body += [
+            "## License",
+            "",
+            f"These files are derived from the original model and carry its license: {lic}{link}.",
+            "",
+        ]
     return "\n".join(body).rstrip() + "\n"

@@ -40,7 +40,11 @@ def _quote(text: str) -> str:
 
 def render_modelfile(gguf_name: str, family: str | None, license_text: str | None = None) -> str:
     """The Modelfile text for the GGUF file `gguf_name` (a path relative to the Modelfile)."""
-    lines = ["# Ollama Modelfile written by exaone-gguf; use: ollama create NAME -f THIS_FILE", f"FROM ./{gguf_name}", ""]
+    lines = [
+        "# Ollama Modelfile written by exaone-gguf; use: ollama create NAME -f THIS_FILE",
+        f"FROM ./{gguf_name}",
+        "",
+    ]
     fmt = chat_format(family)
     if fmt is None:
         lines += ["# No chat template is known for this architecture; Ollama falls back to the raw prompt."]

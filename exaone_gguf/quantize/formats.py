@@ -16,38 +16,56 @@ from exaone_gguf.errors import InputError
 T = GGMLQuantizationType
 
 # Tensor types this package can produce (ggml backend; numpy for a subset, see numpy_kernels).
-SUPPORTED_TYPES: frozenset[GGMLQuantizationType] = frozenset({
-    T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1,
-    T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_NL, T.IQ4_XS,
-})
+SUPPORTED_TYPES: frozenset[GGMLQuantizationType] = frozenset(
+    {
+        T.F32,
+        T.F16,
+        T.BF16,
+        T.Q8_0,
+        T.Q4_0,
+        T.Q4_1,
+        T.Q5_0,
+        T.Q5_1,
+        T.Q2_K,
+        T.Q3_K,
+        T.Q4_K,
+        T.Q5_K,
+        T.Q6_K,
+        T.IQ4_NL,
+        T.IQ4_XS,
+    }
+)
 
 
 @dataclass(frozen=True)
 class FileType:
-    name: str                          # CLI spelling, e.g. "q4_k_m"
-    ftype: LlamaFileType               # value llama.cpp writes to general.file_type
-    default_type: GGMLQuantizationType # type of an ordinary 2-D weight before the mixture rules
+    name: str  # CLI spelling, e.g. "q4_k_m"
+    ftype: LlamaFileType  # value llama.cpp writes to general.file_type
+    default_type: GGMLQuantizationType  # type of an ordinary 2-D weight before the mixture rules
 
 
 _F = LlamaFileType
-FILE_TYPES: dict[str, FileType] = {ft.name: ft for ft in (
-    FileType("f32", _F.ALL_F32, T.F32),
-    FileType("f16", _F.MOSTLY_F16, T.F16),
-    FileType("bf16", _F.MOSTLY_BF16, T.BF16),
-    FileType("q8_0", _F.MOSTLY_Q8_0, T.Q8_0),
-    FileType("q4_0", _F.MOSTLY_Q4_0, T.Q4_0),
-    FileType("q4_1", _F.MOSTLY_Q4_1, T.Q4_1),
-    FileType("q5_0", _F.MOSTLY_Q5_0, T.Q5_0),
-    FileType("q5_1", _F.MOSTLY_Q5_1, T.Q5_1),
-    FileType("q2_k", _F.MOSTLY_Q2_K, T.Q2_K),
-    FileType("q3_k_m", _F.MOSTLY_Q3_K_M, T.Q3_K),
-    FileType("q4_k_s", _F.MOSTLY_Q4_K_S, T.Q4_K),
-    FileType("q4_k_m", _F.MOSTLY_Q4_K_M, T.Q4_K),
-    FileType("q5_k_s", _F.MOSTLY_Q5_K_S, T.Q5_K),
-    FileType("q5_k_m", _F.MOSTLY_Q5_K_M, T.Q5_K),
-    FileType("q6_k", _F.MOSTLY_Q6_K, T.Q6_K),
-    FileType("iq4_xs", _F.MOSTLY_IQ4_XS, T.IQ4_XS),
-)}
+FILE_TYPES: dict[str, FileType] = {
+    ft.name: ft
+    for ft in (
+        FileType("f32", _F.ALL_F32, T.F32),
+        FileType("f16", _F.MOSTLY_F16, T.F16),
+        FileType("bf16", _F.MOSTLY_BF16, T.BF16),
+        FileType("q8_0", _F.MOSTLY_Q8_0, T.Q8_0),
+        FileType("q4_0", _F.MOSTLY_Q4_0, T.Q4_0),
+        FileType("q4_1", _F.MOSTLY_Q4_1, T.Q4_1),
+        FileType("q5_0", _F.MOSTLY_Q5_0, T.Q5_0),
+        FileType("q5_1", _F.MOSTLY_Q5_1, T.Q5_1),
+        FileType("q2_k", _F.MOSTLY_Q2_K, T.Q2_K),
+        FileType("q3_k_m", _F.MOSTLY_Q3_K_M, T.Q3_K),
+        FileType("q4_k_s", _F.MOSTLY_Q4_K_S, T.Q4_K),
+        FileType("q4_k_m", _F.MOSTLY_Q4_K_M, T.Q4_K),
+        FileType("q5_k_s", _F.MOSTLY_Q5_K_S, T.Q5_K),
+        FileType("q5_k_m", _F.MOSTLY_Q5_K_M, T.Q5_K),
+        FileType("q6_k", _F.MOSTLY_Q6_K, T.Q6_K),
+        FileType("iq4_xs", _F.MOSTLY_IQ4_XS, T.IQ4_XS),
+    )
+}
 
 
 def file_type(name: str) -> FileType:

@@ -49,8 +49,15 @@ def _lib() -> ctypes.CDLL | None:
         lib = ctypes.CDLL(str(path))
     except OSError:
         return None
-    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, _F32P, ctypes.c_void_p, ctypes.c_int64,
-                                        ctypes.c_int64, ctypes.c_int64, _F32P]
+    lib.ggml_quantize_chunk.argtypes = [
+        ctypes.c_int,
+        _F32P,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        _F32P,
+    ]
     lib.ggml_quantize_chunk.restype = ctypes.c_size_t
     lib.ggml_quantize_init.argtypes = [ctypes.c_int]
     lib.ggml_quantize_init.restype = None
@@ -80,13 +87,15 @@ def requires_imatrix(qtype: GGMLQuantizationType) -> bool:
 def _require() -> ctypes.CDLL:
     lib = _lib()
     if lib is None:
-        raise RuntimeError("llama-cpp-python's libggml-base was not found; install llama-cpp-python "
-                           "or use backend='numpy'")
+        raise RuntimeError(
+            "llama-cpp-python's libggml-base was not found; install llama-cpp-python or use backend='numpy'"
+        )
     return lib
 
 
-def quantize_rows(x: np.ndarray, qtype: GGMLQuantizationType, imatrix: np.ndarray | None = None,
-                  threads: int = 1) -> np.ndarray:
+def quantize_rows(
+    x: np.ndarray, qtype: GGMLQuantizationType, imatrix: np.ndarray | None = None, threads: int = 1
+) -> np.ndarray:
     """Quantize float32 rows [nrows, ncols] with ggml; returns uint8 [nrows, row_nbytes].
 
     `imatrix` is one float32 importance weight per column (or None, ggml's plain path).
@@ -134,7 +143,6 @@ def quantize_rows(x: np.ndarray, qtype: GGMLQuantizationType, imatrix: np.ndarra
         for f in [pool.submit(run, r0, r1) for r0, r1 in ranges]:
             f.result()
     return out
-
 
 
 @cache
@@ -197,7 +205,9 @@ def round_activations(x: np.ndarray, weight_type: GGMLQuantizationType) -> np.nd
     quant.argtypes = [_F32P, ctypes.c_void_p, ctypes.c_int64]
     quant.restype = None
     nb = x.size // block
-    bytes_per_block = {GGMLQuantizationType.Q8_0: 34, GGMLQuantizationType.Q8_1: 36, GGMLQuantizationType.Q8_K: 292}[target_q]
+    bytes_per_block = {GGMLQuantizationType.Q8_0: 34, GGMLQuantizationType.Q8_1: 36, GGMLQuantizationType.Q8_K: 292}[
+        target_q
+    ]
     buf = np.empty(nb * bytes_per_block, dtype=np.uint8)
     quant(x.ctypes.data_as(_F32P), buf.ctypes.data, x.size)
     blocks = buf.reshape(nb, bytes_per_block)

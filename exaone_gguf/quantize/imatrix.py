@@ -44,8 +44,9 @@ def _load_gguf(path: Path) -> dict[str, np.ndarray]:
     counts: dict[str, np.ndarray] = {}
     with read_gguf(path) as reader:  # the strict reader: a damaged file is one InputError sentence
         if any(k not in reader for k in keys):
-            raise InputError(f"{path}: imatrix metadata ({', '.join(keys)}) is missing; "
-                             "regenerate it with llama-imatrix.")
+            raise InputError(
+                f"{path}: imatrix metadata ({', '.join(keys)}) is missing; regenerate it with llama-imatrix."
+            )
         for t in reader.tensors:
             for suffix, table in ((_SUMS, sums), (_COUNTS, counts)):
                 if t.name.endswith(suffix):
@@ -91,7 +92,7 @@ def _load_legacy(path: Path) -> dict[str, np.ndarray]:
         (length,) = take("<i")
         if length < 0 or pos + length > len(buf):
             raise InputError(f"{path}: the imatrix file is truncated or is not an imatrix file.")
-        name = buf[pos:pos + length].split(b"\0", 1)[0].decode("utf-8", "replace")
+        name = buf[pos : pos + length].split(b"\0", 1)[0].decode("utf-8", "replace")
         pos += length
         ncall, nval = take("<ii")
         if nval < 1:
@@ -114,8 +115,10 @@ def weights_for(imatrix: dict[str, np.ndarray] | None, name: str, ne: tuple[int,
     if w.size != expected:
         if name in ("token_embd.weight", "per_layer_token_embd.weight"):
             return None
-        raise InputError(f"imatrix entry {name} has {w.size} values but the tensor needs {expected}; "
-                         "use an imatrix computed for this model.")
+        raise InputError(
+            f"imatrix entry {name} has {w.size} values but the tensor needs {expected}; "
+            "use an imatrix computed for this model."
+        )
     return w
 
 
@@ -139,8 +142,13 @@ def write_imatrix(
         sums = np.ascontiguousarray(sums, dtype=np.float32).reshape(len(counts), -1)
         counts = np.asarray(counts, dtype=np.float32).reshape(-1, 1)
         n_mat = len(counts)  # ggml_n_dims: a [ne0, 1] tensor is written as 1-D, as llama-imatrix's files show
-        plan.add_tensor(f"{name}{_SUMS}", (sums.shape[1],) + ((n_mat,) if n_mat > 1 else ()),
-                        GGMLQuantizationType.F32, lambda s=sums: [s])
-        plan.add_tensor(f"{name}{_COUNTS}", (1,) + ((n_mat,) if n_mat > 1 else ()),
-                        GGMLQuantizationType.F32, lambda c=counts: [c])
+        plan.add_tensor(
+            f"{name}{_SUMS}",
+            (sums.shape[1],) + ((n_mat,) if n_mat > 1 else ()),
+            GGMLQuantizationType.F32,
+            lambda s=sums: [s],
+        )
+        plan.add_tensor(
+            f"{name}{_COUNTS}", (1,) + ((n_mat,) if n_mat > 1 else ()), GGMLQuantizationType.F32, lambda c=counts: [c]
+        )
     return write_gguf(plan, Path(path))

@@ -28,8 +28,13 @@ def _float_rows(x: np.ndarray, qtype: T) -> np.ndarray:
     return np.ascontiguousarray(bits).astype(bits.dtype.newbyteorder("<")).view(np.uint8).reshape(x.shape[0], -1)
 
 
-def quantize(x: np.ndarray, qtype: GGMLQuantizationType, imatrix: np.ndarray | None = None,
-             threads: int = 1, backend: str = "auto") -> np.ndarray:
+def quantize(
+    x: np.ndarray,
+    qtype: GGMLQuantizationType,
+    imatrix: np.ndarray | None = None,
+    threads: int = 1,
+    backend: str = "auto",
+) -> np.ndarray:
     """Quantize float32 data whose last axis is the row (ne[0]); returns uint8 [..., row_nbytes].
 
     backend: "auto" (ggml when available, else numpy), "ggml" or "numpy".
@@ -49,8 +54,10 @@ def quantize(x: np.ndarray, qtype: GGMLQuantizationType, imatrix: np.ndarray | N
     else:
         use_ggml = backend == "ggml" or (backend == "auto" and ggml_backend.available())
         if backend == "auto" and not use_ggml and (imatrix is not None or qtype not in numpy_kernels.SUPPORTED):
-            raise RuntimeError(f"quantizing to {qtype.name}{' with an imatrix' if imatrix is not None else ''} "
-                               "needs llama-cpp-python (its ggml library was not found)")
+            raise RuntimeError(
+                f"quantizing to {qtype.name}{' with an imatrix' if imatrix is not None else ''} "
+                "needs llama-cpp-python (its ggml library was not found)"
+            )
         if use_ggml:
             out = ggml_backend.quantize_rows(rows, qtype, imatrix=imatrix, threads=threads)
         else:

@@ -24,24 +24,61 @@ T = GGMLQuantizationType
 
 # Substrings that keep a "*weight" tensor out of quantization (tensor_allows_quantization).
 _NEVER_QUANTIZE = (
-    "_norm.weight", "ffn_gate_inp.weight", "ffn_gate_tid2eid.weight", "altup", "laurel",
-    "per_layer_model_proj", "ssm_conv1d", "shortconv.conv.weight", "indexer.k_proj.weight",
-    "indexer.q_proj.weight", "time_mix_first.weight", "time_mix_w0.weight", "time_mix_w1.weight",
-    "time_mix_w2.weight", "time_mix_v0.weight", "time_mix_v1.weight", "time_mix_v2.weight",
-    "time_mix_a0.weight", "time_mix_a1.weight", "time_mix_a2.weight", "time_mix_g1.weight",
-    "time_mix_g2.weight", "time_mix_decay_w1.weight", "time_mix_decay_w2.weight",
-    "time_mix_lerp_fused.weight", "attn_rel_b.weight", ".position_embd", "sam.pos_embd",
-    "sam.neck.", "sam.net_", ".rel_pos", ".patch_embd", ".patch_merger", "a.rvq.codebook",
+    "_norm.weight",
+    "ffn_gate_inp.weight",
+    "ffn_gate_tid2eid.weight",
+    "altup",
+    "laurel",
+    "per_layer_model_proj",
+    "ssm_conv1d",
+    "shortconv.conv.weight",
+    "indexer.k_proj.weight",
+    "indexer.q_proj.weight",
+    "time_mix_first.weight",
+    "time_mix_w0.weight",
+    "time_mix_w1.weight",
+    "time_mix_w2.weight",
+    "time_mix_v0.weight",
+    "time_mix_v1.weight",
+    "time_mix_v2.weight",
+    "time_mix_a0.weight",
+    "time_mix_a1.weight",
+    "time_mix_a2.weight",
+    "time_mix_g1.weight",
+    "time_mix_g2.weight",
+    "time_mix_decay_w1.weight",
+    "time_mix_decay_w2.weight",
+    "time_mix_lerp_fused.weight",
+    "attn_rel_b.weight",
+    ".position_embd",
+    "sam.pos_embd",
+    "sam.neck.",
+    "sam.net_",
+    ".rel_pos",
+    ".patch_embd",
+    ".patch_merger",
+    "a.rvq.codebook",
     "mm.a.code_embd",
 )
 _NEVER_QUANTIZE_EXACT = ("position_embd.weight", "token_types.weight")
 
 # tensor_type_fallback: a 256-block type whose row is not whole blocks goes to a 32-block type.
 _FALLBACK = {
-    T.IQ1_S: T.IQ4_NL, T.IQ1_M: T.IQ4_NL, T.IQ2_XXS: T.IQ4_NL, T.IQ2_XS: T.IQ4_NL,
-    T.IQ2_S: T.IQ4_NL, T.IQ3_XXS: T.IQ4_NL, T.IQ3_S: T.IQ4_NL, T.IQ4_XS: T.IQ4_NL,
-    T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.TQ1_0: T.Q4_0, T.TQ2_0: T.Q4_0,
-    T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0,
+    T.IQ1_S: T.IQ4_NL,
+    T.IQ1_M: T.IQ4_NL,
+    T.IQ2_XXS: T.IQ4_NL,
+    T.IQ2_XS: T.IQ4_NL,
+    T.IQ2_S: T.IQ4_NL,
+    T.IQ3_XXS: T.IQ4_NL,
+    T.IQ3_S: T.IQ4_NL,
+    T.IQ4_XS: T.IQ4_NL,
+    T.Q2_K: T.Q4_0,
+    T.Q3_K: T.Q4_0,
+    T.TQ1_0: T.Q4_0,
+    T.TQ2_0: T.Q4_0,
+    T.Q4_K: T.Q5_0,
+    T.Q5_K: T.Q5_1,
+    T.Q6_K: T.Q8_0,
 }
 
 _BLK = re.compile(r"blk\.(-?\d+)\.")
@@ -77,10 +114,17 @@ def _category(name: str) -> str:
         return "output"
     if name in ("token_embd.weight", "per_layer_token_embd.weight"):
         return "token_embd"
-    for key, cat in (("attn_qkv.weight", "attn_v"), ("attn_kv_b.weight", "attn_v"),
-                     ("attn_v.weight", "attn_v"), ("attn_k.weight", "attn_k"),
-                     ("attn_q.weight", "attn_q"), ("attn_output.weight", "attn_output"),
-                     ("ffn_up", "ffn_up"), ("ffn_gate", "ffn_gate"), ("ffn_down", "ffn_down")):
+    for key, cat in (
+        ("attn_qkv.weight", "attn_v"),
+        ("attn_kv_b.weight", "attn_v"),
+        ("attn_v.weight", "attn_v"),
+        ("attn_k.weight", "attn_k"),
+        ("attn_q.weight", "attn_q"),
+        ("attn_output.weight", "attn_output"),
+        ("ffn_up", "ffn_up"),
+        ("ffn_gate", "ffn_gate"),
+        ("ffn_down", "ffn_down"),
+    ):
         if key in name:
             return cat
     return "other"
@@ -221,15 +265,21 @@ class TypeOverrides:
     leave_output_tensor: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.tensor_types) or self.output_tensor_type is not None or (
-            self.token_embedding_type is not None) or self.pure or self.leave_output_tensor
+        return (
+            bool(self.tensor_types)
+            or self.output_tensor_type is not None
+            or (self.token_embedding_type is not None)
+            or self.pure
+            or self.leave_output_tensor
+        )
 
     def to_dict(self) -> dict:
         return {
             "tensor_types": [f"{p}={t.name.lower()}" for p, t in self.tensor_types],
             "output_tensor_type": self.output_tensor_type.name.lower() if self.output_tensor_type is not None else None,
             "token_embedding_type": (
-                self.token_embedding_type.name.lower() if self.token_embedding_type is not None else None),
+                self.token_embedding_type.name.lower() if self.token_embedding_type is not None else None
+            ),
             "pure": self.pure,
             "leave_output_tensor": self.leave_output_tensor,
         }
@@ -256,7 +306,9 @@ def parse_tensor_types(items: Iterable[str]) -> tuple[tuple[str, GGMLQuantizatio
     for item in items:
         pattern, sep, qtype = item.partition("=")
         if not sep or not pattern or not qtype:
-            raise InputError(f"--tensor-type {item!r}: write PATTERN=TYPE, e.g. attn_v=q8_0 or 'blk\\.[0-3]\\.ffn_down=q6_k'.")
+            raise InputError(
+                f"--tensor-type {item!r}: write PATTERN=TYPE, e.g. attn_v=q8_0 or 'blk\\.[0-3]\\.ffn_down=q6_k'."
+            )
         pattern = pattern.lower()
         try:
             re.compile(pattern)
@@ -269,9 +321,17 @@ def parse_tensor_types(items: Iterable[str]) -> tuple[tuple[str, GGMLQuantizatio
 TensorSpec = tuple  # (name, ne) or (name, ne, source_type)
 
 
-def plan_types(tensors: Iterable[TensorSpec], ftype: str, arch: str, n_layers: int, *,
-               n_gqa: int | None = None, has_imatrix: bool = False, n_expert: int = 1,
-               overrides: TypeOverrides | None = None) -> dict[str, GGMLQuantizationType]:
+def plan_types(
+    tensors: Iterable[TensorSpec],
+    ftype: str,
+    arch: str,
+    n_layers: int,
+    *,
+    n_gqa: int | None = None,
+    has_imatrix: bool = False,
+    n_expert: int = 1,
+    overrides: TypeOverrides | None = None,
+) -> dict[str, GGMLQuantizationType]:
     """The type llama_model_quantize gives each tensor for file type `ftype` (a CLI name).
 
     `tensors`: (GGUF name, ne) pairs, ne[0] = row length, optionally with the source type as a
@@ -289,8 +349,12 @@ def plan_types(tensors: Iterable[TensorSpec], ftype: str, arch: str, n_layers: i
     if len(set(names)) != len(names):
         raise ValueError("duplicate tensor names")
     st = _State(
-        ftype=ft.name, arch=arch, n_layers=n_layers, n_gqa=n_gqa,
-        is_70b=_is_70b(arch, n_layers, n_gqa), has_imatrix=has_imatrix,
+        ftype=ft.name,
+        arch=arch,
+        n_layers=n_layers,
+        n_gqa=n_gqa,
+        is_70b=_is_70b(arch, n_layers, n_gqa),
+        has_imatrix=has_imatrix,
         tied="output.weight" not in names,
         n_attention_wv=sum(_category(n) == "attn_v" for n in names),
         n_expert=max(1, int(n_expert or 1)),

@@ -27,6 +27,7 @@ _CHUNK_VALUES = 1 << 15
 
 # ---------------------------------------------------------------- scalar semantics of the C code
 
+
 def _nearest_int(v: np.ndarray) -> np.ndarray:
     """ggml's nearest_int: add 1.5*2^23 in float32 and read the mantissa (ties to even)."""
     bits = (v.astype(f32) + f32(12582912.0)).view(np.int32)
@@ -91,6 +92,7 @@ def _nibbles(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- 32-value block types
 
+
 def _q8_0(xb: np.ndarray) -> np.ndarray:
     amax = np.max(np.abs(xb), axis=1)
     d = amax / f32(127)
@@ -125,8 +127,7 @@ def _affine(xb: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray, np.nda
 def _q4_1(xb: np.ndarray) -> np.ndarray:
     d, mn, q = _affine(xb, 15)
     q = np.minimum(15, _to_int8(q)) & 0xFF
-    return np.concatenate([_u16le(_fp16_bits(d)), _u16le(_fp16_bits(mn)),
-                           _nibbles(q[:, :16], q[:, 16:])], axis=1)
+    return np.concatenate([_u16le(_fp16_bits(d)), _u16le(_fp16_bits(mn)), _nibbles(q[:, :16], q[:, 16:])], axis=1)
 
 
 def _qh_bits(q: np.ndarray) -> np.ndarray:
@@ -143,14 +144,17 @@ def _q5_0(xb: np.ndarray) -> np.ndarray:
 def _q5_1(xb: np.ndarray) -> np.ndarray:
     d, mn, q = _affine(xb, 31)
     q = q & 0xFF  # (uint8_t)(x0 + 0.5f), no clamp in the C code
-    return np.concatenate([_u16le(_fp16_bits(d)), _u16le(_fp16_bits(mn)), _qh_bits(q),
-                           _nibbles(q[:, :16], q[:, 16:])], axis=1)
+    return np.concatenate(
+        [_u16le(_fp16_bits(d)), _u16le(_fp16_bits(mn)), _qh_bits(q), _nibbles(q[:, :16], q[:, 16:])], axis=1
+    )
 
 
 # ---------------------------------------------------------------- K-quants (256-value super-blocks)
 
-def _make_qkx2_quants(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float,
-                      nstep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
+def _make_qkx2_quants(
+    x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """make_qkx2_quants (use_mad=false) over rows of x: returns (scale, the_min, L)."""
     mn = _argmin_first(x)
     mx = _argmax_first(x)
@@ -272,18 +276,25 @@ def _q6_k(xb: np.ndarray) -> np.ndarray:
         l2 = np.clip(_nearest_int(xb.reshape(nb, 16, 16) / d[..., None]), -32, 31) + 32
     L = np.where((d != 0)[..., None], l2, L).reshape(nb, 2, 4, 32)  # [half, quarter, l]
 
-    ql = np.concatenate([_nibbles(L[:, :, 0], L[:, :, 2]), _nibbles(L[:, :, 1], L[:, :, 3])],
-                        axis=2).reshape(nb, 128)
-    qh = ((L[:, :, 0] >> 4) | ((L[:, :, 1] >> 4) << 2) | ((L[:, :, 2] >> 4) << 4)
-          | ((L[:, :, 3] >> 4) << 6)).astype(np.uint8).reshape(nb, 64)
+    ql = np.concatenate([_nibbles(L[:, :, 0], L[:, :, 2]), _nibbles(L[:, :, 1], L[:, :, 3])], axis=2).reshape(nb, 128)
+    qh = (
+        ((L[:, :, 0] >> 4) | ((L[:, :, 1] >> 4) << 2) | ((L[:, :, 2] >> 4) << 4) | ((L[:, :, 3] >> 4) << 6))
+        .astype(np.uint8)
+        .reshape(nb, 64)
+    )
     out = np.concatenate([ql, qh, (sc & 0xFF).astype(np.uint8), _u16le(d16)], axis=1)
     out[zero] = 0  # memset(&y[i], 0, ...) for an all-zero super-block
     return out
 
 
 _KERNELS = {
-    T.Q8_0: _q8_0, T.Q4_0: _q4_0, T.Q4_1: _q4_1, T.Q5_0: _q5_0, T.Q5_1: _q5_1,
-    T.Q4_K: _q4_k, T.Q6_K: _q6_k,
+    T.Q8_0: _q8_0,
+    T.Q4_0: _q4_0,
+    T.Q4_1: _q4_1,
+    T.Q5_0: _q5_0,
+    T.Q5_1: _q5_1,
+    T.Q4_K: _q4_k,
+    T.Q6_K: _q6_k,
 }
 
 SUPPORTED: frozenset[GGMLQuantizationType] = frozenset(_KERNELS)
@@ -306,5 +317,5 @@ def quantize_rows(x: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
     step = max(1, _CHUNK_VALUES // blck)
     with np.errstate(all="ignore"):
         for b0 in range(0, blocks.shape[0], step):
-            out[b0:b0 + step] = kernel(blocks[b0:b0 + step])
+            out[b0 : b0 + step] = kernel(blocks[b0 : b0 + step])
     return out.reshape(nrows, nbytes)

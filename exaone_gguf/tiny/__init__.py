@@ -16,9 +16,9 @@ import numpy as np
 
 from exaone_gguf.checkpoint.spec import ModelSpec, parse_config
 from exaone_gguf.checkpoint.st_writer import TensorSource, write_checkpoint_weights
-from exaone_gguf.families import Family, family_for, tiny_recipe, tiny_recipes
-from exaone_gguf.errors import InputError
 from exaone_gguf.elements import f32_to_bf16_bits as fp32_to_bf16_bits
+from exaone_gguf.errors import InputError
+from exaone_gguf.families import Family, family_for, tiny_recipe, tiny_recipes
 from exaone_gguf.tiny.tokenizer import write_tokenizer_files
 
 FAMILIES = tiny_recipes()  # every make-tiny family name the family modules declare
@@ -103,7 +103,9 @@ def _weights(spec: ModelSpec, seed: int, dtype: str) -> list[TensorSource]:
     return sources
 
 
-def _weight(spec: ModelSpec, fam: Family, gguf_name: str, name: str, shape: tuple[int, ...], seed: int, key: tuple, dtype: str) -> TensorSource:
+def _weight(
+    spec: ModelSpec, fam: Family, gguf_name: str, name: str, shape: tuple[int, ...], seed: int, key: tuple, dtype: str
+) -> TensorSource:
     emb_std = 10.0 / np.sqrt(spec.hidden_size)  # logit std ~10 after the final norm
     update = 0.2 * np.sqrt(8 / (2 * spec.num_layers))  # size of each sublayer's residual update
     if gguf_name.endswith(_POST_NORMS):  # EXAONE 4: the post-norm gain sets the update size
@@ -222,7 +224,9 @@ def make_tiny(
     elif fam.tiny_tokenizer.writer is not None:
         import importlib
 
-        importlib.import_module(f"exaone_gguf.tiny.{fam.tiny_tokenizer.writer}").write_tokenizer(out, _chat_template(fam, family))
+        importlib.import_module(f"exaone_gguf.tiny.{fam.tiny_tokenizer.writer}").write_tokenizer(
+            out, _chat_template(fam, family)
+        )
     else:
         template = _chat_template(fam, family)
         if template is None:

@@ -65,6 +65,7 @@ def awq_sources(cfg: dict[str, Any], sources: list[TensorSource]) -> list[Tensor
         if not is_awq_linear(src.name, src.shape) or awq.keeps_float(prefix):
             out.append(src)
             continue
+
         # Computed when the writer asks, one layer at a time (the float weights are regenerated from the seed).
         def layer(src=src):
             codes, zeros, scales = quantize_awq(_materialize(src), awq.group_size)

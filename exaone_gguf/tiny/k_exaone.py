@@ -44,7 +44,10 @@ def write_tokenizer(out_dir: Path, chat_template: str) -> int:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizer()
     trainer = trainers.BpeTrainer(
-        vocab_size=N_MERGE_VOCAB, min_frequency=1, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=N_MERGE_VOCAB,
+        min_frequency=1,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator([TRAINING_TEXT] * 4, trainer=trainer)
     tj = json.loads(tok.to_str())
@@ -53,7 +56,15 @@ def write_tokenizer(out_dir: Path, chat_template: str) -> int:
     vocab.update({t: i + len(added) for t, i in sorted(tj["model"]["vocab"].items(), key=lambda kv: kv[1])})
     tj["model"]["vocab"] = vocab
     tj["added_tokens"] = [
-        {"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": s}
+        {
+            "id": i,
+            "content": c,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": s,
+        }
         for i, (c, s) in enumerate(added)
     ]
     tj["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
@@ -73,5 +84,7 @@ def write_tokenizer(out_dir: Path, chat_template: str) -> int:
         "unk_token": "[UNK]",
     }
     (out_dir / "chat_template.jinja").write_text(chat_template, encoding="utf-8")
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(cfg, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "tokenizer_config.json").write_text(
+        json.dumps(cfg, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+    )
     return len(vocab)

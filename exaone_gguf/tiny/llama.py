@@ -27,7 +27,7 @@ KULLM3_SYSTEM_PROMPT = (
 KULLM3_TEMPLATE = (
     "{% if messages[0]['role'] == 'system' %}"
     "{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}"
-    "{% else %}{% set loop_messages = messages %}{% set system_message = \"" + KULLM3_SYSTEM_PROMPT + "\" %}{% endif %}"
+    '{% else %}{% set loop_messages = messages %}{% set system_message = "' + KULLM3_SYSTEM_PROMPT + '" %}{% endif %}'
     "{% for message in loop_messages %}"
     "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
     "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
@@ -78,7 +78,14 @@ def write_spm_tokenizer(out_dir: Path, chat_template: str = KULLM3_TEMPLATE) -> 
         "add_bos_token": True,
         "add_eos_token": False,
         "added_tokens_decoder": {
-            str(i): {"content": c, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
+            str(i): {
+                "content": c,
+                "lstrip": False,
+                "normalized": False,
+                "rstrip": False,
+                "single_word": False,
+                "special": True,
+            }
             for i, c in enumerate(("<unk>", "<s>", "</s>"))
         },
         **specials,
@@ -91,6 +98,8 @@ def write_spm_tokenizer(out_dir: Path, chat_template: str = KULLM3_TEMPLATE) -> 
         "tokenizer_class": "LlamaTokenizer",
         "use_default_system_prompt": False,
     }
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(cfg, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "tokenizer_config.json").write_text(
+        json.dumps(cfg, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+    )
     (out_dir / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n", encoding="utf-8")
     return SPM_PIECES

@@ -14,7 +14,17 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 N_MERGE_VOCAB = 3000  # trained BPE size (bytes + merges), placed after the 362 added tokens
 
-_CODE_TAGS = ["<|c|>", "<|c++|>", "<|python|>", "<|javascript|>", "<|markdown|>", "<|html|>", "<|css|>", "<|vue|>", "<|java|>"]
+_CODE_TAGS = [
+    "<|c|>",
+    "<|c++|>",
+    "<|python|>",
+    "<|javascript|>",
+    "<|markdown|>",
+    "<|html|>",
+    "<|css|>",
+    "<|vue|>",
+    "<|java|>",
+]
 _PI = ["URL", "EMAIL", "ACCOUNT_NUM", "PHONE_NUM", "BUSINESS_NUM", "ANNON", "KEY", "ID", "IP_ADDRESS", "USER"]
 _TOOL = ["</tool_call>", "<tool_call>", "</tool_result>", "<tool_result>", "</think>", "<think>"]
 _ROLES = ["[|system|]", "[|tool|]", "[|assistant|]", "[|user|]", "[|endofturn|]"]
@@ -61,10 +71,15 @@ def build_tokenizer(split_digits: bool) -> Tokenizer:
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     trained = Tokenizer(models.BPE())
     trained.pre_tokenizer = (
-        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level]) if split_digits else byte_level
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if split_digits
+        else byte_level
     )
     trainer = trainers.BpeTrainer(
-        vocab_size=N_MERGE_VOCAB, min_frequency=1, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=N_MERGE_VOCAB,
+        min_frequency=1,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     trained.train_from_iterator([TRAINING_TEXT] * 4, trainer=trainer)
     return trained
@@ -81,7 +96,15 @@ def write_tokenizer_files(out_dir: Path, split_digits: bool, chat_template: str,
     tj = trained
     tj["model"]["vocab"] = vocab
     tj["added_tokens"] = [
-        {"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": s}
+        {
+            "id": i,
+            "content": c,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": s,
+        }
         for i, (c, s) in enumerate(added)
     ]
     tj["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
@@ -103,5 +126,7 @@ def write_tokenizer_files(out_dir: Path, split_digits: bool, chat_template: str,
         (out_dir / "chat_template.jinja").write_text(chat_template, encoding="utf-8")
     else:
         cfg["chat_template"] = chat_template
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(cfg, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "tokenizer_config.json").write_text(
+        json.dumps(cfg, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+    )
     return len(vocab)

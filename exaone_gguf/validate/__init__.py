@@ -70,7 +70,9 @@ def check_chat_stop(runner: Runner, eos: int | None) -> CheckResult:
     content = choice["message"].get("content") or ""
     if choice["finish_reason"] != "stop" or content:
         return CheckResult(
-            name, "fail", f"generation went on after EOS {eos} (finish_reason {choice['finish_reason']}, text {content[:40]!r})"
+            name,
+            "fail",
+            f"generation went on after EOS {eos} (finish_reason {choice['finish_reason']}, text {content[:40]!r})",
         )
     return CheckResult(name, "pass", f"stopped at EOS {eos} with no text")
 
@@ -89,9 +91,13 @@ def check_structure(f, ckpt, got: np.ndarray, tokens: list[int], file_type: str)
     limit = structure_limit(file_type)
     slack = family_for(ckpt.spec).structure_slack
     if slack != 1.0 and file_type.upper().removeprefix("MOSTLY_") in ("F16", "BF16"):
-        limit = dataclasses.replace(limit, max_rel_logit_diff=limit.max_rel_logit_diff * slack, max_mean_kld=limit.max_mean_kld * slack)
+        limit = dataclasses.replace(
+            limit, max_rel_logit_diff=limit.max_rel_logit_diff * slack, max_mean_kld=limit.max_mean_kld * slack
+        )
     ok, detail = judge_structure(c, limit)
-    return CheckResult(name, "pass" if ok else "fail", detail, {"limit": dataclasses.asdict(limit), **c.to_dict()}), c.to_dict()
+    return CheckResult(
+        name, "pass" if ok else "fail", detail, {"limit": dataclasses.asdict(limit), **c.to_dict()}
+    ), c.to_dict()
 
 
 def check_logits(
@@ -110,7 +116,11 @@ def check_logits(
     comparison = compare_logits(ref, got, tokens)
     # fidelity: how much the type costs this model; below the thresholds a warning unless the gate is on
     results = [structure] + [
-        CheckResult(f"logits: {name.replace('_', ' ')}", "pass" if ok else ("fail" if gate or name == "finite" else "warn"), detail)
+        CheckResult(
+            f"logits: {name.replace('_', ' ')}",
+            "pass" if ok else ("fail" if gate or name == "finite" else "warn"),
+            detail,
+        )
         for name, ok, detail in judge(comparison, thresholds)
     ]
     return results, comparison.to_dict()
@@ -140,8 +150,14 @@ def validate(
     ft = file_type_name(f.get("general.file_type"))
     thresholds = override_thresholds(thresholds_for(ft), threshold_overrides)
     threads = resolve_threads(threads)
-    report = Report(str(model), str(reference) if reference else None, ft, device, thresholds=dataclasses.asdict(thresholds),
-                    threads=threads)
+    report = Report(
+        str(model),
+        str(reference) if reference else None,
+        ft,
+        device,
+        thresholds=dataclasses.asdict(thresholds),
+        threads=threads,
+    )
     checks = report.checks
     checks += check_metadata(f, ckpt)
     if ckpt is not None:
@@ -153,10 +169,14 @@ def validate(
     bos = f.get("tokenizer.ggml.bos_token_id")
     tok_text = lambda i: tokens_list[i] if i is not None and 0 <= i < len(tokens_list) else ""  # noqa: E731
     gguf_template = f.get("tokenizer.chat_template")
-    checks += check_templates(ckpt.tokenizer.chat_template if ckpt else None, gguf_template, tok_text(bos), tok_text(eos))
+    checks += check_templates(
+        ckpt.tokenizer.chat_template if ckpt else None, gguf_template, tok_text(bos), tok_text(eos)
+    )
 
     try:
-        runner = Runner(model, n_ctx=max(256, max_tokens), device=device, threads=threads)  # room for the chat check too
+        runner = Runner(
+            model, n_ctx=max(256, max_tokens), device=device, threads=threads
+        )  # room for the chat check too
     except InputError as e:
         checks.append(CheckResult("llama.cpp: loads the file", "fail", str(e)))
         report.seconds = time.perf_counter() - start

@@ -139,8 +139,9 @@ def store_base(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return q, scale, min_log_prob
 
 
-def score_chunk(logits: np.ndarray, targets: np.ndarray, q: np.ndarray, scale: np.ndarray, min_lp: np.ndarray,
-                st: KLDStats) -> None:
+def score_chunk(
+    logits: np.ndarray, targets: np.ndarray, q: np.ndarray, scale: np.ndarray, min_lp: np.ndarray, st: KLDStats
+) -> None:
     """llama-perplexity's log_softmax(..., base_log_prob, tok, kld) for each row of one chunk."""
     rows = np.arange(len(targets))
     mx, lse = _log_sum_exp(logits)
@@ -180,8 +181,15 @@ class _Evaluator:
         self.lc = llama_cpp
         try:
             self.llm = Llama(
-                str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=min(512, n_ctx), logits_all=False, flash_attn=True,
-                n_threads=threads, n_threads_batch=threads, verbose=False,
+                str(path),
+                n_ctx=n_ctx,
+                n_batch=n_ctx,
+                n_ubatch=min(512, n_ctx),
+                logits_all=False,
+                flash_attn=True,
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,
             )
         except ValueError as e:
             raise InputError(f"{path}: llama.cpp could not load it ({e}); the file is broken or unsupported.") from None
@@ -207,7 +215,9 @@ class _Evaluator:
         if rc != 0:
             raise RuntimeError(f"llama_decode failed ({rc})")
         ptr = lc.llama_get_logits(self.ctx)
-        out = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=((n - first) * self.n_vocab,))
+        out = np.ctypeslib.as_array(
+            ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=((n - first) * self.n_vocab,)
+        )
         return out.reshape(n - first, self.n_vocab)[:-1].copy()  # the last position predicts past the chunk
 
     def close(self) -> None:
@@ -226,8 +236,14 @@ def tokenize(base: Path, text: str) -> list[int]:
         llm.close()
 
 
-def compare_against(model: Path, base: Path, tokens: list[int], n_ctx: int = DEFAULT_CTX, n_chunks: int | None = None,
-                    threads: int | None = None) -> dict:
+def compare_against(
+    model: Path,
+    base: Path,
+    tokens: list[int],
+    n_ctx: int = DEFAULT_CTX,
+    n_chunks: int | None = None,
+    threads: int | None = None,
+) -> dict:
     """llama-perplexity's KL-divergence statistics of `model` against `base` on `tokens` (see the module doc)."""
     if n_ctx < 4 or n_ctx % 2:
         raise InputError(f"--ctx {n_ctx}: give an even context of at least 4 tokens.")
@@ -255,11 +271,13 @@ def compare_against(model: Path, base: Path, tokens: list[int], n_ctx: int = DEF
         ev = _Evaluator(model, n_ctx, threads)
         try:
             if ev.n_vocab != n_vocab:
-                raise InputError(f"{model}: its vocabulary has {ev.n_vocab} tokens and {base} has {n_vocab}; "
-                                 "--against compares two files of the same model.")
+                raise InputError(
+                    f"{model}: its vocabulary has {ev.n_vocab} tokens and {base} has {n_vocab}; "
+                    "--against compares two files of the same model."
+                )
             st = KLDStats()
             for c in range(n_chunk):
-                score_chunk(ev.chunk(toks[c]), toks[c, first + 1:], q_all[c], scale_all[c], min_all[c], st)
+                score_chunk(ev.chunk(toks[c]), toks[c, first + 1 :], q_all[c], scale_all[c], min_all[c], st)
         finally:
             ev.close()
             del q_all
@@ -289,11 +307,15 @@ def validate_against(
     thresholds = override_thresholds(thresholds_for(ft), threshold_overrides)
     report = Report(str(model), str(base), ft, "cpu", thresholds={"against": ft_base, **thresholds.__dict__})
     same_vocab = fm.get("tokenizer.ggml.tokens") == fb.get("tokenizer.ggml.tokens")
-    report.checks.append(CheckResult(
-        "against: same vocabulary", "pass" if same_vocab else "fail",
-        f"{len(fb.get('tokenizer.ggml.tokens') or [])} tokens, identical" if same_vocab
-        else f"{model.name} and {base.name} list different tokens: not two files of one model",
-    ))
+    report.checks.append(
+        CheckResult(
+            "against: same vocabulary",
+            "pass" if same_vocab else "fail",
+            f"{len(fb.get('tokenizer.ggml.tokens') or [])} tokens, identical"
+            if same_vocab
+            else f"{model.name} and {base.name} list different tokens: not two files of one model",
+        )
+    )
     if not same_vocab:
         report.seconds = time.perf_counter() - start
         return report
@@ -302,16 +324,31 @@ def validate_against(
     gate = quality_gate or bool(threshold_overrides)
     over = "fail" if gate else "warn"
     for name, ok, detail in [
-        ("mean KLD", m["mean_kld"] <= thresholds.max_mean_kld, f"{m['mean_kld']:.4g} (max {thresholds.max_mean_kld:g})"),
+        (
+            "mean KLD",
+            m["mean_kld"] <= thresholds.max_mean_kld,
+            f"{m['mean_kld']:.4g} (max {thresholds.max_mean_kld:g})",
+        ),
         ("p99 KLD", m["p99_kld"] <= thresholds.max_p99_kld, f"{m['p99_kld']:.4g} (max {thresholds.max_p99_kld:g})"),
-        ("same top p", m["same_top1"] >= thresholds.min_same_top1,
-         f"{m['same_top1']:.2f}% (min {thresholds.min_same_top1:g}%)"),
+        (
+            "same top p",
+            m["same_top1"] >= thresholds.min_same_top1,
+            f"{m['same_top1']:.2f}% (min {thresholds.min_same_top1:g}%)",
+        ),
     ]:
-        report.checks.append(CheckResult(f"against {ft_base}: {name}", "pass" if ok else over,
-                                         f"{detail}; {m['n_tokens']} tokens in {m['n_chunks']} chunks of {n_ctx}"))
-    report.checks.append(CheckResult(
-        f"against {ft_base}: perplexity", "pass",
-        f"PPL {m['ppl_test']:.4f} vs {m['ppl_ref']:.4f} (ln ratio {m['ln_ppl_ratio']:+.5f}), max KLD {m['max_kld']:.4g}",
-    ))
+        report.checks.append(
+            CheckResult(
+                f"against {ft_base}: {name}",
+                "pass" if ok else over,
+                f"{detail}; {m['n_tokens']} tokens in {m['n_chunks']} chunks of {n_ctx}",
+            )
+        )
+    report.checks.append(
+        CheckResult(
+            f"against {ft_base}: perplexity",
+            "pass",
+            f"PPL {m['ppl_test']:.4f} vs {m['ppl_ref']:.4f} (ln ratio {m['ln_ppl_ratio']:+.5f}), max KLD {m['max_kld']:.4g}",
+        )
+    )
     report.seconds = time.perf_counter() - start
     return report

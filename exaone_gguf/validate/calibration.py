@@ -102,7 +102,10 @@ CHATS = [
         {"role": "user", "content": "서울에서 부산까지 KTX로 얼마나 걸려요?"},
         {"role": "assistant", "content": "KTX로 서울역에서 부산역까지는 보통 2시간 30분에서 2시간 50분 정도 걸립니다."},
         {"role": "user", "content": "And in English, how far is it?"},
-        {"role": "assistant", "content": "By rail the distance is roughly 420 kilometres, so the train averages about 160 km/h."},
+        {
+            "role": "assistant",
+            "content": "By rail the distance is roughly 420 kilometres, so the train averages about 160 km/h.",
+        },
     ],
     [
         {"role": "user", "content": "Write a Python one-liner that counts the vowels in a string s."},

@@ -40,8 +40,15 @@ class ImatrixResult:
     entries: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"output": str(self.output), "n_tokens": self.n_tokens, "chunks": self.chunks, "ctx": self.ctx,
-                "n_entries": self.n_entries, "dataset": self.dataset, "file_size": self.file_size}
+        return {
+            "output": str(self.output),
+            "n_tokens": self.n_tokens,
+            "chunks": self.chunks,
+            "ctx": self.ctx,
+            "n_entries": self.n_entries,
+            "dataset": self.dataset,
+            "file_size": self.file_size,
+        }
 
 
 class _Collector:
@@ -59,7 +66,9 @@ class _Collector:
         x2 = x.reshape(-1, x.shape[-1]).astype(np.float64)
         s = np.einsum("ij,ij->j", x2, x2)
         if not np.all(np.isfinite(s)):
-            raise InputError(f"the source's activations entering {name} are not finite; check the checkpoint's weights.")
+            raise InputError(
+                f"the source's activations entering {name} are not finite; check the checkpoint's weights."
+            )
         if name in self.sums:
             self.sums[name] += s
         else:
@@ -88,7 +97,7 @@ def chunk_tokens(ids: list[int], ctx: int, chunks: int | None, bos: int | None) 
         n = min(n, chunks)
     out = []
     for i in range(n):
-        c = list(ids[i * ctx:(i + 1) * ctx])
+        c = list(ids[i * ctx : (i + 1) * ctx])
         if bos is not None:
             c[0] = bos
         out.append(c)
@@ -132,14 +141,18 @@ def collect_imatrix(
         body, dataset = read_text(text), str(text)
     else:
         tok = ckpt.tokenizer
-        body = calibration_text(tok.chat_template, _token_text(tok, tok.bos_token_id), _token_text(tok, tok.eos_token_id))
+        body = calibration_text(
+            tok.chat_template, _token_text(tok, tok.bos_token_id), _token_text(tok, tok.eos_token_id)
+        )
         dataset = "exaone-gguf built-in calibration text"
     ids, bos = tokenize(ckpt, body)
     parts = chunk_tokens(ids, ctx, chunks, bos)
     if not parts:
         src_name = text if text is not None else "the built-in calibration text"
-        raise InputError(f"{src_name}: tokenizes to {len(ids)} tokens, fewer than one chunk of --ctx {ctx}; "
-                         "give a longer text or a smaller --ctx.")
+        raise InputError(
+            f"{src_name}: tokenizes to {len(ids)} tokens, fewer than one chunk of --ctx {ctx}; "
+            "give a longer text or a smaller --ctx."
+        )
     collector = _Collector()
     ref_common.LINEAR_OBSERVERS.append(collector)
     try:
@@ -150,8 +163,10 @@ def collect_imatrix(
                     progress(i + 1, len(parts))
     finally:
         ref_common.LINEAR_OBSERVERS.remove(collector)
-    stats = {n: (collector.sums[n].astype(np.float32)[None, :], np.array([collector.counts[n]], np.float32))
-             for n in collector.sums}
+    stats = {
+        n: (collector.sums[n].astype(np.float32)[None, :], np.array([collector.counts[n]], np.float32))
+        for n in collector.sums
+    }
     size = write_imatrix(out, stats, [dataset], len(parts), ctx)
     return ImatrixResult(out, len(parts) * ctx, len(parts), ctx, len(stats), dataset, size, sorted(stats))
 

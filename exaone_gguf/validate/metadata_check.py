@@ -8,9 +8,8 @@ hyperparameter lists), so a converter bug is not mirrored by the check; what a f
 from __future__ import annotations
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES
+from gguf import GGML_QUANT_SIZES, GGUFValueType, Keys, LlamaFileType
 from gguf import GGMLQuantizationType as T
-from gguf import GGUFValueType, Keys, LlamaFileType
 
 from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.checkpoint.spec import ModelSpec
@@ -20,7 +19,6 @@ from exaone_gguf.gguf_io import GGUFFile
 from exaone_gguf.quantize.formats import FILE_TYPES
 from exaone_gguf.quantize.mixtures import plan_types
 from exaone_gguf.validate.results import CheckResult
-
 
 
 def eos_token_of(arch: str | None) -> str | None:
@@ -39,8 +37,10 @@ def _result(name: str, problems: list[str], ok_detail: str) -> CheckResult:
 
 def _missing(key: str) -> str:
     if key.endswith(".attention.layer_norm_rms_epsilon"):  # llama.cpp's convert_hf_to_gguf.py omits it for EXAONE 3.x
-        return (f"{key} is missing, so llama.cpp refuses to load the file (llama.cpp's own converter leaves it out "
-                "for EXAONE 3.x); convert the checkpoint with exaone-gguf convert")
+        return (
+            f"{key} is missing, so llama.cpp refuses to load the file (llama.cpp's own converter leaves it out "
+            "for EXAONE 3.x); convert the checkpoint with exaone-gguf convert"
+        )
     return f"{key} missing"
 
 
@@ -97,12 +97,16 @@ def check_rope_freqs(f: GGUFFile, spec: ModelSpec) -> CheckResult:
     want = llama3_divisors(spec)
     has = any(t.name == "rope_freqs.weight" for t in f.tensors)
     if want is None:
-        return _result(name, ["rope_freqs.weight present but config.json has no llama3 rope scaling"] if has else [], "none, as config")
+        return _result(
+            name,
+            ["rope_freqs.weight present but config.json has no llama3 rope scaling"] if has else [],
+            "none, as config",
+        )
     if not has:
         return CheckResult(name, "fail", "rope_freqs.weight missing: llama.cpp would run without llama3 rope scaling")
     got = f.tensor_f32("rope_freqs.weight").reshape(-1)
     if got.shape != want.shape or not np.allclose(got, want, rtol=1e-6, atol=0):
-        return CheckResult(name, "fail", f"rope_freqs values differ from the llama3 factors of config.json")
+        return CheckResult(name, "fail", "rope_freqs values differ from the llama3 factors of config.json")
     return CheckResult(name, "pass", f"{len(want)} factors, factor {spec.rope_scaling.factor:g}")
 
 
@@ -112,8 +116,10 @@ def check_sliding_window(f: GGUFFile, arch: str, n_layers: int, spec: ModelSpec 
     pattern = f.get(Keys.Attention.SLIDING_WINDOW_PATTERN.format(arch=arch))
     hybrid = spec.is_hybrid if spec is not None else (pattern is not None and bool(np.any(pattern)))
     if not hybrid:
-        return CheckResult(name, "pass", "all layers global, as config") if window is None else CheckResult(
-            name, "warn", f"sliding_window = {window} on a model without sliding layers"
+        return (
+            CheckResult(name, "pass", "all layers global, as config")
+            if window is None
+            else CheckResult(name, "warn", f"sliding_window = {window} on a model without sliding layers")
         )
     problems = []
     if spec is not None:
@@ -164,10 +170,18 @@ def check_vocab(f: GGUFFile, ckpt: Checkpoint | None) -> list[CheckResult]:
     pre = f.get("tokenizer.ggml.pre")
     if ckpt is not None:
         want_pre = ckpt.tokenizer.pre
-        out.append(_result("metadata: pre-tokenizer", [] if pre == want_pre else [f"{pre!r}, source tokenizer needs {want_pre!r}"], pre))
+        out.append(
+            _result(
+                "metadata: pre-tokenizer",
+                [] if pre == want_pre else [f"{pre!r}, source tokenizer needs {want_pre!r}"],
+                pre,
+            )
+        )
     elif want_model is not None and fam.pre_tokenizers:  # byte-level BPE families: one of their pre-tokenizers
         ok = pre in fam.pre_tokenizers
-        out.append(_result("metadata: pre-tokenizer", [] if ok else [f"{pre!r} is not a {arch} pre-tokenizer"], str(pre)))
+        out.append(
+            _result("metadata: pre-tokenizer", [] if ok else [f"{pre!r} is not a {arch} pre-tokenizer"], str(pre))
+        )
     return out
 
 
@@ -184,7 +198,9 @@ def check_special_ids(f: GGUFFile, ckpt: Checkpoint | None) -> CheckResult:
             "padding": tok.pad_token_id if tok.pad_token_id is not None else spec.pad_token_id,
         }
         if got["unknown"] is None and f.get("tokenizer.ggml.model") == "gpt2":
-            del want["unknown"]  # llama.cpp's converter omits it; byte-level BPE never produces UNK (a wrong id still fails)
+            del want[
+                "unknown"
+            ]  # llama.cpp's converter omits it; byte-level BPE never produces UNK (a wrong id still fails)
         problems += [f"{k} id {got[k]}, expected {v}" for k, v in want.items() if v is not None and got[k] != v]
         if spec.eos_token_id is not None and got["eos"] != spec.eos_token_id:
             problems.append(f"eos id {got['eos']} but config.json's eos_token_id is {spec.eos_token_id}")
@@ -205,19 +221,31 @@ def check_tensor_types(f: GGUFFile, n_layers: int, n_gqa: int | None) -> CheckRe
     if ftname.lower() not in FILE_TYPES:
         return CheckResult(name, "warn", f"file type {ftname}: no mixture rules to check against")
     want = plan_types(  # F32/F16/BF16 included: weights that type, norms F32
-        [(t.name, t.shape) for t in f.tensors], ftname.lower(), f.get("general.architecture"), n_layers, n_gqa=n_gqa,
+        [(t.name, t.shape) for t in f.tensors],
+        ftname.lower(),
+        f.get("general.architecture"),
+        n_layers,
+        n_gqa=n_gqa,
         n_expert=int(f.get(f"{f.get('general.architecture')}.expert_count", 0) or 0),
     )
     differ = [t for t in f.tensors if t.tensor_type != want[t.name]]
     worse = [t for t in differ if _bits(t.tensor_type) <= _bits(want[t.name])]
     if worse:
         t = worse[0]
-        return CheckResult(name, "fail", f"{len(worse)} tensors differ from file type {ftname}: {t.name} is "
-                           f"{t.tensor_type.name}, expected {want[t.name].name}")
+        return CheckResult(
+            name,
+            "fail",
+            f"{len(worse)} tensors differ from file type {ftname}: {t.name} is "
+            f"{t.tensor_type.name}, expected {want[t.name].name}",
+        )
     if differ:  # kept more precise than the mixture (llama-quantize --token-embedding-type and the like)
         t = differ[0]
-        return CheckResult(name, "warn", f"{len(differ)} tensors more precise than {ftname}'s mixture: {t.name} is "
-                           f"{t.tensor_type.name} (mixture: {want[t.name].name})")
+        return CheckResult(
+            name,
+            "warn",
+            f"{len(differ)} tensors more precise than {ftname}'s mixture: {t.name} is "
+            f"{t.tensor_type.name} (mixture: {want[t.name].name})",
+        )
     return CheckResult(name, "pass", f"{len(f.tensors)} tensors consistent with {ftname}")
 
 
@@ -233,9 +261,15 @@ def check_tensor_shapes(f: GGUFFile, ckpt: Checkpoint) -> CheckResult:
     want = {m.gguf_name: tuple(reversed(m.hf_shape)) for m in fam.tensor_map(ckpt.spec)}
     got = {t.name: tuple(t.shape) for t in f.tensors if t.name != "rope_freqs.weight"}
     problems = [f"{n} missing" for n in want if n not in got]
-    problems += [f"{n} has shape {list(got[n])}, expected {list(s)}" for n, s in want.items() if n in got and got[n] != s]
+    problems += [
+        f"{n} has shape {list(got[n])}, expected {list(s)}" for n, s in want.items() if n in got and got[n] != s
+    ]
     problems += [f"unexpected tensor {n}" for n in got if n not in want]
-    return _result("metadata: tensors", problems[:3] + ([f"... {len(problems) - 3} more"] if len(problems) > 3 else []), f"{len(got)} tensors")
+    return _result(
+        "metadata: tensors",
+        problems[:3] + ([f"... {len(problems) - 3} more"] if len(problems) > 3 else []),
+        f"{len(got)} tensors",
+    )
 
 
 def check_metadata(f: GGUFFile, ckpt: Checkpoint | None) -> list[CheckResult]:
@@ -251,7 +285,12 @@ def check_metadata(f: GGUFFile, ckpt: Checkpoint | None) -> list[CheckResult]:
         out.append(check_rope_freqs(f, spec))
         out.append(check_tensor_shapes(f, ckpt))
     else:
-        required = [Keys.LLM.BLOCK_COUNT, Keys.LLM.EMBEDDING_LENGTH, Keys.Attention.HEAD_COUNT, Keys.Attention.LAYERNORM_RMS_EPS]
+        required = [
+            Keys.LLM.BLOCK_COUNT,
+            Keys.LLM.EMBEDDING_LENGTH,
+            Keys.Attention.HEAD_COUNT,
+            Keys.Attention.LAYERNORM_RMS_EPS,
+        ]
         missing = [k.format(arch=arch) for k in required if f.get(k.format(arch=arch)) is None]
         problems = [_missing(k) for k in missing]
         if arch not in gguf_archs():
@@ -264,7 +303,13 @@ def check_metadata(f: GGUFFile, ckpt: Checkpoint | None) -> list[CheckResult]:
             )
             vals = f.tensor_f32(rope).reshape(-1)
             ok = rope.shape[0] * 2 == head and bool(np.all(np.isfinite(vals))) and bool(np.all(vals >= 1.0))
-            out.append(_result("metadata: rope_freqs (llama3 scaling)", [] if ok else ["rope_freqs has the wrong length or values < 1"], f"{rope.shape[0]} factors"))
+            out.append(
+                _result(
+                    "metadata: rope_freqs (llama3 scaling)",
+                    [] if ok else ["rope_freqs has the wrong length or values < 1"],
+                    f"{rope.shape[0]} factors",
+                )
+            )
     fam = family_of_gguf_arch(arch)
     slides = fam is not None and fam.config is not None and fam.config.sliding_window
     if slides or (ckpt is None and f.get(Keys.Attention.SLIDING_WINDOW.format(arch=arch)) is not None):

@@ -81,7 +81,9 @@ def compare_logits(ref: np.ndarray, test: np.ndarray, tokens: list[int]) -> Logi
         raise InputError(f"logit comparison: shapes differ or are not 2-D (reference {ref.shape}, test {test.shape}).")
     n, vocab = ref.shape
     if len(tokens) != n or n < 2:
-        raise InputError(f"logit comparison: need T >= 2 logit rows and one token per row, got {n} rows, {len(tokens)} tokens.")
+        raise InputError(
+            f"logit comparison: need T >= 2 logit rows and one token per row, got {n} rows, {len(tokens)} tokens."
+        )
     nxt = np.asarray(tokens[1:], dtype=np.int64)
     if nxt.size and (nxt.min() < 0 or nxt.max() >= vocab):
         raise InputError(f"logit comparison: a token id is outside the vocabulary of {vocab}.")
@@ -176,8 +178,11 @@ def judge(c: LogitComparison, t: Thresholds) -> list[tuple[str, bool, str]]:
     if t.max_rel_logit_diff is not None:
         rel = c.rel_logit_diff
         checks.append(
-            ("rel_logit_diff", rel <= t.max_rel_logit_diff,
-             f"max |dlogit| / max |logit| {rel:.3g} (max {t.max_rel_logit_diff:g})")
+            (
+                "rel_logit_diff",
+                rel <= t.max_rel_logit_diff,
+                f"max |dlogit| / max |logit| {rel:.3g} (max {t.max_rel_logit_diff:g})",
+            )
         )
     return [(name, bool(ok), detail) for name, ok, detail in checks]
 

@@ -39,7 +39,10 @@ class Report:
             "device": self.device,
             "passed": self.passed,
             "counts": {s: sum(c.status == s for c in self.checks) for s in ("pass", "fail", "warn", "skip")},
-            "checks": [{"name": c.name, "status": c.status, "detail": c.detail, **({"data": c.data} if c.data else {})} for c in self.checks],
+            "checks": [
+                {"name": c.name, "status": c.status, "detail": c.detail, **({"data": c.data} if c.data else {})}
+                for c in self.checks
+            ],
             "metrics": self.metrics,
             "thresholds": self.thresholds,
             "seconds": round(self.seconds, 3),
@@ -60,7 +63,18 @@ class Report:
         if self.metrics:
             m = self.metrics
             mt = Table(title="logits vs reference", title_justify="left")
-            for col in ("tokens", "mean KLD", "median", "p99", "max", "same top-1", "RMS Δp", "PPL ref", "PPL gguf", "max |Δlogit|"):
+            for col in (
+                "tokens",
+                "mean KLD",
+                "median",
+                "p99",
+                "max",
+                "same top-1",
+                "RMS Δp",
+                "PPL ref",
+                "PPL gguf",
+                "max |Δlogit|",
+            ):
                 mt.add_column(col, justify="right")
             mt.add_row(
                 str(m["n_tokens"]),

@@ -59,7 +59,9 @@ class Runner:
                 verbose=False,
             )
         except ValueError as e:  # llama-cpp-python raises ValueError("Failed to load model from file: ...")
-            raise InputError(f"{self.path}: llama.cpp could not load it ({e}); the file is broken or unsupported.") from None
+            raise InputError(
+                f"{self.path}: llama.cpp could not load it ({e}); the file is broken or unsupported."
+            ) from None
 
     def logits(self, tokens: list[int]) -> np.ndarray:
         self.llm.reset()

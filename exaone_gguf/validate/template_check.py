@@ -65,77 +65,141 @@ _WEATHER_TOOL = {
 }
 
 CONVERSATIONS: tuple[Conversation, ...] = (
-    Conversation("system_single_turn", [
-        {"role": "system", "content": "You are a helpful assistant."},
-        {"role": "user", "content": "Explain how wonderful you are"},
-    ], _ALL),
+    Conversation(
+        "system_single_turn",
+        [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Explain how wonderful you are"},
+        ],
+        _ALL,
+    ),
     Conversation("no_system", [{"role": "user", "content": "Hi"}], _ALL),
-    Conversation("multi_turn", [
-        {"role": "system", "content": _SYSTEM},
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello!"},
-        {"role": "user", "content": "Bye"},
-    ], _ALL),
-    Conversation("korean", [
-        {"role": "system", "content": "당신은 LG AI Research의 EXAONE 모델입니다."},
-        {"role": "user", "content": "안녕하세요! 한국의 수도는 어디인가요?"},
-        {"role": "assistant", "content": "대한민국의 수도는 서울입니다."},
-        {"role": "user", "content": "감사합니다. 날씨는 어때요?"},
-    ], _ALL),
+    Conversation(
+        "multi_turn",
+        [
+            {"role": "system", "content": _SYSTEM},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "Bye"},
+        ],
+        _ALL,
+    ),
+    Conversation(
+        "korean",
+        [
+            {"role": "system", "content": "당신은 LG AI Research의 EXAONE 모델입니다."},
+            {"role": "user", "content": "안녕하세요! 한국의 수도는 어디인가요?"},
+            {"role": "assistant", "content": "대한민국의 수도는 서울입니다."},
+            {"role": "user", "content": "감사합니다. 날씨는 어때요?"},
+        ],
+        _ALL,
+    ),
     # llama.cpp's test-chat-template conversation: the built-in formats trim contents, Jinja does not.
-    Conversation("surrounding_whitespace", [
-        {"role": "system", "content": "You are a helpful assistant"},
-        {"role": "user", "content": "Hello"},
-        {"role": "assistant", "content": "Hi there"},
-        {"role": "user", "content": "Who are you"},
-        {"role": "assistant", "content": "   I am an assistant   "},
-        {"role": "user", "content": "  Another question \n"},
-    ], _ALL),
-    Conversation("no_generation_prompt", [
-        {"role": "user", "content": "1+1?"},
-        {"role": "assistant", "content": "2"},
-    ], _ALL, add_generation_prompt=False),
+    Conversation(
+        "surrounding_whitespace",
+        [
+            {"role": "system", "content": "You are a helpful assistant"},
+            {"role": "user", "content": "Hello"},
+            {"role": "assistant", "content": "Hi there"},
+            {"role": "user", "content": "Who are you"},
+            {"role": "assistant", "content": "   I am an assistant   "},
+            {"role": "user", "content": "  Another question \n"},
+        ],
+        _ALL,
+    ),
+    Conversation(
+        "no_generation_prompt",
+        [
+            {"role": "user", "content": "1+1?"},
+            {"role": "assistant", "content": "2"},
+        ],
+        _ALL,
+        add_generation_prompt=False,
+    ),
     # Past reasoning: EXAONE Deep drops it from history, 3.5 keeps the text as is.
-    Conversation("thought_history", [
-        {"role": "user", "content": "1+1?"},
-        {"role": "assistant", "content": "<thought>\nOne plus one.\n</thought>\n2"},
-        {"role": "user", "content": "2+2?"},
-    ], _EXAONE),
-    Conversation("thinking_on", [
-        {"role": "system", "content": "You are a helpful assistant."},
-        {"role": "user", "content": "Explain how wonderful you are"},
-    ], _ONLY4, kwargs={"enable_thinking": True}),
-    Conversation("thinking_off", [
-        {"role": "user", "content": "Explain how wonderful you are"},
-    ], _ONLY4, kwargs={"enable_thinking": False}),
-    Conversation("think_history", [
-        {"role": "user", "content": "1+1?"},
-        {"role": "assistant", "content": "<think>\nOne plus one.\n</think>\n\n2"},
-        {"role": "user", "content": "2+2?"},
-    ], _ONLY4, kwargs={"enable_thinking": True}),
-    Conversation("reasoning_kept", [
-        {"role": "user", "content": "1+1?"},
-        {"role": "assistant", "content": "2", "reasoning_content": "One plus one is two."},
-    ], _ONLY4, add_generation_prompt=False, kwargs={"skip_think": False}),
-    Conversation("tool_round_trip", [
-        {"role": "user", "content": "Roll a 6-sided dice."},
-        {"role": "assistant", "tool_calls": [
-            {"type": "function", "function": {"name": "roll_dice", "arguments": {"max_num": 6}}},
-        ]},
-        {"role": "tool", "content": "4"},
-        {"role": "assistant", "content": "You rolled a 4."},
-        {"role": "user", "content": "Again, please."},
-    ], _ONLY4, tools=[_DICE_TOOL]),
-    Conversation("parallel_tools_with_system", [
-        {"role": "system", "content": "도구를 사용할 수 있는 비서입니다."},
-        {"role": "user", "content": "서울과 부산의 날씨를 알려 주세요."},
-        {"role": "assistant", "content": "두 도시를 조회하겠습니다.", "tool_calls": [
-            {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "서울"}}},
-            {"name": "get_weather", "arguments": {"city": "부산"}},
-        ]},
-        {"role": "tool", "content": {"city": "서울", "temp_c": 21}},
-        {"role": "tool", "content": "부산: 맑음, 24°C"},
-    ], _ONLY4, tools=[_WEATHER_TOOL, _DICE_TOOL], kwargs={"enable_thinking": False}),
+    Conversation(
+        "thought_history",
+        [
+            {"role": "user", "content": "1+1?"},
+            {"role": "assistant", "content": "<thought>\nOne plus one.\n</thought>\n2"},
+            {"role": "user", "content": "2+2?"},
+        ],
+        _EXAONE,
+    ),
+    Conversation(
+        "thinking_on",
+        [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Explain how wonderful you are"},
+        ],
+        _ONLY4,
+        kwargs={"enable_thinking": True},
+    ),
+    Conversation(
+        "thinking_off",
+        [
+            {"role": "user", "content": "Explain how wonderful you are"},
+        ],
+        _ONLY4,
+        kwargs={"enable_thinking": False},
+    ),
+    Conversation(
+        "think_history",
+        [
+            {"role": "user", "content": "1+1?"},
+            {"role": "assistant", "content": "<think>\nOne plus one.\n</think>\n\n2"},
+            {"role": "user", "content": "2+2?"},
+        ],
+        _ONLY4,
+        kwargs={"enable_thinking": True},
+    ),
+    Conversation(
+        "reasoning_kept",
+        [
+            {"role": "user", "content": "1+1?"},
+            {"role": "assistant", "content": "2", "reasoning_content": "One plus one is two."},
+        ],
+        _ONLY4,
+        add_generation_prompt=False,
+        kwargs={"skip_think": False},
+    ),
+    Conversation(
+        "tool_round_trip",
+        [
+            {"role": "user", "content": "Roll a 6-sided dice."},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"type": "function", "function": {"name": "roll_dice", "arguments": {"max_num": 6}}},
+                ],
+            },
+            {"role": "tool", "content": "4"},
+            {"role": "assistant", "content": "You rolled a 4."},
+            {"role": "user", "content": "Again, please."},
+        ],
+        _ONLY4,
+        tools=[_DICE_TOOL],
+    ),
+    Conversation(
+        "parallel_tools_with_system",
+        [
+            {"role": "system", "content": "도구를 사용할 수 있는 비서입니다."},
+            {"role": "user", "content": "서울과 부산의 날씨를 알려 주세요."},
+            {
+                "role": "assistant",
+                "content": "두 도시를 조회하겠습니다.",
+                "tool_calls": [
+                    {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "서울"}}},
+                    {"name": "get_weather", "arguments": {"city": "부산"}},
+                ],
+            },
+            {"role": "tool", "content": {"city": "서울", "temp_c": 21}},
+            {"role": "tool", "content": "부산: 맑음, 24°C"},
+        ],
+        _ONLY4,
+        tools=[_WEATHER_TOOL, _DICE_TOOL],
+        kwargs={"enable_thinking": False},
+    ),
 )
 
 
@@ -151,12 +215,19 @@ def conversations_for(template: str) -> list[Conversation]:
     return [c for c in CONVERSATIONS if c.needs <= features]
 
 
-def render_source(template: str, conv: Conversation, bos: str = "[BOS]", eos: str = "[|endofturn|]",
-                  source_name: str = "<template>") -> str:
+def render_source(
+    template: str, conv: Conversation, bos: str = "[BOS]", eos: str = "[|endofturn|]", source_name: str = "<template>"
+) -> str:
     """Our sandboxed render, transformers' semantics."""
     return chat_template.render(
-        template, conv.messages, add_generation_prompt=conv.add_generation_prompt, tools=conv.tools,
-        bos_token=bos, eos_token=eos, source_name=source_name, **conv.kwargs,
+        template,
+        conv.messages,
+        add_generation_prompt=conv.add_generation_prompt,
+        tools=conv.tools,
+        bos_token=bos,
+        eos_token=eos,
+        source_name=source_name,
+        **conv.kwargs,
     )
 
 
@@ -194,8 +265,7 @@ def _apply_builtin(template: str, messages: list[tuple[str, str]], add_ass: bool
 
 def render_builtin(template: str, conv: Conversation) -> str | None:
     """The non-Jinja path: roles and plain contents only (no tools, no template variables)."""
-    messages = [(m["role"], m.get("content") if isinstance(m.get("content"), str) else "")
-                for m in conv.messages]
+    messages = [(m["role"], m.get("content") if isinstance(m.get("content"), str) else "") for m in conv.messages]
     return _apply_builtin(template, messages, conv.add_generation_prompt)
 
 
@@ -210,8 +280,7 @@ def builtin_template_names() -> tuple[str, ...]:
 
 
 # A conversation that tells the built-in formats apart: every role, distinct padded contents.
-_PROBE = [("system", " sys "), ("user", " u1 "), ("assistant", " a1 "), ("tool", " t1 "),
-          ("user", " u2 ")]
+_PROBE = [("system", " sys "), ("user", " u1 "), ("assistant", " a1 "), ("tool", " t1 "), ("user", " u2 ")]
 
 
 def detect_builtin(template: str) -> str | None:
@@ -232,7 +301,7 @@ def first_difference(expected: str, got: str, context: int = 30) -> str:
     """A short snippet around the first character where two renders differ."""
     i = next((k for k, (a, b) in enumerate(zip(expected, got)) if a != b), min(len(expected), len(got)))
     lo = max(i - context, 0)
-    return (f"at char {i}: expected {expected[lo:i + context]!r}, got {got[lo:i + context]!r}")
+    return f"at char {i}: expected {expected[lo : i + context]!r}, got {got[lo : i + context]!r}"
 
 
 def _llama_cpp_available() -> bool:
@@ -243,12 +312,22 @@ def _llama_cpp_available() -> bool:
     return True
 
 
-def _render_all(template: str, convs: list[Conversation], bos: str, eos: str,
-                name: str) -> tuple[dict[str, str], str | None]:
+def _render_all(
+    template: str, convs: list[Conversation], bos: str, eos: str, name: str
+) -> tuple[dict[str, str], str | None]:
     """Renders by conversation name, and the first error (None if all rendered). One bounded child renders
     them all."""
-    calls = [dict(messages=c.messages, add_generation_prompt=c.add_generation_prompt, tools=c.tools,
-                  bos_token=bos, eos_token=eos, **c.kwargs) for c in convs]
+    calls = [
+        dict(
+            messages=c.messages,
+            add_generation_prompt=c.add_generation_prompt,
+            tools=c.tools,
+            bos_token=bos,
+            eos_token=eos,
+            **c.kwargs,
+        )
+        for c in convs
+    ]
     try:
         texts = chat_template.render_many(template, calls, source_name=name)
     except chat_template.TemplateError as e:
@@ -257,8 +336,7 @@ def _render_all(template: str, convs: list[Conversation], bos: str, eos: str,
     return dict(zip((c.name for c in convs), texts)), None
 
 
-def check_templates(source_template: str | None, gguf_template: str | None,
-                    bos: str, eos: str) -> list[CheckResult]:
+def check_templates(source_template: str | None, gguf_template: str | None, bos: str, eos: str) -> list[CheckResult]:
     """Compare the GGUF's chat template with the source's on every applicable conversation."""
     results: list[CheckResult] = []
     source_template = source_template or None
@@ -266,12 +344,17 @@ def check_templates(source_template: str | None, gguf_template: str | None,
 
     if gguf_template is None:
         if source_template is None:
-            results.append(CheckResult("chat_template.present", "warn",
-                                       "neither the GGUF nor the source has a chat template"))
+            results.append(
+                CheckResult("chat_template.present", "warn", "neither the GGUF nor the source has a chat template")
+            )
         else:
-            results.append(CheckResult("chat_template.present", "fail",
-                                       "the source has a chat template but the GGUF has no "
-                                       "tokenizer.chat_template"))
+            results.append(
+                CheckResult(
+                    "chat_template.present",
+                    "fail",
+                    "the source has a chat template but the GGUF has no tokenizer.chat_template",
+                )
+            )
         return results
     results.append(CheckResult("chat_template.present", "pass", f"{len(gguf_template)} characters"))
 
@@ -284,9 +367,14 @@ def check_templates(source_template: str | None, gguf_template: str | None,
     if gguf_error:
         results.append(CheckResult("chat_template.renders", "fail", gguf_error, {"conversations": names}))
     else:
-        results.append(CheckResult("chat_template.renders", "pass",
-                                   f"{len(convs)} conversations ({template_format(reference)} format)",
-                                   {"conversations": names}))
+        results.append(
+            CheckResult(
+                "chat_template.renders",
+                "pass",
+                f"{len(convs)} conversations ({template_format(reference)} format)",
+                {"conversations": names},
+            )
+        )
 
     expected = gguf_renders
     if source_template is None:
@@ -296,24 +384,33 @@ def check_templates(source_template: str | None, gguf_template: str | None,
         if source_error:
             results.append(CheckResult("chat_template.matches_source", "fail", source_error))
         elif gguf_error:
-            results.append(CheckResult("chat_template.matches_source", "fail",
-                                       "the GGUF template does not render every conversation"))
+            results.append(
+                CheckResult(
+                    "chat_template.matches_source", "fail", "the GGUF template does not render every conversation"
+                )
+            )
         else:
             diffs = [c.name for c in convs if gguf_renders[c.name] != expected[c.name]]
             if diffs:
                 first = diffs[0]
-                results.append(CheckResult(
-                    "chat_template.matches_source", "fail",
-                    f"'{first}' renders differently {first_difference(expected[first], gguf_renders[first])}"
-                    + (f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""),
-                    {"differs_on": diffs, "template_text_identical": False},
-                ))
+                results.append(
+                    CheckResult(
+                        "chat_template.matches_source",
+                        "fail",
+                        f"'{first}' renders differently {first_difference(expected[first], gguf_renders[first])}"
+                        + (f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""),
+                        {"differs_on": diffs, "template_text_identical": False},
+                    )
+                )
             else:
-                results.append(CheckResult(
-                    "chat_template.matches_source", "pass",
-                    f"identical renders on {len(convs)} conversations",
-                    {"template_text_identical": source_template == gguf_template},
-                ))
+                results.append(
+                    CheckResult(
+                        "chat_template.matches_source",
+                        "pass",
+                        f"identical renders on {len(convs)} conversations",
+                        {"template_text_identical": source_template == gguf_template},
+                    )
+                )
 
     if gguf_error or len(expected) != len(convs):
         return results  # the remaining checks need every conversation rendered
@@ -333,15 +430,23 @@ def check_templates(source_template: str | None, gguf_template: str | None,
         if got != expected[conv.name]:
             diffs.append(conv.name)
             if not first_detail:
-                first_detail = (f"'{conv.name}': " + (err if got is None else
-                                first_difference(expected[conv.name], got)))
+                first_detail = f"'{conv.name}': " + (err if got is None else first_difference(expected[conv.name], got))
     if diffs:
-        results.append(CheckResult("chat_template.llama_cpp_python", "fail",
-                                   f"llama-cpp-python's formatter differs on {len(diffs)}/{len(convs)} "
-                                   f"conversations, first {first_detail}", {"differs_on": diffs}))
+        results.append(
+            CheckResult(
+                "chat_template.llama_cpp_python",
+                "fail",
+                f"llama-cpp-python's formatter differs on {len(diffs)}/{len(convs)} "
+                f"conversations, first {first_detail}",
+                {"differs_on": diffs},
+            )
+        )
     else:
-        results.append(CheckResult("chat_template.llama_cpp_python", "pass",
-                                   f"Jinja2ChatFormatter matches on {len(convs)} conversations"))
+        results.append(
+            CheckResult(
+                "chat_template.llama_cpp_python", "pass", f"Jinja2ChatFormatter matches on {len(convs)} conversations"
+            )
+        )
 
     detected = detect_builtin(gguf_template)
     diffs = []
@@ -350,16 +455,32 @@ def check_templates(source_template: str | None, gguf_template: str | None,
             diffs.append(conv.name)
     data = {"detected": detected, "differs_on": diffs}
     if detected is None:
-        results.append(CheckResult("chat_template.builtin", "warn",
-                                   "llama.cpp's non-Jinja path recognises no built-in format for this "
-                                   "template; use --jinja", data))
+        results.append(
+            CheckResult(
+                "chat_template.builtin",
+                "warn",
+                "llama.cpp's non-Jinja path recognises no built-in format for this template; use --jinja",
+                data,
+            )
+        )
     elif diffs:
-        results.append(CheckResult("chat_template.builtin", "warn",
-                                   f"without --jinja llama.cpp uses its built-in '{detected}' format, "
-                                   f"which differs on {len(diffs)}/{len(convs)} conversations "
-                                   f"(first: '{diffs[0]}'); use --jinja", data))
+        results.append(
+            CheckResult(
+                "chat_template.builtin",
+                "warn",
+                f"without --jinja llama.cpp uses its built-in '{detected}' format, "
+                f"which differs on {len(diffs)}/{len(convs)} conversations "
+                f"(first: '{diffs[0]}'); use --jinja",
+                data,
+            )
+        )
     else:
-        results.append(CheckResult("chat_template.builtin", "pass",
-                                   f"built-in '{detected}' format matches on {len(convs)} conversations",
-                                   data))
+        results.append(
+            CheckResult(
+                "chat_template.builtin",
+                "pass",
+                f"built-in '{detected}' format matches on {len(convs)} conversations",
+                data,
+            )
+        )
     return results

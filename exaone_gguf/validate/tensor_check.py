@@ -26,8 +26,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from exaone_gguf.checkpoint import Checkpoint
-from exaone_gguf.families import TensorMapping, family_for, writes_as
 from exaone_gguf.errors import InputError
+from exaone_gguf.families import TensorMapping, family_for, writes_as
 from exaone_gguf.gguf_io import GGUFFile
 from exaone_gguf.quantize.imatrix import weights_for
 from exaone_gguf.quantize.kernels import quantize
@@ -59,7 +59,11 @@ class TensorVerdict:
 
     def to_dict(self) -> dict:
         """JSON-ready; an identical tensor has no error figures (none were computed)."""
-        d = {k: v for k, v in self.__dict__.items() if (k != "problem" or v) and not (isinstance(v, float) and math.isnan(v))}
+        d = {
+            k: v
+            for k, v in self.__dict__.items()
+            if (k != "problem" or v) and not (isinstance(v, float) and math.isnan(v))
+        }
         return {k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in d.items()}
 
 
@@ -112,9 +116,22 @@ def compare_tensor(f: GGUFFile, ckpt: Checkpoint, m: TensorMapping, imatrix: dic
     if not math.isfinite(e_file) or e_file > band:
         problems.append(f"relative error {e_file:.3g} outside its {qtype.name} band {band:.3g}")
     if not math.isfinite(g_file) or abs(g_file - g_fresh) > gain_limit:
-        problems.append(f"gain {g_file:.4f} where a fresh {qtype.name} quantization has {g_fresh:.4f} (limit ±{gain_limit:.2g})")
-    return TensorVerdict(m.gguf_name, qtype.name, False, not problems, e_file, e_fresh, band, g_file, g_fresh,
-                         gain_limit, "; ".join(problems))
+        problems.append(
+            f"gain {g_file:.4f} where a fresh {qtype.name} quantization has {g_fresh:.4f} (limit ±{gain_limit:.2g})"
+        )
+    return TensorVerdict(
+        m.gguf_name,
+        qtype.name,
+        False,
+        not problems,
+        e_file,
+        e_fresh,
+        band,
+        g_file,
+        g_fresh,
+        gain_limit,
+        "; ".join(problems),
+    )
 
 
 def check_tensors(f: GGUFFile, ckpt: Checkpoint, imatrix: dict[str, np.ndarray] | None = None) -> CheckResult:
@@ -150,6 +167,8 @@ def check_tensors(f: GGUFFile, ckpt: Checkpoint, imatrix: dict[str, np.ndarray] 
     if missing:
         counts += f"; {len(missing)} not compared (missing or misshapen, see metadata: tensors)"
     if bad:
-        shown = "; ".join(f"{v.name}: {v.problem}" for v in bad[:3]) + (f"; ... {len(bad) - 3} more" if len(bad) > 3 else "")
+        shown = "; ".join(f"{v.name}: {v.problem}" for v in bad[:3]) + (
+            f"; ... {len(bad) - 3} more" if len(bad) > 3 else ""
+        )
         return CheckResult(name, "fail", f"{len(bad)} tensor(s) differ from the source: {shown} ({counts}{note})", data)
     return CheckResult(name, "fail" if missing else "pass", counts + note, data)

@@ -19,7 +19,7 @@ TOKENIZER_CORPUS = [
     "I've been 'told he's there, isn't it? We'll see. They'd go.",
     "URL https://example.com/path?q=1&x=2 and e-mail user@example.com",
     "[|system|]시스템[|endofturn|]\n[|user|]안녕?\n[|assistant|]<think>\n\n</think>\n\n반가워요[|endofturn|]",
-    "<tool_call>{\"name\": \"f\", \"arguments\": {}}</tool_call><tool_result>{\"result\": 1}</tool_result>",
+    '<tool_call>{"name": "f", "arguments": {}}</tool_call><tool_result>{"result": 1}</tool_result>',
     "Ünïcödé façade naïve café — “quotes” ‘single’ … ellipsis",
     "中文字符和日本語のテキスト、そして한국어",
     EVAL_TEXT,
@@ -41,13 +41,15 @@ def compare_tokenization(llm, reference, texts: list[str] = TOKENIZER_CORPUS) ->
             return CheckResult(
                 "tokenizer: matches source",
                 "fail",
-                f"text {i} ({text[:30]!r}...) differs at token {at}: llama.cpp {got[at:at + 5]} vs source {want[at:at + 5]}",
+                f"text {i} ({text[:30]!r}...) differs at token {at}: llama.cpp {got[at : at + 5]} vs source {want[at : at + 5]}",
             )
     n = sum(len(llama_tokenize(llm, t)) for t in texts)
     return CheckResult("tokenizer: matches source", "pass", f"{len(texts)} texts, {n} tokens identical")
 
 
-def check_special_tokens(llm, eos_id: int | None, eot: str = "[|endofturn|]", markers: tuple[str, ...] | None = None) -> CheckResult:
+def check_special_tokens(
+    llm, eos_id: int | None, eot: str = "[|endofturn|]", markers: tuple[str, ...] | None = None
+) -> CheckResult:
     """Role markers and the end-of-turn token must each be one token, and the end-of-turn token must be the EOS.
     `markers`: the family's role markers (default: EXAONE's [|role|] markers)."""
     bad = {m: llama_tokenize(llm, m) for m in (markers or ROLE_MARKERS)}
@@ -67,5 +69,7 @@ def check_round_trip(llm, texts: list[str] = TOKENIZER_CORPUS) -> CheckResult:
     for i, text in enumerate(texts):
         back = llm.detokenize(llama_tokenize(llm, text), special=True).decode("utf-8", errors="replace")
         if back != text:
-            return CheckResult("tokenizer: round trip", "fail", f"text {i} ({text[:30]!r}...) came back as {back[:40]!r}")
+            return CheckResult(
+                "tokenizer: round trip", "fail", f"text {i} ({text[:30]!r}...) came back as {back[:40]!r}"
+            )
     return CheckResult("tokenizer: round trip", "pass", f"{len(texts)} texts round-trip")

@@ -39,7 +39,9 @@ def check_tokens(spec: ModelSpec, token_ids: list[int]) -> np.ndarray:
         raise InputError("reference forward: token_ids must be a non-empty flat list of integers.")
     bad = ids[(ids < 0) | (ids >= spec.vocab_size)]
     if bad.size:
-        raise InputError(f"reference forward: token id {int(bad[0])} is outside the vocabulary (0..{spec.vocab_size - 1}).")
+        raise InputError(
+            f"reference forward: token id {int(bad[0])} is outside the vocabulary (0..{spec.vocab_size - 1})."
+        )
     return ids
 
 

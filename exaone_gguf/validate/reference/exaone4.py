@@ -1,13 +1,13 @@
 """EXAONE 4.0: "QK-Reorder-Norm" blocks (Olmo2-style post-norms), optional sliding-window hybrid.
 
-    h = token_embd[ids]
-    per layer i:
-        q, k, v = attn_q(h), attn_k(h), attn_v(h)                # no pre-norm
-        q, k = attn_q_norm(q), attn_k_norm(k)                    # RMSNorm per head over D, before RoPE
-        if uses_rope(i): q, k = rope(q), rope(k)                 # hybrid models: global layers are NoPE
-        h = h + post_attention_norm(attn_output(attn(q, k, v, window if is_sliding(i) else None)))
-        h = h + post_ffw_norm(ffn_down(silu(ffn_gate(h)) * ffn_up(h)))
-    logits = output(output_norm(h))                              # output is token_embd when tied (1.2B)
+h = token_embd[ids]
+per layer i:
+    q, k, v = attn_q(h), attn_k(h), attn_v(h)                # no pre-norm
+    q, k = attn_q_norm(q), attn_k_norm(k)                    # RMSNorm per head over D, before RoPE
+    if uses_rope(i): q, k = rope(q), rope(k)                 # hybrid models: global layers are NoPE
+    h = h + post_attention_norm(attn_output(attn(q, k, v, window if is_sliding(i) else None)))
+    h = h + post_ffw_norm(ffn_down(silu(ffn_gate(h)) * ffn_up(h)))
+logits = output(output_norm(h))                              # output is token_embd when tied (1.2B)
 """
 
 from __future__ import annotations

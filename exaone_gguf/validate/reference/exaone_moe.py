@@ -127,4 +127,3 @@ def forward(w: Weights, spec: ModelSpec, token_ids: list[int]) -> np.ndarray:
             h = h + moe(w, spec, p, x)
     h = rmsnorm(h, w.get("output_norm.weight"), eps)
     return linear(w, "output", h).astype(np.float32)
-
