@@ -48,6 +48,13 @@ def small(tmp_path_factory) -> tuple[Path, Path]:
     return make_base(tmp_path_factory.mktemp("small"))
 
 
+def _default_sigint() -> None:
+    """SIGINT's default disposition in the child, even when these tests run under a launcher that ignores it
+    (a shell's background job passes SIG_IGN down): Python then installs its KeyboardInterrupt handler, as it
+    does in a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for(pred, proc: subprocess.Popen, timeout: float = 60.0) -> bool:
     """Poll `pred` every millisecond until it holds; False if the process ended first."""
     end = time.monotonic() + timeout
@@ -84,6 +91,7 @@ def test_convert_interrupted(slow_source: Path, tmp_path: Path, sig: signal.Sign
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
     try:
         if point == "startup":
@@ -121,6 +129,7 @@ def test_quantize_interrupted_mid_data(slow_source: Path, tmp_path: Path) -> Non
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
     try:
         assert _wait_for(lambda: _size(partial) > 6 << 20, proc), "quantize finished before mid-data"
@@ -188,6 +197,7 @@ def test_split_and_release_interrupted_mid_data(slow_source: Path, tmp_path: Pat
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
     try:
         assert _wait_for(lambda: _partial_bytes(out) > 6 << 20, proc), f"the {run} run finished before mid-data"
