@@ -137,7 +137,7 @@ def test_chart_only_with_figures(tmp_path):
 
 
 def test_no_chart_without_validate(tiny_dir, tmp_path):
-    result = publish(tiny_dir("exaone4"), tmp_path / "out", ["q8_0"])
+    result = publish(tiny_dir("exaone4"), tmp_path / "out", ConvertOptions(outtype=["q8_0"]))
     assert result.chart is None and not list((tmp_path / "out").glob("*.png"))
     assert ".png" not in (tmp_path / "out" / "README.md").read_text()
 
