@@ -17,73 +17,9 @@ validate -> publish -> cli; this package imports only checkpoint (and gguf, nump
 
 from __future__ import annotations
 
-# The family modules register themselves on import; the order here is the order of every listing.
-from exaone_gguf.families import (  # noqa: E402,F401
-    exaone3,
-    exaone4,
-    exaone_moe,  # noqa: E402,F401 (after llama: listings keep their order)
-    llama,
-)
-from exaone_gguf.families.base import (  # noqa: F401 (the registry's public names)
-    BPE_PRE_TOKENIZERS,
-    Chat,
-    ChatFormat,
-    Family,
-    HParam,
-    Sliced,
-    Stacked,
-    TensorMapping,
-    TensorNames,
-    TinyRecipe,
-    TinyTokenizer,
-    alternates,
-    chat_format,
-    chat_format_for,
-    chat_formats,
-    common_hparams,
-    demo_recipes,
-    families,
-    family_for,
-    family_of_gguf_arch,
-    family_of_template,
-    gguf_archs,
-    llama_hparams,
-    register,
-    register_alternate,
-    supported_architectures,
-    tiny_recipe,
-    tiny_recipes,
-    writes_as,
-)
+# base: the registry's public names (listed in base.__all__); then the family modules, which register
+# themselves on import in this order, the order of every listing.
+from exaone_gguf.families import base, exaone3, exaone4, exaone_moe, llama  # noqa: F401
+from exaone_gguf.families.base import *  # noqa: F403
 
-__all__ = [
-    "BPE_PRE_TOKENIZERS",
-    "Chat",
-    "ChatFormat",
-    "Family",
-    "HParam",
-    "Sliced",
-    "Stacked",
-    "TensorMapping",
-    "TensorNames",
-    "TinyRecipe",
-    "TinyTokenizer",
-    "alternates",
-    "chat_format",
-    "chat_format_for",
-    "chat_formats",
-    "common_hparams",
-    "demo_recipes",
-    "families",
-    "family_for",
-    "family_of_gguf_arch",
-    "family_of_template",
-    "gguf_archs",
-    "llama_hparams",
-    "register",
-    "register_alternate",
-    "supported_architectures",
-    "tiny_recipe",
-    "tiny_recipes",
-    "writes_as",
-]
+__all__ = list(base.__all__)
