@@ -39,6 +39,7 @@ __all__ = [
     "llama_hparams",
     "register",
     "register_alternate",
+    "sliding_window_hparams",
     "supported_architectures",
     "tiny_recipe",
     "tiny_recipes",
@@ -165,6 +166,18 @@ def u32(key: str, arch: str, value: int) -> HParam:
 
 def f32(key: str, arch: str, value: float) -> HParam:
     return (key.format(arch=arch), GGUFValueType.FLOAT32, float(value), None)
+
+
+def sliding_window_hparams(spec: ModelSpec, arch: str) -> list[HParam]:
+    """The window and the per-layer pattern over the num_hidden_layers layers (MTP blocks never run);
+    nothing for a model without a sliding window."""
+    if spec.sliding_window is None:
+        return []
+    pattern = [spec.is_sliding(i) for i in range(spec.num_layers)]
+    return [
+        u32(Keys.Attention.SLIDING_WINDOW, arch, spec.sliding_window),
+        (Keys.Attention.SLIDING_WINDOW_PATTERN.format(arch=arch), GGUFValueType.ARRAY, pattern, GGUFValueType.BOOL),
+    ]
 
 
 def common_hparams(spec: ModelSpec, arch: str) -> list[HParam]:

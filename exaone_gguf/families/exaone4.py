@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gguf import MODEL_ARCH, MODEL_ARCH_NAMES, GGUFValueType, Keys
+from gguf import MODEL_ARCH, MODEL_ARCH_NAMES, Keys
 
 from exaone_gguf.checkpoint.spec import ConfigReading, ModelSpec
 from exaone_gguf.families.base import (
@@ -23,6 +23,7 @@ from exaone_gguf.families.base import (
     TinyTokenizer,
     common_hparams,
     register,
+    sliding_window_hparams,
     u32,
 )
 from exaone_gguf.families.exaone3 import EOT, LLAMA3_ROPE
@@ -73,13 +74,7 @@ def hparams(spec: ModelSpec) -> list[HParam]:
         u32(Keys.Attention.KEY_LENGTH, ARCH, spec.head_dim),
         u32(Keys.Attention.VALUE_LENGTH, ARCH, spec.head_dim),
     ]
-    if spec.sliding_window is not None:
-        out.append(u32(Keys.Attention.SLIDING_WINDOW, ARCH, spec.sliding_window))
-        pattern = [spec.is_sliding(i) for i in range(spec.num_layers)]
-        out.append(
-            (Keys.Attention.SLIDING_WINDOW_PATTERN.format(arch=ARCH), GGUFValueType.ARRAY, pattern, GGUFValueType.BOOL)
-        )
-    return out
+    return out + sliding_window_hparams(spec, ARCH)
 
 
 # ---- chat: the Ollama Modelfile format (a Go template giving the Jinja template's prompt) and card note

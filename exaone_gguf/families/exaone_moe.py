@@ -46,6 +46,7 @@ from exaone_gguf.families.base import (
     common_hparams,
     f32,
     register,
+    sliding_window_hparams,
     u32,
 )
 
@@ -252,14 +253,7 @@ def hparams(spec: ModelSpec) -> list[HParam]:
         u32(Keys.LLM.NEXTN_PREDICT_LAYERS, ARCH, x["nextn"]),
         (Keys.Rope.SCALING_TYPE.format(arch=ARCH), GGUFValueType.STRING, RopeScalingType.NONE.value, None),
     ]
-    if spec.sliding_window is not None:
-        # llama.cpp's converter writes the pattern for the num_hidden_layers layers only (MTP blocks never run)
-        out.append(u32(Keys.Attention.SLIDING_WINDOW, ARCH, spec.sliding_window))
-        pattern = [spec.is_sliding(i) for i in range(spec.num_layers)]
-        out.append(
-            (Keys.Attention.SLIDING_WINDOW_PATTERN.format(arch=ARCH), GGUFValueType.ARRAY, pattern, GGUFValueType.BOOL)
-        )
-    return out
+    return out + sliding_window_hparams(spec, ARCH)  # the pattern covers num_hidden_layers, as llama.cpp writes it
 
 
 # ---- chat: K-EXAONE's format (llama.cpp detects `exaone-moe` by <|assistant|>, <|user|>, <|tool_declare|>)

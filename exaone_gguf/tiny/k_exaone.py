@@ -13,7 +13,7 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
 from exaone_gguf.families.exaone_moe import EOT, PRE_REGEX
-from exaone_gguf.tiny.tokenizer import N_MERGE_VOCAB, TRAINING_TEXT
+from exaone_gguf.tiny.tokenizer import N_MERGE_VOCAB, TRAINING_TEXT, with_added_tokens
 
 _ROLES = ["<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|tool_declare|>"]
 _TAGS = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_result>", "</tool_result>"]
@@ -50,25 +50,9 @@ def write_tokenizer(out_dir: Path, chat_template: str) -> int:
         show_progress=False,
     )
     tok.train_from_iterator([TRAINING_TEXT] * 4, trainer=trainer)
-    tj = json.loads(tok.to_str())
     added = added_tokens()
-    vocab = {c: i for i, (c, _) in enumerate(added)}
-    vocab.update({t: i + len(added) for t, i in sorted(tj["model"]["vocab"].items(), key=lambda kv: kv[1])})
-    tj["model"]["vocab"] = vocab
-    tj["added_tokens"] = [
-        {
-            "id": i,
-            "content": c,
-            "single_word": False,
-            "lstrip": False,
-            "rstrip": False,
-            "normalized": False,
-            "special": s,
-        }
-        for i, (c, s) in enumerate(added)
-    ]
-    tj["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
-    Tokenizer.from_str(json.dumps(tj))  # must load in the tokenizers library
+    tj = with_added_tokens(json.loads(tok.to_str()), added)
+    vocab = tj["model"]["vocab"]
     out_dir = Path(out_dir)
     (out_dir / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     cfg = {

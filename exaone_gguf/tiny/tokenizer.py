@@ -85,15 +85,12 @@ def build_tokenizer(split_digits: bool) -> Tokenizer:
     return trained
 
 
-def write_tokenizer_files(out_dir: Path, split_digits: bool, chat_template: str, template_in_jinja: bool) -> int:
-    """Write tokenizer.json + tokenizer_config.json (+ chat_template.jinja); returns the tokenizer's size."""
-    trained = json.loads(build_tokenizer(split_digits).to_str())
-    added = added_tokens()
-    offset = len(added)
-    # Like EXAONE's own vocab.json, the model vocabulary holds the added tokens at their ids too.
+def with_added_tokens(tj: dict, added: list[tuple[str, bool]]) -> dict:
+    """A trained byte-level BPE tokenizer.json with `added` (content, special) at ids 0.. and the trained
+    vocabulary after them; like EXAONE's own vocab.json, the model vocabulary holds the added tokens at their
+    ids too. Checked to load in the tokenizers library."""
     vocab = {c: i for i, (c, _) in enumerate(added)}
-    vocab.update({tok: i + offset for tok, i in sorted(trained["model"]["vocab"].items(), key=lambda kv: kv[1])})
-    tj = trained
+    vocab.update({t: i + len(added) for t, i in sorted(tj["model"]["vocab"].items(), key=lambda kv: kv[1])})
     tj["model"]["vocab"] = vocab
     tj["added_tokens"] = [
         {
@@ -103,12 +100,21 @@ def write_tokenizer_files(out_dir: Path, split_digits: bool, chat_template: str,
             "lstrip": False,
             "rstrip": False,
             "normalized": False,
-            "special": s,
+            "special": special,
         }
-        for i, (c, s) in enumerate(added)
+        for i, (c, special) in enumerate(added)
     ]
     tj["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
     Tokenizer.from_str(json.dumps(tj))  # must load in the tokenizers library
+    return tj
+
+
+def write_tokenizer_files(out_dir: Path, split_digits: bool, chat_template: str, template_in_jinja: bool) -> int:
+    """Write tokenizer.json + tokenizer_config.json (+ chat_template.jinja); returns the tokenizer's size."""
+    trained = json.loads(build_tokenizer(split_digits).to_str())
+    added = added_tokens()
+    tj = with_added_tokens(trained, added)
+    vocab = tj["model"]["vocab"]
     (out_dir / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     cfg = {
         "add_bos_token": False,
