@@ -186,6 +186,9 @@ def convert(
     token_embedding_type: Optional[str] = _token_embedding_type_opt(),
     pure: bool = _pure_opt(),
     leave_output_tensor: bool = _leave_output_opt(),
+    mmproj: bool = typer.Option(
+        False, "--mmproj", help="Write the vision projector (EXAONE 4.5) instead: f32, f16 (auto), bf16 or q8_0."
+    ),
 ) -> None:
     """Convert a checkpoint directory into a GGUF file (quantized types in the same pass)."""
     from exaone_gguf import publish as pub
@@ -193,6 +196,15 @@ def convert(
 
     with _errors():
         src_dir = resolve_source(src_dir)
+        if mmproj:
+            from exaone_gguf.vision import convert_mmproj
+
+            result = _run_with_progress(
+                f"converting {src_dir.name} (projector)",
+                lambda **kw: convert_mmproj(src_dir, Path(output_arg), outtype, force=force, **kw),
+            )
+            _report_written(result, as_json)
+            return
         overrides = _overrides(tensor_type, output_tensor_type, token_embedding_type, pure, leave_output_tensor)
         opts = ConvertOptions(
             outtype=outtype,

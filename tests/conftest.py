@@ -98,3 +98,11 @@ def llama_cpp_logits(gguf: Path, tokens: list[int]) -> np.ndarray:
     out = np.array(llm.scores[: len(tokens)], dtype=np.float32)
     llm.close()
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny45_dir(tmp_path_factory) -> Path:
+    """A tiny EXAONE 4.5 checkpoint (text + vision, transformers' own class; tests/vision_checkpoint.py)."""
+    from vision_checkpoint import make_tiny_exaone45
+
+    return make_tiny_exaone45(tmp_path_factory.mktemp("tiny45") / "tiny-exaone4.5")

@@ -17,7 +17,7 @@ from exaone_gguf.checkpoint.spec import ModelSpec, load_spec, reading_for
 from exaone_gguf.checkpoint.tokenizer import TokenizerData, load_tokenizer
 from exaone_gguf.errors import InputError
 
-__all__ = ["Checkpoint", "ModelSpec", "TensorHandle", "TokenizerData", "load_checkpoint"]
+__all__ = ["Checkpoint", "ModelSpec", "TensorHandle", "TokenizerData", "load_checkpoint", "load_tensors"]
 
 
 @dataclass
@@ -72,11 +72,8 @@ def _index_files(directory: Path) -> dict[str, Path]:
     return out
 
 
-def load_checkpoint(directory: Path | str) -> Checkpoint:
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise InputError(f"{directory}: not a directory; pass a Hugging Face checkpoint directory.")
-    spec = load_spec(directory)
+def load_tensors(directory: Path) -> dict[str, TensorHandle]:
+    """Every tensor of the checkpoint directory as a lazy handle (sharded through model.safetensors.index.json)."""
     tensors: dict[str, TensorHandle] = {}
     if (directory / "model.safetensors.index.json").exists():
         wanted = _index_files(directory)
@@ -102,6 +99,15 @@ def load_checkpoint(directory: Path | str) -> Checkpoint:
                 if name in tensors:
                     raise InputError(f"{shard}: tensor '{name}' also appears in {tensors[name].file.path}.")
                 tensors[name] = handle
+    return tensors
+
+
+def load_checkpoint(directory: Path | str) -> Checkpoint:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"{directory}: not a directory; pass a Hugging Face checkpoint directory.")
+    spec = load_spec(directory)
+    tensors = load_tensors(directory)
     awq = awq_config_of(spec)
     if awq is not None:  # AWQ triples become lazy dequantizing `.weight` handles; nothing else changes
         tensors = wrap_awq_tensors(tensors, awq, directory / "config.json")
