@@ -78,7 +78,7 @@ def test_keys_clip_reads(tiny45_dir, tmp_path):
     assert kv["clip.vision.image_min_pixels"] == 3136 and kv["clip.vision.image_max_pixels"] == 200704
     assert kv["clip.vision.attention.head_count"] == 4 and kv["clip.vision.attention.head_count_kv"] == 2
     assert kv["clip.vision.n_wa_pattern"] == 2  # fullatt_block_indexes [1, 3]
-    assert kv["clip.vision.window_size"] == 56 and kv["clip.vision.patch_size"] == 14
+    assert kv["clip.vision.window_size"] == 112 and kv["clip.vision.patch_size"] == 14
     assert kv["clip.vision.projection_dim"] == 256
     # the conv3d kernel's two temporal halves, F16 in an F16 file; the norms F32
     assert tensors["v.patch_embd.weight"][:2] == ("F16", (14, 14, 3, 64))
@@ -120,6 +120,15 @@ def test_fullatt_list_short_of_the_depth_refused(src45, tmp_path):
     (src45 / "config.json").write_text(json.dumps(cfg))
     out = tmp_path / "m.gguf"
     assert_refused(run_convert(src45, out), out, "config.json", "fullatt_block_indexes", "[1, 3]")
+
+
+def test_window_size_llamacpp_ignores_refused(src45, tmp_path):
+    # clip.cpp hard-codes 112-pixel windows for exaone4_5; another size would run wrongly there
+    cfg = json.loads((src45 / "config.json").read_text())
+    cfg["vision_config"]["window_size"] = 56
+    (src45 / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "m.gguf"
+    assert_refused(run_convert(src45, out), out, "config.json", "window_size", "112")
 
 
 def test_missing_preprocessor_config_refused(src45, tmp_path):

@@ -22,7 +22,7 @@ VISION = {
     "patch_size": 14,
     "spatial_merge_size": 2,
     "temporal_patch_size": 2,
-    "window_size": 56,
+    "window_size": 112,
     "fullatt_block_indexes": [1, 3],
     "out_hidden_size": 256,
 }
@@ -50,7 +50,8 @@ TEXT = {
     "vocab_size": 256,
 }
 
-# Qwen2VLImageProcessor settings; min/max pixels small so clip's smart resize keeps a 112x112 image as it is.
+# Qwen2VLImageProcessor settings; clip's smart resize keeps an image whose sides are multiples of 28 and whose
+# area lies between min and max pixels as it is (the test image is 224 x 336: 2 x 3 windows of 112 pixels).
 PREPROCESSOR = {
     "image_processor_type": "Qwen2VLImageProcessor",
     "min_pixels": 3136,

@@ -5,7 +5,7 @@ safetensors) and writes a `clip` GGUF with projector type `exaone4_5` through gg
 """
 
 from exaone_gguf.vision.config import VisionSpec, is_vision_source, read_vision_spec
-from exaone_gguf.vision.mmproj import MmprojResult, convert_mmproj, mmproj_file_name, plan_mmproj
+from exaone_gguf.vision.mmproj import MmprojResult, convert_mmproj, mmproj_file_name, plan_mmproj, source_weights
 from exaone_gguf.vision.tensors import PROJECTOR_TYPE, tensor_table
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "mmproj_file_name",
     "plan_mmproj",
     "read_vision_spec",
+    "source_weights",
     "tensor_table",
 ]

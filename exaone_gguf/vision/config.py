@@ -11,7 +11,9 @@ from exaone_gguf.errors import InputError
 VISION_ARCHITECTURES = ("Exaone4_5_ForConditionalGeneration",)
 DEFAULT_IMAGE_SIZE = 560  # llama.cpp's Qwen2-VL converter writes this when the config has no image_size
 DEFAULT_EPS = 1e-6  # transformers' vision RMSNorm epsilon (hard-coded there), llama.cpp's default too
-DEFAULT_ROPE_THETA = 10000.0  # transformers' axial rope default; clip.cpp's default for exaone4_5
+DEFAULT_ROPE_THETA = 10000.0
+# clip.cpp never reads clip.vision.window_size for exaone4_5 (nor qwen2.5vl): its graph windows 112 pixels a side
+RUNTIME_WINDOW_SIZE = 112  # transformers' axial rope default; clip.cpp's default for exaone4_5
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,12 @@ def read_vision_spec(directory: Path | str) -> VisionSpec:
             f"{cfg_path}: vision_config.out_hidden_size {out_hidden} differs from the text hidden size "
             f"{projection_dim}; the projector's output must match the text model."
         )
+    window = _int(v, "window_size", cfg_path, w)
+    if window != RUNTIME_WINDOW_SIZE:
+        raise InputError(
+            f"{cfg_path}: vision_config.window_size is {window}; llama.cpp's exaone4_5 projector always windows "
+            f"{RUNTIME_WINDOW_SIZE} pixels (it ignores the key), so this tower would run wrongly there."
+        )
     rope = v.get("rope_parameters") or {}
     theta = float(rope.get("rope_theta", v.get("rope_theta", DEFAULT_ROPE_THETA)))
     if theta != DEFAULT_ROPE_THETA:
@@ -171,7 +179,7 @@ def read_vision_spec(directory: Path | str) -> VisionSpec:
         patch_size=_int(v, "patch_size", cfg_path, w),
         spatial_merge_size=merge,
         temporal_patch_size=temporal,
-        window_size=_int(v, "window_size", cfg_path, w),
+        window_size=window,
         fullatt_block_indexes=check_window_pattern(v.get("fullatt_block_indexes"), depth, cfg_path),
         out_hidden_size=out_hidden,
         projection_dim=int(projection_dim or out_hidden),

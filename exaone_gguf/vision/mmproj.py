@@ -178,3 +178,23 @@ def convert_mmproj(
     result.output = out
     result.file_size = write_gguf(plan, out, progress)
     return result
+
+
+def source_weights(directory: Path | str) -> tuple[VisionSpec, Callable[[str], np.ndarray]]:
+    """The source's vision tensors under the projector file's names, float32 in numpy layout (the patch kernel
+    split into its temporal halves as in the file): `get(name)` for the reference forward."""
+    directory = Path(directory)
+    spec = read_vision_spec(directory)
+    tensors = load_tensors(directory)
+    prefix = source_prefix(tensors, directory)
+    check_source_tensors(spec, tensors, prefix, directory)
+    table = {t.gguf_name: t for t in tensor_table(spec, prefix)}
+
+    def get(name: str) -> np.ndarray:
+        t = table[name]
+        x = tensors[t.hf].to_f32()
+        if t.temporal is not None:
+            x = x[:, :, t.temporal]
+        return np.ascontiguousarray(x, dtype=np.float32).reshape(t.shape)
+
+    return spec, get
