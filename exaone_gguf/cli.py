@@ -352,13 +352,24 @@ def validate(
     ctx: int = typer.Option(512, "--ctx", min=4, help="--against: tokens per chunk (llama-perplexity's -c)."),
     chunks: Optional[int] = typer.Option(None, "--chunks", min=1, help="--against: at most this many chunks."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+    mmproj: Optional[Path] = typer.Option(
+        None,
+        "--mmproj",
+        metavar="MMPROJ.gguf",
+        help="The vision projector of this text model (EXAONE 4.5): checked too, and a short generation with both.",
+    ),
 ) -> None:
     """Check a GGUF: metadata, tokenizer, chat template; with --reference its tensors, its structure (logits of its
-    own weights) and its fidelity (logits against the source). Exit 1: the file is wrong."""
+    own weights) and its fidelity (logits against the source). A projector file (clip) gets the vision checks and
+    libmtmd's image embedding against the reference. Exit 1: the file is wrong."""
     from exaone_gguf.validate import validate as run_validate
+    from exaone_gguf.validate.mmproj import is_mmproj, validate_mmproj
 
     with _errors():
-        if against is not None:
+        source = resolve_source(reference) if reference is not None else None
+        if against is None and mmproj is None and is_mmproj(model):
+            report = validate_mmproj(model, source, threads=resolve_threads(threads))
+        elif against is not None:
             if reference is not None:
                 raise InputError("--against and --reference: give one of them (a base GGUF or the source checkpoint).")
             from exaone_gguf.validate.against import validate_against
@@ -385,6 +396,10 @@ def validate(
                 quality_gate=quality_gate,
                 imatrix=imatrix,
             )
+        if mmproj is not None:  # the projector, run by libmtmd with this text model, and both files together
+            vision = validate_mmproj(mmproj, source, text_model=model, threads=resolve_threads(threads), generate=True)
+            report.checks += vision.checks
+            report.seconds += vision.seconds
         report.render(err)
         if json_path:
             report.write_json(json_path)

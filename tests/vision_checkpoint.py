@@ -80,7 +80,11 @@ def make_tiny_exaone45(out: Path, seed: int = 0, vision: dict | None = None) -> 
             elif name.endswith(".bias"):
                 p.copy_(0.02 * torch.randn_like(p))
             else:
-                p.copy_(torch.randn_like(p) / max(1.0, p.shape[-1] ** 0.5 if p.ndim == 2 else 1.0) * (1.0 if p.ndim == 2 else 0.05))
+                p.copy_(
+                    torch.randn_like(p)
+                    / max(1.0, p.shape[-1] ** 0.5 if p.ndim == 2 else 1.0)
+                    * (1.0 if p.ndim == 2 else 0.05)
+                )
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     (out / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=2))

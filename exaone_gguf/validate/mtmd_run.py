@@ -25,7 +25,9 @@ def _quiet_logs() -> None:
     mtmd.mtmd_helper_log_set(_silent, ctypes.c_void_p(0))
 
 
-def mtmd_image_embeddings(mmproj: Path | str, text_model: Path | str, image: np.ndarray, threads: int = 1) -> np.ndarray:
+def mtmd_image_embeddings(
+    mmproj: Path | str, text_model: Path | str, image: np.ndarray, threads: int = 1
+) -> np.ndarray:
     """The image embeddings libmtmd computes for `image` (uint8 [H, W, 3], RGB): float32 [n_tokens, n_embd],
     one row per merged patch in raster order. `text_model` is the text GGUF the projector belongs to (libmtmd
     checks its hidden size against the projector's and tokenizes the prompt around the image with it)."""
@@ -140,3 +142,61 @@ def write_standin_text_model(path: Path, n_embd: int) -> Path:
         plan.add_tensor(name, ne, GGMLQuantizationType.F32, lambda d=data: [d])
     write_gguf(plan, path)
     return path
+
+
+def mtmd_generate(
+    mmproj: Path | str, text_model: Path | str, image: np.ndarray, prompt: str, n_tokens: int, threads: int = 1
+) -> tuple[list[int], bool]:
+    """A smoke run of the two files together: the image (through libmtmd) and `prompt` into the text model, then
+    `n_tokens` greedy tokens. Returns (the tokens, whether every logit row read was finite)."""
+    import llama_cpp
+    import llama_cpp.mtmd_cpp as mtmd
+
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    _quiet_logs()
+    with ExitStack() as stack:
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = 0
+        model = llama_cpp.llama_model_load_from_file(str(text_model).encode(), mparams)
+        if not model:
+            raise InputError(f"{text_model}: llama.cpp could not load this text model.")
+        stack.callback(llama_cpp.llama_model_free, model)
+        cp = llama_cpp.llama_context_default_params()
+        cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_threads, cp.n_threads_batch = 1024, 512, 512, threads, threads
+        lctx = llama_cpp.llama_init_from_model(model, cp)
+        stack.callback(llama_cpp.llama_free, lctx)
+        mp = mtmd.mtmd_context_params_default()
+        mp.use_gpu, mp.n_threads, mp.warmup, mp.print_timings = False, threads, False, False
+        ctx = mtmd.mtmd_init_from_file(str(mmproj).encode(), model, mp)
+        if not ctx:
+            raise InputError(f"{mmproj}: libmtmd could not load this projector with {Path(text_model).name}.")
+        stack.callback(mtmd.mtmd_free, ctx)
+        h, w, _ = image.shape
+        bitmap = mtmd.mtmd_bitmap_init(w, h, (ctypes.c_uint8 * image.size).from_buffer_copy(image.tobytes()))
+        stack.callback(mtmd.mtmd_bitmap_free, bitmap)
+        chunks = mtmd.mtmd_input_chunks_init()
+        stack.callback(mtmd.mtmd_input_chunks_free, chunks)
+        text = mtmd.mtmd_input_text()
+        data = (mtmd.mtmd_default_marker().decode() + "\n" + prompt).encode()
+        text.text, text.text_len, text.add_special, text.parse_special = data, len(data), True, True
+        if mtmd.mtmd_tokenize(ctx, chunks, ctypes.byref(text), (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap), 1) != 0:
+            raise RuntimeError("libmtmd could not tokenize the prompt with the test image")
+        n_past = llama_cpp.llama_pos(0)
+        if mtmd.mtmd_helper_eval_chunks(ctx, lctx, chunks, 0, 0, cp.n_batch, True, ctypes.byref(n_past)) != 0:
+            raise RuntimeError("libmtmd could not evaluate the image and prompt")
+        vocab = llama_cpp.llama_model_get_vocab(model)
+        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        tokens, finite, pos = [], True, n_past.value
+        batch = llama_cpp.llama_batch_init(1, 0, 1)
+        stack.callback(llama_cpp.llama_batch_free, batch)
+        for _ in range(n_tokens):
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(lctx, -1), shape=(n_vocab,))
+            finite &= bool(np.isfinite(logits).all())
+            tok = int(np.argmax(logits))
+            tokens.append(tok)
+            batch.n_tokens = 1
+            batch.token[0], batch.pos[0], batch.n_seq_id[0], batch.seq_id[0][0], batch.logits[0] = tok, pos, 1, 0, True
+            if llama_cpp.llama_decode(lctx, batch) != 0:
+                break
+            pos += 1
+        return tokens, finite

@@ -89,8 +89,10 @@ def check_window_pattern(fullatt: object, depth: int, path: Path) -> tuple[int, 
     """fullatt_block_indexes must be the blocks k*n-1 (k = 1, 2, ...) of the depth: the only layout llama.cpp's
     one number n_wa_pattern can express (its converter refuses uneven spacing; a short list would make llama.cpp
     attend globally in blocks the source windows)."""
-    if not isinstance(fullatt, (list, tuple)) or not fullatt or not all(
-        isinstance(i, int) and not isinstance(i, bool) for i in fullatt
+    if (
+        not isinstance(fullatt, (list, tuple))
+        or not fullatt
+        or not all(isinstance(i, int) and not isinstance(i, bool) for i in fullatt)
     ):
         raise InputError(
             f"{path}: vision_config.fullatt_block_indexes is {fullatt!r}; it must list the full-attention blocks."

@@ -28,6 +28,7 @@ OUTTYPES = {
 }
 DEFAULT_OUTTYPE = "f16"  # llama.cpp's converter default, and what a release ships
 CHUNK_BYTES = 16 << 20  # float32 bytes converted per step
+N_WA_PATTERN_KEY = Keys.ClipVision.N_WA_PATTERN
 HEAD_COUNT_KV = Keys.ClipVision.Attention.HEAD_COUNT + "_kv"  # clip.cpp KEY_N_HEAD_KV; not in gguf 0.19
 
 
@@ -85,7 +86,9 @@ def check_source_tensors(spec: VisionSpec, tensors: dict[str, TensorHandle], pre
             )
     extra = sorted(n for n in tensors if n.startswith(prefix) and n[len(prefix) :] not in shapes)
     if extra:
-        raise InputError(f"{tensors[extra[0]].file.path}: vision tensor '{extra[0]}' is not part of EXAONE 4.5's tower.")
+        raise InputError(
+            f"{tensors[extra[0]].file.path}: vision tensor '{extra[0]}' is not part of EXAONE 4.5's tower."
+        )
 
 
 def source_rows(h: TensorHandle, temporal: int | None, start: int, stop: int) -> np.ndarray:
@@ -136,7 +139,7 @@ def add_vision_keys(plan: GGUFPlan, spec: VisionSpec, outtype: str, n_params: in
     plan.add_u32(HEAD_COUNT_KV, spec.num_kv_heads)
     plan.add_f32(att.LAYERNORM_EPS, spec.eps)
     plan.add_u32(cv.WINDOW_SIZE, spec.window_size)
-    plan.add_u32(cv.N_WA_PATTERN, spec.n_wa_pattern)
+    plan.add_u32(N_WA_PATTERN_KEY, spec.n_wa_pattern)
     plan.add_u32(cv.SPATIAL_MERGE_SIZE, spec.spatial_merge_size)
     plan.add_u32(Keys.General.QUANTIZATION_VERSION, GGML_QUANT_VERSION)
 
@@ -151,7 +154,9 @@ def plan_mmproj(directory: Path | str, outtype: str = DEFAULT_OUTTYPE) -> tuple[
     check_source_tensors(spec, tensors, prefix, directory)
     table = tensor_table(spec, prefix)
     plan = GGUFPlan()
-    result = MmprojResult(Path(), outtype, int(OUTTYPES[outtype]), len(table), sum(math.prod(t.shape) for t in table), 0)
+    result = MmprojResult(
+        Path(), outtype, int(OUTTYPES[outtype]), len(table), sum(math.prod(t.shape) for t in table), 0
+    )
     add_vision_keys(plan, spec, outtype, result.n_params)
     for t in table:
         qtype = t.storage_type(outtype)

@@ -97,9 +97,7 @@ def expected_shapes(spec: VisionSpec) -> dict[str, tuple[int, ...]]:
         "mlp.down_proj.bias": (h,),
     }
     merged = h * spec.spatial_merge_size**2
-    out = {
-        f"blocks.{i}.{k}": s for i in range(spec.depth) for k, s in per_block.items()
-    }
+    out = {f"blocks.{i}.{k}": s for i in range(spec.depth) for k, s in per_block.items()}
     out.update(
         {
             "merger.ln_q.weight": (h,),
