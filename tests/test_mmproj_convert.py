@@ -163,3 +163,23 @@ def test_missing_vision_tensor_refused(src45, tmp_path):
     save_file(weights, src45 / "model.safetensors", metadata={"format": "pt"})
     out = tmp_path / "m.gguf"
     assert_refused(run_convert(src45, out), out, "model.visual.blocks.2.attn.qkv.bias", "missing")
+
+
+def test_release_projector_hook(tiny45_dir, tiny_dir, tmp_path):
+    # a release of an EXAONE 4.5 source writes mmproj-{Basename}-{Size}-F16.gguf beside the text files, hashed
+    # while written for SHA256SUMS, byte-identical to `convert --mmproj --outtype f16`; a text-only source none
+    import hashlib
+
+    from exaone_gguf.publish.modelfile import render_modelfile
+    from exaone_gguf.vision import release_projector_path, write_release_projector
+
+    assert release_projector_path(tiny_dir("exaone4"), tmp_path, "EXAONE-4.0-1.2B") is None
+    path = release_projector_path(tiny45_dir, tmp_path, "EXAONE-4.5-33B")
+    assert path == tmp_path / "mmproj-EXAONE-4.5-33B-F16.gguf"
+    result, digest = write_release_projector(tiny45_dir, path)
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    single = tmp_path / "single.gguf"
+    assert run_convert(tiny45_dir, single, "--outtype", "f16").returncode == 0
+    assert single.read_bytes() == path.read_bytes() and result.file_size == path.stat().st_size
+    text = render_modelfile("EXAONE-4.5-33B-Q4_K_M.gguf", None, projector=path.name)
+    assert text.splitlines()[1:3] == ["FROM ./EXAONE-4.5-33B-Q4_K_M.gguf", f"FROM ./{path.name}"]

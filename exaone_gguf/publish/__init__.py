@@ -31,6 +31,7 @@ from exaone_gguf.publish.chart import chart_rows, write_chart
 from exaone_gguf.publish.manifest import MANIFEST_NAME, write_manifest
 from exaone_gguf.publish.modelfile import chat_family, render_modelfile
 from exaone_gguf.validate import validate as validate_gguf
+from exaone_gguf.vision import release_projector_path, write_release_projector
 
 __all__ = ["run", "publish", "variant_stem", "report_path", "validate_output", "PublishResult", "PublishedVariant"]
 
@@ -69,6 +70,7 @@ class PublishResult:
     threads: int = 1
     chart: Path | None = None  # the quality chart (PNG), with --validate
     chart_shown: dict = field(default_factory=dict)  # its points and axes as plotted (publish.chart.write_chart)
+    projector: Path | None = None  # the vision projector (mmproj-...-F16.gguf) of an EXAONE 4.5 release
 
     @property
     def passed(self) -> bool:
@@ -84,6 +86,7 @@ class PublishResult:
             "nonfinite": self.nonfinite,
             "threads": self.threads,
             "chart": str(self.chart) if self.chart else None,
+            "projector": str(self.projector) if self.projector else None,
         }
 
 
@@ -189,6 +192,8 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
     title = stems[0][: -len(variants[0].outtype) - 1]
     chart = out_dir / f"{title}-quality.png"
     extras += [out_dir / f"{s}.validation.json" for s in stems] + [chart] if opts.validate else []
+    projector = release_projector_path(src, out_dir, title)  # EXAONE 4.5: the vision projector beside the text
+    extras += [projector] if projector else []
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -196,6 +201,7 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
             check_output_path(p, opts.inputs(src), opts.force)
         total = _Total(sum(v.plan.data_bytes for v in variants))
         nonfinite, sizes = driver.write_planned(ckpt, variants, weights, opts, total, hash=True)
+        projector_sha = write_release_projector(src, projector, opts.progress)[1] if projector else None
     except BaseException:
         if created:  # the writer removed every file it began; the folder this run made goes too
             with contextlib.suppress(OSError):  # not empty: something else is in it now; leave it
@@ -212,7 +218,10 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
     for v, stem, size in zip(variants, stems, sizes):
         pv = PublishedVariant(v.outtype.upper(), v.paths, size, _bits_per_weight(v.plan), len(v.plan.tensors))
         pv.modelfile = out_dir / f"{stem}.Modelfile"
-        pv.modelfile.write_text(render_modelfile(v.first_path.name, family, lic or None), encoding="utf-8")
+        pv.modelfile.write_text(
+            render_modelfile(v.first_path.name, family, lic or None, projector=projector.name if projector else None),
+            encoding="utf-8",
+        )
         if opts.validate:
             pv.report = out_dir / f"{stem}.validation.json"
             report = validate_output(v.first_path, src, pv.report, opts.device, opts.threads)
@@ -245,10 +254,12 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
         _card_info(ckpt, variants[0].plan, title), rows, MANIFEST_NAME, result.chart.name if result.chart else None
     )
     result.card.write_text(card_text, encoding="utf-8")
-    ggufs = [p for pv in result.variants for p in pv.files]
+    ggufs = [p for pv in result.variants for p in pv.files] + ([projector] if projector else [])
     others = [p for pv in result.variants for p in [pv.modelfile, pv.report] if p is not None] + [result.card]
     others += [result.chart] if result.chart else []
-    result.manifest = write_manifest(out_dir, {p: d for v in variants for p, d in v.sha256.items()}, ggufs, others)
+    streamed = {p: d for v in variants for p, d in v.sha256.items()} | ({projector: projector_sha} if projector else {})
+    result.manifest = write_manifest(out_dir, streamed, ggufs, others)
+    result.projector = projector
     result.seconds = time.perf_counter() - start
     failed = [pv.outtype for pv in result.variants if pv.passed is False]
     if failed:

@@ -38,11 +38,15 @@ def _quote(text: str) -> str:
     return f'"""{text}"""'
 
 
-def render_modelfile(gguf_name: str, family: str | None, license_text: str | None = None) -> str:
-    """The Modelfile text for the GGUF file `gguf_name` (a path relative to the Modelfile)."""
+def render_modelfile(
+    gguf_name: str, family: str | None, license_text: str | None = None, projector: str | None = None
+) -> str:
+    """The Modelfile text for the GGUF file `gguf_name` (a path relative to the Modelfile); `projector`: the
+    vision projector file beside it (Ollama's vision models take both as FROM lines)."""
     lines = [
         "# Ollama Modelfile written by exaone-gguf; use: ollama create NAME -f THIS_FILE",
         f"FROM ./{gguf_name}",
+        *([f"FROM ./{projector}"] if projector else []),
         "",
     ]
     fmt = chat_format(family)

@@ -5,7 +5,15 @@ safetensors) and writes a `clip` GGUF with projector type `exaone4_5` through gg
 """
 
 from exaone_gguf.vision.config import VisionSpec, is_vision_source, read_vision_spec
-from exaone_gguf.vision.mmproj import MmprojResult, convert_mmproj, mmproj_file_name, plan_mmproj, source_weights
+from exaone_gguf.vision.mmproj import (
+    MmprojResult,
+    convert_mmproj,
+    mmproj_file_name,
+    plan_mmproj,
+    release_projector_path,
+    source_weights,
+    write_release_projector,
+)
 from exaone_gguf.vision.tensors import PROJECTOR_TYPE, tensor_table
 
 __all__ = [
@@ -17,6 +25,8 @@ __all__ = [
     "mmproj_file_name",
     "plan_mmproj",
     "read_vision_spec",
+    "release_projector_path",
     "source_weights",
     "tensor_table",
+    "write_release_projector",
 ]

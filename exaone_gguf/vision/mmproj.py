@@ -15,9 +15,17 @@ from gguf.utility import size_label
 from exaone_gguf.checkpoint import TensorHandle, load_tensors
 from exaone_gguf.checkpoint.finite import check_finite
 from exaone_gguf.errors import InputError
-from exaone_gguf.gguf_io.writer import GGUFPlan, PlannedTensor, check_output_path, write_gguf
+from exaone_gguf.gguf_io.writer import (
+    GGUFPlan,
+    Output,
+    PlannedTensor,
+    check_output_path,
+    write_gguf,
+    write_outputs,
+    write_plan,
+)
 from exaone_gguf.quantize.kernels import quantize
-from exaone_gguf.vision.config import VisionSpec, read_vision_spec
+from exaone_gguf.vision.config import VisionSpec, is_vision_source, read_vision_spec
 from exaone_gguf.vision.tensors import HF_PREFIXES, PROJECTOR_TYPE, VisionTensor, expected_shapes, tensor_table
 
 OUTTYPES = {
@@ -203,3 +211,24 @@ def source_weights(directory: Path | str) -> tuple[VisionSpec, Callable[[str], n
         return np.ascontiguousarray(x, dtype=np.float32).reshape(t.shape)
 
     return spec, get
+
+
+RELEASE_OUTTYPE = "f16"  # the projector a release ships: llama.cpp's default, what LG and other publishers ship
+
+
+def release_projector_path(src: Path | str, out_dir: Path | str, title: str) -> Path | None:
+    """Where a release of `src` puts its projector (`mmproj-{title}-F16.gguf`, `title` as the text files'
+    `{Basename}-{Size}`), or None when `src` has no vision tower."""
+    return Path(out_dir) / mmproj_file_name(title, RELEASE_OUTTYPE) if is_vision_source(src) else None
+
+
+def write_release_projector(
+    src: Path | str, path: Path, progress: Callable[[PlannedTensor, int], None] | None = None
+) -> tuple[MmprojResult, str]:
+    """Write the release's projector to `path` (checked by the caller) hashing every byte as it goes:
+    (the result, its sha256 for the manifest)."""
+    plan, _, result = plan_mmproj(src, RELEASE_OUTTYPE)
+    output = Output([plan], [Path(path)])
+    [size] = write_outputs([output], lambda sinks: write_plan(sinks[0], plan, progress), hash=True)
+    result.output, result.file_size = Path(path), size
+    return result, output.sha256[Path(path)]
