@@ -197,13 +197,7 @@ def convert(
     with _errors():
         src_dir = resolve_source(src_dir)
         if mmproj:
-            from exaone_gguf.vision import convert_mmproj
-
-            result = _run_with_progress(
-                f"converting {src_dir.name} (projector)",
-                lambda **kw: convert_mmproj(src_dir, Path(output_arg), outtype, force=force, **kw),
-            )
-            _report_written(result, as_json)
+            _convert_mmproj(src_dir, Path(output_arg), outtype, force, validate_out, as_json, threads, locals())
             return
         overrides = _overrides(tensor_type, output_tensor_type, token_embedding_type, pure, leave_output_tensor)
         opts = ConvertOptions(
@@ -233,6 +227,30 @@ def convert(
             raise ValidationFailed(f"{result.output} failed validation; see {pub.report_path(result.output)}.")
         _warn_nonfinite(result.nonfinite, "converted")
         _report_written(result, as_json)
+
+
+def _convert_mmproj(src_dir, output, outtype, force, validate_out, as_json, threads, flags) -> None:
+    """convert --mmproj: the vision projector file, validated against the source with --validate."""
+    from exaone_gguf.validate.mmproj import validate_mmproj
+    from exaone_gguf.vision import convert_mmproj
+
+    text_only = ("imatrix", "split_max_size", "split_max_tensors", "arch", "allow_nonfinite", "pure")
+    text_only += ("tensor_type", "output_tensor_type", "token_embedding_type", "leave_output_tensor")
+    given = [f"--{k.replace('_', '-')}" for k in text_only if flags.get(k)]
+    if given:
+        raise InputError(f"{given[0]}: applies to the text model, not to --mmproj; leave it out.")
+    result = _run_with_progress(
+        f"converting {src_dir.name} (projector)",
+        lambda **kw: convert_mmproj(src_dir, output, outtype, force=force, **kw),
+    )
+    if validate_out:
+        report = validate_mmproj(result.output, src_dir, threads=resolve_threads(threads))
+        report.write_json(output.with_name(output.name.removesuffix(".gguf") + ".validation.json"))
+        report.render(err)
+        if not report.passed:
+            _report_written(result, as_json)
+            raise ValidationFailed(f"{result.output} failed validation; see its .validation.json report.")
+    _report_written(result, as_json)
 
 
 def _with(opts, **callbacks):

@@ -183,3 +183,39 @@ def test_release_projector_hook(tiny45_dir, tiny_dir, tmp_path):
     assert single.read_bytes() == path.read_bytes() and result.file_size == path.stat().st_size
     text = render_modelfile("EXAONE-4.5-33B-Q4_K_M.gguf", None, projector=path.name)
     assert text.splitlines()[1:3] == ["FROM ./EXAONE-4.5-33B-Q4_K_M.gguf", f"FROM ./{path.name}"]
+
+
+def test_real_exaone45_config_keys():
+    # the 33B's vision_config and preprocessor_config.json (../shared/fixtures) give llama.cpp's keys
+    from conftest import fixture_path
+
+    from exaone_gguf.gguf_io.writer import GGUFPlan
+    from exaone_gguf.vision import read_vision_spec
+    from exaone_gguf.vision.mmproj import add_vision_keys
+
+    spec = read_vision_spec(fixture_path("exaone-4.5-33b"))
+    plan = GGUFPlan()
+    add_vision_keys(plan, spec, "f16", 0)
+    kv = {k: v[1] for k, v in plan.kv.items()}
+    assert kv["clip.projector_type"] == "exaone4_5"
+    assert kv["clip.vision.n_wa_pattern"] == 8  # fullatt_block_indexes [7, 15, 23, 31]
+    assert kv["clip.vision.block_count"] == 32 and kv["clip.vision.embedding_length"] == 1280
+    assert kv["clip.vision.feed_forward_length"] == 3420
+    assert kv["clip.vision.attention.head_count"] == 16 and kv["clip.vision.attention.head_count_kv"] == 8
+    assert kv["clip.vision.projection_dim"] == 5120 and kv["clip.vision.window_size"] == 112
+    assert kv["clip.vision.image_min_pixels"] == 3136 and kv["clip.vision.image_max_pixels"] == 12845056
+    assert kv["clip.vision.attention.layer_norm_epsilon"] == 1e-6
+
+
+def test_convert_validate_keeps_report(tiny45_dir, tmp_path):
+    out = tmp_path / "m.gguf"
+    res = run_convert(tiny45_dir, out, "--outtype", "q8_0", "--validate")
+    assert res.returncode == 0, res.stderr
+    report = json.loads((tmp_path / "m.validation.json").read_text())
+    assert report["passed"] and report["file_type"] == "Q8_0"
+    assert {c["name"] for c in report["checks"]} >= {"window pattern", "image embedding"}
+
+
+def test_text_only_flag_refused(tiny45_dir, tmp_path):
+    out = tmp_path / "m.gguf"
+    assert_refused(run_convert(tiny45_dir, out, "--split-max-size", "1G"), out, "--split-max-size", "--mmproj")
