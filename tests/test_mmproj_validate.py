@@ -117,8 +117,9 @@ def failed(res, report):
     return {c["name"] for c in json.loads(report.read_text())["checks"] if c["status"] == "fail"}
 
 
-def test_wrong_n_wa_pattern_fails(files, tiny45_dir, tmp_path):
-    bad = rewrite(files["f32"], tmp_path / "bad.gguf", kv={"clip.vision.n_wa_pattern": 4})
+@pytest.mark.parametrize("outtype", ["f32", "q8_0"])
+def test_wrong_n_wa_pattern_fails(outtype, files, tiny45_dir, tmp_path):
+    bad = rewrite(files[outtype], tmp_path / "bad.gguf", kv={"clip.vision.n_wa_pattern": 4})
     report = tmp_path / "r.json"
     names = failed(run("validate", bad, "--reference", tiny45_dir, "--json", report), report)
     assert "window pattern" in names
