@@ -147,7 +147,7 @@ def test_preprocessor_without_max_pixels_refused(src45, tmp_path):
 
 def test_text_only_checkpoint_refused(tiny_dir, tmp_path):
     out = tmp_path / "m.gguf"
-    assert_refused(run_convert(tiny_dir("exaone4"), out), out, "config.json", "Exaone4ForCausalLM")
+    assert_refused(run_convert(tiny_dir("exaone4"), out), out, "config.json", "no vision_config")
 
 
 def test_quantized_outtype_refused(tiny45_dir, tmp_path):

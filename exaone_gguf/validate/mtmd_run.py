@@ -99,11 +99,11 @@ def write_standin_text_model(path: Path, n_embd: int) -> Path:
     """A one-layer Llama GGUF with a 256-byte vocabulary and hidden size `n_embd`: libmtmd needs a text model to
     load a projector (it checks the hidden size and tokenizes the text around the image) but the image embeddings
     do not depend on it. Used when validate is given the projector without its text file."""
-    from gguf import GGMLQuantizationType, GGUFValueType, Keys
+    from gguf import MODEL_ARCH, MODEL_ARCH_NAMES, GGMLQuantizationType, GGUFValueType, Keys
 
     from exaone_gguf.gguf_io.writer import GGUFPlan, write_gguf
 
-    arch, n_vocab, ff = "llama", 256, 2 * n_embd
+    arch, n_vocab, ff = MODEL_ARCH_NAMES[MODEL_ARCH.LLAMA], 256, 2 * n_embd
     plan = GGUFPlan()
     plan.add_string(Keys.General.ARCHITECTURE, arch)
     plan.add_string(Keys.General.NAME, "exaone-gguf stand-in text model")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from exaone_gguf.errors import InputError
 
-VISION_ARCHITECTURES = ("Exaone4_5_ForConditionalGeneration",)
+# the vision tower is known by its own config type (the architecture name belongs to the family registry)
+VISION_MODEL_TYPES = ("exaone4_5_vision",)
 DEFAULT_IMAGE_SIZE = 560  # llama.cpp's Qwen2-VL converter writes this when the config has no image_size
 DEFAULT_EPS = 1e-6  # transformers' vision RMSNorm epsilon (hard-coded there), llama.cpp's default too
 DEFAULT_ROPE_THETA = 10000.0
@@ -71,11 +72,8 @@ def is_vision_source(directory: Path | str) -> bool:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
-    return (
-        isinstance(cfg, dict)
-        and any(a in VISION_ARCHITECTURES for a in cfg.get("architectures") or [])
-        and isinstance(cfg.get("vision_config"), dict)
-    )
+    vision = cfg.get("vision_config") if isinstance(cfg, dict) else None
+    return isinstance(vision, dict) and vision.get("model_type") in VISION_MODEL_TYPES
 
 
 def _int(cfg: dict, key: str, path: Path, where: str) -> int:
@@ -112,15 +110,13 @@ def read_vision_spec(directory: Path | str) -> VisionSpec:
     directory = Path(directory)
     cfg_path = directory / "config.json"
     cfg = _read_json(cfg_path, "pass a Hugging Face checkpoint directory")
-    archs = cfg.get("architectures") or []
-    if not any(a in VISION_ARCHITECTURES for a in archs):
-        raise InputError(
-            f"{cfg_path}: architectures {archs} has no vision tower this tool converts "
-            f"(--mmproj takes {', '.join(VISION_ARCHITECTURES)})."
-        )
     v = cfg.get("vision_config")
-    if not isinstance(v, dict):
-        raise InputError(f"{cfg_path}: has no vision_config object; --mmproj needs the vision tower's settings.")
+    if not isinstance(v, dict) or v.get("model_type") not in VISION_MODEL_TYPES:
+        found = f"a vision_config of model_type {v.get('model_type')!r}" if isinstance(v, dict) else "no vision_config"
+        raise InputError(
+            f"{cfg_path}: has {found}; --mmproj converts EXAONE 4.5's vision tower "
+            f"(vision_config model_type {', '.join(VISION_MODEL_TYPES)})."
+        )
     text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else {}
     w = "vision_config"
     depth = _int(v, "depth", cfg_path, w)
