@@ -54,6 +54,10 @@ def shrink_config(
 ) -> dict[str, Any]:
     """Shrink a real config's sizes, keeping every other key (and the sliding pattern's rhythm)."""
     cfg = json.loads(json.dumps(cfg))
+    if isinstance(cfg.get("text_config"), dict):  # multimodal (EXAONE 4.5): the sizes are the text tower's
+        sizes = dict(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, head_dim=head_dim)
+        cfg["text_config"] = shrink_config(cfg["text_config"], intermediate=intermediate, **sizes)
+        return cfg
     layer_key = "num_layers" if "num_layers" in cfg else "num_hidden_layers"
     if layers:
         if isinstance(cfg.get("layer_types"), list) and cfg["layer_types"]:
@@ -100,6 +104,13 @@ def _weights(spec: ModelSpec, seed: int, dtype: str) -> list[TensorSource]:
             if name not in seen:
                 seen.add(name)
                 sources.append(_weight(spec, fam, m.gguf_name, name, shape, seed, (idx, j) if j else (idx,), dtype))
+    # tensors for another file (EXAONE 4.5's vision tower): biases near 0, gains near 1, weights by fan-in
+    for k, (name, shape) in enumerate((fam.left_out(spec) if fam.left_out else {}).items()):
+        if len(shape) > 1:
+            mean, std = 0.0, 1.0 / np.sqrt(np.prod(shape[1:]))
+        else:
+            mean, std = (1.0, 0.1) if name.endswith(".weight") else (0.0, 0.02)
+        sources.append(TensorSource(name, dtype, shape, _random_rows(seed, (1 << 20, k), shape, mean, std, dtype)))
     return sources
 
 
