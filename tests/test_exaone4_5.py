@@ -99,7 +99,9 @@ def test_f32_logits_match_transformers_and_the_reference(tiny):
     scale = np.abs(ref).max()
     d_lc = np.abs(ours - ref).max() / scale
     d_np = np.abs(numpy_ref - ref).max() / scale
-    print(f"exaone4.5 f32: llama.cpp vs transformers {d_lc:.3g}, numpy reference vs transformers {d_np:.3g} of max |logit|")
+    print(
+        f"exaone4.5 f32: llama.cpp vs transformers {d_lc:.3g}, numpy reference vs transformers {d_np:.3g} of max |logit|"
+    )
     assert (ours.argmax(-1) == ref.argmax(-1)).all() and (numpy_ref.argmax(-1) == ref.argmax(-1)).all()
     # measured 7.4e-7 (llama.cpp) and 7.8e-7 (numpy) of max |logit|; the issue allows 1e-4
     assert d_lc <= 5e-6

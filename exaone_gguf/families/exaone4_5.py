@@ -64,7 +64,9 @@ TEXT_NAMES = TensorNames(
 def _text_config(spec: ModelSpec) -> dict[str, Any]:
     tc = spec.config.get("text_config")
     if not isinstance(tc, dict):
-        raise InputError(f"{spec.config_path}: key 'text_config' is missing; an EXAONE 4.5 config nests the language model there.")
+        raise InputError(
+            f"{spec.config_path}: key 'text_config' is missing; an EXAONE 4.5 config nests the language model there."
+        )
     return tc
 
 
@@ -184,7 +186,7 @@ EXAONE4_5_GO = (
 
 CARD_NOTE = (
     "EXAONE 4.5 reasons by default (its chat template's `enable_thinking` defaults to true: the prompt opens a "
-    "`<think>` block). For direct answers pass `\"chat_template_kwargs\": {\"enable_thinking\": false}` to "
+    '`<think>` block). For direct answers pass `"chat_template_kwargs": {"enable_thinking": false}` to '
     "`llama-server --jinja`. LG recommends temperature 1.0, top_p 0.95 (presence_penalty 1.5 for general use; "
     "temperature 0.6 and top_k 20 for OCR, documents and Korean input). Images need the projector file "
     "(`mmproj-*.gguf`): `llama-mtmd-cli -m MODEL.gguf --mmproj mmproj-MODEL.gguf`; the text file alone runs "
@@ -296,7 +298,9 @@ FAMILY = Family(
     eos_token=EOT,
     hybrid_layers=HYBRID_LAYERS,
     tiny=(TinyRecipe("exaone4.5", _tiny, EXAONE4_5_TEMPLATE),),
-    tiny_tokenizer=TinyTokenizer(template_in_jinja=True, default_template="exaone4.5", scale_residual=False, writer="exaone4_5"),
+    tiny_tokenizer=TinyTokenizer(
+        template_in_jinja=True, default_template="exaone4.5", scale_residual=False, writer="exaone4_5"
+    ),
     left_out=vision_tensors,
 )
 register(FAMILY)
