@@ -238,3 +238,19 @@ def test_text_config_missing_a_key_is_refused(tiny, tmp_path, key):
     assert "config.json (text_config)" in msg and f"'{key}'" in msg and msg.count(". ") <= 1, msg
     assert not out.exists() and not list(tmp_path.glob("o.gguf*"))
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+
+
+def test_vision_config_missing_a_key_is_refused(tiny, tmp_path):
+    """The vision tensors the text file leaves out are listed from vision_config; without its sizes the
+    checkpoint's model.visual.* tensors cannot be accounted for: one sentence, exit 2, nothing written."""
+    ckpt, _ = tiny
+    src = tmp_path / "src"
+    shutil.copytree(ckpt, src)
+    cfg = json.loads((src / "config.json").read_text())
+    del cfg["vision_config"]["depth"]
+    (src / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "o.gguf"
+    r = run_cli("convert", str(src), "-o", str(out), "--outtype", "f32")
+    msg = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "vision_config" in msg and "'depth'" in msg, msg
+    assert not out.exists() and not list(tmp_path.glob("o.gguf*"))

@@ -61,17 +61,7 @@ TEXT_NAMES = TensorNames(
 )
 
 
-def _text_config(spec: ModelSpec) -> dict[str, Any]:
-    tc = spec.config.get("text_config")
-    if not isinstance(tc, dict):
-        raise InputError(
-            f"{spec.config_path}: key 'text_config' is missing; an EXAONE 4.5 config nests the language model there."
-        )
-    return tc
-
-
 def tensor_map(spec: ModelSpec) -> list[TensorMapping]:
-    _text_config(spec)
     return TEXT_NAMES.mappings(spec, mtp=True)
 
 

@@ -312,7 +312,10 @@ _VISION_PREFIXES = ("v.", "mm.", "model.visual.", "visual.")
 
 
 def check_no_vision_tensors(f: GGUFFile) -> CheckResult | None:
-    """A text GGUF carries no vision-tower tensors: they belong to the projector file (mmproj)."""
+    """A text GGUF carries no vision-tower tensors: they belong to the projector file (mmproj). None for a
+    file of an architecture that is not a text model this tool writes (a projector's `clip`)."""
+    if f.get("general.architecture") not in gguf_archs():
+        return None
     vision = [t.name for t in f.tensors if t.name.startswith(_VISION_PREFIXES)]
     if not vision:
         return None
