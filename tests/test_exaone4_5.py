@@ -254,3 +254,37 @@ def test_vision_config_missing_a_key_is_refused(tiny, tmp_path):
     msg = " ".join(r.stderr.split())
     assert r.returncode == 2 and "vision_config" in msg and "'depth'" in msg, msg
     assert not out.exists() and not list(tmp_path.glob("o.gguf*"))
+
+
+def test_the_33b_config_reads_as_exaone4_with_one_mtp_block():
+    """The 33B's config (fixture): text tower from text_config, 64 layers + 1 MTP block, 32 vision blocks left out;
+    make-tiny --from-config shrinks the text tower and keeps every key."""
+    from exaone_gguf.checkpoint.spec import parse_config
+    from exaone_gguf.families import family_for
+    from exaone_gguf.tiny import shrink_config
+
+    path = fixture_path("exaone-4.5-33b", "config.json")
+    cfg = json.loads(path.read_text())
+    spec = parse_config(cfg, path)
+    fam = family_for(spec)
+    assert (fam.name, fam.arch, spec.num_layers, spec.vocab_size, spec.is_hybrid) == (
+        "exaone4_5",
+        "exaone4",
+        64,
+        153600,
+        True,
+    )
+    hp = {k: v for k, _, v, _ in fam.hparams(spec)}
+    assert hp["exaone4.block_count"] == 65 and hp["exaone4.nextn_predict_layers"] == 1
+    names = {m.gguf_name: m.hf_name for m in fam.tensor_map(spec)}
+    assert names["blk.64.nextn.eh_proj.weight"] == "mtp.fc.weight"
+    assert names["blk.64.attn_q.weight"] == "mtp.layers.0.self_attn.q_proj.weight"
+    assert names["blk.63.attn_q.weight"] == "model.language_model.layers.63.self_attn.q_proj.weight"
+    left = fam.left_out(spec)
+    assert len(left) == 1 + 32 * 12 + 5 and all(n.startswith("model.visual.") for n in left)
+    assert left["model.visual.blocks.0.attn.qkv.weight"] == (1280 + 2 * 8 * 80, 1280)  # GQA: 8 of 16 heads
+    small = shrink_config(cfg, layers=8, hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=128)
+    assert set(small) == set(cfg) and set(small["text_config"]) == set(cfg["text_config"])
+    assert small["vision_config"] == cfg["vision_config"]
+    s2 = parse_config(small, path)
+    assert (s2.num_layers, s2.hidden_size, s2.extras["nextn"]) == (8, 64, 1)
