@@ -7,6 +7,7 @@ and a text_config missing a key."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -258,7 +259,7 @@ def test_vision_config_missing_a_key_is_refused(tiny, tmp_path):
 
 def test_the_33b_config_reads_as_exaone4_with_one_mtp_block():
     """The 33B's config (fixture): text tower from text_config, 64 layers + 1 MTP block, 32 vision blocks left out;
-    make-tiny --from-config shrinks the text tower and keeps every key."""
+    make-tiny --from-config shrinks the text and vision towers and keeps every key."""
     from exaone_gguf.checkpoint.spec import parse_config
     from exaone_gguf.families import family_for
     from exaone_gguf.tiny import shrink_config
@@ -285,6 +286,10 @@ def test_the_33b_config_reads_as_exaone4_with_one_mtp_block():
     assert left["model.visual.blocks.0.attn.qkv.weight"] == (1280 + 2 * 8 * 80, 1280)  # GQA: 8 of 16 heads
     small = shrink_config(cfg, layers=8, hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=128)
     assert set(small) == set(cfg) and set(small["text_config"]) == set(cfg["text_config"])
-    assert small["vision_config"] == cfg["vision_config"]
+    vc, big = small["vision_config"], cfg["vision_config"]
+    assert set(vc) == set(big) and (vc["depth"], vc["hidden_size"], vc["num_key_value_heads"]) == (4, 64, 2)
+    assert vc["fullatt_block_indexes"] == [1, 3] and vc["out_hidden_size"] == 64
+    assert all(vc[k] == big[k] for k in ("patch_size", "spatial_merge_size", "window_size", "temporal_patch_size"))
+    assert sum(math.prod(s) for s in fam.left_out(parse_config(small, path)).values()) < 10**6
     s2 = parse_config(small, path)
     assert (s2.num_layers, s2.hidden_size, s2.extras["nextn"]) == (8, 64, 1)

@@ -57,6 +57,8 @@ def shrink_config(
     if isinstance(cfg.get("text_config"), dict):  # multimodal (EXAONE 4.5): the sizes are the text tower's
         sizes = dict(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, head_dim=head_dim)
         cfg["text_config"] = shrink_config(cfg["text_config"], intermediate=intermediate, **sizes)
+        if isinstance(cfg.get("vision_config"), dict) and (intermediate or any(sizes.values())):
+            cfg["vision_config"] = _shrink_vision(cfg["vision_config"], cfg["text_config"]["hidden_size"])
         return cfg
     layer_key = "num_layers" if "num_layers" in cfg else "num_hidden_layers"
     if layers:
@@ -84,6 +86,21 @@ def shrink_config(
     if intermediate:
         cfg["intermediate_size"] = intermediate
     return cfg
+
+
+def _shrink_vision(vc: dict[str, Any], out_hidden: int) -> dict[str, Any]:
+    """A vision tower (Qwen2-VL style) at tiny sizes: 4 blocks of width 64, 4 heads keeping the config's
+    query/kv head ratio, full attention every other block (evenly spaced, as llama.cpp's n_wa_pattern needs),
+    projecting to the shrunk text width; patch, merge and window geometry kept."""
+    vc = dict(vc)
+    heads = 4
+    ratio = max(1, int(vc.get("num_heads", heads)) // int(vc.get("num_key_value_heads", vc.get("num_heads", heads))))
+    vc.update(depth=4, hidden_size=64, intermediate_size=128, num_heads=heads, out_hidden_size=out_hidden)
+    if "num_key_value_heads" in vc:
+        vc["num_key_value_heads"] = max(1, heads // ratio)
+    if "fullatt_block_indexes" in vc:
+        vc["fullatt_block_indexes"] = [1, 3]
+    return vc
 
 
 # Sublayer outputs that feed the residual stream directly: scaled down (GPT-2 style, by 1/sqrt(2 * layers))
