@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from gguf import GGUFValueType
+from gguf import GGMLQuantizationType, GGUFValueType
 
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.gguf_io.writer import GGUFPlan, write_gguf
@@ -25,10 +25,12 @@ def rewrite(
     tensors: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
     swap: tuple[str, str] | None = None,
     drop_tensors: tuple[str, ...] = (),
+    add_tensors: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """kv: key -> new value (same type), (vtype, value[, sub]) for a new key, or DROP.
     tensors: name -> function of the raw bytes (uint8) returning new raw bytes of the same size.
-    swap: two tensor names whose data (same type and shape) trade places."""
+    swap: two tensor names whose data (same type and shape) trade places.
+    add_tensors: name -> float32 array, appended as F32 tensors (numpy shape order)."""
     f = read_gguf(src)
     kv, tensors = kv or {}, tensors or {}
     plan = GGUFPlan()
@@ -54,6 +56,9 @@ def rewrite(
         if t.name in tensors:
             data = tensors[t.name](data)
         plan.add_tensor(t.name, t.shape, t.tensor_type, lambda d=data: [d])
+    for name, arr in (add_tensors or {}).items():
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        plan.add_tensor(name, tuple(reversed(arr.shape)), GGMLQuantizationType.F32, lambda d=arr: [d.view(np.uint8).reshape(-1)])
     write_gguf(plan, dst)
     f.close()
     return dst

@@ -93,7 +93,7 @@ def test_every_hf_architecture_is_claimed_by_one_family():
 
 
 def test_unsupported_architecture_lists_the_registry():
-    cfg = {**family_config("exaone4"), "architectures": ["Exaone4_5_ForConditionalGeneration"]}
+    cfg = {**family_config("exaone4"), "architectures": ["Qwen2_5_VLForConditionalGeneration"]}
     with pytest.raises(InputError, match="not supported; supported: " + ", ".join(F.supported_architectures())):
         parse_config(cfg)
 

@@ -163,6 +163,7 @@ def check_tensors(ckpt: Checkpoint, fam: Family, mappings: list[TensorMapping]) 
                 raise InputError(f"{h.file.path}: tensor '{name}' has dtype {h.dtype}; expected BF16, F16 or F32.")
         m.open(ckpt.tensors)  # a stack of parts in different dtypes is refused here
     used = {name for m in mappings for name in m.sources()}
+    used |= set(fam.left_out(ckpt.spec)) if fam.left_out else set()  # another file's (the vision projector's)
     if ckpt.spec.tie_word_embeddings:
         used.add("lm_head.weight")  # a tied checkpoint may still carry the copy; the embedding is used
     extra = sorted(n for n in ckpt.tensors if n not in used and not fam.ignorable(n))

@@ -18,8 +18,9 @@ validate -> publish -> cli; this package imports only checkpoint (and gguf, nump
 from __future__ import annotations
 
 # base: the registry's public names (listed in base.__all__); then the family modules, which register
-# themselves on import in this order, the order of every listing.
-from exaone_gguf.families import base, exaone3, exaone4, exaone_moe, llama  # noqa: F401
+# themselves on import in this order, the order of every listing (exaone4_5 imports exaone_moe, which so
+# registers before it).
+from exaone_gguf.families import base, exaone3, exaone4, exaone4_5, exaone_moe, llama  # noqa: F401
 from exaone_gguf.families.base import *  # noqa: F403
 
 __all__ = list(base.__all__)

@@ -37,6 +37,9 @@ __all__ = [
     "family_of_template",
     "gguf_archs",
     "llama_hparams",
+    "mtp_hparams",
+    "mtp_mappings",
+    "nextn_extras",
     "register",
     "register_alternate",
     "sliding_window_hparams",
@@ -134,20 +137,69 @@ class TensorNames:
     lm_head: str = "lm_head"
     prefix: str = ""
 
-    def mappings(self, spec: ModelSpec) -> list[TensorMapping]:
+    def block(self, spec: ModelSpec, bid: int, hf: str) -> list[TensorMapping]:
+        """GGUF block `bid` read from the HF layer whose names start with `hf` (an MTP layer's `mtp.layers.K.`)."""
         shape = _kind_shapes(spec)
+        return [
+            TensorMapping(f"blk.{bid}.{kind}.weight", f"{hf}{name}.weight", shape[kind])
+            for kind, name in self.layer.items()
+        ]
+
+    def mappings(self, spec: ModelSpec, mtp: bool = False) -> list[TensorMapping]:
+        """`mtp`: the family maps `spec.extras["nextn"]` MTP blocks after the last layer (mtp_mappings)."""
         V, H, p = spec.vocab_size, spec.hidden_size, self.prefix
         out = [TensorMapping("token_embd.weight", f"{p}{self.embed}.weight", (V, H))]
         for i in range(spec.num_layers):
-            hf = p + self.layer_prefix.format(i=i)
-            out += [
-                TensorMapping(f"blk.{i}.{kind}.weight", f"{hf}{name}.weight", shape[kind])
-                for kind, name in self.layer.items()
-            ]
+            out += self.block(spec, i, p + self.layer_prefix.format(i=i))
+        if mtp:
+            out += mtp_mappings(spec, lambda bid, hf: self.block(spec, bid, hf))
         out.append(TensorMapping("output_norm.weight", f"{p}{self.final_norm}.weight", (H,)))
         if not spec.tie_word_embeddings:
             out.append(TensorMapping("output.weight", f"{self.lm_head}.weight", (V, H)))
         return out
+
+
+# ---- MTP (multi-token prediction) blocks, as llama.cpp's converter maps them (conversion/exaone.py:
+# ExaoneMoEModel, Exaone4_5_TextModel): `mtp.layers.K.*` -> block num_hidden_layers + K, and the shared
+# `mtp.fc` / `mtp.pre_fc_norm_*` / `mtp.norm` copied into every MTP block as `nextn.*`. llama.cpp keeps
+# these blocks in the file and never runs them.
+
+_NEXTN = (  # GGUF kind, HF name, shape in units of hidden_size
+    ("nextn.eh_proj.weight", "mtp.fc.weight", (1, 2)),
+    ("nextn.enorm.weight", "mtp.pre_fc_norm_embedding.weight", (1,)),
+    ("nextn.hnorm.weight", "mtp.pre_fc_norm_hidden.weight", (1,)),
+    ("nextn.shared_head_norm.weight", "mtp.norm.weight", (1,)),
+)
+
+
+def nextn_extras(k) -> dict[str, Any]:
+    """The MTP keys of a config (a ConfigKeys): how many blocks, and whether they share one layer's weights."""
+    return {
+        "nextn": k.int("num_nextn_predict_layers", default=0, positive=False),
+        "mtp_share": k.bool("mtp_share_layers", False),
+    }
+
+
+def mtp_mappings(spec: ModelSpec, block: Callable[[int, str], list[TensorMapping]]) -> list[TensorMapping]:
+    """The MTP blocks after the last layer: `block(bid, hf_prefix)` gives one block's tensors (the family's
+    layer layout); with `mtp_share_layers` every block reads `mtp.layers.0.`. Then the shared nextn tensors."""
+    L, H, n = spec.num_layers, spec.hidden_size, spec.extras.get("nextn", 0)
+    share = spec.extras.get("mtp_share", False)
+    out: list[TensorMapping] = []
+    for k in range(n):
+        out += block(L + k, f"mtp.layers.{0 if share else k}.")
+    for kind, hf, units in _NEXTN if n else ():
+        out += TensorMapping.copies([f"blk.{b}.{kind}" for b in range(L, L + n)], hf, tuple(u * H for u in units))
+    return out
+
+
+def mtp_hparams(hparams: list[HParam], spec: ModelSpec, arch: str, always: bool = False) -> list[HParam]:
+    """`hparams` with block_count counting the MTP blocks, and `{arch}.nextn_predict_layers` when there are
+    any (`always`: also 0, as llama.cpp writes it for exaone-moe)."""
+    n = spec.extras.get("nextn", 0)
+    key = Keys.LLM.BLOCK_COUNT.format(arch=arch)
+    out = [u32(Keys.LLM.BLOCK_COUNT, arch, spec.num_layers + n) if h[0] == key else h for h in hparams]
+    return out + ([u32(Keys.LLM.NEXTN_PREDICT_LAYERS, arch, n)] if n or always else [])
 
 
 # llama.cpp's `tokenizer.ggml.pre` names for byte-level BPE vocabularies: digits split one by one (EXAONE 3.x)
@@ -297,6 +349,9 @@ class Family:
     tiny_tokenizer: TinyTokenizer = TinyTokenizer()
     # HF tensors that carry nothing the GGUF needs (rotary caches); skipped instead of refused.
     ignorable: Callable[[str], bool] = _ignorable
+    # Source tensors that belong to another file (EXAONE 4.5's vision tower, written to the mmproj): name ->
+    # the shape the config implies. The text file never carries them; make-tiny writes them.
+    left_out: Callable[[ModelSpec], dict[str, tuple[int, ...]]] | None = None
 
     def add_hparams(self, spec: ModelSpec, plan) -> None:
         """Add the hyperparameter keys to a GGUF plan (anything with `add(key, type, value, sub)`)."""
@@ -356,9 +411,12 @@ def gguf_archs() -> tuple[str, ...]:
     return tuple(dict.fromkeys(own + [a.arch for alts in _ALTERNATES.values() for a in alts]))
 
 
-def family_of_gguf_arch(arch: str | None) -> Family | None:
-    """The family whose own GGUF architecture is `arch` (not an alternate)."""
-    return next((f for f in _FAMILIES.values() if f.arch == arch), None)
+def family_of_gguf_arch(arch: str | None, pre: str | None = None) -> Family | None:
+    """The family whose own GGUF architecture is `arch` (not an alternate). Two families write `exaone4`
+    (EXAONE 4.0 and 4.5); as in llama.cpp only the pre-tokenizer (`tokenizer.ggml.pre`) tells them apart, so
+    `pre` picks the family that declares it, else the first registered."""
+    own = [f for f in _FAMILIES.values() if f.arch == arch]
+    return next((f for f in own if pre is not None and pre in f.pre_tokenizers), own[0] if own else None)
 
 
 def family_for(spec: ModelSpec, arch: str | None = None) -> Family:
@@ -396,7 +454,8 @@ def family_of_template(template: str) -> Family | None:
 def chat_format_for(arch: str | None, template: str | None) -> ChatFormat | None:
     """The chat format of a GGUF: by its architecture's family, else by a family's marker in the template
     (EXAONE 3.x written as `llama`); None when no family's chat format applies."""
-    fam = family_of_gguf_arch(arch)
+    own = [f for f in _FAMILIES.values() if f.arch == arch and f.chat is not None]
+    fam = next((f for f in own if template and f.chat.recognises(template)), own[0] if own else None)
     if fam is None or fam.chat is None:
         fam = next(
             (

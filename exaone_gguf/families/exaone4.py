@@ -22,6 +22,8 @@ from exaone_gguf.families.base import (
     TinyRecipe,
     TinyTokenizer,
     common_hparams,
+    mtp_hparams,
+    nextn_extras,
     register,
     sliding_window_hparams,
     u32,
@@ -42,6 +44,7 @@ CONFIG = ConfigReading(
     tie_default=False,
     sliding_window=True,
     pre_tokenizers=BPE_PRE_TOKENIZERS,
+    extras=nextn_extras,  # MTP blocks (num_nextn_predict_layers), as EXAONE 4.5's text tower has
 )
 
 NAMES = TensorNames(
@@ -66,15 +69,17 @@ NAMES = TensorNames(
 
 
 def tensor_map(spec: ModelSpec) -> list[TensorMapping]:
-    return NAMES.mappings(spec)
+    return NAMES.mappings(spec, mtp=True)
 
 
 def hparams(spec: ModelSpec) -> list[HParam]:
+    """As llama.cpp's Exaone4Model; with MTP blocks block_count counts them and nextn_predict_layers is set
+    (Exaone4_5_TextModel), so llama.cpp's n_layer() = block_count - nextn is still num_hidden_layers."""
     out = common_hparams(spec, ARCH) + [
         u32(Keys.Attention.KEY_LENGTH, ARCH, spec.head_dim),
         u32(Keys.Attention.VALUE_LENGTH, ARCH, spec.head_dim),
     ]
-    return out + sliding_window_hparams(spec, ARCH)
+    return mtp_hparams(out, spec, ARCH) + sliding_window_hparams(spec, ARCH)
 
 
 # ---- chat: the Ollama Modelfile format (a Go template giving the Jinja template's prompt) and card note

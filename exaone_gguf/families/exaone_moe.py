@@ -45,6 +45,7 @@ from exaone_gguf.families.base import (
     TinyTokenizer,
     common_hparams,
     f32,
+    mtp_mappings,
     register,
     sliding_window_hparams,
     u32,
@@ -215,17 +216,7 @@ def tensor_map(spec: ModelSpec) -> list[TensorMapping]:
     out = [TensorMapping("token_embd.weight", "model.embed_tokens.weight", (V, H))]
     for i in range(L):
         out += _block(spec, i, f"model.layers.{i}.", i >= x["dense_layers"])
-    mtp = list(range(L, L + x["nextn"]))
-    for k, bid in enumerate(mtp):
-        out += _block(spec, bid, f"mtp.layers.{k}.", False)  # MTP blocks are dense (llama.cpp's loader)
-    for gguf_kind, hf, shape in (
-        ("nextn.eh_proj.weight", "mtp.fc.weight", (H, 2 * H)),
-        ("nextn.enorm.weight", "mtp.pre_fc_norm_embedding.weight", (H,)),
-        ("nextn.hnorm.weight", "mtp.pre_fc_norm_hidden.weight", (H,)),
-        ("nextn.shared_head_norm.weight", "mtp.norm.weight", (H,)),
-    ):
-        if mtp:
-            out += TensorMapping.copies([f"blk.{b}.{gguf_kind}" for b in mtp], hf, shape)
+    out += mtp_mappings(spec, lambda bid, hf: _block(spec, bid, hf, False))  # MTP blocks are dense (llama.cpp)
     out.append(TensorMapping("output_norm.weight", "model.norm.weight", (H,)))
     out.append(TensorMapping("output.weight", "lm_head.weight", (V, H)))
     return out
@@ -305,6 +296,7 @@ CHAT = Chat(
         ),
     ),
     requires=("<|assistant|>", "<|user|>", "<|tool_declare|>"),
+    excludes=("<vision>",),  # EXAONE 4.5's template has K-EXAONE's markers and image placeholders
     features=frozenset({"role_markers"}),
 )
 

@@ -10,6 +10,8 @@ turns, exactly the prompt of the family's Jinja template (tests/test_publish_mod
 - EXAONE 4.0: "[|role|]\n" prefixes, every turn ends "[|endofturn|]\n", assistant text follows an empty
   "<think>\n\n</think>\n\n" block; generation opens the empty think block (enable_thinking=false, the
   template's default). Tool schemas and tool results are not rendered.
+- EXAONE 4.5: K-EXAONE's "<|role|>\n{content}<|endofturn|>\n" turns; generation opens "<|assistant|>\n<think>\n"
+  (reasoning is on by default). Images come from Ollama's projector (the second FROM line), not the template.
 The generation prompt is added unless the last turn is the assistant's (Ollama then continues it).
 Sampling follows each family's model card (see reference/exaone-formats.md). The templates, parameters and
 stop token are declared by the family modules (exaone_gguf/families/).
@@ -42,7 +44,7 @@ def render_modelfile(
     gguf_name: str, family: str | None, license_text: str | None = None, projector: str | None = None
 ) -> str:
     """The Modelfile text for the GGUF file `gguf_name` (a path relative to the Modelfile); `projector`: the
-    vision projector file beside it (Ollama's vision models take both as FROM lines)."""
+    vision projector file beside it (EXAONE 4.5's mmproj), a second FROM line as Ollama's vision models take."""
     lines = [
         "# Ollama Modelfile written by exaone-gguf; use: ollama create NAME -f THIS_FILE",
         f"FROM ./{gguf_name}",
@@ -64,16 +66,20 @@ def render_modelfile(
 
 
 def parse_modelfile(text: str) -> dict[str, object]:
-    """FROM, TEMPLATE, SYSTEM, LICENSE and PARAMETER values of a Modelfile (as Ollama reads them)."""
+    """FROM, TEMPLATE, SYSTEM, LICENSE and PARAMETER values of a Modelfile (as Ollama reads them); FROM is the
+    first FROM line (the model), FROMS every one (a vision model's projector follows)."""
     import re
 
-    out: dict[str, object] = {"PARAMETER": []}
+    out: dict[str, object] = {"PARAMETER": [], "FROMS": []}
     body = re.sub(r"(?m)^#.*$", "", text)
     for m in re.finditer(r'(?m)^(FROM|TEMPLATE|SYSTEM|LICENSE|PARAMETER)\s+("""(.*?)"""|([^\n]+))$', body, re.S):
         cmd, value = m.group(1), m.group(3) if m.group(3) is not None else m.group(4).strip()
         if cmd == "PARAMETER":
             k, _, v = value.partition(" ")
             out["PARAMETER"].append((k, v.strip()))  # type: ignore[union-attr]
+        elif cmd == "FROM":
+            out["FROMS"].append(value)  # type: ignore[union-attr]
+            out.setdefault("FROM", value)
         else:
             out[cmd] = value
     return out

@@ -54,6 +54,12 @@ def shrink_config(
 ) -> dict[str, Any]:
     """Shrink a real config's sizes, keeping every other key (and the sliding pattern's rhythm)."""
     cfg = json.loads(json.dumps(cfg))
+    if isinstance(cfg.get("text_config"), dict):  # multimodal (EXAONE 4.5): the sizes are the text tower's
+        sizes = dict(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, head_dim=head_dim)
+        cfg["text_config"] = shrink_config(cfg["text_config"], intermediate=intermediate, **sizes)
+        if isinstance(cfg.get("vision_config"), dict) and (intermediate or any(sizes.values())):
+            cfg["vision_config"] = _shrink_vision(cfg["vision_config"], cfg["text_config"]["hidden_size"])
+        return cfg
     layer_key = "num_layers" if "num_layers" in cfg else "num_hidden_layers"
     if layers:
         if isinstance(cfg.get("layer_types"), list) and cfg["layer_types"]:
@@ -82,6 +88,21 @@ def shrink_config(
     return cfg
 
 
+def _shrink_vision(vc: dict[str, Any], out_hidden: int) -> dict[str, Any]:
+    """A vision tower (Qwen2-VL style) at tiny sizes: 4 blocks of width 64, 4 heads keeping the config's
+    query/kv head ratio, full attention every other block (evenly spaced, as llama.cpp's n_wa_pattern needs),
+    projecting to the shrunk text width; patch, merge and window geometry kept."""
+    vc = dict(vc)
+    heads = 4
+    ratio = max(1, int(vc.get("num_heads", heads)) // int(vc.get("num_key_value_heads", vc.get("num_heads", heads))))
+    vc.update(depth=4, hidden_size=64, intermediate_size=128, num_heads=heads, out_hidden_size=out_hidden)
+    if "num_key_value_heads" in vc:
+        vc["num_key_value_heads"] = max(1, heads // ratio)
+    if "fullatt_block_indexes" in vc:
+        vc["fullatt_block_indexes"] = [1, 3]
+    return vc
+
+
 # Sublayer outputs that feed the residual stream directly: scaled down (GPT-2 style, by 1/sqrt(2 * layers))
 # so the network is well conditioned like a trained one, not chaotic: small weight errors then stay small
 # and quantization metrics look like real models' (a chaotic random net turns Q8_0 rounding into top-1 flips).
@@ -100,6 +121,13 @@ def _weights(spec: ModelSpec, seed: int, dtype: str) -> list[TensorSource]:
             if name not in seen:
                 seen.add(name)
                 sources.append(_weight(spec, fam, m.gguf_name, name, shape, seed, (idx, j) if j else (idx,), dtype))
+    # tensors for another file (EXAONE 4.5's vision tower): biases near 0, gains near 1, weights by fan-in
+    for k, (name, shape) in enumerate((fam.left_out(spec) if fam.left_out else {}).items()):
+        if len(shape) > 1:
+            mean, std = 0.0, 1.0 / np.sqrt(np.prod(shape[1:]))
+        else:
+            mean, std = (1.0, 0.1) if name.endswith(".weight") else (0.0, 0.02)
+        sources.append(TensorSource(name, dtype, shape, _random_rows(seed, (1 << 20, k), shape, mean, std, dtype)))
     return sources
 
 

@@ -39,8 +39,9 @@ def pre_tokenizer():
     )
 
 
-def write_tokenizer(out_dir: Path, chat_template: str) -> int:
-    """tokenizer.json + tokenizer_config.json + chat_template.jinja; returns the vocabulary size."""
+def write_tokenizer(out_dir: Path, chat_template: str, added: list[tuple[str, bool]] | None = None) -> int:
+    """tokenizer.json + tokenizer_config.json + chat_template.jinja; returns the vocabulary size.
+    `added`: the added tokens in id order (default K-EXAONE's, `added_tokens()`)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizer()
     trainer = trainers.BpeTrainer(
@@ -50,7 +51,7 @@ def write_tokenizer(out_dir: Path, chat_template: str) -> int:
         show_progress=False,
     )
     tok.train_from_iterator([TRAINING_TEXT] * 4, trainer=trainer)
-    added = added_tokens()
+    added = added if added is not None else added_tokens()
     tj = with_added_tokens(json.loads(tok.to_str()), added)
     vocab = tj["model"]["vocab"]
     out_dir = Path(out_dir)

@@ -187,9 +187,9 @@ def validate(
             checks.append(compare_tokenization(runner.llm, ckpt.tokenizer.build_reference()))
         else:
             checks.append(check_round_trip(runner.llm))
-        eot = eos_token_of(arch)
+        eot = eos_token_of(arch, f.get("tokenizer.ggml.pre"))
         if eot is not None:  # families that end turns with a token of their own
-            fam = family_of_gguf_arch(arch)
+            fam = family_of_gguf_arch(arch, f.get("tokenizer.ggml.pre"))
             # the family's own template markers when they do not already hold EXAONE's [|endofturn|] (K-EXAONE)
             own = fam is not None and fam.chat is not None and eot not in fam.chat.requires
             markers = (*fam.chat.requires, eot) if own else None

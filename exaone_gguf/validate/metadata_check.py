@@ -21,9 +21,10 @@ from exaone_gguf.quantize.mixtures import plan_types
 from exaone_gguf.validate.results import CheckResult
 
 
-def eos_token_of(arch: str | None) -> str | None:
-    """The end-of-turn token a GGUF of architecture `arch` must have as EOS (None: the family sets none)."""
-    fam = family_of_gguf_arch(arch)
+def eos_token_of(arch: str | None, pre: str | None = None) -> str | None:
+    """The end-of-turn token a GGUF of architecture `arch` (and pre-tokenizer `pre`: EXAONE 4.0 and 4.5 are
+    both `exaone4`) must have as EOS (None: the family sets none)."""
+    fam = family_of_gguf_arch(arch, pre)
     return fam.eos_token if fam is not None else None
 
 
@@ -111,6 +112,8 @@ def check_rope_freqs(f: GGUFFile, spec: ModelSpec) -> CheckResult:
 
 
 def check_sliding_window(f: GGUFFile, arch: str, n_layers: int, spec: ModelSpec | None) -> CheckResult:
+    """`n_layers`: the layers llama.cpp runs, n_layer() = block_count - nextn_predict_layers (MTP blocks are
+    never run, and llama.cpp decides on the window from this count)."""
     name = "metadata: sliding window"
     window = f.get(Keys.Attention.SLIDING_WINDOW.format(arch=arch))
     pattern = f.get(Keys.Attention.SLIDING_WINDOW_PATTERN.format(arch=arch))
@@ -130,10 +133,14 @@ def check_sliding_window(f: GGUFFile, arch: str, n_layers: int, spec: ModelSpec 
             problems.append("sliding_window_pattern missing or different from config.json's layer_types")
     elif window is None:
         problems.append("sliding_window missing")
-    fam = family_of_gguf_arch(arch)
+    fam = family_of_gguf_arch(arch, f.get("tokenizer.ggml.pre"))
     if fam is not None and fam.hybrid_layers is not None and n_layers != fam.hybrid_layers:
+        nextn = _nextn(f, arch)
+        counted = (
+            f"block_count {n_layers + nextn} - nextn_predict_layers {nextn} = {n_layers} layers" if nextn else f"{n_layers} layers"
+        )
         problems.append(
-            f"{n_layers} layers: llama.cpp runs {arch} with sliding-window attention only at "
+            f"{counted}: llama.cpp runs {arch} with sliding-window attention only at "
             f"{fam.hybrid_layers} layers, so this file would run every layer as global"
         )
     n_sliding = int(np.sum(pattern)) if pattern is not None else 0
@@ -144,7 +151,7 @@ def check_vocab(f: GGUFFile, ckpt: Checkpoint | None) -> list[CheckResult]:
     tokens = f.get("tokenizer.ggml.tokens") or []
     types = f.get("tokenizer.ggml.token_type")
     arch = f.get("general.architecture")
-    fam = family_of_gguf_arch(arch)
+    fam = family_of_gguf_arch(arch, f.get("tokenizer.ggml.pre"))
     want_model = fam.vocab_model if fam is not None else None
     out = []
     problems = []
@@ -205,7 +212,7 @@ def check_special_ids(f: GGUFFile, ckpt: Checkpoint | None) -> CheckResult:
         if spec.eos_token_id is not None and got["eos"] != spec.eos_token_id:
             problems.append(f"eos id {got['eos']} but config.json's eos_token_id is {spec.eos_token_id}")
     eos = got["eos"]
-    eot = eos_token_of(f.get("general.architecture"))
+    eot = eos_token_of(f.get("general.architecture"), f.get("tokenizer.ggml.pre"))
     if eot is not None:
         if eos is None or not 0 <= eos < len(tokens) or tokens[eos] != eot:
             shown = tokens[eos] if eos is not None and 0 <= eos < len(tokens) else None
@@ -272,6 +279,54 @@ def check_tensor_shapes(f: GGUFFile, ckpt: Checkpoint) -> CheckResult:
     )
 
 
+def _nextn(f: GGUFFile, arch: str) -> int:
+    return int(f.get(Keys.LLM.NEXTN_PREDICT_LAYERS.format(arch=arch), 0) or 0)
+
+
+def check_mtp_blocks(f: GGUFFile, arch: str) -> CheckResult | None:
+    """MTP blocks (`nextn_predict_layers`): the last blocks, each with its nextn tensors; llama.cpp loads them
+    with TENSOR_SKIP and never runs them. None for a file without any."""
+    nextn = _nextn(f, arch)
+    blocks = {int(t.name.split(".")[1]) for t in f.tensors if t.name.startswith("blk.") and ".nextn." in t.name}
+    if not nextn and not blocks:
+        return None
+    name = "metadata: MTP blocks"
+    n_all = int(f.get(Keys.LLM.BLOCK_COUNT.format(arch=arch), 0) or 0)
+    want = set(range(n_all - nextn, n_all))
+    if blocks != want:
+        got = ", ".join(map(str, sorted(blocks))) or "none"
+        return CheckResult(
+            name,
+            "fail",
+            f"nextn_predict_layers {nextn} of block_count {n_all} puts the MTP blocks at "
+            f"{sorted(want) or 'none'}, but nextn tensors are in blocks {got}; llama.cpp would run MTP weights "
+            "as a layer or miss them",
+        )
+    return CheckResult(
+        name, "pass", f"{nextn} MTP block(s) ({', '.join(f'blk.{b}' for b in sorted(want))}): kept, not run by llama.cpp"
+    )
+
+
+# tensor names of a vision projector (llama.cpp's clip: v.*, mm.*) or an unconverted vision tower
+_VISION_PREFIXES = ("v.", "mm.", "model.visual.", "visual.")
+
+
+def check_no_vision_tensors(f: GGUFFile) -> CheckResult | None:
+    """A text GGUF carries no vision-tower tensors: they belong to the projector file (mmproj). None for a
+    file of an architecture that is not a text model this tool writes (a projector's `clip`)."""
+    if f.get("general.architecture") not in gguf_archs():
+        return None
+    vision = [t.name for t in f.tensors if t.name.startswith(_VISION_PREFIXES)]
+    if not vision:
+        return None
+    return CheckResult(
+        "metadata: no vision tensors in the text file",
+        "fail",
+        f"{len(vision)} vision tensors (first {vision[0]}) in a {f.get('general.architecture')} text file; "
+        "llama.cpp's text loader does not use them: convert the vision tower with --mmproj into its own file",
+    )
+
+
 def check_metadata(f: GGUFFile, ckpt: Checkpoint | None) -> list[CheckResult]:
     arch = f.get("general.architecture")
     n_layers = int(f.get(Keys.LLM.BLOCK_COUNT.format(arch=arch), 0) or 0)
@@ -310,10 +365,11 @@ def check_metadata(f: GGUFFile, ckpt: Checkpoint | None) -> list[CheckResult]:
                     f"{rope.shape[0]} factors",
                 )
             )
-    fam = family_of_gguf_arch(arch)
+    fam = family_of_gguf_arch(arch, f.get("tokenizer.ggml.pre"))
     slides = fam is not None and fam.config is not None and fam.config.sliding_window
     if slides or (ckpt is None and f.get(Keys.Attention.SLIDING_WINDOW.format(arch=arch)) is not None):
-        out.append(check_sliding_window(f, arch, n_layers, ckpt.spec if ckpt else None))
+        out.append(check_sliding_window(f, arch, n_layers - _nextn(f, arch), ckpt.spec if ckpt else None))
+    out += [c for c in (check_mtp_blocks(f, arch), check_no_vision_tensors(f)) if c is not None]
     out += check_vocab(f, ckpt)
     out.append(check_special_ids(f, ckpt))
     out.append(check_tensor_types(f, n_layers, n_gqa))

@@ -1,0 +1,296 @@
+"""EXAONE 4.5 (`Exaone4_5_ForConditionalGeneration`) -> GGUF architecture `exaone4` (the text tower).
+
+The text tower is EXAONE 4.0's network (hybrid 3:1 sliding window, NoPE global layers, llama3 rope factors,
+post-norms, q/k norms) read from `text_config`, with its tensors under `model.language_model.` and
+`lm_head.weight`, plus `num_nextn_predict_layers` MTP blocks after the last layer, as llama.cpp's converter
+writes them (conversion/exaone.py `Exaone4_5_TextModel`; base.mtp_mappings). The vision tower
+(`model.visual.*`) belongs to the projector file (`convert --mmproj`); the text file leaves it out
+(`Family.left_out` lists every one of those tensors, so nothing else is skipped silently).
+
+Vocabulary: 153600 tokens, K-EXAONE's tokenizer. llama.cpp's converter inherits Exaone4Model.set_vocab, which
+names the pre-tokenizer from the tokenizer's hash (get_vocab_base_pre); K-EXAONE's tokenizer hashes to
+`exaone-moe`, so a 4.5 file is `exaone4` + `tokenizer.ggml.pre = exaone-moe`. That pair is also how this
+registry tells a 4.5 file from a 4.0 one (family_of_gguf_arch). EOS is `<|endofturn|>` (id 53).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from exaone_gguf.checkpoint.spec import ConfigReading, ModelSpec, PreTokenizers
+from exaone_gguf.errors import InputError
+from exaone_gguf.families.base import (
+    Chat,
+    ChatFormat,
+    Family,
+    TensorMapping,
+    TensorNames,
+    TinyRecipe,
+    TinyTokenizer,
+    nextn_extras,
+    register,
+)
+from exaone_gguf.families.exaone3 import LLAMA3_ROPE
+from exaone_gguf.families.exaone4 import ARCH, HYBRID_LAYERS, NAMES, hparams
+from exaone_gguf.families.exaone_moe import EOT, PRE
+
+NAME = "exaone4_5"  # ModelSpec.family
+HF_ARCHITECTURES = ("Exaone4_5_ForConditionalGeneration",)
+IMAGE_PLACEHOLDER = "<vision><|image_pad|></vision>"  # what vLLM / SGLang / TensorRT-LLM put in a prompt per image
+VISUAL_PREFIX = "model.visual."
+
+CONFIG = ConfigReading(
+    family=NAME,
+    layer_keys=("num_hidden_layers",),
+    eps_key="rms_norm_eps",
+    eps_default=1e-5,
+    tie_default=False,
+    sliding_window=True,
+    text_config_key="text_config",
+    pre_tokenizers=PreTokenizers(split_digits=PRE, gpt2_regex=PRE),  # K-EXAONE's tokenizer: one pre-tokenizer
+    extras=nextn_extras,
+)
+
+TEXT_NAMES = TensorNames(
+    prefix="model.language_model.",
+    embed=NAMES.embed,
+    layer_prefix=NAMES.layer_prefix,
+    layer=NAMES.layer,
+    final_norm=NAMES.final_norm,
+)
+
+
+def tensor_map(spec: ModelSpec) -> list[TensorMapping]:
+    return TEXT_NAMES.mappings(spec, mtp=True)
+
+
+def vision_tensors(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """Every `model.visual.*` tensor (transformers' Exaone4_5_VisionModel names) -> the shape its vision_config
+    implies: the tensors the text file leaves to the projector file."""
+    vc = spec.config.get("vision_config")
+    if not isinstance(vc, dict):
+        return {}
+    try:
+        C, D, F = int(vc.get("in_channels", 3)), int(vc["hidden_size"]), int(vc["intermediate_size"])
+        heads, kv = int(vc["num_heads"]), int(vc.get("num_key_value_heads", vc["num_heads"]))
+        P, T, M = int(vc["patch_size"]), int(vc.get("temporal_patch_size", 2)), int(vc.get("spatial_merge_size", 2))
+        out_h, depth = int(vc["out_hidden_size"]), int(vc["depth"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(
+            f"{spec.config_path}: vision_config lacks or mistypes {e}; restore the original config.json."
+        ) from None
+    hd = D // heads
+    v = VISUAL_PREFIX
+    out: dict[str, tuple[int, ...]] = {f"{v}patch_embed.proj.weight": (D, C, T, P, P)}
+    for i in range(depth):
+        b = f"{v}blocks.{i}."
+        out.update(
+            {
+                f"{b}norm1.weight": (D,),
+                f"{b}norm2.weight": (D,),
+                f"{b}attn.qkv.weight": (D + 2 * kv * hd, D),
+                f"{b}attn.qkv.bias": (D + 2 * kv * hd,),
+                f"{b}attn.proj.weight": (D, D),
+                f"{b}attn.proj.bias": (D,),
+                f"{b}mlp.gate_proj.weight": (F, D),
+                f"{b}mlp.gate_proj.bias": (F,),
+                f"{b}mlp.up_proj.weight": (F, D),
+                f"{b}mlp.up_proj.bias": (F,),
+                f"{b}mlp.down_proj.weight": (D, F),
+                f"{b}mlp.down_proj.bias": (D,),
+            }
+        )
+    merged = D * M * M
+    out.update(
+        {
+            f"{v}merger.ln_q.weight": (D,),
+            f"{v}merger.mlp.0.weight": (merged, merged),
+            f"{v}merger.mlp.0.bias": (merged,),
+            f"{v}merger.mlp.2.weight": (out_h, merged),
+            f"{v}merger.mlp.2.bias": (out_h,),
+        }
+    )
+    return out
+
+
+# ---- chat: EXAONE 4.5's prompt. LG's published chat_template.jinja was not found in the reachable sources; the
+# format below is reconstructed from public descriptions and must be replaced by the real file when it is at
+# hand: K-EXAONE-style turns `<|role|>\n{content}<|endofturn|>\n` (the prompts vLLM's and SGLang's EXAONE 4.5
+# examples build by hand), an image as `<vision><|image_pad|></vision>` before the text of its turn, thinking
+# on by default (transformers' model doc: "EXAONE 4.5 uses enable_thinking=True as default"): the generation
+# prompt opens `<think>\n`, and with enable_thinking=false an empty `<think>\n\n</think>\n\n` block. Past
+# reasoning is dropped from assistant turns; tool schemas go in a <|tool_declare|> turn as K-EXAONE's.
+EXAONE4_5_TEMPLATE = r"""
+{%- set eot = '<|endofturn|>\n' -%}
+{%- set roles = {'system': '<|system|>\n', 'user': '<|user|>\n', 'assistant': '<|assistant|>\n', 'tool': '<|tool|>\n'} -%}
+{%- set thinking = enable_thinking is not defined or enable_thinking -%}
+{%- if tools is defined and tools -%}
+  {{- '<|tool_declare|>\n' -}}
+  {%- for t in tools -%}{{- t | tojson(ensure_ascii=False) ~ '\n' -}}{%- endfor -%}
+  {{- eot -}}
+{%- endif -%}
+{%- for m in messages -%}
+  {%- if m.role not in roles -%}
+    {{- raise_exception('Unknown role: ' ~ m.role) -}}
+  {%- endif -%}
+  {{- roles[m.role] -}}
+  {%- if m.content is string -%}
+    {%- set text = m.content -%}
+  {%- else -%}
+    {%- set text = namespace(v='') -%}
+    {%- for part in m.content or [] -%}
+      {%- if part.type in ['image', 'image_url'] -%}
+        {%- set text.v = text.v ~ '<vision><|image_pad|></vision>' -%}
+      {%- elif part.type == 'text' -%}
+        {%- set text.v = text.v ~ part.text -%}
+      {%- endif -%}
+    {%- endfor -%}
+    {%- set text = text.v -%}
+  {%- endif -%}
+  {%- if m.role == 'assistant' and '</think>' in text -%}
+    {%- set text = text.split('</think>')[-1].lstrip('\n') -%}
+  {%- endif -%}
+  {{- text -}}
+  {%- if m.role == 'assistant' and m.tool_calls -%}
+    {%- for call in m.tool_calls -%}
+      {%- set fn = call.function if call.function is defined else call -%}
+      {{- '<tool_call>{"name": "' ~ fn.name ~ '", "arguments": ' ~ fn.arguments | tojson(ensure_ascii=False) ~ '}</tool_call>' -}}
+    {%- endfor -%}
+  {%- endif -%}
+  {{- eot -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+  {{- roles['assistant'] ~ ('<think>\n' if thinking else '<think>\n\n</think>\n\n') -}}
+{%- endif -%}
+""".strip()
+
+EXAONE4_5_GO = (
+    '{{- $last := "" }}'
+    "{{- range .Messages }}"
+    '<|{{ .Role }}|>{{ "\\n" }}{{ .Content }}<|endofturn|>{{ "\\n" }}'
+    "{{- $last = .Role }}"
+    "{{- end }}"
+    '{{- if ne $last "assistant" }}<|assistant|>{{ "\\n" }}<think>{{ "\\n" }}{{ end }}'
+)
+
+CARD_NOTE = (
+    "EXAONE 4.5 reasons by default (its chat template's `enable_thinking` defaults to true: the prompt opens a "
+    '`<think>` block). For direct answers pass `"chat_template_kwargs": {"enable_thinking": false}` to '
+    "`llama-server --jinja`. LG recommends temperature 1.0, top_p 0.95 (presence_penalty 1.5 for general use; "
+    "temperature 0.6 and top_k 20 for OCR, documents and Korean input). Images need the projector file "
+    "(`mmproj-*.gguf`): `llama-mtmd-cli -m MODEL.gguf --mmproj mmproj-MODEL.gguf`; the text file alone runs "
+    "text-only. The MTP block is kept in the file; llama.cpp does not run it."
+)
+
+CHAT = Chat(
+    name="exaone4_5",
+    formats=(
+        ChatFormat(
+            "exaone4_5",
+            EXAONE4_5_GO,
+            (("repeat_penalty", "1.0"), ("temperature", "1.0"), ("top_p", "0.95")),
+            None,
+            "EXAONE 4.5: <|role|> turns closed by <|endofturn|>; reasoning on (the prompt opens <think>).\n"
+            "# LG: temperature 1.0, top_p 0.95; 0.6 / top_k 20 for OCR, documents and Korean input.",
+            stop=EOT,
+            card_note=CARD_NOTE,
+        ),
+    ),
+    requires=("<|assistant|>", "<|user|>", "<vision>"),
+    features=frozenset({"role_markers"}),
+)
+
+
+# ---- make-tiny: text (64 layers, hybrid, so llama.cpp enables the window) + vision + one MTP block
+
+
+def _tiny() -> dict[str, Any]:
+    n = HYBRID_LAYERS
+    text = {
+        "model_type": "exaone4",
+        "architectures": ["Exaone4ForCausalLM"],
+        "bos_token_id": 1,
+        "eos_token_id": 53,
+        "pad_token_id": 0,
+        "head_dim": 16,
+        "hidden_act": "silu",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "max_position_embeddings": 262144,
+        "num_attention_heads": 4,
+        "num_hidden_layers": n,
+        "num_key_value_heads": 2,
+        "num_nextn_predict_layers": 1,
+        "rms_norm_eps": 1e-05,
+        "rope_scaling": {"factor": 16.0, **LLAMA3_ROPE},
+        "rope_theta": 1000000,
+        "sliding_window": 8,
+        "sliding_window_pattern": "LLLG",
+        "layer_types": ["full_attention" if i % 4 == 3 else "sliding_attention" for i in range(n)],
+        "tie_word_embeddings": False,
+        "vocab_size": 4096,
+    }
+    vision = {
+        "model_type": "exaone4_5_vision",
+        "depth": 4,
+        "hidden_size": 64,
+        "hidden_act": "silu",
+        "intermediate_size": 128,
+        "num_heads": 4,
+        "num_key_value_heads": 2,
+        "in_channels": 3,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 56,  # 2x2 merged patches per window
+        "fullatt_block_indexes": [1, 3],  # evenly spaced: n_wa_pattern 2
+        "out_hidden_size": 64,
+    }
+    return {
+        "_name_or_path": "exaone-gguf/tiny-exaone4.5",
+        "architectures": list(HF_ARCHITECTURES),
+        "model_type": "exaone4_5",
+        "image_token_id": 67,
+        "video_token_id": 68,
+        "tie_word_embeddings": False,
+        "dtype": "bfloat16",
+        "transformers_version": "5.24.0",
+        "text_config": copy.deepcopy(text),
+        "vision_config": vision,
+    }
+
+
+# Qwen2-VL image processor keys as in the 33B's preprocessor_config.json, pixel limits for tiny images
+# (56x56 .. 224x224: 2x2 to 8x8 merged patches).
+TINY_PREPROCESSOR = {
+    "image_processor_type": "Qwen2VLImageProcessor",
+    "min_pixels": 56 * 56,
+    "max_pixels": 224 * 224,
+    "patch_size": 14,
+    "merge_size": 2,
+    "temporal_patch_size": 2,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+}
+
+
+FAMILY = Family(
+    name=NAME,
+    arch=ARCH,
+    tensor_map=tensor_map,
+    hparams=hparams,  # exaone4's: block_count with the MTP blocks, nextn_predict_layers, window
+    architectures=HF_ARCHITECTURES,
+    config=CONFIG,
+    reference="exaone4",  # the text tower is EXAONE 4's network; the MTP blocks are not run
+    chat=CHAT,
+    vocab_model="gpt2",
+    eos_token=EOT,
+    hybrid_layers=HYBRID_LAYERS,
+    tiny=(TinyRecipe("exaone4.5", _tiny, EXAONE4_5_TEMPLATE),),
+    tiny_tokenizer=TinyTokenizer(
+        template_in_jinja=True, default_template="exaone4.5", scale_residual=False, writer="exaone4_5"
+    ),
+    left_out=vision_tensors,
+)
+register(FAMILY)
