@@ -176,3 +176,24 @@ def test_text_model_of_another_size_refused(files, tmp_path):
     res = run("validate", text, "--mmproj", files["f32"])
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr and "mmproj-f32.gguf" in res.stderr
+
+
+def test_exaone45_release_with_projector_validates(tiny_dir, tmp_path):
+    # make-tiny exaone4.5 (text + vision + MTP): a release writes the projector beside the text file (SHA256SUMS,
+    # a second FROM line), and validate TEXT --mmproj MMPROJ --reference SRC passes every text and vision check
+    src = tiny_dir("exaone4.5")
+    out = tmp_path / "rel"
+    res = run("convert", src, "-o", f"{out}/", "--outtype", "q8_0")
+    assert res.returncode == 0, res.stderr
+    [text] = out.glob("*-Q8_0.gguf")
+    [projector] = out.glob("mmproj-*-F16.gguf")
+    assert projector.name == "mmproj-" + text.name.replace("-Q8_0.gguf", "-F16.gguf")
+    assert projector.name in (out / "SHA256SUMS").read_text()
+    modelfile = (out / text.name.replace(".gguf", ".Modelfile")).read_text().splitlines()
+    assert modelfile[1:3] == [f"FROM ./{text.name}", f"FROM ./{projector.name}"]
+    report = tmp_path / "r.json"
+    res = run("validate", text, "--mmproj", projector, "--reference", src, "--json", report)
+    assert res.returncode == 0, res.stderr
+    checks = {c["name"]: c["status"] for c in json.loads(report.read_text())["checks"]}
+    assert checks["image embedding"] == "pass" and checks["multimodal generation"] == "pass"
+    assert checks["window pattern"] == "pass" and checks["patch embedding"] == "pass"

@@ -243,7 +243,7 @@ def _tiny() -> dict[str, Any]:
         "patch_size": 14,
         "spatial_merge_size": 2,
         "temporal_patch_size": 2,
-        "window_size": 56,  # 2x2 merged patches per window
+        "window_size": 112,  # clip.cpp windows 112 pixels for exaone4_5 whatever the key says (4x4 merged patches)
         "fullatt_block_indexes": [1, 3],  # evenly spaced: n_wa_pattern 2
         "out_hidden_size": 64,
     }

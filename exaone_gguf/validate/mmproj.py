@@ -40,6 +40,19 @@ EMBEDDING_LIMITS = {
 }
 PROJECTOR_KEY = "clip.projector_type"
 TEST_IMAGE_SIZE = (224, 336)  # height, width: multiples of 28, 2 x 3 windows of 112 pixels, not resized by clip
+# smaller images for projectors whose max_pixels is below 224 x 336 (clip would resize the test image)
+_IMAGE_SIZES = (TEST_IMAGE_SIZE, (224, 224), (112, 168), (112, 112), (56, 56))
+
+
+def image_size_for(spec) -> tuple[int, int]:
+    """The largest built-in test image size clip's smart resize keeps as it is for this projector."""
+    for h, w in _IMAGE_SIZES:
+        if spec.min_pixels <= h * w <= spec.max_pixels:
+            return h, w
+    raise InputError(
+        f"min/max pixels {spec.min_pixels}/{spec.max_pixels}: no built-in test image fits; the projector's "
+        "preprocessor_config.json allows no image between 56x56 and 224x336."
+    )
 
 
 def is_mmproj(path: Path | str) -> bool:
@@ -183,7 +196,7 @@ def check_tensor_values(f, plan: GGUFPlan) -> list[CheckResult]:
 
 
 def check_embedding(mmproj: Path, text_model: Path, get_source, spec, file_type: str, threads: int) -> CheckResult:
-    image = builtin_image()
+    image = builtin_image(*image_size_for(spec))
     got = mtmd_image_embeddings(mmproj, text_model, image, threads)
     want = exaone4_5_vision.forward(get_source, spec, image)
     if got.shape != want.shape:
