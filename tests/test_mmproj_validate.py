@@ -197,3 +197,18 @@ def test_exaone45_release_with_projector_validates(tiny_dir, tmp_path):
     checks = {c["name"]: c["status"] for c in json.loads(report.read_text())["checks"]}
     assert checks["image embedding"] == "pass" and checks["multimodal generation"] == "pass"
     assert checks["window pattern"] == "pass" and checks["patch embedding"] == "pass"
+
+
+def test_exaone45_release_with_bad_vision_config_writes_nothing(tiny_dir, tmp_path):
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(tiny_dir("exaone4.5"), src)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["vision_config"]["fullatt_block_indexes"] = [1, 2]
+    (src / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "rel"
+    res = run("convert", src, "-o", f"{out}/", "--outtype", "q8_0")
+    assert res.returncode == 2, res.stderr
+    assert "fullatt_block_indexes" in res.stderr and "Traceback" not in res.stderr
+    assert not out.exists() or not any(out.iterdir())

@@ -219,7 +219,10 @@ RELEASE_OUTTYPE = "f16"  # the projector a release ships: llama.cpp's default, w
 def release_projector_path(src: Path | str, out_dir: Path | str, title: str) -> Path | None:
     """Where a release of `src` puts its projector (`mmproj-{title}-F16.gguf`, `title` as the text files'
     `{Basename}-{Size}`), or None when `src` has no vision tower."""
-    return Path(out_dir) / mmproj_file_name(title, RELEASE_OUTTYPE) if is_vision_source(src) else None
+    if not is_vision_source(src):
+        return None
+    read_vision_spec(src)  # a vision config llama.cpp cannot run is refused before any file of the release is written
+    return Path(out_dir) / mmproj_file_name(title, RELEASE_OUTTYPE)
 
 
 def write_release_projector(
