@@ -20,6 +20,7 @@ ALLOWED = {
     ("convert/vocab.py", "llama"): "tokenizer.ggml.model's value for SentencePiece vocabularies (ggml's name)",
     ("quantize/mixtures.py", "llama"): "llama.cpp's own architecture rule in llama_tensor_get_type (70B GQA)",
     ("publish/card.py", "exaone"): "a Hub tag every release card carries",
+    ("vision/tensors.py", "exaone4_5"): "llama.cpp's clip.projector_type value (clip.cpp PROJECTOR_TYPE_EXAONE4_5)",
 }
 
 
