@@ -4,7 +4,9 @@ Every variant's plan is built first (pipeline.build_plan), so all headers are wr
 by tensor, pipeline.stream_tensor runs once per distinct target type, all of them stepped together over one
 shared source handle: each row chunk is read and turned into float32 once, each type is produced once and
 written to every variant that wants it (q5_k_m and q4_k_m share their Q6_K tensors with q6_k, all variants
-share the F32 norms). The bytes are stream_tensor's own, so each file equals a single conversion's.
+share the F32 norms). The bytes are stream_tensor's own, so each file equals a single conversion's. The chunks
+are made in a worker thread a couple of steps ahead of the thread that writes and hashes them (`ahead`), so the
+writes overlap the quantization kernels; memory stays a few chunks.
 
 The files go through gguf_io's one write path (gguf_io.writer.write_outputs): each output and each shard is
 written as NAME.partial and renamed only when every variant is complete; on any failure all partial files are
