@@ -159,10 +159,11 @@ def _compile(template: str) -> jinja2.Template:
 # ---------------------------------------------------------------------------------------------
 # The child: compile, then render each conversation, sending one message per step to the parent.
 
-_EXIT_MEMORY = 3
+_EXIT_MEMORY = 3  # the child ran out of its address space where it could not even report it
+# The sentence tail for a template that names a private attribute (after "SOURCE: chat template ").
 PRIVATE_TAIL = (
     "reaches for the private attribute {name!r}, a sandbox escape attempt; it was refused and nothing was executed."
-)  # the child ran out of its address space where it could not even report it
+)
 
 
 def _limit_child(memory_budget: int, cpu_s: int) -> None:
