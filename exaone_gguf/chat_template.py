@@ -35,6 +35,7 @@ from typing import Any
 
 import jinja2
 import jinja2.ext
+import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from exaone_gguf.errors import InputError
@@ -159,6 +160,10 @@ def _compile(template: str) -> jinja2.Template:
 # The child: compile, then render each conversation, sending one message per step to the parent.
 
 _EXIT_MEMORY = 3  # the child ran out of its address space where it could not even report it
+# The sentence tail for a template that names a private attribute (after "SOURCE: chat template ").
+PRIVATE_TAIL = (
+    "reaches for the private attribute {name!r}, a sandbox escape attempt; it was refused and nothing was executed."
+)
 
 
 def _limit_child(memory_budget: int, cpu_s: int) -> None:
@@ -234,13 +239,36 @@ def _render_one(template: jinja2.Template, call: Mapping[str, Any], max_output_c
     return "".join(chunks)
 
 
+def private_name(template: str) -> str | None:
+    """The first private attribute the template names anywhere (`x._y`, or a constant string starting
+    with `__` such as attr('__class__')), even in a branch no conversation takes; None when there is none."""
+    for node in parse(template).find_all((jinja2.nodes.Getattr, jinja2.nodes.Const)):
+        name = node.attr if isinstance(node, jinja2.nodes.Getattr) else node.value
+        if isinstance(name, str) and (
+            name.startswith("_") if isinstance(node, jinja2.nodes.Getattr) else name.startswith("__")
+        ):
+            return name
+    return None
+
+
 def _child_main(
-    conn: Any, template: str, calls: list[dict], max_output_chars: int, memory_budget: int, cpu_s: int
+    conn: Any,
+    template: str,
+    calls: list[dict],
+    max_output_chars: int,
+    memory_budget: int,
+    cpu_s: int,
+    refuse_private: bool = False,
 ) -> None:
-    """Runs in the child: ("ok", None) once compiled, ("ok", text) per conversation, or ("error", sentence tail)."""
+    """Runs in the child: ("ok", None) once compiled (and, with `refuse_private`, found free of private
+    attribute names), ("ok", text) per conversation, or ("error", sentence tail)."""
     try:
         _limit_child(memory_budget, cpu_s)
         compiled = _compile(template)
+        name = private_name(template) if refuse_private else None
+        if name is not None:
+            conn.send(("error", PRIVATE_TAIL.format(name=name)))
+            return
         conn.send(("ok", None))
         for call in calls:
             conn.send(("ok", _render_one(compiled, call, max_output_chars)))
@@ -293,9 +321,11 @@ def _run_child(
     max_output_chars: int,
     timeout_s: float,
     cpu_s: int | None = None,
+    refuse_private: bool = False,
 ) -> list[str]:
     """Compile `template` and render every call in one bounded child; TemplateError on the first failure.
-    `cpu_s` (default: the wall-clock allowance of every step, plus one) is the child's CPU-time limit."""
+    `cpu_s` (default: the wall-clock allowance of every step, plus one) is the child's CPU-time limit.
+    `refuse_private`: refuse a template naming a private attribute (private_name) before rendering anything."""
     _check_length(template, source_name)
     where = f"{source_name}: chat template"
     if cpu_s is None:
@@ -303,7 +333,9 @@ def _run_child(
     ctx = _context()
     receiver, sender = ctx.Pipe(duplex=False)
     child = ctx.Process(
-        target=_child_main, args=(sender, template, calls, max_output_chars, MEMORY_BUDGET_BYTES, cpu_s), daemon=True
+        target=_child_main,
+        args=(sender, template, calls, max_output_chars, MEMORY_BUDGET_BYTES, cpu_s, refuse_private),
+        daemon=True,
     )
     child.start()
     sender.close()
@@ -355,6 +387,14 @@ def _run_child(
 def check_syntax(template: str, source_name: str, *, timeout_s: float = TIMEOUT_S) -> None:
     """Compile `template` (in the bounded child); raise TemplateError (an InputError) naming `source_name`."""
     _run_child(template, [], source_name, MAX_OUTPUT_CHARS, timeout_s)
+
+
+def check_and_render(template: str, messages: list[dict], source_name: str, *, timeout_s: float = TIMEOUT_S) -> str:
+    """One bounded child that compiles `template`, refuses it if it names a private attribute anywhere (a
+    sandbox escape attempt may sit in a branch no conversation takes; nothing is rendered then), and renders
+    `messages` with render()'s defaults. Raises TemplateError naming `source_name`; returns the text."""
+    call = dict(messages=messages, add_generation_prompt=True, tools=None, bos_token="[BOS]", eos_token="[|endofturn|]")
+    return _run_child(template, [call], source_name, MAX_OUTPUT_CHARS, timeout_s, refuse_private=True)[0]
 
 
 def render_many(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -128,6 +129,32 @@ def test_template_gate_accepts_real_templates(rel: str) -> None:
 def test_template_gate_refuses_escapes(template: str, tmp_path: Path) -> None:
     with pytest.raises(TemplateError, match="sandbox"):
         check_chat_template(template, "chat_template.jinja")
+
+
+_FORKS = [0]
+os.register_at_fork(after_in_parent=lambda: _FORKS.__setitem__(0, _FORKS[0] + 1))
+
+
+@pytest.mark.parametrize(
+    "template, error",
+    [
+        ("{{ messages[0]['content'] }}", None),
+        ("ok\n{% if %}", "chat_template.jinja: chat template "),  # a syntax error: refused while compiling
+        ("{% if false %}{{ x.__init__ }}{% endif %}{{ raise_exception('rendered') }}", "private attribute '__init__'"),
+        ("{{ raise_exception('no user turn') }}", "no user turn"),  # compiles, fails while rendering
+    ],
+)
+def test_template_gate_is_one_child(template: str, error: str | None) -> None:
+    """Compile, the private-name refusal and the one-message render happen in a single bounded child, and a
+    template naming a private attribute is refused before it renders (its raise_exception never runs)."""
+    before = _FORKS[0]
+    if error is None:
+        check_chat_template(template, "chat_template.jinja")
+    else:
+        with pytest.raises(TemplateError, match=re.escape(error)) as e:
+            check_chat_template(template, "chat_template.jinja")
+        assert "rendered" not in str(e.value)
+    assert _FORKS[0] - before == 1
 
 
 def test_force_over_a_hard_link_to_the_source_leaves_the_source_intact(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ Every variant's plan is built first (pipeline.build_plan), so all headers are wr
 by tensor, pipeline.stream_tensor runs once per distinct target type, all of them stepped together over one
 shared source handle: each row chunk is read and turned into float32 once, each type is produced once and
 written to every variant that wants it (q5_k_m and q4_k_m share their Q6_K tensors with q6_k, all variants
-share the F32 norms). The bytes are stream_tensor's own, so each file equals a single conversion's.
+share the F32 norms). The bytes are stream_tensor's own, so each file equals a single conversion's. The chunks
+are made in a worker thread a couple of steps ahead of the thread that writes and hashes them (`ahead`), so the
+writes overlap the quantization kernels; memory stays a few chunks.
 
 The files go through gguf_io's one write path (gguf_io.writer.write_outputs): each output and each shard is
 written as NAME.partial and renamed only when every variant is complete; on any failure all partial files are
@@ -15,6 +17,8 @@ outputs (on a 1.2B release that read was about a tenth of the run); a single con
 from __future__ import annotations
 
 import dataclasses
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -127,6 +131,53 @@ def shared_streams(
             yield step
 
 
+AHEAD_STEPS = 2  # row chunks (of every type) made ahead of the writer: memory stays a few chunks
+
+
+def ahead(items: Iterator, depth: int) -> Iterator:
+    """The items of `items`, produced by a worker thread up to `depth` items ahead of the consumer. An
+    exception in the worker is raised here, in order; when the consumer stops (done, failed, interrupted),
+    the worker stops at its next item and is joined before this returns."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((True, done))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            put((False, e))
+
+    worker = threading.Thread(target=work, name="exaone-gguf-chunks", daemon=True)
+    worker.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()  # the worker has left it: release its handles now
+
+
 def write_variants(
     ckpt: Checkpoint,
     variants: list[Variant],
@@ -142,22 +193,39 @@ def write_variants(
     fam = family_for(ckpt.spec, arch)  # the mapping build_plan used: same handles, transforms, weights
     mappings = {m.gguf_name: m for m in fam.tensor_map(ckpt.spec)}
 
-    def fill(sinks: list[Sink]) -> None:
+    def steps() -> Iterator[tuple[int, dict[T, Chunk] | None]]:
+        """(i, None) as tensor i begins, then (i, chunks by type) per row chunk; generated tensors (rope_freqs:
+        cheap, produced per variant by the writer) get only their (i, None)."""
         for i, t0 in enumerate(variants[0].plan.tensors):
-            tensors = [s.begin_tensor(i) for s in sinks]
+            yield i, None
             m = mappings.get(t0.name)
-            if m is None:  # generated tensors (rope_freqs): cheap, produced per variant
-                for s, t in zip(sinks, tensors):
-                    _report(progress, t0, sum(s.write(c) for c in t.produce()))
-            else:
-                qtypes = [t.qtype for t in tensors]
+            if m is not None:
+                qtypes = [v.plan.tensors[i].qtype for v in variants]
                 w = weights_for(imatrix, t0.name, t0.shape) if any(q not in FLOATS for q in qtypes) else None
                 for step in shared_streams(m.open(ckpt.tensors), m, qtypes, threads, w):
-                    _report(
-                        progress, t0, sum(s.write(step[t.qtype]) for s, t in zip(sinks, tensors) if t.qtype in step)
-                    )
+                    yield i, step
+
+    def fill(sinks: list[Sink]) -> None:
+        t0: PlannedTensor | None = None
+        tensors: list[PlannedTensor] = []
+
+        def end() -> None:
             for s, t in zip(sinks, tensors):
                 s.end_tensor(t)
+
+        # The chunks are made (source read, widened, quantized) in a worker thread a few steps ahead of this
+        # one, which writes and hashes them: the kernels keep the cores busy while the files are written.
+        for i, step in ahead(steps(), AHEAD_STEPS):
+            if step is None:
+                end()
+                t0, tensors = variants[0].plan.tensors[i], [s.begin_tensor(i) for s in sinks]
+                if t0.name not in mappings:
+                    for s, t in zip(sinks, tensors):
+                        _report(progress, t0, sum(s.write(c) for c in t.produce()))
+            else:
+                assert t0 is not None
+                _report(progress, t0, sum(s.write(step[t.qtype]) for s, t in zip(sinks, tensors) if t.qtype in step))
+        end()
 
     outputs = [v.output for v in variants]
     assert all(o is not None for o in outputs), "assign_paths first"
