@@ -30,7 +30,7 @@ def moe(tmp_path_factory):
     ckpt = make_tiny("k-exaone", root / "ckpt")
     files = {
         t: convert(ckpt, root / f"{t}.gguf", ConvertOptions(outtype=t)).output
-        for t in ("f32", "bf16", "q8_0", "q4_k_m")
+        for t in ("f32", "f16", "bf16", "q8_0", "q4_k_m")
     }
     return ckpt, files
 
@@ -124,3 +124,13 @@ def test_broken_quantized_file_fails_the_tensor_check(moe, outtype, damage, tmp_
     p, report = run_validate(bad, ckpt, tmp_path)
     failed = {c["name"] for c in report["checks"] if c["status"] == "fail"}
     assert p.returncode != 0 and "tensors: match source" in failed, (p.returncode, failed)
+
+
+def test_f16_file_passes_with_the_plain_16_bit_limits(moe):
+    """Family.structure_slack widens BF16 only: an f16 K-EXAONE meets the F16 structure limits as they are."""
+    ckpt, files = moe
+    report = validate(files["f16"], ckpt)
+    structure = check(report, "structure: file weights, source config")
+    print(f"k-exaone f16: {structure.detail}")
+    assert structure.status == "pass" and report.passed, structure.detail
+    assert structure.data["limit"] == {"name": "F16", "max_rel_logit_diff": 5e-3, "max_mean_kld": 2e-4}

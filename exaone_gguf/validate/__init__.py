@@ -96,7 +96,7 @@ def check_structure(
     c = compare_logits(ref, got, tokens)
     limit = structure_limit(file_type)
     slack = family_for(ckpt.spec).structure_slack
-    if slack != 1.0 and file_type.upper().removeprefix("MOSTLY_") in ("F16", "BF16"):
+    if slack != 1.0 and file_type.upper().removeprefix("MOSTLY_") == "BF16":
         limit = dataclasses.replace(
             limit, max_rel_logit_diff=limit.max_rel_logit_diff * slack, max_mean_kld=limit.max_mean_kld * slack
         )
