@@ -5,7 +5,7 @@ a benchmark, not a test).
 The checkpoint has K-EXAONE's real widths and head layout (../shared/fixtures/k-exaone-236b-a23b/config.json:
 hidden 6144, 64 q heads / 8 kv heads of 128, 128 routed experts of moe_intermediate 2048, one shared expert,
 dense intermediate 18432) but only `--layers` layers (default 2: the leading dense layer and one MoE layer,
-~10.7 GB BF16), no MTP block, and make-tiny's small K-EXAONE tokenizer (vocab 4096 instead of 153600, so the
+~11 GB BF16), no MTP block, and make-tiny's small K-EXAONE tokenizer (vocab 4096 instead of 153600, so the
 embedding and output matrices are 50 MB each instead of 1.9 GB: the benchmark is about the experts). Experts are
 per-expert tensors as LG publishes them (`mlp.experts.{x}.gate_proj.weight` ...), random BF16, written streamed
 by make-tiny (its safetensors writer never holds a tensor whole). The checkpoint is built once and cached in
@@ -26,7 +26,16 @@ MemAvailable falls under --min-available-gb (this machine is shared; llama.cpp's
 sha256 of the bytes) are recorded and the file is deleted, so only one multi-GB output exists at a time; ours and
 llama.cpp's are then compared tensor by tensor per outtype.
 
-  flock /tmp/heavy.lock /work/venv/bin/python scripts/bench_moe.py            # full run (~10.7 GB source)
+Measured once (commit 1d58e3b, 2 shared CPU cores, load average 5.1-7.2 from other work; source 10.97 GB):
+
+  contender        wall s  peak RSS MB   output    time vs llama.cpp
+  ours bf16          15.9          105   10.98 GB  0.10x
+  llama.cpp bf16    155.5        12718   10.98 GB
+  ours q8_0          67.9          117    5.83 GB  0.34x
+  llama.cpp q8_0    199.2        12671    5.83 GB
+  bf16 and q8_0: 30/30 tensors identical to llama.cpp's (name, type, shape, bytes).
+
+  flock /tmp/heavy.lock /work/venv/bin/python scripts/bench_moe.py            # full run (~11 GB source)
   /work/venv/bin/python scripts/bench_moe.py --experts 8 --only ours          # quick check of the script
 """
 
