@@ -85,6 +85,13 @@ def stream_tensor(
     source file (the writer copies them in the kernel); mapped pages are released chunk by chunk, so memory
     stays at one chunk whatever the model size."""
     transform = m.transform if m else None
+    parts = getattr(handle, "parts", None)  # stacked experts: [N, *part] is the N parts' bytes one after another
+    if parts is not None and transform is None and all(isinstance(p, TensorHandle) for p in parts):
+        ncols = handle.row_numel
+        for e, part in enumerate(parts):  # each part as a tensor of its own: spans, lookups, its imatrix slice
+            w = imatrix if imatrix is None or imatrix.size == ncols else imatrix[e * ncols : (e + 1) * ncols]
+            yield from stream_tensor(part, qtype, None, threads, w)
+        return
     rows_per_chunk = max(1, CHUNK_BYTES // (4 * handle.row_numel))
     group = getattr(m, "row_group", 1) if transform is not None else 1  # a q/k permutation needs whole heads
     rows_per_chunk = max(group, rows_per_chunk // group * group)

@@ -35,6 +35,7 @@ from exaone_gguf.validate.metrics import (
 )
 from exaone_gguf.validate.report import Report
 from exaone_gguf.validate.results import CheckResult
+from exaone_gguf.validate.routing import check_routing, llama_routes
 from exaone_gguf.validate.runner import Runner, check_device
 from exaone_gguf.validate.template_check import check_templates
 from exaone_gguf.validate.tensor_check import check_tensors
@@ -77,20 +78,25 @@ def check_chat_stop(runner: Runner, eos: int | None) -> CheckResult:
     return CheckResult(name, "pass", f"stopped at EOS {eos} with no text")
 
 
-def check_structure(f, ckpt, got: np.ndarray, tokens: list[int], file_type: str) -> tuple[CheckResult, dict | None]:
+def check_structure(
+    f, ckpt, got: np.ndarray, tokens: list[int], file_type: str, routes: dict | None = None
+) -> tuple[CheckResult, dict | None]:
     """The reference forward with the file's own dequantized weights and the source config, against llama.cpp's
-    logits on the file: weight rounding is common to both, so only computation differences remain."""
+    logits on the file: weight rounding is common to both, so only computation differences remain. `routes`
+    (a MoE file: llama.cpp's expert choice per layer) are followed by the reference, so that a routing flip
+    between two float32 computations (a discontinuity) does not pass for a structural error; the routing check
+    reports the choice itself."""
     from exaone_gguf.validate.reference import forward_file
 
     name = "structure: file weights, source config"
     try:
-        ref = forward_file(f, ckpt.spec, tokens)
+        ref = forward_file(f, ckpt.spec, tokens, routes)
     except (KeyError, ValueError, InputError) as e:  # a missing or misshapen tensor: metadata names it
         return CheckResult(name, "fail", f"the reference forward cannot run on the file's tensors ({e})"), None
     c = compare_logits(ref, got, tokens)
     limit = structure_limit(file_type)
     slack = family_for(ckpt.spec).structure_slack
-    if slack != 1.0 and file_type.upper().removeprefix("MOSTLY_") in ("F16", "BF16"):
+    if slack != 1.0 and file_type.upper().removeprefix("MOSTLY_") == "BF16":
         limit = dataclasses.replace(
             limit, max_rel_logit_diff=limit.max_rel_logit_diff * slack, max_mean_kld=limit.max_mean_kld * slack
         )
@@ -110,9 +116,16 @@ def check_logits(
         return [CheckResult("logits: finite", "pass" if finite else "fail", detail)], None
     from exaone_gguf.validate.reference import forward
 
-    structure, _ = check_structure(f, ckpt, got, tokens, file_type)
+    routes, why = None, ""
+    if any(t.name.endswith(".ffn_gate_inp.weight") for t in f.tensors):  # a MoE file: read llama.cpp's choice
+        try:
+            routes = llama_routes(runner.llm, tokens)
+        except RuntimeError as e:
+            why = str(e)
+    structure, _ = check_structure(f, ckpt, got, tokens, file_type, routes)
     arch = f.get("general.architecture")
-    ref = forward(ckpt, tokens, arch if writes_as(ckpt.spec, arch) else None)
+    routing: dict = {}  # a MoE reference forward records its expert choice per layer
+    ref = forward(ckpt, tokens, arch if writes_as(ckpt.spec, arch) else None, routing)
     comparison = compare_logits(ref, got, tokens)
     # fidelity: how much the type costs this model; below the thresholds a warning unless the gate is on
     results = [structure] + [
@@ -123,7 +136,14 @@ def check_logits(
         )
         for name, ok, detail in judge(comparison, thresholds)
     ]
-    return results, comparison.to_dict()
+    metrics = comparison.to_dict()
+    if routing:
+        float_file = file_type.upper().removeprefix("MOSTLY_") in ("F32", "F16", "BF16")
+        check = check_routing(routes, routing, gate=float_file, why=why)
+        results.append(check)
+        if check.data:
+            metrics["routing"] = {str(layer): d for layer, d in check.data.items()}
+    return results, metrics
 
 
 def validate(

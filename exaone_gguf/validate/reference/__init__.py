@@ -47,21 +47,31 @@ def forward_weights(fam: Family, weights: Weights, spec: ModelSpec, token_ids: l
     return forward_named(fam.reference)(weights, spec, token_ids)
 
 
-def forward(checkpoint: Checkpoint, token_ids: list[int], arch: str | None = None) -> np.ndarray:
+def forward(
+    checkpoint: Checkpoint, token_ids: list[int], arch: str | None = None, routing: dict | None = None
+) -> np.ndarray:
     """Logits float32 [len(token_ids), vocab] of the source; row i is the model's prediction for token i + 1.
-    `arch`: the GGUF architecture to compute as (EXAONE 3.x as `llama`: same logits, permuted q/k)."""
+    `arch`: the GGUF architecture to compute as (EXAONE 3.x as `llama`: same logits, permuted q/k).
+    `routing`: a MoE forward fills it with layer -> (chosen experts [T, k], selection margin [T])."""
     spec = checkpoint.spec
     fam = family_for(spec, arch)
-    return forward_weights(fam, SourceWeights(checkpoint, fam.tensor_map(spec)), spec, token_ids)
+    weights = SourceWeights(checkpoint, fam.tensor_map(spec))
+    if routing is not None:
+        weights.routing = routing
+    return forward_weights(fam, weights, spec, token_ids)
 
 
-def forward_file(f: GGUFFile, spec: ModelSpec, token_ids: list[int]) -> np.ndarray:
+def forward_file(f: GGUFFile, spec: ModelSpec, token_ids: list[int], routes: dict | None = None) -> np.ndarray:
     """Logits of the GGUF's own (dequantized) weights run with the source config `spec`, computed as the
     file's architecture says (EXAONE 3.x written as `llama` runs the Llama forward on its permuted q/k); a file
-    whose architecture the family cannot be written as runs as the family's own (the metadata check fails it)."""
+    whose architecture the family cannot be written as runs as the family's own (the metadata check fails it).
+    `routes`: a MoE forward uses these experts (layer -> [T, top_k] ids, llama.cpp's choice) instead of its own."""
     arch = f.get("general.architecture")
     try:
         fam = family_for(spec, arch)
     except InputError:
         fam = family_for(spec)
-    return forward_weights(fam, FileWeights(f), spec, token_ids)
+    weights = FileWeights(f)
+    if routes is not None:
+        weights.forced_routing = routes
+    return forward_weights(fam, weights, spec, token_ids)

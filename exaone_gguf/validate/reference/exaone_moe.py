@@ -65,7 +65,9 @@ def swiglu(w: Weights, names: tuple[str, str, str], mats: tuple[np.ndarray, ...]
 
 
 def route(w: Weights, spec: ModelSpec, p: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per token: the chosen experts [T, top_k] and their weights [T, top_k]."""
+    """Per token: the chosen experts [T, top_k] and their weights [T, top_k]. When the weights carry a `routing`
+    dict, the layer's choice and the margin between the last chosen and first unchosen selection score go in it;
+    when they carry `forced_routing` (layer -> [T, top_k] expert ids), those experts are used instead."""
     e = spec.extras
     n_exp, k, n_group, k_group = e["n_experts"], e["top_k"], e["n_group"], e["topk_group"]
     logits = linear(w, p + "ffn_gate_inp", x)  # [T, E]
@@ -78,7 +80,17 @@ def route(w: Weights, spec: ModelSpec, p: str, x: np.ndarray) -> tuple[np.ndarra
         mask = np.zeros((len(x), n_group), bool)
         np.put_along_axis(mask, keep, True, axis=-1)
         choice = np.where(np.repeat(mask, n_exp // n_group, axis=-1), choice, -np.inf)
-    top = np.argsort(-choice, axis=-1, kind="stable")[:, :k]
+    order = np.argsort(-choice, axis=-1, kind="stable")
+    top = order[:, :k]
+    layer = int(p.split(".")[1])
+    routing = getattr(w, "routing", None)  # validate's routing figure: the choice and its margin per token
+    if routing is not None:
+        ranked = np.take_along_axis(choice, order[:, k - 1 : k + 1], axis=-1)
+        margin = ranked[:, 0] - ranked[:, 1] if n_exp > k else np.full(len(x), np.inf)
+        routing[layer] = (top, margin)
+    forced = getattr(w, "forced_routing", None)  # validate's structure check: llama.cpp's own choice
+    if forced is not None and layer in forced and forced[layer].shape == top.shape:
+        top = forced[layer]
     g = np.take_along_axis(s, top, axis=-1)
     if e["norm_topk"]:
         g = g / (g.sum(-1, keepdims=True) + 1e-20)

@@ -1,0 +1,136 @@
+"""K-EXAONE routing figure (issue 12 item 3) and quantized K-EXAONE validate.
+
+llama.cpp's expert choice per layer is read from its graph (`ffn_moe_topk-{il}`) through the eval callback and
+compared with the source reference's choice; validate reports it per layer with the near-tie count. The tiny
+k-exaone has a dense layer 0 and MoE layers 1..3 with 8 experts, 2 used per token.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from gguf_edit import rewrite
+
+from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.tiny import make_tiny
+from exaone_gguf.validate import validate
+from exaone_gguf.validate.routing import NEAR_TIE, agreement
+
+ROUTING = "routing: same experts as the reference"
+MOE_LAYERS = (1, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def moe(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kroute")
+    ckpt = make_tiny("k-exaone", root / "ckpt")
+    files = {
+        t: convert(ckpt, root / f"{t}.gguf", ConvertOptions(outtype=t)).output
+        for t in ("f32", "f16", "bf16", "q8_0", "q4_k_m")
+    }
+    return ckpt, files
+
+
+def check(report, name):
+    return next(c for c in report.checks if c.name == name)
+
+
+def swap_experts(a: int, b: int, n_expert: int):
+    """Raw-bytes edit of a 3-D expert tensor (any type: an expert's rows are contiguous): a and b trade places."""
+
+    def edit(raw: np.ndarray) -> np.ndarray:
+        parts = raw.reshape(n_expert, -1).copy()
+        parts[[a, b]] = parts[[b, a]]
+        return parts.reshape(-1)
+
+    return edit
+
+
+def reorder_layer2(src, dst):
+    edit = swap_experts(0, 3, 8)
+    return rewrite(src, dst, tensors={f"blk.2.ffn_{n}_exps.weight": edit for n in ("gate", "up", "down")})
+
+
+@pytest.mark.parametrize("outtype", ["f32", "bf16"])
+def test_honest_file_routes_as_the_reference(moe, outtype):
+    ckpt, files = moe
+    report = validate(files[outtype], ckpt)
+    c = check(report, ROUTING)
+    per = report.metrics["routing"]
+    print(f"k-exaone {outtype}: {c.detail}")
+    assert c.status == "pass", c.detail
+    assert sorted(per) == [str(i) for i in MOE_LAYERS]
+    for layer, d in per.items():
+        assert d["positions"] == 256 and d["differ_outside_ties"] == 0, (layer, d)  # 100 % but near-ties
+        assert d["same"] + d["near_ties"] >= d["positions"], (layer, d)
+    ties = sum(d["near_ties"] for d in per.values())
+    assert ties <= 0.02 * 3 * 256  # rare: measured 8 of 768 (layer 3)
+
+
+def test_experts_reordered_in_one_layer_collapse_the_next_layers_agreement(moe, tmp_path):
+    """Layer 2's experts swapped: layer 2 still routes as the source (its input is untouched), layer 3's
+    choices part from the source's; a float file fails the routing check."""
+    ckpt, files = moe
+    report = validate(reorder_layer2(files["f32"], tmp_path / "bad.gguf"), ckpt)
+    c = check(report, ROUTING)
+    per = report.metrics["routing"]
+    print(c.detail)
+    assert c.status == "fail" and "layers [3]" in c.detail
+    assert per["1"]["agreement_pct"] == 100.0 and per["2"]["agreement_pct"] == 100.0
+    assert per["3"]["agreement_pct"] < 90.0  # measured 78.5 % (only experts 0 and 3 trade places)
+
+
+def test_agreement_counts_near_ties_and_missing_layers():
+    top = np.array([[0, 1], [2, 3], [4, 5]])
+    margin = np.array([0.5, NEAR_TIE / 2, 0.5])
+    got = np.array([[1, 0], [2, 7], [4, 6]])  # same set (order aside), a flip at the tie, a flip outside
+    per = agreement({1: (top, margin), 2: (top, margin)}, {1: got})
+    assert per[1] == {"positions": 3, "same": 1, "agreement_pct": 33.33, "near_ties": 1, "differ_outside_ties": 1}
+    assert per[2] == {"positions": 3, "missing": True}
+
+
+def run_validate(path, ckpt, tmp_path):
+    out = tmp_path / f"{path.stem}.json"
+    cmd = [sys.executable, "-m", "exaone_gguf", "validate", str(path), "--reference", str(ckpt), "--json", str(out)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    report = json.loads(out.read_text()) if out.exists() else None
+    return p, report
+
+
+@pytest.mark.parametrize("outtype", ["q8_0", "q4_k_m"])
+def test_quantized_files_pass_validate(moe, outtype, tmp_path):
+    ckpt, files = moe
+    p, report = run_validate(files[outtype], ckpt, tmp_path)
+    failed = [(c["name"], c["detail"]) for c in report["checks"] if c["status"] == "fail"]
+    structure = next(c for c in report["checks"] if c["name"].startswith("structure"))
+    routing = next(c for c in report["checks"] if c["name"] == ROUTING)
+    print(f"k-exaone {outtype}: {structure['detail']}; {routing['status']}: {routing['detail']}")
+    assert p.returncode == 0 and not failed, (p.returncode, failed, p.stderr[-500:])
+
+
+@pytest.mark.parametrize("outtype", ["q8_0", "q4_k_m"])
+@pytest.mark.parametrize("damage", ["experts reordered", "exp_probs_b zeroed"])
+def test_broken_quantized_file_fails_the_tensor_check(moe, outtype, damage, tmp_path):
+    ckpt, files = moe
+    if damage == "experts reordered":
+        bad = reorder_layer2(files[outtype], tmp_path / "bad.gguf")
+    else:
+        zero = {f"blk.{i}.exp_probs_b.bias": np.zeros_like for i in MOE_LAYERS}
+        bad = rewrite(files[outtype], tmp_path / "bad.gguf", tensors=zero)
+    p, report = run_validate(bad, ckpt, tmp_path)
+    failed = {c["name"] for c in report["checks"] if c["status"] == "fail"}
+    assert p.returncode != 0 and "tensors: match source" in failed, (p.returncode, failed)
+
+
+def test_f16_file_passes_with_the_plain_16_bit_limits(moe):
+    """Family.structure_slack widens BF16 only: an f16 K-EXAONE meets the F16 structure limits as they are."""
+    ckpt, files = moe
+    report = validate(files["f16"], ckpt)
+    structure = check(report, "structure: file weights, source config")
+    print(f"k-exaone f16: {structure.detail}")
+    assert structure.status == "pass" and report.passed, structure.detail
+    assert structure.data["limit"] == {"name": "F16", "max_rel_logit_diff": 5e-3, "max_mean_kld": 2e-4}
