@@ -270,3 +270,32 @@ def test_exaone45_release_with_failing_projector_fails(tiny_dir, tmp_path, monke
     [text_report] = out.glob("*-Q8_0.validation.json")
     assert json.loads(text_report.read_text())["passed"]
 
+
+def test_exaone45_release_projector_failure_leaves_nothing(tiny_dir, tmp_path):
+    # a vision tensor missing from the checkpoint is found when the projector is planned, after the text files
+    # are written: those go too (as write_outputs removes a write's finished files), the folder this run made
+    # goes, and the source is untouched
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    src = tmp_path / "src"
+    shutil.copytree(tiny_dir("exaone4.5"), src)
+    [st] = src.glob("*.safetensors")
+    tensors = load_file(st)
+    [gone] = [k for k in tensors if k.endswith("blocks.1.mlp.up_proj.weight")]
+    del tensors[gone]
+    save_file(tensors, st, metadata={"format": "pt"})
+    before = {p.name: p.read_bytes() for p in src.iterdir() if p.is_file()}
+    out = tmp_path / "rel"
+    res = run("convert", src, "-o", f"{out}/", "--outtype", "q8_0,bf16")
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and "up_proj" in res.stderr
+    assert not out.exists()
+    kept = tmp_path / "kept"  # a folder that was there before: left, with only what it held
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    res = run("convert", src, "-o", f"{kept}/", "--outtype", "q8_0")
+    assert res.returncode == 2, res.stderr
+    assert [p.name for p in kept.iterdir()] == ["notes.txt"]
+    assert {p.name: p.read_bytes() for p in src.iterdir() if p.is_file()} == before

@@ -202,14 +202,20 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
     extras += [report_path(projector)] if projector and opts.validate else []
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
     try:
         for p in [p for v in variants for p in v.paths] + extras:
             check_output_path(p, opts.inputs(src), opts.force)
         total = _Total(sum(v.plan.data_bytes for v in variants))
         nonfinite, sizes = driver.write_planned(ckpt, variants, weights, opts, total, hash=True)
+        written = [p for v in variants for p in v.paths]
         projector_sha = write_release_projector(src, projector, opts.progress)[1] if projector else None
     except BaseException:
-        if created:  # the writer removed every file it began; the folder this run made goes too
+        # the writer removed every file it began; the text files of a later failure (the projector) go too, as
+        # one write's already renamed files do (gguf_io.writer.write_outputs): no release is left half-written
+        for p in written:
+            p.unlink(missing_ok=True)
+        if created:  # the folder this run made goes too
             with contextlib.suppress(OSError):  # not empty: something else is in it now; leave it
                 out_dir.rmdir()
         raise
