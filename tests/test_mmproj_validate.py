@@ -212,3 +212,90 @@ def test_exaone45_release_with_bad_vision_config_writes_nothing(tiny_dir, tmp_pa
     assert res.returncode == 2, res.stderr
     assert "fullatt_block_indexes" in res.stderr and "Traceback" not in res.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_exaone45_release_validate_checks_the_projector(tiny_dir, tmp_path):
+    # convert --validate of an EXAONE 4.5 release: the projector gets validate MMPROJ --reference SRC's checks
+    # and a generation with the first text file, its own report (in SHA256SUMS) and a row in the card
+    src = tiny_dir("exaone4.5")
+    out = tmp_path / "rel"
+    res = run("convert", src, "-o", f"{out}/", "--outtype", "q8_0", "--validate", "--json")
+    assert res.returncode == 0, res.stderr
+    [projector] = out.glob("mmproj-*-F16.gguf")
+    report = out / projector.name.replace(".gguf", ".validation.json")
+    data = json.loads(report.read_text())
+    checks = {c["name"]: c for c in data["checks"]}
+    assert data["passed"] and all(c["status"] == "pass" for c in checks.values()), checks
+    assert {"image embedding", "multimodal generation", "tensor values", "window pattern"} <= set(checks)
+    emb = checks["image embedding"]["data"]
+    card = (out / "README.md").read_text()
+    row = next(line for line in card.splitlines() if line.startswith(f"| [{projector.name}]"))
+    assert f"{emb['cosine']:.6f}" in row and f"{emb['max_rel_error']:.2e}" in row
+    assert f"[passed]({report.name})" in row
+    assert report.name in (out / "SHA256SUMS").read_text()
+    printed = json.loads(res.stdout)
+    assert printed["projector_passed"] is True and printed["projector_report"] == str(report)
+
+
+def test_exaone45_release_with_failing_projector_fails(tiny_dir, tmp_path, monkeypatch):
+    # the release's projector altered after it is written (a block's up projection 2% larger): the release's
+    # validation fails as for a failing text variant, after writing every file, the card saying FAILED
+    import hashlib
+    import os
+
+    import exaone_gguf.publish as pub
+    from exaone_gguf.convert.driver import ConvertOptions
+    from exaone_gguf.errors import ValidationFailed
+
+    real = pub.write_release_projector
+
+    def altered(src, path, progress=None):
+        result, _ = real(src, path, progress)
+
+        def scale(raw):
+            return (raw.view(np.float16) * np.float16(1.02)).view(np.uint8)
+
+        os.replace(rewrite(path, path.with_suffix(".tmp"), tensors={"v.blk.2.ffn_up.weight": scale}), path)
+        return result, hashlib.sha256(path.read_bytes()).hexdigest()
+
+    monkeypatch.setattr(pub, "write_release_projector", altered)
+    out = tmp_path / "rel"
+    with pytest.raises(ValidationFailed, match="mmproj-"):
+        pub.publish(tiny_dir("exaone4.5"), out, ConvertOptions(outtype="q8_0", validate=True))
+    [projector] = out.glob("mmproj-*-F16.gguf")
+    report = json.loads((out / projector.name.replace(".gguf", ".validation.json")).read_text())
+    assert not report["passed"]
+    assert "tensor values" in {c["name"] for c in report["checks"] if c["status"] == "fail"}
+    assert "FAILED" in next(line for line in (out / "README.md").read_text().splitlines() if projector.name in line)
+    [text_report] = out.glob("*-Q8_0.validation.json")
+    assert json.loads(text_report.read_text())["passed"]
+
+
+def test_exaone45_release_projector_failure_leaves_nothing(tiny_dir, tmp_path):
+    # a vision tensor missing from the checkpoint is found when the projector is planned, after the text files
+    # are written: those go too (as write_outputs removes a write's finished files), the folder this run made
+    # goes, and the source is untouched
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    src = tmp_path / "src"
+    shutil.copytree(tiny_dir("exaone4.5"), src)
+    [st] = src.glob("*.safetensors")
+    tensors = load_file(st)
+    [gone] = [k for k in tensors if k.endswith("blocks.1.mlp.up_proj.weight")]
+    del tensors[gone]
+    save_file(tensors, st, metadata={"format": "pt"})
+    before = {p.name: p.read_bytes() for p in src.iterdir() if p.is_file()}
+    out = tmp_path / "rel"
+    res = run("convert", src, "-o", f"{out}/", "--outtype", "q8_0,bf16")
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and "up_proj" in res.stderr
+    assert not out.exists()
+    kept = tmp_path / "kept"  # a folder that was there before: left, with only what it held
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    res = run("convert", src, "-o", f"{kept}/", "--outtype", "q8_0")
+    assert res.returncode == 2, res.stderr
+    assert [p.name for p in kept.iterdir()] == ["notes.txt"]
+    assert {p.name: p.read_bytes() for p in src.iterdir() if p.is_file()} == before

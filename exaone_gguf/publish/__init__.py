@@ -26,11 +26,12 @@ from exaone_gguf.convert.pipeline import ConvertResult
 from exaone_gguf.errors import InputError, ValidationFailed
 from exaone_gguf.gguf_io.split import parse_shard_name
 from exaone_gguf.gguf_io.writer import GGUFPlan, check_output_path
-from exaone_gguf.publish.card import CardInfo, FileRow, render_card
+from exaone_gguf.publish.card import CardInfo, FileRow, ProjectorRow, render_card
 from exaone_gguf.publish.chart import chart_rows, write_chart
 from exaone_gguf.publish.manifest import MANIFEST_NAME, write_manifest
 from exaone_gguf.publish.modelfile import chat_family, render_modelfile
 from exaone_gguf.validate import validate as validate_gguf
+from exaone_gguf.validate.mmproj import validate_mmproj
 from exaone_gguf.vision import release_projector_path, write_release_projector
 
 __all__ = ["run", "publish", "variant_stem", "report_path", "validate_output", "PublishResult", "PublishedVariant"]
@@ -71,10 +72,12 @@ class PublishResult:
     chart: Path | None = None  # the quality chart (PNG), with --validate
     chart_shown: dict = field(default_factory=dict)  # its points and axes as plotted (publish.chart.write_chart)
     projector: Path | None = None  # the vision projector (mmproj-...-F16.gguf) of an EXAONE 4.5 release
+    projector_report: Path | None = None  # its validation report, with --validate
+    projector_passed: bool | None = None
 
     @property
     def passed(self) -> bool:
-        return not any(v.passed is False for v in self.variants)
+        return not any(v.passed is False for v in self.variants) and self.projector_passed is not False
 
     def to_dict(self) -> dict:
         return {
@@ -87,6 +90,8 @@ class PublishResult:
             "threads": self.threads,
             "chart": str(self.chart) if self.chart else None,
             "projector": str(self.projector) if self.projector else None,
+            "projector_report": str(self.projector_report) if self.projector_report else None,
+            "projector_passed": self.projector_passed,
         }
 
 
@@ -194,16 +199,23 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
     extras += [out_dir / f"{s}.validation.json" for s in stems] + [chart] if opts.validate else []
     projector = release_projector_path(src, out_dir, title)  # EXAONE 4.5: the vision projector beside the text
     extras += [projector] if projector else []
+    extras += [report_path(projector)] if projector and opts.validate else []
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
     try:
         for p in [p for v in variants for p in v.paths] + extras:
             check_output_path(p, opts.inputs(src), opts.force)
         total = _Total(sum(v.plan.data_bytes for v in variants))
         nonfinite, sizes = driver.write_planned(ckpt, variants, weights, opts, total, hash=True)
+        written = [p for v in variants for p in v.paths]
         projector_sha = write_release_projector(src, projector, opts.progress)[1] if projector else None
     except BaseException:
-        if created:  # the writer removed every file it began; the folder this run made goes too
+        # the writer removed every file it began; the text files of a later failure (the projector) go too, as
+        # one write's already renamed files do (gguf_io.writer.write_outputs): no release is left half-written
+        for p in written:
+            p.unlink(missing_ok=True)
+        if created:  # the folder this run made goes too
             with contextlib.suppress(OSError):  # not empty: something else is in it now; leave it
                 out_dir.rmdir()
         raise
@@ -231,6 +243,22 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
             if opts.on_validated:
                 opts.on_validated(report)
         result.variants.append(pv)
+    projector_row = None
+    if projector:
+        projector_row = ProjectorRow(projector.name, "F16", projector.stat().st_size)
+    if projector and opts.validate:  # the projector's own checks, and a short generation with the first text file
+        result.projector_report = report_path(projector)
+        vision = validate_mmproj(
+            projector, src, text_model=result.variants[0].files[0], threads=opts.threads, generate=True
+        )
+        vision.write_json(result.projector_report)
+        result.projector_passed = vision.passed
+        emb = next((c.data for c in vision.checks if c.name == "image embedding" and c.data), {})
+        projector_row.cosine, projector_row.max_rel_error = emb.get("cosine"), emb.get("max_rel_error")
+        projector_row.validation = "passed" if vision.passed else "FAILED"
+        projector_row.report = result.projector_report.name
+        if opts.on_validated:
+            opts.on_validated(vision)
 
     rows = [
         FileRow(
@@ -251,17 +279,23 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
         result.chart = chart
     result.card = out_dir / "README.md"
     card_text = render_card(
-        _card_info(ckpt, variants[0].plan, title), rows, MANIFEST_NAME, result.chart.name if result.chart else None
+        _card_info(ckpt, variants[0].plan, title),
+        rows,
+        MANIFEST_NAME,
+        result.chart.name if result.chart else None,
+        projector_row,
     )
     result.card.write_text(card_text, encoding="utf-8")
     ggufs = [p for pv in result.variants for p in pv.files] + ([projector] if projector else [])
     others = [p for pv in result.variants for p in [pv.modelfile, pv.report] if p is not None] + [result.card]
     others += [result.chart] if result.chart else []
+    others += [result.projector_report] if result.projector_report else []
     streamed = {p: d for v in variants for p, d in v.sha256.items()} | ({projector: projector_sha} if projector else {})
     result.manifest = write_manifest(out_dir, streamed, ggufs, others)
     result.projector = projector
     result.seconds = time.perf_counter() - start
     failed = [pv.outtype for pv in result.variants if pv.passed is False]
+    failed += [projector.name] if result.projector_passed is False else []
     if failed:
         raise ValidationFailed(f"{', '.join(failed)} failed validation; see the .validation.json reports in {out_dir}.")
     return result

@@ -24,6 +24,20 @@ class FileRow:
 
 
 @dataclass
+class ProjectorRow:
+    """The vision projector (EXAONE 4.5) in the card: its file and, validated, libmtmd's image embedding
+    against the source's (cosine, max relative error)."""
+
+    file: str
+    outtype: str  # F16
+    size: int
+    cosine: float | None = None
+    max_rel_error: float | None = None
+    validation: str | None = None  # "passed" / "FAILED" / None when not validated
+    report: str | None = None
+
+
+@dataclass
 class CardInfo:
     title: str  # e.g. EXAONE-4.0-1.2B
     base_model: str | None  # e.g. LGAI-EXAONE/EXAONE-4.0-1.2B
@@ -85,6 +99,28 @@ def files_table(rows: list[FileRow]) -> str:
     return "\n".join(out)
 
 
+def projector_section(row: ProjectorRow) -> str:
+    val = row.validation or "not run"
+    if row.report:
+        val = f"[{val}]({row.report})"
+    return "\n".join(
+        [
+            "### Vision projector",
+            "",
+            "Images need the projector beside the text file (llama.cpp's `--mmproj`, a second `FROM` in the "
+            "Modelfile). Validation compares the image embedding llama.cpp computes for a test image with the "
+            "source's vision tower (a NumPy reference) and generates a few tokens after the image with the first "
+            "text file.",
+            "",
+            "| File | Type | Size | Image embedding cosine | Max relative error | Validation |",
+            "|---|---|---:|---:|---:|---|",
+            f"| [{row.file}]({row.file}) | {row.outtype} | {_fmt_size(row.size)} | {_fmt(row.cosine, '.6f')} "
+            f"| {_fmt(row.max_rel_error, '.2e')} | {val} |",
+            "",
+        ]
+    )
+
+
 def usage(info: CardInfo, rows: list[FileRow]) -> str:
     pick = next((r for r in rows if r.outtype == "Q4_K_M"), rows[-1])
     f = pick.files[0]
@@ -131,8 +167,15 @@ def usage(info: CardInfo, rows: list[FileRow]) -> str:
     return "\n".join(parts)
 
 
-def render_card(info: CardInfo, rows: list[FileRow], manifest: str | None = None, chart: str | None = None) -> str:
-    """The whole README.md (`chart`: the quality chart's file name, shown beside the table)."""
+def render_card(
+    info: CardInfo,
+    rows: list[FileRow],
+    manifest: str | None = None,
+    chart: str | None = None,
+    projector: ProjectorRow | None = None,
+) -> str:
+    """The whole README.md (`chart`: the quality chart's file name, shown beside the table; `projector`: the
+    vision projector's file and figures, EXAONE 4.5)."""
     src = (
         f"[{info.base_model}](https://huggingface.co/{info.base_model})"
         if info.base_model and "/" in info.base_model
@@ -168,6 +211,8 @@ def render_card(info: CardInfo, rows: list[FileRow], manifest: str | None = None
             "is the JSON file linked in the table.",
             "",
         ]
+    if projector:
+        body.append(projector_section(projector))
     body.append(usage(info, rows))
     if manifest:
         body += [
