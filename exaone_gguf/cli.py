@@ -331,6 +331,11 @@ def validate(
         False, "--quality-gate", help="Fail (exit 1) when fidelity is below the type's thresholds; default: a warning."
     ),
     imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="The imatrix the file was quantized with."),
+    full_tensors: bool = typer.Option(
+        False,
+        "--full-tensors",
+        help="Re-quantize every row of every tensor (default: large quantized tensors on a sample of rows).",
+    ),
     against: Optional[Path] = typer.Option(
         None,
         "--against",
@@ -372,6 +377,7 @@ def validate(
                 threads=threads,
                 quality_gate=quality_gate,
                 imatrix=imatrix,
+                full_tensors=full_tensors,
             )
         report.render(err)
         if json_path:

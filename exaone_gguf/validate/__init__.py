@@ -101,18 +101,22 @@ def check_structure(f, ckpt, got: np.ndarray, tokens: list[int], file_type: str)
 
 
 def check_logits(
-    runner: Runner, f, ckpt, tokens: list[int], thresholds: Thresholds, file_type: str, gate: bool
+    got: np.ndarray, f, ckpt, tokens: list[int], thresholds: Thresholds, file_type: str, gate: bool, threads: int = 1
 ) -> tuple[list[CheckResult], dict | None]:
-    got = runner.logits(tokens)
+    """llama.cpp's logits `got` against the two reference forwards (run after llama.cpp has let go of the file,
+    so the two never hold memory at once), their matrix products on `threads` BLAS threads."""
+    from threadpoolctl import threadpool_limits
+
     if ckpt is None:
         finite = bool(np.isfinite(got).all())
         detail = f"{len(tokens)} positions finite" if finite else "logits contain NaN or infinity"
         return [CheckResult("logits: finite", "pass" if finite else "fail", detail)], None
     from exaone_gguf.validate.reference import forward
 
-    structure, _ = check_structure(f, ckpt, got, tokens, file_type)
-    arch = f.get("general.architecture")
-    ref = forward(ckpt, tokens, arch if writes_as(ckpt.spec, arch) else None)
+    with threadpool_limits(limits=threads):
+        structure, _ = check_structure(f, ckpt, got, tokens, file_type)
+        arch = f.get("general.architecture")
+        ref = forward(ckpt, tokens, arch if writes_as(ckpt.spec, arch) else None)
     comparison = compare_logits(ref, got, tokens)
     # fidelity: how much the type costs this model; below the thresholds a warning unless the gate is on
     results = [structure] + [
@@ -136,10 +140,12 @@ def validate(
     threads: int | None = None,
     quality_gate: bool = False,
     imatrix: Path | str | None = None,
+    full_tensors: bool = False,
 ) -> Report:
     """Exit status semantics: a "fail" means the file is wrong (tensors, structure, metadata, tokenizer,
     template); fidelity (logits vs the source) below the type's thresholds fails only with `quality_gate`
-    or threshold overrides, else it is a warning."""
+    or threshold overrides, else it is a warning. `full_tensors`: re-quantize every row of every tensor
+    (default: large quantized tensors on a sample of rows, tensor_check.py)."""
     start = time.perf_counter()
     model = Path(model)
     check_device(device)
@@ -161,7 +167,7 @@ def validate(
     checks = report.checks
     checks += check_metadata(f, ckpt)
     if ckpt is not None:
-        checks.append(check_tensors(f, ckpt, imatrix_weights))
+        checks.append(check_tensors(f, ckpt, imatrix_weights, full=full_tensors))
 
     arch = f.get("general.architecture")
     tokens_list = f.get("tokenizer.ggml.tokens") or []
@@ -199,9 +205,10 @@ def validate(
         tokens = runner.llm.tokenize(eval_text.encode("utf-8"), add_bos=False, special=False)[:max_tokens]
         if len(tokens) < 2:
             raise InputError("the evaluation text is shorter than two tokens; give a longer --text.")
-        gate = quality_gate or bool(threshold_overrides)
-        results, metrics = check_logits(runner, f, ckpt, tokens, thresholds, ft, gate)
-        checks += results
-        report.metrics = metrics
+        got = runner.logits(tokens)
+    gate = quality_gate or bool(threshold_overrides)
+    results, metrics = check_logits(got, f, ckpt, tokens, thresholds, ft, gate, threads)
+    checks += results
+    report.metrics = metrics
     report.seconds = time.perf_counter() - start
     return report
