@@ -11,6 +11,7 @@ exception. Bad input (unreadable files, bad options) raises InputError.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import time
 from pathlib import Path
@@ -53,6 +54,14 @@ def override_thresholds(base: Thresholds, overrides: dict[str, float] | None) ->
     if unknown:
         raise InputError(f"--threshold {unknown[0]}: unknown threshold; choose from {', '.join(sorted(fields))}.")
     return dataclasses.replace(base, **overrides)
+
+
+def _trim_heap() -> None:
+    """glibc keeps freed medium-sized blocks in the process heap; malloc_trim hands them back (no-op elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def check_chat_stop(runner: Runner, eos: int | None) -> CheckResult:
@@ -168,6 +177,7 @@ def validate(
     checks += check_metadata(f, ckpt)
     if ckpt is not None:
         checks.append(check_tensors(f, ckpt, imatrix_weights, full=full_tensors))
+        _trim_heap()  # the tensor check's freed chunks go back to the system before llama.cpp loads the file
 
     arch = f.get("general.architecture")
     tokens_list = f.get("tokenizer.ggml.tokens") or []
@@ -205,7 +215,7 @@ def validate(
         tokens = runner.llm.tokenize(eval_text.encode("utf-8"), add_bos=False, special=False)[:max_tokens]
         if len(tokens) < 2:
             raise InputError("the evaluation text is shorter than two tokens; give a longer --text.")
-        got = runner.logits(tokens)
+        got = runner.logits(tokens, copy=False)  # the runner's last call: it closes right below
     gate = quality_gate or bool(threshold_overrides)
     results, metrics = check_logits(got, f, ckpt, tokens, thresholds, ft, gate, threads)
     checks += results
