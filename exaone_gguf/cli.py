@@ -361,6 +361,11 @@ def validate(
         False, "--quality-gate", help="Fail (exit 1) when fidelity is below the type's thresholds; default: a warning."
     ),
     imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="The imatrix the file was quantized with."),
+    full_tensors: bool = typer.Option(
+        False,
+        "--full-tensors",
+        help="Re-quantize every row of every tensor (default: large quantized tensors on a sample of rows).",
+    ),
     against: Optional[Path] = typer.Option(
         None,
         "--against",
@@ -413,6 +418,7 @@ def validate(
                 threads=threads,
                 quality_gate=quality_gate,
                 imatrix=imatrix,
+                full_tensors=full_tensors,
             )
         if mmproj is not None:  # the projector, run by libmtmd with this text model, and both files together
             vision = validate_mmproj(mmproj, source, text_model=model, threads=resolve_threads(threads), generate=True)

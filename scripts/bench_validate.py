@@ -22,6 +22,7 @@ does) scores the last N/2 - 1. llama-perplexity wants 2N tokens of text, so the 
 llama.cpp's tools come from scripts/llama_tools.py (built once).
 
   /work/venv/bin/python scripts/bench_validate.py [--max-tokens 256] [--threads 2] [--work-dir DIR] [--keep]
+                                                 [--reuse DIR]   (DIR kept by --keep: no make-tiny, no convert)
 
 Targets (issue 14): ours (the two validate runs) at most 2x llama.cpp's two runs; peak RSS under 3 GB.
 No assertions: it prints a table and the ratios. Every multi-GB file is deleted at the end unless --keep.
@@ -124,6 +125,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
     ap.add_argument("--work-dir", type=Path, default=None)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument(
+        "--reuse", type=Path, default=None, help="a work folder kept by --keep: skip make-tiny and convert (not timed)"
+    )
     ap.add_argument("--config", type=Path, default=CONFIG, help="model config.json (default: the real 1.2B one)")
     args = ap.parse_args()
     if not args.config.is_file() or not TOKENIZER.is_dir():
@@ -133,10 +137,13 @@ def main() -> None:
     tools = llama_tools.tools()
     if args.work_dir:
         args.work_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="bench-validate-", dir=args.work_dir))
+    work = args.reuse or Path(tempfile.mkdtemp(prefix="bench-validate-", dir=args.work_dir))
     n = ctx = args.max_tokens
     try:
-        src, bf16, q4 = setup(work, args.threads, args.config)
+        if args.reuse:
+            src, bf16, q4 = work / "src", next(work.glob("out/*-BF16.gguf")), next(work.glob("out/*-Q4_K_M.gguf"))
+        else:
+            src, bf16, q4 = setup(work, args.threads, args.config)
         from exaone_gguf.validate.evaltext import load_text
 
         text = work / "text.txt"
@@ -214,6 +221,7 @@ def main() -> None:
             f"(target <= {TARGET_RATIO:g}x: {'met' if ours <= TARGET_RATIO * llama else 'MISSED'})"
         )
         print(f"ours --against / llama.cpp (two runs): {by['ours --against'].seconds / llama:.2f}x")
+        print(f"load average at the end: {os.getloadavg()[0]:.1f} (1 min), {os.getloadavg()[1]:.1f} (5 min)")
         print(
             f"our peak RSS {peak:.0f} MB (target < {TARGET_RSS_MB} MB: {'met' if peak < TARGET_RSS_MB else 'MISSED'}); "
             f"--against {by['ours --against'].rss_mb:.0f} MB"
@@ -251,7 +259,7 @@ def main() -> None:
             if r.rc not in (0, 1):
                 print(f"\n{r.name} exited {r.rc}:\n{r.out[-1500:]}")
     finally:
-        if not args.keep:
+        if not args.keep and not args.reuse:
             shutil.rmtree(work, ignore_errors=True)
 
 

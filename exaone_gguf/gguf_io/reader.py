@@ -222,6 +222,21 @@ class GGUFFile:
             raise self._fail("was closed before reading its tensor data", "keep the file open")
         return self._buf[info.offset : info.offset + info.nbytes]
 
+    def release(self, name_or_info: str | TensorInfo, start: int = 0, stop: int | None = None) -> None:
+        """Tell the kernel the mapped pages of bytes [start, stop) of a tensor (default: all) may leave this
+        process (they stay in the page cache, a later read is cheap): reading a multi-GB file whole then keeps
+        the resident set near one chunk instead of the file's size."""
+        info = self.tensor(name_or_info if isinstance(name_or_info, str) else name_or_info.name)
+        stop = info.nbytes if stop is None else min(stop, info.nbytes)
+        if self._mm is None or stop <= start or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        begin = info.offset + start
+        first = begin // mmap.PAGESIZE * mmap.PAGESIZE
+        try:
+            self._mm.madvise(mmap.MADV_DONTNEED, first, info.offset + stop - first)
+        except (OSError, ValueError):  # a platform without madvise: the pages simply stay
+            pass
+
     def tensor_f32(self, name_or_info: str | TensorInfo) -> np.ndarray:
         """The tensor as float32 in numpy shape (GGUF shape reversed); quantized types are
         dequantized with gguf.quants."""

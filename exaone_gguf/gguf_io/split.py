@@ -171,6 +171,10 @@ class SplitGGUF(GGUFFile):
         info = self.tensor(name_or_info if isinstance(name_or_info, str) else name_or_info.name)
         return self._owner[info.name].tensor_bytes(info)
 
+    def release(self, name_or_info: str | TensorInfo, start: int = 0, stop: int | None = None) -> None:
+        info = self.tensor(name_or_info if isinstance(name_or_info, str) else name_or_info.name)
+        self._owner[info.name].release(info, start, stop)
+
     def close(self) -> None:
         for s in self.shards:
             s.close()

@@ -11,6 +11,7 @@ exception. Bad input (unreadable files, bad options) raises InputError.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import time
 from pathlib import Path
@@ -54,6 +55,14 @@ def override_thresholds(base: Thresholds, overrides: dict[str, float] | None) ->
     if unknown:
         raise InputError(f"--threshold {unknown[0]}: unknown threshold; choose from {', '.join(sorted(fields))}.")
     return dataclasses.replace(base, **overrides)
+
+
+def _trim_heap() -> None:
+    """glibc keeps freed medium-sized blocks in the process heap; malloc_trim hands them back (no-op elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def check_chat_stop(runner: Runner, eos: int | None) -> CheckResult:
@@ -107,25 +116,33 @@ def check_structure(
 
 
 def check_logits(
-    runner: Runner, f, ckpt, tokens: list[int], thresholds: Thresholds, file_type: str, gate: bool
+    got: np.ndarray,
+    f,
+    ckpt,
+    tokens: list[int],
+    thresholds: Thresholds,
+    file_type: str,
+    gate: bool,
+    threads: int = 1,
+    routes: dict | None = None,
+    why: str = "",
 ) -> tuple[list[CheckResult], dict | None]:
-    got = runner.logits(tokens)
+    """llama.cpp's logits `got` against the two reference forwards (run after llama.cpp has let go of the file,
+    so the two never hold memory at once), their matrix products on `threads` BLAS threads. `routes`: a MoE
+    file's expert choice per layer as llama.cpp made it (None with `why` when it could not be read)."""
+    from threadpoolctl import threadpool_limits
+
     if ckpt is None:
         finite = bool(np.isfinite(got).all())
         detail = f"{len(tokens)} positions finite" if finite else "logits contain NaN or infinity"
         return [CheckResult("logits: finite", "pass" if finite else "fail", detail)], None
     from exaone_gguf.validate.reference import forward
 
-    routes, why = None, ""
-    if any(t.name.endswith(".ffn_gate_inp.weight") for t in f.tensors):  # a MoE file: read llama.cpp's choice
-        try:
-            routes = llama_routes(runner.llm, tokens)
-        except RuntimeError as e:
-            why = str(e)
-    structure, _ = check_structure(f, ckpt, got, tokens, file_type, routes)
-    arch = f.get("general.architecture")
-    routing: dict = {}  # a MoE reference forward records its expert choice per layer
-    ref = forward(ckpt, tokens, arch if writes_as(ckpt.spec, arch) else None, routing)
+    with threadpool_limits(limits=threads):
+        structure, _ = check_structure(f, ckpt, got, tokens, file_type, routes)
+        arch = f.get("general.architecture")
+        routing: dict = {}  # a MoE reference forward records its expert choice per layer
+        ref = forward(ckpt, tokens, arch if writes_as(ckpt.spec, arch) else None, routing)
     comparison = compare_logits(ref, got, tokens)
     # fidelity: how much the type costs this model; below the thresholds a warning unless the gate is on
     results = [structure] + [
@@ -156,10 +173,12 @@ def validate(
     threads: int | None = None,
     quality_gate: bool = False,
     imatrix: Path | str | None = None,
+    full_tensors: bool = False,
 ) -> Report:
     """Exit status semantics: a "fail" means the file is wrong (tensors, structure, metadata, tokenizer,
     template); fidelity (logits vs the source) below the type's thresholds fails only with `quality_gate`
-    or threshold overrides, else it is a warning."""
+    or threshold overrides, else it is a warning. `full_tensors`: re-quantize every row of every tensor
+    (default: large quantized tensors on a sample of rows, tensor_check.py)."""
     start = time.perf_counter()
     model = Path(model)
     check_device(device)
@@ -181,7 +200,8 @@ def validate(
     checks = report.checks
     checks += check_metadata(f, ckpt)
     if ckpt is not None:
-        checks.append(check_tensors(f, ckpt, imatrix_weights))
+        checks.append(check_tensors(f, ckpt, imatrix_weights, full=full_tensors))
+        _trim_heap()  # the tensor check's freed chunks go back to the system before llama.cpp loads the file
 
     arch = f.get("general.architecture")
     tokens_list = f.get("tokenizer.ggml.tokens") or []
@@ -219,9 +239,16 @@ def validate(
         tokens = runner.llm.tokenize(eval_text.encode("utf-8"), add_bos=False, special=False)[:max_tokens]
         if len(tokens) < 2:
             raise InputError("the evaluation text is shorter than two tokens; give a longer --text.")
-        gate = quality_gate or bool(threshold_overrides)
-        results, metrics = check_logits(runner, f, ckpt, tokens, thresholds, ft, gate)
-        checks += results
-        report.metrics = metrics
+        got = runner.logits(tokens, copy=False)  # the runner's last eval (llama_routes uses a context of its own)
+        routes, why = None, ""
+        if ckpt is not None and any(t.name.endswith(".ffn_gate_inp.weight") for t in f.tensors):
+            try:  # a MoE file: llama.cpp's expert choice, read from a second context on the loaded model
+                routes = llama_routes(runner.llm, tokens)
+            except RuntimeError as e:
+                why = str(e)
+    gate = quality_gate or bool(threshold_overrides)
+    results, metrics = check_logits(got, f, ckpt, tokens, thresholds, ft, gate, threads, routes, why)
+    checks += results
+    report.metrics = metrics
     report.seconds = time.perf_counter() - start
     return report

@@ -63,10 +63,13 @@ class Runner:
                 f"{self.path}: llama.cpp could not load it ({e}); the file is broken or unsupported."
             ) from None
 
-    def logits(self, tokens: list[int]) -> np.ndarray:
+    def logits(self, tokens: list[int], copy: bool = True) -> np.ndarray:
+        """float32 [len(tokens), vocab]. copy=False: a view of llama-cpp-python's own buffer, which the next eval
+        overwrites (for a last call before close: it saves a [T, vocab] copy while the model is loaded)."""
         self.llm.reset()
         self.llm.eval(tokens)
-        return np.array(self.llm.scores[: len(tokens)], dtype=np.float32)
+        scores = self.llm.scores[: len(tokens)]
+        return np.array(scores, dtype=np.float32) if copy else scores
 
     def close(self) -> None:
         self.llm.close()

@@ -113,7 +113,9 @@ class FileWeights:
         n_cols = info.shape[0]
         raw = self.f.tensor_bytes(info)
         row_bytes = raw.size // (info.n_elements // n_cols)
-        return dequantize(raw[start * row_bytes : stop * row_bytes], info.tensor_type, stop - start, n_cols)
+        out = dequantize(raw[start * row_bytes : stop * row_bytes], info.tensor_type, stop - start, n_cols)
+        self.f.release(info, start * row_bytes, stop * row_bytes)  # a fresh array: the mapped pages may go
+        return out
 
     def n_rows(self, name: str) -> int:
         return self.f.tensor(name).np_shape[0]
