@@ -211,17 +211,14 @@ def plan_target(
     does not choose (norms and other F32 tensors); `n_params`: every tensor's elements (for --target-bpw).
     `source`: the input's name for the error sentences."""
     budget = target.budget(n_params)
-    ladders = {}
-    for t in tensors:
-        dmg = measure_damage(t, threads, probe)
-        ladders[t.name] = _hull([(row_nbytes(q, t.ne[0]) * _n_rows(t.ne), d, q) for q, d in dmg.items()])
-    low = fixed_bytes + sum(h[0][0] for h in ladders.values())
+    sizes = {t.name: sorted(row_nbytes(q, t.ne[0]) * _n_rows(t.ne) for q in candidates(t.ne[0])) for t in tensors}
+    low = fixed_bytes + sum(s[0] for s in sizes.values())
     f16 = fixed_bytes + sum(row_nbytes(T.F16, t.ne[0]) * _n_rows(t.ne) for t in tensors)
 
     def bpw(n: int) -> str:
         return f"{8 * n / n_params:.3f} bits per weight ({n / 1e6:.2f} MB of tensor data)"
 
-    if budget < low:
+    if budget < low:  # refused before any measurement
         raise InputError(
             f"{source}: {target.describe()} asks for {bpw(budget)}, below the smallest file this model can be "
             f"written as, {bpw(low)}; give a larger target."
@@ -231,8 +228,12 @@ def plan_target(
             f"{source}: {target.describe()} asks for {bpw(budget)}, above the F16 file, {bpw(f16)}; give a smaller "
             "target or use --outtype f16."
         )
+    ladders = {}
+    for t in tensors:
+        dmg = measure_damage(t, threads, probe)
+        ladders[t.name] = _hull([(row_nbytes(q, t.ne[0]) * _n_rows(t.ne), d, q) for q, d in dmg.items()])
+    spent = fixed_bytes + sum(h[0][0] for h in ladders.values())
     level = {name: 0 for name in ladders}
-    spent = low
     heap: list[tuple[float, str]] = []
 
     def push(name: str) -> None:

@@ -48,9 +48,10 @@ class _Replaced:
         return x
 
 
-def mean_kld(ref: np.ndarray, test: np.ndarray) -> float:
-    a, b = log_softmax(ref[:-1]), log_softmax(test[:-1])
-    return float(np.maximum((np.exp(a) * (a - b)).sum(axis=-1), 0.0).mean())
+def mean_kld(ref_logp: np.ndarray, ref_p: np.ndarray, test: np.ndarray) -> float:
+    """Mean KLD(ref || test) over the rows that predict a next token (the reference's log-softmax given)."""
+    b = log_softmax(test[:-1])
+    return float(np.maximum((ref_p * (ref_logp - b)).sum(axis=-1), 0.0).mean())
 
 
 def kld_probe(
@@ -66,10 +67,11 @@ def kld_probe(
     tok = ckpt.tokenizer
     text = calibration_text(tok.chat_template, _token_text(tok, tok.bos_token_id), _token_text(tok, tok.eos_token_id))
     tokens = tokenize(ckpt, text)[0][:n_tokens]
-    ref = forward_weights(fam, base, spec, tokens)
+    ref_logp = log_softmax(forward_weights(fam, base, spec, tokens)[:-1])
+    ref_p = np.exp(ref_logp)
 
     def probe(name: str, rows: np.ndarray) -> float:
         value = np.ascontiguousarray(rows, dtype=np.float32).reshape(mappings[name].hf_shape)
-        return mean_kld(ref, forward_weights(fam, _Replaced(base, name, value), spec, tokens))
+        return mean_kld(ref_logp, ref_p, forward_weights(fam, _Replaced(base, name, value), spec, tokens))
 
     return probe
