@@ -108,26 +108,35 @@ def _llama_kld(src: Path, gguf: Path) -> float:
 
 
 def test_target_at_q4_k_m_size_beats_q4_k_m(tiny4, tmp_path):
+    """A release with a target-bpw variant at Q4_K_M's size: within 1 %, lower KLD, in the card; quantize from
+    the F32 file gives the same bytes."""
     from exaone_gguf.checkpoint import load_checkpoint
-    from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.convert.driver import ConvertOptions
     from exaone_gguf.convert.from_gguf import quantize_gguf
     from exaone_gguf.gguf_io import read_gguf
     from exaone_gguf.gguf_io.inspect import inspect_gguf
+    from exaone_gguf.publish import publish
     from exaone_gguf.validate.sensitivity import kld_probe
 
     src, f32, imx = tiny4
     q4 = quantize_gguf(f32, tmp_path / "q4_k_m.gguf", "q4_k_m", imatrix=imx).output
     bpw = inspect_gguf(q4)["totals"]["bits_per_weight"]
-    opts = ConvertOptions(outtype="q4_k_m", imatrix=imx, target=Target(bpw=bpw), sensitivity=kld_probe)
-    res = convert(src, tmp_path / "target.gguf", opts)
-    got = inspect_gguf(res.output)["totals"]["bits_per_weight"]
-    assert bpw * 0.99 <= got <= bpw  # measured: 0.76 % below
-    assert abs(res.output.stat().st_size / q4.stat().st_size - 1) <= 0.01
-    assert res.target["tensor_bytes"] <= res.target["budget_bytes"]
-    f = read_gguf(res.output)
+    opts = ConvertOptions(outtype=f"q4_k_m,q4_k_m@{bpw!r}", imatrix=imx, sensitivity=kld_probe)
+    rel = publish(src, tmp_path / "rel", opts)
+    base, tv = rel.variants
+    assert base.files[0].read_bytes() == q4.read_bytes()
+    assert tv.outtype == f"Q4_K_M-{bpw:g}BPW" and tv.files[0].name.endswith(f"-Q4_K_M-{bpw:g}BPW.gguf")
+    got = inspect_gguf(tv.files[0])["totals"]["bits_per_weight"]
+    assert bpw * 0.99 <= got <= bpw  # measured: 0.8 % below
+    assert abs(tv.size / q4.stat().st_size - 1) <= 0.01
+    assert tv.target["tensor_bytes"] <= tv.target["budget_bytes"]
+    f = read_gguf(tv.files[0])
     assert f.get("quantize.target.bpw") == pytest.approx(bpw) and "KLD" in f.get("quantize.target.measure")
     assert {t.tensor_type for t in f.tensors} != {t.tensor_type for t in read_gguf(q4).tensors}
-    k_target, k_q4 = _llama_kld(src, res.output), _llama_kld(src, q4)
+    card = rel.card.read_text(encoding="utf-8")
+    assert "| Q4_K_M (imatrix) |" in card and f"| Q4_K_M-{bpw:g}BPW (imatrix, target-bpw) |" in card
+    assert f"to reach {bpw:g} bits per weight" in card and "importance matrix `imatrix.gguf`" in card
+    k_target, k_q4 = _llama_kld(src, tv.files[0]), _llama_kld(src, q4)
     assert k_target < 0.65 * k_q4, (k_target, k_q4)  # measured: 0.046 against 0.142 (0.32x)
     # quantize from the F32 file, probed against the same checkpoint: the same plan and bytes
     again = quantize_gguf(
@@ -138,7 +147,7 @@ def test_target_at_q4_k_m_size_beats_q4_k_m(tiny4, tmp_path):
         target=Target(bpw=bpw),
         probe=kld_probe(load_checkpoint(src)),
     )
-    assert again.output.read_bytes() == res.output.read_bytes()
+    assert again.output.read_bytes() == tv.files[0].read_bytes()
 
 
 def _cli(*args):

@@ -258,6 +258,24 @@ def plan_target(
     return TargetPlan(types=types, budget=budget, nbytes=spent, damage=damage)
 
 
+def split_outtype(token: str) -> tuple[str, Target | None]:
+    """An --outtype item: 'q4_k_m' -> ('q4_k_m', None); 'q4_k_m@4.6' (a target-bpw variant labelled q4_k_m)
+    -> ('q4_k_m', Target(bpw=4.6)); InputError for a bad number."""
+    name, sep, bits = token.partition("@")
+    if not sep:
+        return token, None
+    try:
+        value = float(bits)
+    except ValueError:
+        raise InputError(f"--outtype {token}: write TYPE@BITS, e.g. q4_k_m@4.6 (a --target-bpw variant).") from None
+    return name, parse_target(value, None)
+
+
+def variant_label(outtype: str, target: Target | None) -> str:
+    """The name a target variant goes by in a release ('q4_k_m-4.6bpw'): files, Modelfiles, the card."""
+    return outtype if target is None or target.bpw is None else f"{outtype}-{target.bpw:g}bpw"
+
+
 def target_keys(target: Target) -> list[tuple[str, str, object]]:
     """The keys a target file carries (after quantize.imatrix.*): (key, kind, value), kind 'f32' / 'u64' / 'str'.
     The plan itself is the file's tensor table (each tensor's type)."""
