@@ -146,6 +146,12 @@ def test_moe_per_expert_matches_llama_imatrix(llama_tools, tiny_dir, tiny_gguf, 
     (ta, ba, fa), (tb, bb, fb) = read_types_and_bytes(ours_q), read_types_and_bytes(theirs_q)
     assert fa == fb and ta == tb
     assert [n for n in ba if ba[n] != bb[n]] == []
+    # the validator's tensor check re-quantizes each expert's rows with that expert's vector: identical
+    from exaone_gguf.quantize.imatrix import load_imatrix
+    from exaone_gguf.validate.tensor_check import check_tensors
+
+    verdict = check_tensors(read_gguf(ours_q), load_checkpoint(src), load_imatrix(ours_path))
+    assert verdict.status == "pass" and "identical" in verdict.detail, verdict.detail
     # without the per-expert rows (one vector broadcast to every expert) the expert tensors come out different
     flat = tmp_path / "flat.gguf"
     from exaone_gguf.quantize.imatrix import write_imatrix

@@ -26,6 +26,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from exaone_gguf.checkpoint import Checkpoint
+from exaone_gguf.convert.pipeline import convert_rows_at
 from exaone_gguf.errors import InputError
 from exaone_gguf.families import TensorMapping, family_for, writes_as
 from exaone_gguf.gguf_io import GGUFFile
@@ -90,7 +91,10 @@ def compare_tensor(f: GGUFFile, ckpt: Checkpoint, m: TensorMapping, imatrix: dic
             handle.release(start, stop)
             if m.transform is not None:
                 src = m.transform(src)
-            fresh = quantize(src, qtype, imatrix=w, threads=THREADS).reshape(-1)
+            if w is not None and w.size != n_cols:  # a 3-D expert tensor: each expert's rows with its own vector
+                fresh = convert_rows_at(src, start, n_rows, qtype, THREADS, w).reshape(-1)
+            else:
+                fresh = quantize(src, qtype, imatrix=w, threads=THREADS).reshape(-1)
             yield start, stop, src, fresh, raw_file[start * row_bytes : stop * row_bytes]
 
     # pass 1: bytes only; an honest file ends here
