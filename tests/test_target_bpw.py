@@ -127,7 +127,7 @@ def test_target_at_q4_k_m_size_beats_q4_k_m(tiny4, tmp_path):
     assert base.files[0].read_bytes() == q4.read_bytes()
     assert tv.outtype == f"Q4_K_M-{bpw:g}BPW" and tv.files[0].name.endswith(f"-Q4_K_M-{bpw:g}BPW.gguf")
     got = inspect_gguf(tv.files[0])["totals"]["bits_per_weight"]
-    assert bpw * 0.99 <= got <= bpw  # measured: 0.8 % below
+    assert bpw * 0.99 <= got <= bpw  # measured: 6.370 against 6.418 (0.75 % below)
     assert abs(tv.size / q4.stat().st_size - 1) <= 0.01
     assert tv.target["tensor_bytes"] <= tv.target["budget_bytes"]
     f = read_gguf(tv.files[0])
@@ -137,7 +137,7 @@ def test_target_at_q4_k_m_size_beats_q4_k_m(tiny4, tmp_path):
     assert "| Q4_K_M (imatrix) |" in card and f"| Q4_K_M-{bpw:g}BPW (imatrix, target-bpw) |" in card
     assert f"to reach {bpw:g} bits per weight" in card and "importance matrix `imatrix.gguf`" in card
     k_target, k_q4 = _llama_kld(src, tv.files[0]), _llama_kld(src, q4)
-    assert k_target < 0.65 * k_q4, (k_target, k_q4)  # measured: 0.046 against 0.142 (0.32x)
+    assert k_target < 0.65 * k_q4, (k_target, k_q4)  # measured: 0.0461 against 0.1424 (0.32x)
     # quantize from the F32 file, probed against the same checkpoint: the same plan and bytes
     again = quantize_gguf(
         f32,
