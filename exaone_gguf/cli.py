@@ -80,6 +80,31 @@ def _overrides(tensor_type, output_tensor_type, token_embedding_type, pure, leav
     return ov if ov else None
 
 
+def _target_bpw_opt():
+    return typer.Option(
+        None,
+        "--target-bpw",
+        metavar="B",
+        help="Choose each tensor's type to reach B bits per weight with the least measured damage (needs --imatrix).",
+    )
+
+
+def _target_size_opt():
+    return typer.Option(
+        None,
+        "--target-size",
+        metavar="SIZE",
+        help="As --target-bpw, for a tensor-data size: 700M, 1.5G (decimal, as --split-max-size).",
+    )
+
+
+def _sensitivity(ckpt, arch):
+    """The measured sensitivity a --target-bpw plan uses: one reference forward per tensor (validate layer)."""
+    from exaone_gguf.validate.sensitivity import kld_probe
+
+    return kld_probe(ckpt, arch)
+
+
 def _on_sigterm(signum, frame):  # turn SIGTERM into an exception so partial outputs are cleaned up
     raise SystemExit(128 + signum)
 
@@ -189,12 +214,18 @@ def convert(
     mmproj: bool = typer.Option(
         False, "--mmproj", help="Write the vision projector (EXAONE 4.5) instead: f32, f16 (auto), bf16 or q8_0."
     ),
+    target_bpw: Optional[float] = _target_bpw_opt(),
+    target_size: Optional[str] = _target_size_opt(),
 ) -> None:
     """Convert a checkpoint directory into a GGUF file (quantized types in the same pass)."""
     from exaone_gguf import publish as pub
-    from exaone_gguf.convert.driver import ConvertOptions
+    from exaone_gguf.convert.driver import ConvertOptions, parse_outtypes
+    from exaone_gguf.quantize.target import parse_target
 
     with _errors():
+        target = parse_target(target_bpw, target_size)
+        if target is not None and len(parse_outtypes(outtype)) != 1:
+            raise InputError(f"{target.describe()}: give one --outtype (the file type it labels), not a list.")
         src_dir = resolve_source(src_dir)
         if mmproj:
             _convert_mmproj(src_dir, Path(output_arg), outtype, force, validate_out, as_json, threads, locals())
@@ -212,6 +243,8 @@ def convert(
             validate=validate_out,
             on_validated=lambda report: report.render(err),
             overrides=overrides,
+            target=target,
+            sensitivity=_sensitivity,
         )
         result = _run_with_progress(
             f"converting {src_dir.name}", lambda **kw: pub.run(src_dir, output_arg, _with(opts, **kw))
@@ -236,6 +269,7 @@ def _convert_mmproj(src_dir, output, outtype, force, validate_out, as_json, thre
 
     text_only = ("imatrix", "split_max_size", "split_max_tensors", "arch", "allow_nonfinite", "pure")
     text_only += ("tensor_type", "output_tensor_type", "token_embedding_type", "leave_output_tensor")
+    text_only += ("target_bpw", "target_size")
     given = [f"--{k.replace('_', '-')}" for k in text_only if flags.get(k)]
     if given:
         raise InputError(f"{given[0]}: applies to the text model, not to --mmproj; leave it out.")
@@ -303,13 +337,30 @@ def quantize(
     token_embedding_type: Optional[str] = _token_embedding_type_opt(),
     pure: bool = _pure_opt(),
     leave_output_tensor: bool = _leave_output_opt(),
+    target_bpw: Optional[float] = _target_bpw_opt(),
+    target_size: Optional[str] = _target_size_opt(),
+    reference: Optional[Path] = typer.Option(
+        None, "--reference", help="--target-bpw/--target-size: the source checkpoint, to measure each tensor's KLD."
+    ),
 ) -> None:
     """Quantize a GGUF file with llama.cpp's per-tensor type mixture and its exact kernels."""
     from exaone_gguf.convert.from_gguf import quantize_gguf
+    from exaone_gguf.quantize.target import parse_target
 
     with _errors():
         threads = resolve_threads(threads)
         overrides = _overrides(tensor_type, output_tensor_type, token_embedding_type, pure, leave_output_tensor)
+        target = parse_target(target_bpw, target_size)
+        probe = None
+        if target is not None:
+            if reference is None:
+                raise InputError(
+                    f"{target.describe()} measures each tensor's effect on the logits; pass --reference SRC_DIR "
+                    f"(the checkpoint {input_gguf} was converted from)."
+                )
+            from exaone_gguf.checkpoint import load_checkpoint
+
+            probe = _sensitivity(load_checkpoint(resolve_source(reference)), None)
         result = _run_with_progress(
             f"quantizing {input_gguf.name}",
             lambda **kw: quantize_gguf(
@@ -322,6 +373,8 @@ def quantize(
                 force=force,
                 allow_nonfinite=allow_nonfinite,
                 overrides=overrides,
+                target=target,
+                probe=probe,
                 **kw,
             ),
         )

@@ -1,6 +1,8 @@
 #!/usr/bin/env python
-"""Item 3 of issue 15: Q4_K_M and IQ4_XS with and without our importance matrix, on the small trained model
-(scripts/train_small.py) and the tiny families. Prints: model, type, bits per weight, mean KLD, same top-1.
+"""Item 3 of issue 15: Q4_K_M and IQ4_XS with and without our importance matrix, and `--target-bpw` at Q4_K_M's
+size with the same matrix, on the small trained model (scripts/train_small.py) and the tiny families. Prints:
+model, type, bits per weight, mean KLD, same top-1 (ratio: with / without the matrix; for the target row,
+target / Q4_K_M with the matrix).
 
 For each model: the checkpoint is converted to F32, `exaone-gguf imatrix` collects the matrix from the source
 (built-in calibration text), each type is quantized without and with it, and llama.cpp's logits for evaluation
@@ -50,15 +52,19 @@ def measure(name: str, src: Path, tokens: list[int], work: Path, ctx: int = 128)
     from exaone_gguf.convert.driver import ConvertOptions, convert
     from exaone_gguf.convert.from_gguf import quantize_gguf
     from exaone_gguf.gguf_io.inspect import inspect_gguf
+    from exaone_gguf.quantize.target import Target
     from exaone_gguf.validate.imatrix import collect_imatrix
     from exaone_gguf.validate.metrics import compare_logits
     from exaone_gguf.validate.reference import forward
+    from exaone_gguf.validate.sensitivity import kld_probe
 
     f32 = convert(src, work / f"{name}-f32.gguf", ConvertOptions(outtype="f32", force=True)).output
     imx = work / f"{name}-imatrix.gguf"
     collect_imatrix(src, imx, ctx=ctx, force=True)
     ref = forward(load_checkpoint(src), tokens)
+    q4_bpw = None
     rows = []
+    ckpt = load_checkpoint(src)
     for t in TYPES:
         for use in (False, True):
             out = work / f"{name}-{t}{'-imx' if use else ''}.gguf"
@@ -68,6 +74,15 @@ def measure(name: str, src: Path, tokens: list[int], work: Path, ctx: int = 128)
             rows.append(
                 {"model": name, "type": t, "imatrix": use, "bpw": bpw, "mean_kld": c.mean_kld, "same_top1": c.same_top1}
             )
+            if t == "q4_k_m" and use:
+                q4_bpw = bpw
+    out = work / f"{name}-target.gguf"
+    quantize_gguf(f32, out, "q4_k_m", imatrix=imx, force=True, target=Target(bpw=q4_bpw), probe=kld_probe(ckpt))
+    c = compare_logits(ref, llama_logits(out, tokens), tokens)
+    bpw = inspect_gguf(out)["totals"]["bits_per_weight"]
+    rows.append(
+        {"model": name, "type": "target", "imatrix": True, "bpw": bpw, "mean_kld": c.mean_kld, "same_top1": c.same_top1}
+    )
     return rows
 
 
@@ -100,7 +115,10 @@ def main() -> None:
             rows += measure(f"tiny-{fam}", src, tokens, work)
     print(f"{'model':<22} {'type':<8} {'imatrix':<8} {'bpw':>6} {'mean KLD':>10} {'same top-1':>10}  ratio")
     for r in rows:
-        base = next(b for b in rows if b["model"] == r["model"] and b["type"] == r["type"] and not b["imatrix"])
+        if r["type"] == "target":  # against Q4_K_M with the same matrix
+            base = next(b for b in rows if b["model"] == r["model"] and b["type"] == "q4_k_m" and b["imatrix"])
+        else:
+            base = next(b for b in rows if b["model"] == r["model"] and b["type"] == r["type"] and not b["imatrix"])
         ratio = f"{r['mean_kld'] / base['mean_kld']:.3f}" if r["imatrix"] else ""
         bpw = f"{r['bpw']:.3f}" if isinstance(r["bpw"], (int, float)) else str(r["bpw"])
         print(

@@ -109,6 +109,64 @@ def test_matches_llama_imatrix(family, llama_tools, tiny_dir, tiny_gguf, text_fi
     assert abs(klds[0] - klds[1]) <= 0.02 * klds[1], klds
 
 
+def test_moe_per_expert_matches_llama_imatrix(llama_tools, tiny_dir, tiny_gguf, text_file, tmp_path):
+    """K-EXAONE (exaone-moe): the expert products are collected per expert, in llama-imatrix's MUL_MAT_ID layout
+    (in_sum2 [ne0, n_expert], counts [1, n_expert]); llama-quantize with our matrix writes the tensors our
+    quantizer writes with it, byte for byte."""
+    from test_quant_mixtures import read_types_and_bytes
+
+    src, f32 = tiny_dir("k-exaone"), tiny_gguf("k-exaone", "f32")
+    theirs_path = llama_imatrix(llama_tools, f32, text_file, tmp_path / "llama.gguf")
+    ours_path = tmp_path / "ours.gguf"
+    collect_imatrix(src, ours_path, text=text_file, ctx=CTX, chunks=CHUNKS)
+    ours, theirs = read_imatrix(ours_path), read_imatrix(theirs_path)
+    assert ours[0] == theirs[0]
+    worst, differ, one_side = agreement(ours, theirs)
+    assert one_side == [] and differ == []  # every entry on both sides; shapes and per-expert counts equal
+    assert worst >= 0.999, worst  # measured 0.99999999
+    n_exp = read_gguf(f32).get("exaone-moe.expert_count")
+    experts = [n for n in ours[1] if "_exps.weight" in n]
+    assert experts and all(ours[1][n][0][-1] == n_exp for n in experts)
+    for n in experts:
+        if n.endswith(".in_sum2"):  # each expert's own vector agrees (an expert no token chose has zeros on both)
+            a, b = ours[1][n][1].reshape(n_exp, -1), theirs[1][n][1].reshape(n_exp, -1)
+            for ea, eb in zip(a, b):
+                assert (not eb.any() and not ea.any()) or ea @ eb / np.linalg.norm(ea) / np.linalg.norm(eb) >= 0.999
+    counts = {n: ours[1][n][1] for n in experts if n.endswith(".counts")}
+    assert any(len(set(c.tolist())) > 1 for c in counts.values())  # per expert, not one count broadcast
+
+    ours_q = quantize_gguf(f32, tmp_path / "ours-q4_k_m.gguf", "q4_k_m", imatrix=ours_path).output
+    theirs_q = tmp_path / "llama-q4_k_m.gguf"
+    run = subprocess.run(
+        [str(llama_tools["llama-quantize"]), "--imatrix", str(ours_path), str(f32), str(theirs_q), "Q4_K_M", "2"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    (ta, ba, fa), (tb, bb, fb) = read_types_and_bytes(ours_q), read_types_and_bytes(theirs_q)
+    assert fa == fb and ta == tb
+    assert [n for n in ba if ba[n] != bb[n]] == []
+    # the validator's tensor check re-quantizes each expert's rows with that expert's vector: identical
+    from exaone_gguf.quantize.imatrix import load_imatrix
+    from exaone_gguf.validate.tensor_check import check_tensors
+
+    verdict = check_tensors(read_gguf(ours_q), load_checkpoint(src), load_imatrix(ours_path))
+    assert verdict.status == "pass" and "identical" in verdict.detail, verdict.detail
+    # without the per-expert rows (one vector broadcast to every expert) the expert tensors come out different
+    flat = tmp_path / "flat.gguf"
+    from exaone_gguf.quantize.imatrix import write_imatrix
+
+    stats = {}
+    for n in {k.rsplit(".", 1)[0] for k in ours[1]}:
+        sums, cnt = ours[1][n + ".in_sum2"][1], ours[1][n + ".counts"][1]
+        k = cnt.size
+        stats[n] = (np.tile(sums.reshape(k, -1).sum(0), (k, 1)), np.full(k, cnt.sum()))
+    write_imatrix(flat, stats, ["flat"], CHUNKS, CTX)
+    flat_q = quantize_gguf(f32, tmp_path / "flat-q4_k_m.gguf", "q4_k_m", imatrix=flat).output
+    fl = read_types_and_bytes(flat_q)[1]
+    assert any(fl[n] != ba[n] for n in ba if "_exps" in n)
+
+
 def test_builtin_text_renders_chat_turns(tiny_dir, tmp_path):
     ckpt = load_checkpoint(tiny_dir("exaone4"))
     text = calibration_text(ckpt.tokenizer.chat_template, "[BOS]", "[|endofturn|]")

@@ -26,6 +26,7 @@ from exaone_gguf.gguf_io.split import parse_split_size
 from exaone_gguf.gguf_io.writer import PlannedTensor, check_output_path
 from exaone_gguf.quantize.imatrix import load_imatrix
 from exaone_gguf.quantize.mixtures import TypeOverrides, file_type_value
+from exaone_gguf.quantize.target import Target, split_outtype
 
 
 @dataclass
@@ -37,6 +38,10 @@ class ConvertOptions:
     imatrix: Path | str | None = None
     arch: str | None = None  # another GGUF architecture, e.g. EXAONE 3.x as "llama"
     overrides: TypeOverrides | None = None  # llama-quantize's per-tensor controls (--tensor-type, --pure, ...)
+    target: Target | None = None  # --target-bpw / --target-size (quantize.target)
+    # (checkpoint, arch) -> probe(gguf_name, rows) -> mean KLD: the measured sensitivity a target plan uses
+    # (validate.sensitivity.kld_probe; given by the CLI, which sits above validate)
+    sensitivity: Callable[[Checkpoint, str | None], Callable[[str, np.ndarray], float]] | None = None
     split_max_size: str | int | None = None
     split_max_tensors: int | None = None
     allow_nonfinite: bool = False
@@ -78,8 +83,9 @@ def parse_outtypes(text: str) -> list[str]:
     if not types:
         raise InputError("--outtype: give at least one type, e.g. bf16,q8_0,q4_k_m.")
     for t in types:
-        if t != "auto":
-            file_type_value(t)  # raises InputError for an unknown name
+        name, _ = split_outtype(t)  # q4_k_m@4.6: a --target-bpw variant (bad numbers raise InputError)
+        if name != "auto":
+            file_type_value(name)  # raises InputError for an unknown name
     dup = sorted({t for t in types if types.count(t) > 1})
     if dup:
         raise InputError(f"--outtype: {dup[0]} is listed twice; give each type once.")
@@ -92,8 +98,18 @@ def plan_variants_for(
     """Stage 3: the imatrix weights (or None) and every output type's plan, no paths yet."""
     weights = load_imatrix(opts.imatrix) if opts.imatrix else None
     imatrix_file = Path(opts.imatrix) if opts.imatrix else None
+    wants_target = opts.target is not None or any(split_outtype(t)[1] is not None for t in types)
+    probe = opts.sensitivity(ckpt, opts.arch) if wants_target and opts.sensitivity else None
     return weights, plan_variants(
-        ckpt, types, opts.threads, weights, imatrix_file, arch=opts.arch, overrides=opts.overrides
+        ckpt,
+        types,
+        opts.threads,
+        weights,
+        imatrix_file,
+        arch=opts.arch,
+        overrides=opts.overrides,
+        target=opts.target,
+        probe=probe,
     )
 
 

@@ -14,13 +14,22 @@ from gguf import GGML_QUANT_VERSION, GGUFValueType
 from gguf import GGMLQuantizationType as T
 
 from exaone_gguf.checkpoint.finite import all_finite
-from exaone_gguf.convert.pipeline import CHUNK_BYTES, ConvertResult, add_imatrix_keys, convert_rows_at
+from exaone_gguf.convert.pipeline import (
+    CHUNK_BYTES,
+    LOOKUP_TENSORS,
+    ConvertResult,
+    add_imatrix_keys,
+    add_target_keys,
+    convert_rows_at,
+    target_result,
+)
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import GGUFFile, TensorInfo, read_gguf
-from exaone_gguf.gguf_io.writer import GGUFPlan, PlannedTensor, check_output_path, write_gguf
-from exaone_gguf.quantize.formats import file_type
+from exaone_gguf.gguf_io.writer import GGUFPlan, PlannedTensor, check_output_path, tensor_nbytes, write_gguf
+from exaone_gguf.quantize.formats import file_type, is_quantized
 from exaone_gguf.quantize.imatrix import load_imatrix, weights_for
 from exaone_gguf.quantize.mixtures import TypeOverrides, allows_quantization, plan_types
+from exaone_gguf.quantize.target import Target, TargetPlan, TargetTensor, check_target_use, plan_target
 
 FLOATS = (T.F32, T.F16, T.BF16)
 
@@ -66,9 +75,12 @@ def quantize_gguf(
     on_plan: Callable[[GGUFPlan], None] | None = None,
     allow_nonfinite: bool = False,
     overrides: TypeOverrides | None = None,
+    target: Target | None = None,
+    probe: Callable[[str, np.ndarray], float] | None = None,
 ) -> ConvertResult:
     src, out = Path(src), Path(out)
     ft = file_type(ftype)
+    check_target_use(target, ft.name, imatrix is not None, overrides)
     f = read_gguf(src)
     check_output_path(out, [src] + ([Path(imatrix)] if imatrix else []), force)
     arch = f.get("general.architecture")
@@ -94,11 +106,15 @@ def quantize_gguf(
         n_expert=int(f.get(f"{arch}.expert_count", 0) or 0),
         overrides=overrides,
     )
+    tplan = None
+    if target is not None:
+        tplan = target_types(f, src, types, target, weights, threads, probe)
+        types.update(tplan.types)
 
     plan = GGUFPlan()
     rewritten = {"general.quantization_version": GGML_QUANT_VERSION, "general.file_type": int(ft.ftype)}
     for key, value in f.metadata.items():  # same order as the input, so convert and quantize agree byte for byte
-        if key.startswith("quantize.imatrix."):
+        if key.startswith(("quantize.imatrix.", "quantize.target.")):
             continue
         if key in rewritten:
             plan.add(key, GGUFValueType.UINT32, rewritten.pop(key))
@@ -109,6 +125,7 @@ def quantize_gguf(
         plan.add(key, GGUFValueType.UINT32, value)
     if weights is not None:
         add_imatrix_keys(plan, Path(imatrix), weights)
+    add_target_keys(plan, target)
     for t in f.tensors:
         q = types[t.name]
         w = weights_for(weights, t.name, t.shape) if q not in FLOATS else None
@@ -127,4 +144,37 @@ def quantize_gguf(
         tensor_types={t.name: t.qtype.name for t in plan.tensors},
         nonfinite=nonfinite,
         threads=threads,
+        target=target_result(target, tplan) if tplan is not None else None,
     )
+
+
+def target_types(
+    f: GGUFFile,
+    src: Path,
+    types: dict[str, T],
+    target: Target,
+    weights: dict[str, np.ndarray] | None,
+    threads: int,
+    probe: Callable[[str, np.ndarray], float] | None = None,
+) -> TargetPlan:
+    """--target-bpw / --target-size over the tensors the file type quantizes (the others keep their type)."""
+    chosen = [t for t in f.tensors if is_quantized(types[t.name])]
+    fixed = sum(tensor_nbytes(types[t.name], tuple(t.shape)) for t in f.tensors if not is_quantized(types[t.name]))
+    tensors = [
+        TargetTensor(
+            t.name,
+            tuple(t.shape),
+            lambda rows, t=t: _rows(f, t, rows),
+            weights_for(weights, t.name, t.shape),
+            t.name in LOOKUP_TENSORS,
+        )
+        for t in chosen
+    ]
+    return plan_target(target, tensors, fixed, sum(t.n_elements for t in f.tensors), str(src), threads, probe)
+
+
+def _rows(f: GGUFFile, t: TensorInfo, rows: np.ndarray) -> np.ndarray:
+    """Rows `rows` (sorted) of tensor t as float32 [len(rows), ne0]: one read when they are all of them."""
+    if len(rows) and rows[0] == 0 and rows[-1] == len(rows) - 1:
+        return f.rows_f32(t, 0, len(rows))
+    return np.concatenate([f.rows_f32(t, int(r), int(r) + 1) for r in rows])

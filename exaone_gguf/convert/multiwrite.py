@@ -33,6 +33,7 @@ from exaone_gguf.gguf_io.split import split_output
 from exaone_gguf.gguf_io.writer import Chunk, GGUFPlan, Output, PlannedTensor, Sink, write_outputs
 from exaone_gguf.quantize.imatrix import weights_for
 from exaone_gguf.quantize.mixtures import TypeOverrides
+from exaone_gguf.quantize.target import Target, split_outtype, variant_label
 
 FLOATS = (T.F32, T.F16, T.BF16)
 
@@ -70,12 +71,17 @@ def plan_variants(
     imatrix_file: Path | None = None,
     arch: str | None = None,
     overrides: TypeOverrides | None = None,
+    target: Target | None = None,
+    probe: Callable[[str, np.ndarray], float] | None = None,
 ) -> list[Variant]:
     """Build every variant's plan (no paths yet); all variants list the same tensors in the same order."""
     variants = []
-    for outtype in outtypes:
-        plan, result = build_plan(ckpt, outtype, threads, imatrix, imatrix_file, arch=arch, overrides=overrides)
-        variants.append(Variant(result.outtype, plan, result))
+    for token in outtypes:
+        outtype, own = split_outtype(token)  # q4_k_m@4.6: a target-bpw variant of its own
+        plan, result = build_plan(
+            ckpt, outtype, threads, imatrix, imatrix_file, arch=arch, overrides=overrides, target=own or target, probe=probe
+        )
+        variants.append(Variant(variant_label(result.outtype, own), plan, result))
     names = [t.name for t in variants[0].plan.tensors]
     for v in variants[1:]:
         if [t.name for t in v.plan.tensors] != names:  # build_plan's order depends only on the checkpoint

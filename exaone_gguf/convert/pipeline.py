@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from gguf import GGMLQuantizationType as T
@@ -20,10 +20,14 @@ from exaone_gguf.convert.vocab import add_vocab
 from exaone_gguf.elements import bf16_bits_to_f32, f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits
 from exaone_gguf.errors import InputError
 from exaone_gguf.families import Family, TensorMapping, family_for
-from exaone_gguf.gguf_io.writer import FileSpan, GGUFPlan
+from exaone_gguf.gguf_io.writer import FileSpan, GGUFPlan, tensor_nbytes
+from exaone_gguf.quantize.formats import is_quantized
 from exaone_gguf.quantize.imatrix import weights_for
 from exaone_gguf.quantize.kernels import quantize
 from exaone_gguf.quantize.mixtures import TypeOverrides, file_type_value, plan_types
+from exaone_gguf.quantize.target import Target, TargetPlan, TargetTensor, check_target_use, plan_target, target_keys
+
+LOOKUP_TENSORS = ("token_embd.weight", "per_layer_token_embd.weight")  # looked up, not multiplied
 
 FLOAT_OUTTYPES = {"f32": T.F32, "f16": T.F16, "bf16": T.BF16}
 _SOURCE_TO_OUT = {"BF16": T.BF16, "F16": T.F16, "F32": T.F32, "F64": T.F32}
@@ -148,6 +152,7 @@ class ConvertResult:
     files: list[Path] = field(default_factory=list)  # every file written: [output], or the shards of a split output
     report: Any = None  # the validation report, when the run validated its output
     threads: int = 1  # worker threads the kernels were given (the bytes do not depend on it)
+    target: dict | None = None  # --target-bpw / --target-size: the target, the plan's bytes and type counts
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k not in ("files", "report")}
@@ -198,6 +203,8 @@ def build_plan(
     imatrix_file: Path | None = None,
     arch: str | None = None,
     overrides: TypeOverrides | None = None,
+    target: Target | None = None,
+    probe: Callable[[str, np.ndarray], float] | None = None,
 ) -> tuple[GGUFPlan, ConvertResult]:
     spec = ckpt.spec
     fam = family_for(spec, arch)  # arch: another GGUF architecture, e.g. EXAONE 3.x as "llama"
@@ -220,6 +227,11 @@ def build_plan(
     )
     if outtype == "q4_1":
         keep_awq_precision(ckpt, mappings, types)
+    tplan = None
+    if target is not None:
+        check_target_use(target, outtype, imatrix is not None, overrides)
+        tplan = target_types(ckpt, mappings, gguf_shapes, types, target, imatrix, threads, probe)
+        types.update(tplan.types)
     file_type = file_type_value(outtype)
 
     plan = GGUFPlan()
@@ -230,6 +242,7 @@ def build_plan(
     add_vocab(plan, ckpt.tokenizer, spec)
     if imatrix is not None and outtype not in FLOAT_OUTTYPES:
         add_imatrix_keys(plan, imatrix_file or Path("imatrix"), imatrix)
+    add_target_keys(plan, target)
 
     divisors = llama3_divisors(spec)
     if divisors is not None:
@@ -249,8 +262,43 @@ def build_plan(
         file_size=0,
         tensor_types={t.name: t.qtype.name for t in plan.tensors},
         threads=threads,
+        target=target_result(target, tplan) if tplan is not None else None,
     )
     return plan, result
+
+
+def target_types(
+    ckpt: Checkpoint,
+    mappings: list[TensorMapping],
+    gguf_shapes: list[tuple[str, tuple[int, ...]]],
+    types: dict[str, T],
+    target: Target,
+    imatrix: dict[str, np.ndarray] | None,
+    threads: int,
+    probe: Callable[[str, np.ndarray], float] | None,
+) -> TargetPlan:
+    """--target-bpw / --target-size over the tensors the file type quantizes (rows read in GGUF order, so the
+    plan equals quantize's on the F32 file of the same checkpoint)."""
+    divisors = llama3_divisors(ckpt.spec)
+    fixed = 4 * len(divisors) if divisors is not None else 0  # rope_freqs, F32
+    n_params = len(divisors) if divisors is not None else 0
+    tensors = []
+    for m, (name, shape) in zip(mappings, gguf_shapes):
+        n_params += math.prod(shape)
+        if not is_quantized(types[name]):
+            fixed += tensor_nbytes(types[name], shape)
+            continue
+
+        def sample(rows: np.ndarray, m: TensorMapping = m, ncols: int = shape[0]) -> np.ndarray:
+            handle = m.open(ckpt.tensors)
+            x = handle.to_f32().reshape(-1, ncols) if m.transform is None else m.transform(handle.to_f32())
+            handle.release()
+            return np.asarray(x, dtype=np.float32).reshape(-1, ncols)[rows]
+
+        tensors.append(
+            TargetTensor(name, shape, sample, weights_for(imatrix, name, shape), name in LOOKUP_TENSORS)
+        )
+    return plan_target(target, tensors, fixed, n_params, str(ckpt.path), threads, probe)
 
 
 def keep_awq_precision(ckpt: Checkpoint, mappings: list[TensorMapping], types: dict[str, T]) -> None:
@@ -262,6 +310,20 @@ def keep_awq_precision(ckpt: Checkpoint, mappings: list[TensorMapping], types: d
         name = m.gguf_name
         if not hasattr(m.open(ckpt.tensors), "encode_rows") and types[name] == T.Q4_1 and m.hf_shape[-1] % 32 == 0:
             types[name] = T.Q8_0
+
+
+def add_target_keys(plan: GGUFPlan, target: Target | None) -> None:
+    """quantize.target.* (after the imatrix keys, in convert and quantize alike)."""
+    if target is None:
+        return
+    for key, kind, value in target_keys(target):
+        vtype = {"f32": GGUFValueType.FLOAT32, "u64": GGUFValueType.UINT64, "str": GGUFValueType.STRING}[kind]
+        plan.add(key, vtype, value)
+
+
+def target_result(target: Target, tp: TargetPlan) -> dict:
+    """What a ConvertResult reports of a target plan (the card prints it)."""
+    return {**target.to_dict(), "budget_bytes": tp.budget, "tensor_bytes": tp.nbytes, "types": tp.summary()}
 
 
 def add_imatrix_keys(plan: GGUFPlan, path: Path, imatrix: dict[str, np.ndarray]) -> None:

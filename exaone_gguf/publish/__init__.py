@@ -51,6 +51,8 @@ class PublishedVariant:
     passed: bool | None = None
     mean_kld: float | None = None
     same_top1: float | None = None
+    imatrix: bool = False  # quantized with the release's --imatrix
+    target: dict | None = None  # a target-bpw variant: ConvertResult.target (the target, bytes, type counts)
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -128,9 +130,17 @@ def report_path(gguf: Path) -> Path:
     return Path(gguf).with_name(stem + ".validation.json")
 
 
-def validate_output(first: Path, src: Path, report_path: Path, device: str = "cpu", threads: int | None = None):
-    """Run the validator on `first` (a file or first shard) against `src`; write its JSON report."""
-    report = validate_gguf(first, src, device=device, threads=threads)
+def validate_output(
+    first: Path,
+    src: Path,
+    report_path: Path,
+    device: str = "cpu",
+    threads: int | None = None,
+    imatrix: Path | str | None = None,
+):
+    """Run the validator on `first` (a file or first shard) against `src` (with the imatrix the file was
+    quantized with, so the tensor check re-quantizes as it did); write its JSON report."""
+    report = validate_gguf(first, src, device=device, threads=threads, imatrix=imatrix)
     report.write_json(report_path)
     return report
 
@@ -229,6 +239,8 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
     )
     for v, stem, size in zip(variants, stems, sizes):
         pv = PublishedVariant(v.outtype.upper(), v.paths, size, _bits_per_weight(v.plan), len(v.plan.tensors))
+        pv.imatrix = "quantize.imatrix.file" in v.plan.kv
+        pv.target = v.result.target
         pv.modelfile = out_dir / f"{stem}.Modelfile"
         pv.modelfile.write_text(
             render_modelfile(v.first_path.name, family, lic or None, projector=projector.name if projector else None),
@@ -236,7 +248,7 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
         )
         if opts.validate:
             pv.report = out_dir / f"{stem}.validation.json"
-            report = validate_output(v.first_path, src, pv.report, opts.device, opts.threads)
+            report = validate_output(v.first_path, src, pv.report, opts.device, opts.threads, opts.imatrix)
             pv.passed = report.passed
             if report.metrics:
                 pv.mean_kld, pv.same_top1 = report.metrics.get("mean_kld"), report.metrics.get("same_top1")
@@ -271,6 +283,8 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
             pv.same_top1,
             None if pv.passed is None else ("passed" if pv.passed else "FAILED"),
             pv.report.name if pv.report else None,
+            pv.imatrix,
+            pv.target,
         )
         for pv in result.variants
     ]
@@ -284,6 +298,7 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
         MANIFEST_NAME,
         result.chart.name if result.chart else None,
         projector_row,
+        imatrix=Path(opts.imatrix).name if opts.imatrix else None,
     )
     result.card.write_text(card_text, encoding="utf-8")
     ggufs = [p for pv in result.variants for p in pv.files] + ([projector] if projector else [])
@@ -325,7 +340,7 @@ def run(src: Path | str, output: Path | str, opts: ConvertOptions) -> ConvertRes
         raise InputError(f"{report_json}: already exists; pass --force to overwrite it.")
     result = driver.convert(src, output, opts)
     if report_json is not None:
-        result.report = validate_output(result.output, Path(src), report_json, opts.device)
+        result.report = validate_output(result.output, Path(src), report_json, opts.device, imatrix=opts.imatrix)
         if opts.on_validated:
             opts.on_validated(result.report)
     return result

@@ -21,6 +21,8 @@ class FileRow:
     same_top1: float | None = None  # percent
     validation: str | None = None  # "passed" / "FAILED" / None when not validated
     report: str | None = None  # the validation JSON's file name
+    imatrix: bool = False  # quantized with an importance matrix
+    target: dict | None = None  # a target-bpw variant: {"bpw", "types": {type: count}, ...}
 
 
 @dataclass
@@ -92,8 +94,10 @@ def files_table(rows: list[FileRow]) -> str:
         if r.report:
             val = f"[{val}]({r.report})"
         same = "-" if r.same_top1 is None else f"{r.same_top1:.1f}%"
+        marks = [m for m, on in (("imatrix", r.imatrix), ("target-bpw", r.target is not None)) if on]
+        kind = r.outtype + (f" ({', '.join(marks)})" if marks else "")
         out.append(
-            f"| {name} | {r.outtype} | {_fmt_size(r.size)} | {r.bits_per_weight:.2f} | {_fmt(r.mean_kld, '.5f')} "
+            f"| {name} | {kind} | {_fmt_size(r.size)} | {r.bits_per_weight:.2f} | {_fmt(r.mean_kld, '.5f')} "
             f"| {same} | {val} |"
         )
     return "\n".join(out)
@@ -167,15 +171,39 @@ def usage(info: CardInfo, rows: list[FileRow]) -> str:
     return "\n".join(parts)
 
 
+def quant_notes(rows: list[FileRow], imatrix: str | None) -> list[str]:
+    """What the table's (imatrix) and (target-bpw) marks mean, and each target variant's plan."""
+    out = []
+    if imatrix and any(r.imatrix for r in rows):
+        out += [
+            f"Files marked *imatrix* were quantized with the importance matrix `{imatrix}` (collected from the "
+            "source checkpoint by `exaone-gguf imatrix`; its name is in each file's `quantize.imatrix.file`).",
+            "",
+        ]
+    for r in rows:
+        if r.target is None:
+            continue
+        plan = ", ".join(f"{n} {t}" for t, n in sorted(r.target["types"].items(), key=lambda kv: -kv[1]))
+        goal = f"{r.target['bpw']:g} bits per weight" if r.target.get("bpw") else f"{r.target['size']} bytes"
+        out += [
+            f"`{r.files[0]}` chooses each tensor's type to reach {goal} with the "
+            f"least measured damage ({r.target['measure']}): {plan} tensors; each tensor's type is in the file.",
+            "",
+        ]
+    return out
+
+
 def render_card(
     info: CardInfo,
     rows: list[FileRow],
     manifest: str | None = None,
     chart: str | None = None,
     projector: ProjectorRow | None = None,
+    imatrix: str | None = None,
 ) -> str:
     """The whole README.md (`chart`: the quality chart's file name, shown beside the table; `projector`: the
-    vision projector's file and figures, EXAONE 4.5)."""
+    vision projector's file and figures, EXAONE 4.5; `imatrix`: the importance matrix's file name when the
+    quantized files used one)."""
     src = (
         f"[{info.base_model}](https://huggingface.co/{info.base_model})"
         if info.base_model and "/" in info.base_model
@@ -194,6 +222,7 @@ def render_card(
         "",
         files_table(rows),
         "",
+        *quant_notes(rows, imatrix),
     ]
     if chart:
         body += [

@@ -4,7 +4,9 @@ The float32 reference forward (validate.reference) runs over the calibration tex
 as llama-imatrix's compute_imatrix does: the text is tokenized whole (BOS first when the tokenizer adds one),
 cut into len // ctx chunks, and each chunk's first token becomes BOS. Every projection inside the blocks
 (`linear`, observed through common.LINEAR_OBSERVERS) adds its input's per-column sum of squares and its token
-count to the tensor's entry, under the tensor's GGUF name; the output head is left out, as llama-imatrix does
+count to the tensor's entry, under the tensor's GGUF name (a MoE's expert products per expert: the rows routed
+to expert e add to row e of `ffn_{gate,up,down}_exps`, as llama-imatrix's MUL_MAT_ID collection does, with one
+count per expert); the output head is left out, as llama-imatrix does
 without --process-output. One chunk is in flight at a time and the forward runs layer by layer, so memory is
 one layer's weights plus one chunk's activations.
 """
@@ -52,28 +54,31 @@ class ImatrixResult:
 
 
 class _Collector:
-    """Per GGUF tensor: float64 sums of squared inputs and the number of input rows."""
+    """Per GGUF tensor: float64 sums of squared inputs [n_mat, ne0] and input rows [n_mat] (n_mat = 1, or the
+    expert count of a 3-D expert tensor: llama-imatrix's MUL_MAT_ID layout, one row per expert)."""
 
     def __init__(self) -> None:
         self.sums: dict[str, np.ndarray] = {}
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, np.ndarray] = {}
 
-    def __call__(self, name: str, x: np.ndarray) -> None:
+    def __call__(self, name: str, x: np.ndarray, expert: tuple[int, int] | None = None) -> None:
         """`name`: the GGUF weight the reference forward multiplies `x` with (the output head is skipped, as
-        llama-imatrix skips it)."""
+        llama-imatrix skips it); `expert`: (index, expert count) when `x` are the rows routed to one expert of a
+        3-D expert tensor."""
         if not name.startswith("blk."):
             return
+        e, n_mat = expert if expert is not None else (0, 1)
         x2 = x.reshape(-1, x.shape[-1]).astype(np.float64)
         s = np.einsum("ij,ij->j", x2, x2)
         if not np.all(np.isfinite(s)):
             raise InputError(
                 f"the source's activations entering {name} are not finite; check the checkpoint's weights."
             )
-        if name in self.sums:
-            self.sums[name] += s
-        else:
-            self.sums[name] = s
-        self.counts[name] = self.counts.get(name, 0) + x2.shape[0]
+        if name not in self.sums:
+            self.sums[name] = np.zeros((n_mat, x2.shape[1]))
+            self.counts[name] = np.zeros(n_mat, np.int64)
+        self.sums[name][e] += s
+        self.counts[name][e] += x2.shape[0]
 
 
 def read_text(path: Path | str) -> str:
@@ -163,10 +168,7 @@ def collect_imatrix(
                     progress(i + 1, len(parts))
     finally:
         ref_common.LINEAR_OBSERVERS.remove(collector)
-    stats = {
-        n: (collector.sums[n].astype(np.float32)[None, :], np.array([collector.counts[n]], np.float32))
-        for n in collector.sums
-    }
+    stats = {n: (collector.sums[n].astype(np.float32), collector.counts[n].astype(np.float32)) for n in collector.sums}
     size = write_imatrix(out, stats, [dataset], len(parts), ctx)
     return ImatrixResult(out, len(parts) * ctx, len(parts), ctx, len(stats), dataset, size, sorted(stats))
 

@@ -225,6 +225,10 @@ def check_tensor_types(f: GGUFFile, n_layers: int, n_gqa: int | None) -> CheckRe
     """Every tensor's actual type is the one general.file_type implies (llama.cpp's mixture for quant types)."""
     name = "metadata: tensor types vs file type"
     ftname = file_type_name(f.get("general.file_type"))
+    target = f.get("quantize.target.bpw", f.get("quantize.target.size"))
+    if target is not None:  # --target-bpw / --target-size chose each tensor's type; the file type only labels it
+        n = sum(t.tensor_type != T.F32 for t in f.tensors)
+        return CheckResult(name, "pass", f"{n} tensor types chosen by a size target ({target}), not {ftname}'s mixture")
     if ftname.lower() not in FILE_TYPES:
         return CheckResult(name, "warn", f"file type {ftname}: no mixture rules to check against")
     want = plan_types(  # F32/F16/BF16 included: weights that type, norms F32

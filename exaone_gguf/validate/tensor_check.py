@@ -40,6 +40,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from exaone_gguf.checkpoint import Checkpoint
+from exaone_gguf.convert.pipeline import convert_rows_at
 from exaone_gguf.errors import InputError
 from exaone_gguf.families import TensorMapping, family_for, writes_as
 from exaone_gguf.gguf_io import GGUFFile
@@ -130,7 +131,7 @@ def compare_tensor(
     def chunks():
         for start, stop in ranges:
             src = source(start, stop)
-            fresh = quantize(src, qtype, imatrix=w, threads=THREADS).reshape(-1)
+            fresh = _fresh(src, start, n_rows, qtype, w)
             yield start, stop, src, fresh, raw_file[start * row_bytes : stop * row_bytes]
             done(start, stop)
 
@@ -201,6 +202,14 @@ def _same_raw_bytes(handle, raw_file: np.ndarray, ranges, row_bytes: int, qtype:
     return True
 
 
+def _fresh(src: np.ndarray, start: int, n_rows: int, qtype, w: np.ndarray | None) -> np.ndarray:
+    """A fresh quantization of rows [start, start + len(src)) of a tensor of `n_rows` flat rows; a 3-D expert
+    tensor's imatrix holds one vector per expert, and each expert's rows get theirs."""
+    if w is not None and w.size != src.shape[-1]:
+        return convert_rows_at(src, start, n_rows, qtype, THREADS, w).reshape(-1)
+    return quantize(src, qtype, imatrix=w, threads=THREADS).reshape(-1)
+
+
 def _sampled_verdict(m, qtype, w, n_rows, n_cols, group, raw_file, row_bytes, source, done) -> TensorVerdict | None:
     """The sampled check (module docstring): a verdict when the sample is identical and every row sits within
     the sample's band, else None (the exhaustive check decides)."""
@@ -220,7 +229,7 @@ def _sampled_verdict(m, qtype, w, n_rows, n_cols, group, raw_file, row_bytes, so
         for b in range(start // block, -(-stop // block)):
             if picked[b]:
                 r0, r1 = b * block - start, min(stop, (b + 1) * block) - start
-                fresh = quantize(src[r0:r1], qtype, imatrix=w, threads=THREADS).reshape(-1)
+                fresh = _fresh(src[r0:r1], start + r0, n_rows, qtype, w)
                 if not np.array_equal(fresh, got[r0 * row_bytes : r1 * row_bytes]):
                     done(start, stop)
                     return None

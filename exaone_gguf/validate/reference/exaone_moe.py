@@ -32,6 +32,7 @@ import numpy as np
 
 from exaone_gguf.checkpoint.spec import ModelSpec
 from exaone_gguf.validate.reference.common import (
+    LINEAR_OBSERVERS,
     apply_rope,
     attention,
     check_tokens,
@@ -52,15 +53,34 @@ class Weights(Protocol):
         ...
 
 
+def _observe(name: str, x: np.ndarray, expert: tuple[int, int] | None = None) -> None:
+    for observe in LINEAR_OBSERVERS:  # the imatrix collector: every product's input, experts per expert
+        if expert is None:
+            observe(name, x)
+        else:
+            observe(name, x, expert)
+
+
 def linear(w: Weights, name: str, x: np.ndarray) -> np.ndarray:
+    _observe(name + ".weight", x)
     return w.product_input(name + ".weight", x) @ w.get(name + ".weight").T
 
 
-def swiglu(w: Weights, names: tuple[str, str, str], mats: tuple[np.ndarray, ...], x: np.ndarray) -> np.ndarray:
+def swiglu(
+    w: Weights,
+    names: tuple[str, str, str],
+    mats: tuple[np.ndarray, ...],
+    x: np.ndarray,
+    expert: tuple[int, int] | None = None,
+) -> np.ndarray:
     """down(silu(gate x) * up x) for weight matrices [F, H], [F, H], [H, F] (the GGUF tensors `names`: a file's
-    inputs are rounded as llama.cpp rounds them before each product)."""
+    inputs are rounded as llama.cpp rounds them before each product; `expert`: (index, expert count) when the
+    matrices are one expert's slice of 3-D tensors)."""
     gate, up, down = mats
+    _observe(names[0], x, expert)
+    _observe(names[1], x, expert)
     h = silu(w.product_input(names[0], x) @ gate.T) * (w.product_input(names[1], x) @ up.T)
+    _observe(names[2], h, expert)
     return w.product_input(names[2], h) @ down.T
 
 
@@ -105,7 +125,7 @@ def moe(w: Weights, spec: ModelSpec, p: str, x: np.ndarray) -> np.ndarray:
     out = np.zeros_like(x)
     for e in np.unique(top):
         tok, slot = np.nonzero(top == e)
-        out[tok] += g[tok, slot, None] * swiglu(w, names, (gate[e], up[e], down[e]), x[tok])
+        out[tok] += g[tok, slot, None] * swiglu(w, names, (gate[e], up[e], down[e]), x[tok], (int(e), len(gate)))
     if spec.extras["n_shared"]:
         shared = tuple(p + f"ffn_{n}_shexp.weight" for n in ("gate", "up", "down"))
         out += swiglu(w, shared, tuple(w.get(n) for n in shared), x)

@@ -1,0 +1,77 @@
+"""Measured sensitivity for --target-bpw / --target-size: the mean KLD of the source's logits when one tensor
+alone carries a quantization error (the reference forward with that tensor replaced, every other in float32).
+
+quantize.target turns it into one gain per tensor (KLD per unit of its imatrix-weighted relative error), so
+the damages the plan trades against bytes are in KLD units: a tensor's importance for the output is measured,
+not assumed (the importance-weighted error alone treats a product's error the same wherever it sits; on the
+trained model it put the last ffn_down at Q2_K and lost to Q4_K_M by 4x).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from exaone_gguf.checkpoint import Checkpoint
+from exaone_gguf.families import family_for
+from exaone_gguf.validate.calibration import calibration_text
+from exaone_gguf.validate.imatrix import _token_text, tokenize
+from exaone_gguf.validate.metrics import log_softmax
+from exaone_gguf.validate.reference import forward_weights
+from exaone_gguf.validate.reference.weights import SourceWeights
+
+PROBE_TOKENS = 128
+
+
+class _Replaced:
+    """`base` with tensor `name` replaced by `value` (numpy layout)."""
+
+    def __init__(self, base: SourceWeights, name: str, value: np.ndarray) -> None:
+        self.base, self.name, self.value = base, name, value
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.base
+
+    def get(self, name: str) -> np.ndarray:
+        return self.value if name == self.name else self.base.get(name)
+
+    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        if name == self.name:
+            return self.value.reshape(self.value.shape[0], -1)[start:stop]
+        return self.base.rows(name, start, stop)
+
+    def n_rows(self, name: str) -> int:
+        return self.base.n_rows(name)
+
+    def product_input(self, name: str, x: np.ndarray) -> np.ndarray:
+        return x
+
+
+def mean_kld(ref_logp: np.ndarray, ref_p: np.ndarray, test: np.ndarray) -> float:
+    """Mean KLD(ref || test) over the rows that predict a next token (the reference's log-softmax given)."""
+    b = log_softmax(test[:-1])
+    return float(np.maximum((ref_p * (ref_logp - b)).sum(axis=-1), 0.0).mean())
+
+
+def kld_probe(
+    ckpt: Checkpoint, arch: str | None = None, n_tokens: int = PROBE_TOKENS
+) -> Callable[[str, np.ndarray], float]:
+    """probe(gguf_name, rows) -> mean KLD over the first `n_tokens` of the built-in calibration text (the
+    imatrix's; the evaluation text stays out of the plan), the tensor
+    `gguf_name` replaced by `rows` (GGUF row order, [n_rows, ne0]; reshaped to the source's shape)."""
+    spec = ckpt.spec
+    fam = family_for(spec, arch)
+    mappings = {m.gguf_name: m for m in fam.tensor_map(spec)}
+    base = SourceWeights(ckpt, list(mappings.values()))
+    tok = ckpt.tokenizer
+    text = calibration_text(tok.chat_template, _token_text(tok, tok.bos_token_id), _token_text(tok, tok.eos_token_id))
+    tokens = tokenize(ckpt, text)[0][:n_tokens]
+    ref_logp = log_softmax(forward_weights(fam, base, spec, tokens)[:-1])
+    ref_p = np.exp(ref_logp)
+
+    def probe(name: str, rows: np.ndarray) -> float:
+        value = np.ascontiguousarray(rows, dtype=np.float32).reshape(mappings[name].hf_shape)
+        return mean_kld(ref_logp, ref_p, forward_weights(fam, _Replaced(base, name, value), spec, tokens))
+
+    return probe
