@@ -58,7 +58,9 @@ def rewrite(
         plan.add_tensor(t.name, t.shape, t.tensor_type, lambda d=data: [d])
     for name, arr in (add_tensors or {}).items():
         arr = np.ascontiguousarray(arr, dtype=np.float32)
-        plan.add_tensor(name, tuple(reversed(arr.shape)), GGMLQuantizationType.F32, lambda d=arr: [d.view(np.uint8).reshape(-1)])
+        plan.add_tensor(
+            name, tuple(reversed(arr.shape)), GGMLQuantizationType.F32, lambda d=arr: [d.view(np.uint8).reshape(-1)]
+        )
     write_gguf(plan, dst)
     f.close()
     return dst

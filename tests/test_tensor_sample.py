@@ -86,7 +86,9 @@ def test_honest_file_is_identical_on_the_sample_and_in_full(outtype, wide):
     vs = verdicts(sampled)
     large = {n for n, v in vs.items() if v.get("sampled_rows")}
     # the permuted attn_q, attn_output and the three FFN tensors of both layers; attn_k/v are below the size
-    assert {f"blk.{i}.{t}.weight" for i in (0, 1) for t in ("attn_q", "attn_output", "ffn_gate", "ffn_up", "ffn_down")} <= large
+    assert {
+        f"blk.{i}.{t}.weight" for i in (0, 1) for t in ("attn_q", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+    } <= large
     assert not {n for n in large if "attn_k" in n or "attn_v" in n}
     assert all(v["identical"] for v in vs.values())
     for n in large:  # the unsampled rows' error is the sample's own (both are fresh quantizations)

@@ -79,7 +79,15 @@ def plan_variants(
     for token in outtypes:
         outtype, own = split_outtype(token)  # q4_k_m@4.6: a target-bpw variant of its own
         plan, result = build_plan(
-            ckpt, outtype, threads, imatrix, imatrix_file, arch=arch, overrides=overrides, target=own or target, probe=probe
+            ckpt,
+            outtype,
+            threads,
+            imatrix,
+            imatrix_file,
+            arch=arch,
+            overrides=overrides,
+            target=own or target,
+            probe=probe,
         )
         variants.append(Variant(variant_label(result.outtype, own), plan, result))
     names = [t.name for t in variants[0].plan.tensors]

@@ -295,9 +295,7 @@ def target_types(
             handle.release()
             return np.asarray(x, dtype=np.float32).reshape(-1, ncols)[rows]
 
-        tensors.append(
-            TargetTensor(name, shape, sample, weights_for(imatrix, name, shape), name in LOOKUP_TENSORS)
-        )
+        tensors.append(TargetTensor(name, shape, sample, weights_for(imatrix, name, shape), name in LOOKUP_TENSORS))
     return plan_target(target, tensors, fixed, n_params, str(ckpt.path), threads, probe)
 
 

@@ -137,7 +137,9 @@ def check_sliding_window(f: GGUFFile, arch: str, n_layers: int, spec: ModelSpec 
     if fam is not None and fam.hybrid_layers is not None and n_layers != fam.hybrid_layers:
         nextn = _nextn(f, arch)
         counted = (
-            f"block_count {n_layers + nextn} - nextn_predict_layers {nextn} = {n_layers} layers" if nextn else f"{n_layers} layers"
+            f"block_count {n_layers + nextn} - nextn_predict_layers {nextn} = {n_layers} layers"
+            if nextn
+            else f"{n_layers} layers"
         )
         problems.append(
             f"{counted}: llama.cpp runs {arch} with sliding-window attention only at "
@@ -307,7 +309,9 @@ def check_mtp_blocks(f: GGUFFile, arch: str) -> CheckResult | None:
             "as a layer or miss them",
         )
     return CheckResult(
-        name, "pass", f"{nextn} MTP block(s) ({', '.join(f'blk.{b}' for b in sorted(want))}): kept, not run by llama.cpp"
+        name,
+        "pass",
+        f"{nextn} MTP block(s) ({', '.join(f'blk.{b}' for b in sorted(want))}): kept, not run by llama.cpp",
     )
 
 

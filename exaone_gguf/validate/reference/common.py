@@ -130,7 +130,9 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, window: int | None) -
         scores -= scores.max(axis=-1, keepdims=True)
         p = np.exp(scores)
         p /= p.sum(axis=-1, keepdims=True)
-        out[:, g * group : (g + 1) * group] = (p.reshape(group * n, n) @ v[:, g]).reshape(group, n, d).transpose(1, 0, 2)
+        out[:, g * group : (g + 1) * group] = (
+            (p.reshape(group * n, n) @ v[:, g]).reshape(group, n, d).transpose(1, 0, 2)
+        )
     return out.reshape(n, n_heads * d)
 
 
