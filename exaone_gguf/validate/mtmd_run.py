@@ -39,12 +39,7 @@ def mtmd_image_embeddings(
         raise ValueError("image must be uint8 [H, W, 3]")
     _quiet_logs()
     with ExitStack() as stack:
-        mparams = llama_cpp.llama_model_default_params()
-        mparams.n_gpu_layers = 0
-        model = llama_cpp.llama_model_load_from_file(str(text_model).encode(), mparams)
-        if not model:
-            raise InputError(f"{text_model}: llama.cpp could not load this text model.")
-        stack.callback(llama_cpp.llama_model_free, model)
+        model = _load_text_model(stack, text_model)
         cparams = mtmd.mtmd_context_params_default()
         cparams.use_gpu = False
         cparams.n_threads = threads
@@ -144,6 +139,19 @@ def write_standin_text_model(path: Path, n_embd: int) -> Path:
     return path
 
 
+def _load_text_model(stack: ExitStack, text_model: Path | str):
+    """llama.cpp's model handle for `text_model` on the CPU, freed when `stack` closes."""
+    import llama_cpp
+
+    mparams = llama_cpp.llama_model_default_params()
+    mparams.n_gpu_layers = 0
+    model = llama_cpp.llama_model_load_from_file(str(text_model).encode(), mparams)
+    if not model:
+        raise InputError(f"{text_model}: llama.cpp could not load this text model.")
+    stack.callback(llama_cpp.llama_model_free, model)
+    return model
+
+
 def mtmd_generate(
     mmproj: Path | str, text_model: Path | str, image: np.ndarray, prompt: str, n_tokens: int, threads: int = 1
 ) -> tuple[list[int], bool]:
@@ -155,12 +163,7 @@ def mtmd_generate(
     image = np.ascontiguousarray(image, dtype=np.uint8)
     _quiet_logs()
     with ExitStack() as stack:
-        mparams = llama_cpp.llama_model_default_params()
-        mparams.n_gpu_layers = 0
-        model = llama_cpp.llama_model_load_from_file(str(text_model).encode(), mparams)
-        if not model:
-            raise InputError(f"{text_model}: llama.cpp could not load this text model.")
-        stack.callback(llama_cpp.llama_model_free, model)
+        model = _load_text_model(stack, text_model)
         cp = llama_cpp.llama_context_default_params()
         cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_threads, cp.n_threads_batch = 1024, 512, 512, threads, threads
         lctx = llama_cpp.llama_init_from_model(model, cp)
