@@ -21,7 +21,7 @@ import numpy as np
 from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.cores import resolve_threads
 from exaone_gguf.errors import InputError
-from exaone_gguf.families import family_for, family_of_gguf_arch, writes_as
+from exaone_gguf.families import family_of_gguf_arch, writes_as
 from exaone_gguf.gguf_io.split import open_model
 from exaone_gguf.quantize.imatrix import load_imatrix
 from exaone_gguf.validate.evaltext import load_text
@@ -30,8 +30,8 @@ from exaone_gguf.validate.metrics import (
     NOISE_FLOOR_FACTOR,
     Thresholds,
     compare_logits,
-    judge,
     is_sixteen_bit,
+    judge,
     judge_structure,
     limit_over_floor,
     structure_limit,
@@ -107,11 +107,6 @@ def check_structure(
         return CheckResult(name, "fail", f"the reference forward cannot run on the file's tensors ({e})"), None
     c = compare_logits(ref, got, tokens)
     limit = structure_limit(file_type)
-    slack = family_for(ckpt.spec).structure_slack
-    if slack != 1.0 and file_type.upper().removeprefix("MOSTLY_") == "BF16":
-        limit = dataclasses.replace(
-            limit, max_rel_logit_diff=limit.max_rel_logit_diff * slack, max_mean_kld=limit.max_mean_kld * slack
-        )
     ok, detail = judge_structure(c, limit)
     data = {"limit": dataclasses.asdict(limit), **c.to_dict()}
     if not ok and c.finite and is_sixteen_bit(file_type):

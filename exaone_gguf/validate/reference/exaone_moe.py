@@ -35,6 +35,7 @@ from exaone_gguf.validate.reference.common import (
     apply_rope,
     attention,
     check_tokens,
+    matmul_t,
     rmsnorm,
     rope_tables,
     silu,
@@ -53,15 +54,15 @@ class Weights(Protocol):
 
 
 def linear(w: Weights, name: str, x: np.ndarray) -> np.ndarray:
-    return w.product_input(name + ".weight", x) @ w.get(name + ".weight").T
+    return matmul_t(w.product_input(name + ".weight", x), w.get(name + ".weight"))
 
 
 def swiglu(w: Weights, names: tuple[str, str, str], mats: tuple[np.ndarray, ...], x: np.ndarray) -> np.ndarray:
     """down(silu(gate x) * up x) for weight matrices [F, H], [F, H], [H, F] (the GGUF tensors `names`: a file's
     inputs are rounded as llama.cpp rounds them before each product)."""
     gate, up, down = mats
-    h = silu(w.product_input(names[0], x) @ gate.T) * (w.product_input(names[1], x) @ up.T)
-    return w.product_input(names[2], h) @ down.T
+    h = silu(matmul_t(w.product_input(names[0], x), gate)) * matmul_t(w.product_input(names[1], x), up)
+    return matmul_t(w.product_input(names[2], h), down)
 
 
 def route(w: Weights, spec: ModelSpec, p: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
