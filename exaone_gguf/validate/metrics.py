@@ -221,6 +221,8 @@ STRUCTURE_LIMITS: dict[str, StructureLimit] = {
 #   10 layers, hidden 512:  3.4e-3 / 2.4e-4;                   floor 3.5e-3 / 2.8e-4
 #   30 layers, hidden 512:  4.0e-3 / 2.4e-4;                   floor 4.1e-3 / 2.3e-4
 #   30 layers, hidden 1024: 5.4e-3 / 3.6e-4;                   floor 5.3e-3 / 4.1e-4
+#   30 layers, hidden 2048 (the 1.2B itself): 6.1e-3 / 4.8e-4; floor 5.7e-3 / 4.1e-4
+#   tiny K-EXAONE (MoE, 16-bit inputs before every expert): 5.9e-3 / 3.6e-4; floor 5.8e-3 / 3.2e-4
 # (F16 the same, 8x lower.) The floor tracks the honest difference within 25 %, so a 16-bit file over its
 # static limit is judged against NOISE_FLOOR_FACTOR x the floor instead; a wrong RoPE base or window measures
 # KLD 0.03 and up, a hundred times above.
