@@ -90,7 +90,9 @@ def test_honest_bf16_file_over_the_static_limit_passes_within_its_noise_floor(wi
     floor = s["data"]["noise_floor"]
     assert 0.3 < floor["mean_kld"] / s["data"]["mean_kld"] < 3
     assert 0.3 < floor["rel_logit_diff"] / s["data"]["rel_logit_diff"] < 3
-    assert code == 0 and s["status"] == "pass", [(c["name"], c["detail"]) for c in report["checks"] if c["status"] == "fail"]
+    assert code == 0 and s["status"] == "pass", [
+        (c["name"], c["detail"]) for c in report["checks"] if c["status"] == "fail"
+    ]
     assert "noise floor" in s["detail"]
 
 
