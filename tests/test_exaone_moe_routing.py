@@ -127,7 +127,8 @@ def test_broken_quantized_file_fails_the_tensor_check(moe, outtype, damage, tmp_
 
 
 def test_f16_file_passes_with_the_plain_16_bit_limits(moe):
-    """Family.structure_slack widens BF16 only: an f16 K-EXAONE meets the F16 structure limits as they are."""
+    """An f16 K-EXAONE meets the F16 structure limits as they are (its BF16 file, 5.9e-3 rel / 3.6e-4 mean KLD
+    over the static BF16 limits, passes within 3x its noise floor: 5.8e-3 / 3.2e-4)."""
     ckpt, files = moe
     report = validate(files["f16"], ckpt)
     structure = check(report, "structure: file weights, source config")

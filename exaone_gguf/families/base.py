@@ -342,10 +342,6 @@ class Family:
     vocab_model: str | None = None  # tokenizer.ggml.model a GGUF of this family must have
     eos_token: str | None = None  # the end-of-turn token its GGUF's EOS must be
     hybrid_layers: int | None = None  # llama.cpp runs sliding-window attention only at this block count
-    # validate's structure limits for BF16 files are multiplied by this (MoE: each token's input is rounded to
-    # BF16 before every expert and shared-expert product; a last-bit difference flips a rounding, and layer after
-    # layer that grows faster than in a dense FFN; the reference already follows llama.cpp's expert choice)
-    structure_slack: float = 1.0
     tiny: tuple[TinyRecipe, ...] = ()
     tiny_tokenizer: TinyTokenizer = TinyTokenizer()
     # HF tensors that carry nothing the GGUF needs (rotary caches); skipped instead of refused.

@@ -21,16 +21,19 @@ import numpy as np
 from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.cores import resolve_threads
 from exaone_gguf.errors import InputError
-from exaone_gguf.families import family_for, family_of_gguf_arch, writes_as
+from exaone_gguf.families import family_of_gguf_arch, writes_as
 from exaone_gguf.gguf_io.split import open_model
 from exaone_gguf.quantize.imatrix import load_imatrix
 from exaone_gguf.validate.evaltext import load_text
 from exaone_gguf.validate.metadata_check import check_metadata, eos_token_of, file_type_name
 from exaone_gguf.validate.metrics import (
+    NOISE_FLOOR_FACTOR,
     Thresholds,
     compare_logits,
+    is_sixteen_bit,
     judge,
     judge_structure,
+    limit_over_floor,
     structure_limit,
     thresholds_for,
 )
@@ -104,15 +107,26 @@ def check_structure(
         return CheckResult(name, "fail", f"the reference forward cannot run on the file's tensors ({e})"), None
     c = compare_logits(ref, got, tokens)
     limit = structure_limit(file_type)
-    slack = family_for(ckpt.spec).structure_slack
-    if slack != 1.0 and file_type.upper().removeprefix("MOSTLY_") == "BF16":
-        limit = dataclasses.replace(
-            limit, max_rel_logit_diff=limit.max_rel_logit_diff * slack, max_mean_kld=limit.max_mean_kld * slack
-        )
     ok, detail = judge_structure(c, limit)
-    return CheckResult(
-        name, "pass" if ok else "fail", detail, {"limit": dataclasses.asdict(limit), **c.to_dict()}
-    ), c.to_dict()
+    data = {"limit": dataclasses.asdict(limit), **c.to_dict()}
+    if not ok and c.finite and is_sixteen_bit(file_type):
+        # Over the static limit on a 16-bit file: measure how much this network amplifies float32 summation
+        # order through the 16-bit rounding of its activations (the same forward summed in float64), and
+        # judge against a few times that (small models never get here: they cost nothing more).
+        from exaone_gguf.validate.reference.common import accumulate
+
+        with accumulate(np.float64):
+            ref64 = forward_file(f, ckpt.spec, tokens, routes)
+        floor = compare_logits(ref64, ref, tokens)
+        del ref64
+        limit = limit_over_floor(limit, floor)
+        ok, detail = judge_structure(c, limit)
+        detail += (
+            f"; limits raised to {NOISE_FLOOR_FACTOR:g}x this model's rounding noise floor (its reference summed "
+            f"in float64 vs float32: max rel {floor.rel_logit_diff:.3g}, mean KLD {floor.mean_kld:.3g})"
+        )
+        data.update(limit=dataclasses.asdict(limit), noise_floor=floor.to_dict())
+    return CheckResult(name, "pass" if ok else "fail", detail, data), c.to_dict()
 
 
 def check_logits(

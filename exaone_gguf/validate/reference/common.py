@@ -7,6 +7,8 @@ shape reversed, the HF shape), so a projection is `x @ W.T`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Callable
 
 import numpy as np
@@ -23,11 +25,35 @@ LOGIT_CHUNK_ROWS = 8192
 LINEAR_OBSERVERS: list[Callable[[str, np.ndarray], None]] = []
 
 
+# How matrix products accumulate: float32 (BLAS's order: the reference) or float64 (the noise-floor forward of a
+# 16-bit file, validate's structure check: a second, equally valid summation of the same products).
+_ACCUMULATE: list[type] = [np.float32]
+
+
+@contextmanager
+def accumulate(dtype: type) -> Iterator[None]:
+    """Within the block, the projections and the output head sum their products in `dtype` (np.float64 for
+    the noise floor); the result is float32 either way."""
+    _ACCUMULATE.append(dtype)
+    try:
+        yield
+    finally:
+        _ACCUMULATE.pop()
+
+
+def matmul_t(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x @ w.T, summed in the current accumulation type (float32 unless inside `accumulate`)."""
+    dtype = _ACCUMULATE[-1]
+    if dtype is np.float32:
+        return x @ w.T
+    return (x.astype(dtype) @ w.astype(dtype).T).astype(np.float32)
+
+
 def linear(w: Weights, name: str, x: np.ndarray) -> np.ndarray:
     """x @ W.T (+ bias when there is one; EXAONE has none, some Llama fine-tunes do)."""
     for observe in LINEAR_OBSERVERS:  # e.g. the imatrix collector: the input of every matrix product
         observe(name + ".weight", x)
-    y = w.product_input(name + ".weight", x) @ w.get(name + ".weight").T
+    y = matmul_t(w.product_input(name + ".weight", x), w.get(name + ".weight"))
     if name + ".bias" in w:
         y += w.get(name + ".bias")
     return y
@@ -58,7 +84,7 @@ def output_logits(w: Weights, name: str, x: np.ndarray) -> np.ndarray:
     out = np.empty((x.shape[0], vocab), dtype=np.float32)
     for start in range(0, vocab, LOGIT_CHUNK_ROWS):
         stop = min(start + LOGIT_CHUNK_ROWS, vocab)
-        out[:, start:stop] = x @ w.rows(name, start, stop).T
+        out[:, start:stop] = matmul_t(x, w.rows(name, start, stop))
     return out
 
 

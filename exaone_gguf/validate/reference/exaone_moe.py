@@ -36,6 +36,7 @@ from exaone_gguf.validate.reference.common import (
     apply_rope,
     attention,
     check_tokens,
+    matmul_t,
     rmsnorm,
     rope_tables,
     silu,
@@ -63,7 +64,7 @@ def _observe(name: str, x: np.ndarray, expert: tuple[int, int] | None = None) ->
 
 def linear(w: Weights, name: str, x: np.ndarray) -> np.ndarray:
     _observe(name + ".weight", x)
-    return w.product_input(name + ".weight", x) @ w.get(name + ".weight").T
+    return matmul_t(w.product_input(name + ".weight", x), w.get(name + ".weight"))
 
 
 def swiglu(
@@ -79,9 +80,9 @@ def swiglu(
     gate, up, down = mats
     _observe(names[0], x, expert)
     _observe(names[1], x, expert)
-    h = silu(w.product_input(names[0], x) @ gate.T) * (w.product_input(names[1], x) @ up.T)
+    h = silu(matmul_t(w.product_input(names[0], x), gate)) * matmul_t(w.product_input(names[1], x), up)
     _observe(names[2], h, expert)
-    return w.product_input(names[2], h) @ down.T
+    return matmul_t(w.product_input(names[2], h), down)
 
 
 def route(w: Weights, spec: ModelSpec, p: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
