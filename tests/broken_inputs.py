@@ -452,7 +452,7 @@ def cfg_not_object(env):
 
 @case(
     "config",
-    r"architecture 'MistralForCausalLM' is not supported; supported: ExaoneForCausalLM, Exaone4ForCausalLM, ExaoneMoEForCausalLM, ExaoneMoeForCausalLM, LlamaForCausalLM",
+    r"architecture 'MistralForCausalLM' is not supported; supported: ExaoneForCausalLM, Exaone4ForCausalLM, ExaoneMoEForCausalLM, ExaoneMoeForCausalLM, Exaone4_5_ForConditionalGeneration, LlamaForCausalLM",
 )
 def cfg_unsupported_architecture(env):
     return with_config(env, lambda d: d.update(architectures=["MistralForCausalLM"]))
