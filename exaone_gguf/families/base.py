@@ -36,6 +36,7 @@ __all__ = [
     "family_of_gguf_arch",
     "family_of_template",
     "gguf_archs",
+    "kind_shapes",
     "llama_hparams",
     "mtp_hparams",
     "mtp_mappings",
@@ -104,7 +105,7 @@ class TensorMapping:
 
 
 # GGUF tensor kinds -> the shape the config implies (HF order), for the kinds every family here has.
-def _kind_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+def kind_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     H, I, D = spec.hidden_size, spec.intermediate_size, spec.head_dim
     q, kv = spec.num_heads * D, spec.num_kv_heads * D
     return {
@@ -139,7 +140,7 @@ class TensorNames:
 
     def block(self, spec: ModelSpec, bid: int, hf: str) -> list[TensorMapping]:
         """GGUF block `bid` read from the HF layer whose names start with `hf` (an MTP layer's `mtp.layers.K.`)."""
-        shape = _kind_shapes(spec)
+        shape = kind_shapes(spec)
         return [
             TensorMapping(f"blk.{bid}.{kind}.weight", f"{hf}{name}.weight", shape[kind])
             for kind, name in self.layer.items()

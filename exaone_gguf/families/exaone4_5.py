@@ -16,6 +16,7 @@ registry tells a 4.5 file from a 4.0 one (family_of_gguf_arch). EOS is `<|endoft
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 from typing import Any
 
 from exaone_gguf.checkpoint.spec import ConfigReading, ModelSpec, PreTokenizers
@@ -65,32 +66,22 @@ def tensor_map(spec: ModelSpec) -> list[TensorMapping]:
     return TEXT_NAMES.mappings(spec, mtp=True)
 
 
-def vision_tensors(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
-    """Every `model.visual.*` tensor (transformers' Exaone4_5_VisionModel names) -> the shape its vision_config
-    implies: the tensors the text file leaves to the projector file."""
-    vc = spec.config.get("vision_config")
-    if not isinstance(vc, dict):
-        return {}
-    try:
-        C, D, F = int(vc.get("in_channels", 3)), int(vc["hidden_size"]), int(vc["intermediate_size"])
-        heads, kv = int(vc["num_heads"]), int(vc.get("num_key_value_heads", vc["num_heads"]))
-        P, T, M = int(vc["patch_size"]), int(vc.get("temporal_patch_size", 2)), int(vc.get("spatial_merge_size", 2))
-        out_h, depth = int(vc["out_hidden_size"]), int(vc["depth"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise InputError(
-            f"{spec.config_path}: vision_config lacks or mistypes {e}; restore the original config.json."
-        ) from None
-    hd = D // heads
-    v = VISUAL_PREFIX
-    out: dict[str, tuple[int, ...]] = {f"{v}patch_embed.proj.weight": (D, C, T, P, P)}
-    for i in range(depth):
-        b = f"{v}blocks.{i}."
+def tower_shapes(t) -> dict[str, tuple[int, ...]]:
+    """The vision tower's tensors (transformers' Exaone4_5_VisionModel names, below `model.visual.`) -> the shapes
+    its sizes imply; `t` has a vision config's sizes as attributes (vision.config.VisionSpec, or the reading of
+    config.json in vision_tensors). GQA: the fused qkv holds all query heads and `num_kv_heads` k and v heads."""
+    D, F = t.hidden_size, t.intermediate_size
+    qkv = D + 2 * t.num_kv_heads * (D // t.num_heads)
+    P = t.patch_size
+    out: dict[str, tuple[int, ...]] = {"patch_embed.proj.weight": (D, t.in_channels, t.temporal_patch_size, P, P)}
+    for i in range(t.depth):
+        b = f"blocks.{i}."
         out.update(
             {
                 f"{b}norm1.weight": (D,),
                 f"{b}norm2.weight": (D,),
-                f"{b}attn.qkv.weight": (D + 2 * kv * hd, D),
-                f"{b}attn.qkv.bias": (D + 2 * kv * hd,),
+                f"{b}attn.qkv.weight": (qkv, D),
+                f"{b}attn.qkv.bias": (qkv,),
                 f"{b}attn.proj.weight": (D, D),
                 f"{b}attn.proj.bias": (D,),
                 f"{b}mlp.gate_proj.weight": (F, D),
@@ -101,17 +92,43 @@ def vision_tensors(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
                 f"{b}mlp.down_proj.bias": (D,),
             }
         )
-    merged = D * M * M
+    merged = D * t.spatial_merge_size**2
     out.update(
         {
-            f"{v}merger.ln_q.weight": (D,),
-            f"{v}merger.mlp.0.weight": (merged, merged),
-            f"{v}merger.mlp.0.bias": (merged,),
-            f"{v}merger.mlp.2.weight": (out_h, merged),
-            f"{v}merger.mlp.2.bias": (out_h,),
+            "merger.ln_q.weight": (D,),
+            "merger.mlp.0.weight": (merged, merged),
+            "merger.mlp.0.bias": (merged,),
+            "merger.mlp.2.weight": (t.out_hidden_size, merged),
+            "merger.mlp.2.bias": (t.out_hidden_size,),
         }
     )
     return out
+
+
+def vision_tensors(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """Every `model.visual.*` tensor -> the shape its vision_config implies: the tensors the text file leaves to
+    the projector file."""
+    vc = spec.config.get("vision_config")
+    if not isinstance(vc, dict):
+        return {}
+    try:
+        sizes = SimpleNamespace(
+            in_channels=int(vc.get("in_channels", 3)),
+            hidden_size=int(vc["hidden_size"]),
+            intermediate_size=int(vc["intermediate_size"]),
+            num_heads=int(vc["num_heads"]),
+            num_kv_heads=int(vc.get("num_key_value_heads", vc["num_heads"])),
+            patch_size=int(vc["patch_size"]),
+            temporal_patch_size=int(vc.get("temporal_patch_size", 2)),
+            spatial_merge_size=int(vc.get("spatial_merge_size", 2)),
+            out_hidden_size=int(vc["out_hidden_size"]),
+            depth=int(vc["depth"]),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(
+            f"{spec.config_path}: vision_config lacks or mistypes {e}; restore the original config.json."
+        ) from None
+    return {VISUAL_PREFIX + name: shape for name, shape in tower_shapes(sizes).items()}
 
 
 # ---- chat: EXAONE 4.5's prompt. LG's published chat_template.jinja was not found in the reachable sources; the

@@ -45,6 +45,7 @@ from exaone_gguf.families.base import (
     TinyTokenizer,
     common_hparams,
     f32,
+    kind_shapes,
     mtp_mappings,
     register,
     sliding_window_hparams,
@@ -162,26 +163,13 @@ _ATTN = {
 
 def _block(spec: ModelSpec, bid: int, hf: str, moe: bool) -> list[TensorMapping]:
     """One block's tensors: attention, then the dense FFN or router + experts + shared expert."""
-    x = spec.extras
-    H, D, I = spec.hidden_size, spec.head_dim, spec.intermediate_size
-    q, kv = spec.num_heads * D, spec.num_kv_heads * D
-    shape = {
-        "attn_norm": (H,),
-        "attn_q": (q, H),
-        "attn_k": (kv, H),
-        "attn_v": (kv, H),
-        "attn_output": (H, q),
-        "attn_q_norm": (D,),
-        "attn_k_norm": (D,),
-        "ffn_norm": (H,),
-    }
+    x, H, shape = spec.extras, spec.hidden_size, kind_shapes(spec)
     out = [TensorMapping(f"blk.{bid}.{kind}.weight", f"{hf}{name}.weight", shape[kind]) for kind, name in _ATTN.items()]
     b = f"blk.{bid}"
     if not moe:
         return out + [
-            TensorMapping(f"{b}.ffn_gate.weight", f"{hf}mlp.gate_proj.weight", (I, H)),
-            TensorMapping(f"{b}.ffn_up.weight", f"{hf}mlp.up_proj.weight", (I, H)),
-            TensorMapping(f"{b}.ffn_down.weight", f"{hf}mlp.down_proj.weight", (H, I)),
+            TensorMapping(f"{b}.{kind}.weight", f"{hf}mlp.{proj}.weight", shape[kind])
+            for kind, proj in (("ffn_gate", "gate_proj"), ("ffn_up", "up_proj"), ("ffn_down", "down_proj"))
         ]
     E, F, S = x["n_experts"], x["moe_ff"], x["moe_ff"] * x["n_shared"]
     out += [

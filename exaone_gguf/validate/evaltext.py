@@ -64,15 +64,20 @@ def load_text(path: Path | str | None) -> str:
     """The text at `path` (UTF-8), or the built-in EVAL_TEXT when path is None."""
     if path is None:
         return EVAL_TEXT
+    text = read_text_file(path, "evaluation")
+    if not text.strip():
+        raise InputError(f"{path}: evaluation text is empty; give at least a few sentences.")
+    return text
+
+
+def read_text_file(path: Path | str, what: str) -> str:
+    """A user's UTF-8 text file (`what`: "evaluation", "calibration"), or one sentence saying what is wrong."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(f"{p}: evaluation text file not found; pass an existing UTF-8 text file.") from None
+        raise InputError(f"{p}: {what} text file not found; pass an existing UTF-8 text file.") from None
     except IsADirectoryError:
         raise InputError(f"{p}: is a directory; pass a UTF-8 text file.") from None
     except UnicodeDecodeError:
-        raise InputError(f"{p}: not valid UTF-8; save the evaluation text as UTF-8.") from None
-    if not text.strip():
-        raise InputError(f"{p}: evaluation text is empty; give at least a few sentences.")
-    return text
+        raise InputError(f"{p}: not valid UTF-8; save the {what} text as UTF-8.") from None

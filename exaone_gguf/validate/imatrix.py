@@ -24,6 +24,7 @@ from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io.writer import check_output_path
 from exaone_gguf.quantize.imatrix import write_imatrix
 from exaone_gguf.validate.calibration import calibration_text
+from exaone_gguf.validate.evaltext import read_text_file
 from exaone_gguf.validate.reference import common as ref_common
 from exaone_gguf.validate.reference import forward
 
@@ -81,19 +82,6 @@ class _Collector:
         self.counts[name][e] += x2.shape[0]
 
 
-def read_text(path: Path | str) -> str:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{p}: calibration text file not found; pass an existing UTF-8 text file.") from None
-    except IsADirectoryError:
-        raise InputError(f"{p}: is a directory; pass a UTF-8 text file.") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{p}: not valid UTF-8; save the calibration text as UTF-8.") from None
-    return text
-
-
 def chunk_tokens(ids: list[int], ctx: int, chunks: int | None, bos: int | None) -> list[list[int]]:
     """llama-imatrix's chunks: len(ids) // ctx of them (at most `chunks`), the first token of each set to BOS
     when the tokenizer adds BOS (`bos` not None)."""
@@ -143,7 +131,7 @@ def collect_imatrix(
     ckpt = load_checkpoint(src)
     check_output_path(out, [src] + ([Path(text)] if text else []), force)
     if text is not None:
-        body, dataset = read_text(text), str(text)
+        body, dataset = read_text_file(text, "calibration"), str(text)
     else:
         tok = ckpt.tokenizer
         body = calibration_text(

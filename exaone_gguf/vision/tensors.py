@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import gguf
 from gguf import GGMLQuantizationType as T
 
+from exaone_gguf.families.exaone4_5 import tower_shapes
 from exaone_gguf.vision.config import VisionSpec
 
 PROJECTOR_TYPE = "exaone4_5"  # gguf 0.19 has no VisionProjectorType for it; clip.cpp's PROJECTOR_TYPE_EXAONE4_5
@@ -79,42 +80,9 @@ class VisionTensor:
 
 
 def expected_shapes(spec: VisionSpec) -> dict[str, tuple[int, ...]]:
-    """Source tensor (without prefix) -> its torch shape, as the config implies."""
-    h, f, hd = spec.hidden_size, spec.intermediate_size, spec.head_dim
-    qkv = h + 2 * spec.num_kv_heads * hd
-    per_block = {
-        "norm1.weight": (h,),
-        "norm2.weight": (h,),
-        "attn.qkv.weight": (qkv, h),
-        "attn.qkv.bias": (qkv,),
-        "attn.proj.weight": (h, h),
-        "attn.proj.bias": (h,),
-        "mlp.gate_proj.weight": (f, h),
-        "mlp.gate_proj.bias": (f,),
-        "mlp.up_proj.weight": (f, h),
-        "mlp.up_proj.bias": (f,),
-        "mlp.down_proj.weight": (h, f),
-        "mlp.down_proj.bias": (h,),
-    }
-    merged = h * spec.spatial_merge_size**2
-    out = {f"blocks.{i}.{k}": s for i in range(spec.depth) for k, s in per_block.items()}
-    out.update(
-        {
-            "merger.ln_q.weight": (h,),
-            "merger.mlp.0.weight": (merged, merged),
-            "merger.mlp.0.bias": (merged,),
-            "merger.mlp.2.weight": (spec.out_hidden_size, merged),
-            "merger.mlp.2.bias": (spec.out_hidden_size,),
-            "patch_embed.proj.weight": (
-                h,
-                spec.in_channels,
-                spec.temporal_patch_size,
-                spec.patch_size,
-                spec.patch_size,
-            ),
-        }
-    )
-    return out
+    """Source tensor (without prefix) -> its torch shape, as the config implies (the family's own table, which
+    also tells the text converter which tensors to leave to the projector)."""
+    return tower_shapes(spec)
 
 
 def gguf_names_of(short: str) -> list[str]:
