@@ -1,6 +1,7 @@
 """`exaone-gguf imatrix` against the real llama-imatrix (scripts/llama_tools.py) on the same model (our F32 GGUF
 for llama.cpp), the same text and context: every tensor's importance vector agrees (cosine >= 0.999), counts and
-chunk metadata are equal, and quantizing with either matrix gives the same mean KLD within 2 %."""
+chunk metadata are equal, and quantizing with either matrix gives the same mean KLD within 2 % (Q4_K_M and IQ4_XS,
+means over ulp-dithered copies of each matrix: a single tiny file's KLD is noisier than that)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.convert.from_gguf import quantize_gguf
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import read_gguf
+from exaone_gguf.quantize.imatrix import write_imatrix
 from exaone_gguf.validate.calibration import CODE, MATHS, PROSE, calibration_text, plain_chats
 from exaone_gguf.validate.evaltext import EVAL_TEXT
 from exaone_gguf.validate.imatrix import collect_imatrix, tokenize
@@ -98,15 +100,53 @@ def test_matches_llama_imatrix(family, llama_tools, tiny_dir, tiny_gguf, text_fi
     wrong = read_imatrix(other)
     assert wrong[0] != theirs[0] and agreement(wrong, theirs)[1]
 
-    # quantizing with either matrix: mean KLD against the source within 2 %
+    # quantizing with either matrix: mean KLD against the source within 2 % (means over dithered copies of each
+    # matrix, see dithered_kld; measured 0.03-0.96 %); the matrix from the wrong context is told apart by more
+    # than that on Q4_K_M (measured 7.5 % and 11.7 %; on IQ4_XS 2.4 % and 7.1 %, too near the bound to assert)
     ckpt = load_checkpoint(src)
     tokens = tokenize(ckpt, EVAL_TEXT)[0][:128]
     ref = forward(ckpt, tokens)
+    for qtype in ("q4_k_m", "iq4_xs"):
+        kld = {m.stem: dithered_kld(f32, m, qtype, ref, tokens, tmp_path) for m in (ours_path, theirs_path, other)}
+        assert abs(kld["ours"] - kld["llama"]) <= 0.02 * kld["llama"], (qtype, kld)
+        if qtype == "q4_k_m":
+            assert abs(kld["ctx32"] - kld["llama"]) > 0.02 * kld["llama"], kld
+
+
+DITHERS, DITHER = 6, 1e-3
+
+
+def dithered_kld(f32, imatrix, qtype, ref, tokens, tmp_path) -> float:
+    """Mean KLD against the source of `qtype` files quantized from `f32` with DITHERS copies of `imatrix`, each
+    in_sum2 value multiplied by (1 + DITHER n), n ~ N(0, 1) (fixed seeds, tensors in name order).
+
+    On these tiny random models one file's KLD cannot resolve 2 %. Our matrix and llama-imatrix's differ by up to
+    3.7e-4 (relative, per column; 8.8e-4 on the llama family), mostly in attn_output's and ffn_down's inputs: the
+    activations differ at that level from the first layer's attention on (llama.cpp rounds RoPE's angles and the
+    softmax in float32 its own way; the embeddings entering it are equal). A block's
+    scale search flips between near-equal candidates under far less: llama-imatrix's own matrix times
+    (1 + 2^-23 n), one float32 ulp, moves a Q4_K_M or IQ4_XS file's mean KLD by up to 4.4 % (exaone3.5, three
+    seeds), and on exaone4 IQ4_XS the mean over 20 such ulp dithers still sat 1.8 % apart. DITHER = 1e-3 is
+    about the size of the real difference, so the mean compares the two matrices' neighbourhoods rather than
+    one flip pattern each; on the small trained model (scripts/train_small.py) single files already agree to
+    0.27 % (Q4_K_M) and 0.38 % (IQ4_XS)."""
+    f = read_gguf(imatrix)
+    sums = {t.name: f.tensor_bytes(t).view("<f4").copy() for t in f.tensors}
     klds = []
-    for m in (ours_path, theirs_path):
-        q = quantize_gguf(f32, tmp_path / f"{m.stem}-iq4_xs.gguf", "iq4_xs", imatrix=m).output
+    for seed in range(DITHERS):
+        rng = np.random.default_rng(seed)
+        stats = {}
+        for key in sorted(sums):
+            if key.endswith(".in_sum2"):
+                name = key[: -len(".in_sum2")]
+                noisy = sums[key] * (1 + DITHER * rng.standard_normal(sums[key].size))
+                counts = sums[name + ".counts"]
+                stats[name] = (noisy.astype(np.float32).reshape(counts.size, -1), counts)
+        m = tmp_path / f"dither-{imatrix.stem}-{seed}.gguf"
+        write_imatrix(m, stats, ["dithered"], CHUNKS, CTX)
+        q = quantize_gguf(f32, tmp_path / f"dither-{qtype}.gguf", qtype, imatrix=m, force=True).output
         klds.append(compare_logits(ref, llama_cpp_logits(q, tokens), tokens).mean_kld)
-    assert abs(klds[0] - klds[1]) <= 0.02 * klds[1], klds
+    return float(np.mean(klds))
 
 
 def test_moe_per_expert_matches_llama_imatrix(llama_tools, tiny_dir, tiny_gguf, text_file, tmp_path):
@@ -154,7 +194,6 @@ def test_moe_per_expert_matches_llama_imatrix(llama_tools, tiny_dir, tiny_gguf, 
     assert verdict.status == "pass" and "identical" in verdict.detail, verdict.detail
     # without the per-expert rows (one vector broadcast to every expert) the expert tensors come out different
     flat = tmp_path / "flat.gguf"
-    from exaone_gguf.quantize.imatrix import write_imatrix
 
     stats = {}
     for n in {k.rsplit(".", 1)[0] for k in ours[1]}:
