@@ -492,6 +492,13 @@ def imatrix(
     text: Optional[Path] = typer.Option(None, "--text", help="Calibration text (UTF-8); default: the built-in text."),
     ctx: int = typer.Option(512, "--ctx", min=1, help="Tokens per chunk (llama-imatrix's -c)."),
     chunks: Optional[int] = typer.Option(None, "--chunks", min=1, help="At most this many chunks (default: all)."),
+    parse_special: bool = typer.Option(
+        False,
+        "--parse-special",
+        help="Read special tokens written in --text (e.g. [|user|]) as those tokens, as llama-imatrix's "
+        "--parse-special does; by default they are plain text, as llama-imatrix reads them. The built-in text's "
+        "chat turns are always read as tokens.",
+    ),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -518,6 +525,7 @@ def imatrix(
                 text=text,
                 ctx=ctx,
                 chunks=chunks,
+                parse_special=parse_special,
                 threads=resolve_threads(threads),
                 force=force,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 from conftest import llama_cpp_logits
 
+from exaone_gguf.chat_template import render
 from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.convert.from_gguf import quantize_gguf
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.quantize.imatrix import write_imatrix
-from exaone_gguf.validate.calibration import CODE, MATHS, PROSE, calibration_text, plain_chats
+from exaone_gguf.validate.calibration import CHATS, CODE, MATHS, PROSE, calibration_text, plain_chats
 from exaone_gguf.validate.evaltext import EVAL_TEXT
 from exaone_gguf.validate.imatrix import collect_imatrix, tokenize
 from exaone_gguf.validate.metrics import compare_logits
@@ -256,3 +257,36 @@ def test_chunks_take_bos_as_llama_imatrix():
     assert chunk_tokens(list(range(10)), 4, 1, None) == [[0, 1, 2, 3]]
     with pytest.raises(InputError, match="at least 16"):
         collect_imatrix("unused", "unused.gguf", ctx=4)
+
+
+def test_special_tokens_in_text_as_llama_imatrix(llama_tools, tiny_dir, tiny_gguf, tmp_path):
+    """Chat markers written in --text: plain text by default, tokens with --parse-special, each as llama-imatrix
+    reads its file with the same flag; the crossed pair (ours parsed, theirs not) disagrees."""
+    src, f32 = tiny_dir("exaone4"), tiny_gguf("exaone4", "f32")
+    ckpt = load_checkpoint(src)
+    turns = [render(ckpt.tokenizer.chat_template, c, bos_token="[BOS]", eos_token="[|endofturn|]") for c in CHATS]
+    chats = "\n".join(turns * 8)  # chat turns only: every chunk holds markers
+    text = tmp_path / "chats.txt"
+    text.write_text(chats, encoding="utf-8")
+    assert tokenize(ckpt, chats)[0] != tokenize(ckpt, chats, parse_special=False)[0]
+    theirs = {}
+    for flag in ((), ("--parse-special",)):
+        out = tmp_path / f"llama{''.join(flag)}.gguf"
+        run = subprocess.run(
+            [str(llama_tools["llama-imatrix"]), "-m", str(f32), "-f", str(text), "-c", str(CTX)]
+            + ["--chunks", str(CHUNKS), "-o", str(out), "--no-ppl", "-t", "2", *flag],
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        theirs[bool(flag)] = read_imatrix(out)
+    ours = {}
+    for parse in (False, True):
+        out = tmp_path / f"ours-{parse}.gguf"
+        collect_imatrix(src, out, text=text, ctx=CTX, chunks=CHUNKS, parse_special=parse)
+        ours[parse] = read_imatrix(out)
+    for parse in (False, True):
+        worst, differ, one_side = agreement(ours[parse], theirs[parse])
+        assert one_side == [] and differ == [] and worst >= 0.999, (parse, worst)  # measured 0.99999998
+    crossed = agreement(ours[True], theirs[False])[0]
+    assert crossed < 0.99, crossed  # measured 0.877

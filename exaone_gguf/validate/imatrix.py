@@ -97,11 +97,15 @@ def chunk_tokens(ids: list[int], ctx: int, chunks: int | None, bos: int | None) 
     return out
 
 
-def tokenize(ckpt, text: str) -> tuple[list[int], int | None]:
-    """(ids with BOS first when the tokenizer adds one, the BOS id or None); special tokens in the text
-    (the built-in text's chat markers) are the special tokens."""
+def tokenize(ckpt, text: str, parse_special: bool = True) -> tuple[list[int], int | None]:
+    """(ids with BOS first when the tokenizer adds one, the BOS id or None). parse_special: special tokens
+    written in the text (the built-in text's chat markers) are those tokens; otherwise plain text, as
+    llama-imatrix reads its file without --parse-special (tokens not marked special are matched either way,
+    as llama.cpp matches its user-defined tokens)."""
     tok = ckpt.tokenizer
-    ids = list(tok.build_reference().encode(text, add_special_tokens=False).ids)
+    reference = tok.build_reference()
+    reference.encode_special_tokens = not parse_special
+    ids = list(reference.encode(text, add_special_tokens=False).ids)
     bos = tok.bos_token_id if tok.add_bos_token else None
     if tok.add_bos_token and bos is None:
         raise InputError(f"{ckpt.path}: the tokenizer adds a BOS token but names none; fix tokenizer_config.json.")
@@ -115,12 +119,15 @@ def collect_imatrix(
     text: Path | str | None = None,
     ctx: int = 512,
     chunks: int | None = None,
+    parse_special: bool = False,
     threads: int = 1,
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> ImatrixResult:
     """Collect the importance matrix of the checkpoint `src` over `text` (default: the built-in calibration
-    text) and write it to `out` in llama-imatrix's GGUF format. progress(chunks done, chunks in all)."""
+    text) and write it to `out` in llama-imatrix's GGUF format. progress(chunks done, chunks in all).
+    `parse_special`: special tokens written in `text` are read as tokens (llama-imatrix's --parse-special);
+    the built-in text's chat turns always are."""
     from threadpoolctl import threadpool_limits
 
     src, out = Path(src), Path(out)
@@ -138,7 +145,7 @@ def collect_imatrix(
             tok.chat_template, _token_text(tok, tok.bos_token_id), _token_text(tok, tok.eos_token_id)
         )
         dataset = "exaone-gguf built-in calibration text"
-    ids, bos = tokenize(ckpt, body)
+    ids, bos = tokenize(ckpt, body, parse_special=parse_special or text is None)
     parts = chunk_tokens(ids, ctx, chunks, bos)
     if not parts:
         src_name = text if text is not None else "the built-in calibration text"
