@@ -98,9 +98,10 @@ def test_matches_llama_imatrix(family, llama_tools, tiny_dir, tiny_gguf, text_fi
     wrong = read_imatrix(other)
     assert wrong[0] != theirs[0] and agreement(wrong, theirs)[1]
 
-    # quantizing with either matrix: mean KLD against the source within 2 %
+    # quantizing with either matrix: mean KLD against the source within 2 %, over 1024 tokens: on 128 the mean
+    # KLD of EXAONE 3's IQ4_XS moved over 2.7 % when one matrix changed at 1e-6 (float rounding), on 1024 0.85 %
     ckpt = load_checkpoint(src)
-    tokens = tokenize(ckpt, EVAL_TEXT)[0][:128]
+    tokens = tokenize(ckpt, EVAL_TEXT)[0][:1024]
     ref = forward(ckpt, tokens)
     klds = []
     for m in (ours_path, theirs_path):
