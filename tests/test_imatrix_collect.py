@@ -218,3 +218,24 @@ def test_chunks_take_bos_as_llama_imatrix():
     assert chunk_tokens(list(range(10)), 4, 1, None) == [[0, 1, 2, 3]]
     with pytest.raises(InputError, match="at least 16"):
         collect_imatrix("unused", "unused.gguf", ctx=4)
+
+
+def test_overflowing_activations_exit_2(tiny_dir, tmp_path):
+    """Embeddings scaled to 1e30 (finite in BF16): their squares overflow, so the collector refuses the
+    checkpoint rather than writing infinities; nothing is written."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    src = tmp_path / "huge"
+    shutil.copytree(tiny_dir("exaone4"), src)
+    tensors = load_file(src / "model.safetensors")
+    name = next(n for n in tensors if "embed_tokens" in n)
+    tensors[name] = tensors[name] * 1e30
+    save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+    out = tmp_path / "i.gguf"
+    run = _cli(src, "-o", out, "--ctx", "64", "--chunks", "1")
+    assert run.returncode == 2 and f"{src}: the activations entering blk.0.attn_q.weight are not finite" in run.stderr
+    assert not out.exists()
+    run = _cli(tiny_dir("exaone4"), "-o", out, "--ctx", "64", "--chunks", "1")  # the same run on the real one
+    assert run.returncode == 0, run.stderr

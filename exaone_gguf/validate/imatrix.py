@@ -72,7 +72,8 @@ class _Collector:
     """Per GGUF tensor: float64 sums of squared inputs [n_mat, ne0] and input rows [n_mat] (n_mat = 1, or the
     expert count of a 3-D expert tensor: llama-imatrix's MUL_MAT_ID layout, one row per expert)."""
 
-    def __init__(self) -> None:
+    def __init__(self, source: Path | str = "the source") -> None:
+        self.source = source
         self.sums: dict[str, np.ndarray] = {}
         self.counts: dict[str, np.ndarray] = {}
         self._last: tuple[np.ndarray, np.ndarray] | None = None  # (input, its sums): q/k/v and gate/up share one
@@ -94,7 +95,8 @@ class _Collector:
                 s += np.einsum("ij,ij->j", rows, rows)
             if not np.all(np.isfinite(s)):
                 raise InputError(
-                    f"the source's activations entering {name} are not finite; check the checkpoint's weights."
+                    f"{self.source}: the activations entering {name} are not finite (their squares overflow "
+                    "float32, or the weights hold inf or NaN); check the checkpoint's weights."
                 )
             self._last = (x, s)
         if name not in self.sums:
@@ -177,7 +179,7 @@ def collect_imatrix(
             f"{src_name}: tokenizes to {len(ids)} tokens, fewer than one chunk of --ctx {ctx}; "
             "give a longer text or a smaller --ctx."
         )
-    collector = _Collector()
+    collector = _Collector(src)
     per_group = chunks_per_group(ckpt.spec, ctx)
     ref_common.LINEAR_OBSERVERS.append(collector)
     try:
