@@ -3,11 +3,12 @@
 text, context, chunks and threads, in the same run.
 
     flock /tmp/heavy.lock python scripts/bench_imatrix.py [--work-dir DIR] [--threads 2] [--chunks 4] [--ctx 512]
+        [--repeat N] [--profile]
 
 Makes a full-size EXAONE-4.0-1.2B-shaped checkpoint with random BF16 weights (make-tiny --from-config on
 ../shared/fixtures/exaone-4.0-1.2B/config.json with its tokenizer), converts it to a BF16 GGUF (llama-imatrix's
 input; --llama-type f32 for an F32 one), writes the built-in calibration text to a file, then times, each as
-its own subprocess (wall time and peak RSS from wait4):
+its own subprocess (wall time; peak RSS and CPU time from wait4):
 
   ours    exaone-gguf imatrix SRC --text FILE --ctx C --chunks N --threads T   (numpy float32 reference forward)
   llama   llama-imatrix -m GGUF -f FILE -c C --chunks N -t T --no-ppl          (ggml)
@@ -24,7 +25,9 @@ of 512, 2 threads, BF16 GGUF for llama-imatrix):
     llama 39 s / 3.2 GB (quiet), 2.9x; profile: products 41 %, attention 31 %, BF16 widening 14 %, head 8 %
   now, --repeat 2 at load 3.4-4.2: llama 68.6 + 61.1 s (CPU 67.8 + 60.4 s, 3619 MB), ours 63.2 + 65.3 s
     (CPU 67.4 + 69.2 s, 390 MB): wall 0.99x, CPU 1.06x, RSS 0.11x
-  single runs: 1.23x at load 2.9-3.5 (llama 54.5 s, ours 66.9 s), 1.20x at load 4.7-4.9 (77.9 s, 93.2 s)
+  again at load 3.7-4.7: llama 63.0 + 65.6 s (CPU 61.6 + 65.3 s), ours 66.2 + 61.9 s (CPU 65.2 + 61.5 s, 391 MB):
+    wall 1.00x, CPU 1.00x; single runs: 1.23x at load 2.9-3.5 (llama 54.5 s, ours 66.9 s), 1.20x at load
+    4.7-4.9 (77.9 s, 93.2 s); at load 4.0-5.2 the pre-grouping code measured 2.01x (105.4 s, 212.4 s)
   profile (load ~2.5, 31.7 s in all): the matrix products 24.1 s (76 %: 4.4 TFLOP at ~180 GFLOPS, OpenBLAS
     SkylakeX sgemm), attention 3.2 s, BF16 widening 1.1 s, rmsnorm 0.8 s, RoPE 0.4 s, SiLU 0.4 s, the
     collector's sums 0.15 s; the output head is not computed (llama-imatrix does compute its logits)
