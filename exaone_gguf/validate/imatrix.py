@@ -6,9 +6,14 @@ cut into len // ctx chunks, and each chunk's first token becomes BOS. Every proj
 (`linear`, observed through common.LINEAR_OBSERVERS) adds its input's per-column sum of squares and its token
 count to the tensor's entry, under the tensor's GGUF name (a MoE's expert products per expert: the rows routed
 to expert e add to row e of `ffn_{gate,up,down}_exps`, as llama-imatrix's MUL_MAT_ID collection does, with one
-count per expert); the output head is left out, as llama-imatrix does
-without --process-output. One chunk is in flight at a time and the forward runs layer by layer, so memory is
-one layer's weights plus one chunk's activations.
+count per expert); the output head is left out, as llama-imatrix does without --process-output (and is not
+computed: common.without_logits).
+
+Chunks run a few at a time as one batch of independent sequences (forward's `segments`: positions restart and
+attention stays within each chunk, so the sums are those of one chunk at a time up to float32 rounding): each
+weight is widened from BF16 once per group instead of once per chunk, and the products are bigger. The forward
+runs layer by layer, so memory is one layer's weights plus one group's activations (bounded by GROUP_TOKENS and
+GROUP_BYTES).
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ from exaone_gguf.validate.reference import common as ref_common
 from exaone_gguf.validate.reference import forward
 
 MIN_CTX = 16  # llama-imatrix ignores matrix products of fewer than 16 tokens
+
+# Bounds on one group of chunks run together: tokens, and estimated float32 activations (chunks_per_group).
+GROUP_TOKENS = 4096
+GROUP_BYTES = 512 * 2**20
 
 
 @dataclass
@@ -54,13 +63,20 @@ class ImatrixResult:
         }
 
 
+# Rows squared in float32 at a time before their sums join the float64 totals (a float64 copy of every input took
+# ten times as long, and the sums agree to float32 rounding).
+SUM_ROWS = 256
+
+
 class _Collector:
     """Per GGUF tensor: float64 sums of squared inputs [n_mat, ne0] and input rows [n_mat] (n_mat = 1, or the
     expert count of a 3-D expert tensor: llama-imatrix's MUL_MAT_ID layout, one row per expert)."""
 
-    def __init__(self) -> None:
+    def __init__(self, source: Path | str = "the source") -> None:
+        self.source = source
         self.sums: dict[str, np.ndarray] = {}
         self.counts: dict[str, np.ndarray] = {}
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (input, its sums): q/k/v and gate/up share one
 
     def __call__(self, name: str, x: np.ndarray, expert: tuple[int, int] | None = None) -> None:
         """`name`: the GGUF weight the reference forward multiplies `x` with (the output head is skipped, as
@@ -69,17 +85,34 @@ class _Collector:
         if not name.startswith("blk."):
             return
         e, n_mat = expert if expert is not None else (0, 1)
-        x2 = x.reshape(-1, x.shape[-1]).astype(np.float64)
-        s = np.einsum("ij,ij->j", x2, x2)
-        if not np.all(np.isfinite(s)):
-            raise InputError(
-                f"the source's activations entering {name} are not finite; check the checkpoint's weights."
-            )
+        x2 = x.reshape(-1, x.shape[-1])
+        if self._last is not None and self._last[0] is x:  # the forwards never change an array once read
+            s = self._last[1]
+        else:
+            s = np.zeros(x2.shape[1])
+            for start in range(0, len(x2), SUM_ROWS):
+                rows = x2[start : start + SUM_ROWS]
+                s += np.einsum("ij,ij->j", rows, rows)
+            if not np.all(np.isfinite(s)):
+                raise InputError(
+                    f"{self.source}: the activations entering {name} are not finite (their squares overflow "
+                    "float32, or the weights hold inf or NaN); check the checkpoint's weights."
+                )
+            self._last = (x, s)
         if name not in self.sums:
             self.sums[name] = np.zeros((n_mat, x2.shape[1]))
             self.counts[name] = np.zeros(n_mat, np.int64)
         self.sums[name][e] += s
         self.counts[name][e] += x2.shape[0]
+
+
+def chunks_per_group(spec, ctx: int) -> int:
+    """How many chunks run through the forward together as one batch of independent sequences (each weight is
+    widened once per group, and the products are bigger): as many as fit GROUP_TOKENS tokens and GROUP_BYTES of
+    float32 activations, counted as 4 hidden-wide and 6 FFN-wide rows per token (the widest moment: the FFN's
+    input, gate, up, the SiLU's temporaries and their product), and at least one."""
+    per_token = 4 * (4 * spec.hidden_size + 6 * spec.intermediate_size)
+    return max(1, min(GROUP_TOKENS // ctx, GROUP_BYTES // (per_token * ctx)))
 
 
 def chunk_tokens(ids: list[int], ctx: int, chunks: int | None, bos: int | None) -> list[list[int]]:
@@ -153,14 +186,16 @@ def collect_imatrix(
             f"{src_name}: tokenizes to {len(ids)} tokens, fewer than one chunk of --ctx {ctx}; "
             "give a longer text or a smaller --ctx."
         )
-    collector = _Collector()
+    collector = _Collector(src)
+    per_group = chunks_per_group(ckpt.spec, ctx)
     ref_common.LINEAR_OBSERVERS.append(collector)
     try:
-        with threadpool_limits(limits=threads):
-            for i, part in enumerate(parts):
-                forward(ckpt, part)
+        with threadpool_limits(limits=threads), ref_common.without_logits():
+            for i in range(0, len(parts), per_group):
+                group = parts[i : i + per_group]  # one forward, positions and attention restarting per chunk
+                forward(ckpt, [t for part in group for t in part], segments=[len(part) for part in group])
                 if progress:
-                    progress(i + 1, len(parts))
+                    progress(i + len(group), len(parts))
     finally:
         ref_common.LINEAR_OBSERVERS.remove(collector)
     stats = {n: (collector.sums[n].astype(np.float32), collector.counts[n].astype(np.float32)) for n in collector.sums}

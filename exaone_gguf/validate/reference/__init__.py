@@ -15,7 +15,7 @@ Weights are read layer by layer, so memory stays near one layer plus activations
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from exaone_gguf.validate.reference.weights import FileWeights, SourceWeights, W
 
 __all__ = ["FORWARDS", "FileWeights", "SourceWeights", "forward", "forward_file", "forward_named", "forward_weights"]
 
-Forward = Callable[[Weights, ModelSpec, list[int]], np.ndarray]
+Forward = Callable[..., np.ndarray]  # (weights, spec, token_ids, segments=None) -> logits
 
 
 def forward_named(name: str) -> Forward:
@@ -40,25 +40,34 @@ def forward_named(name: str) -> Forward:
 FORWARDS: dict[str, Forward] = {n: forward_named(f.reference) for n, f in families().items() if f.reference}
 
 
-def forward_weights(fam: Family, weights: Weights, spec: ModelSpec, token_ids: list[int]) -> np.ndarray:
-    """Logits of `weights` (GGUF tensor names, as `fam` writes them) run with the config `spec`."""
+def forward_weights(
+    fam: Family, weights: Weights, spec: ModelSpec, token_ids: list[int], segments: Sequence[int] | None = None
+) -> np.ndarray:
+    """Logits of `weights` (GGUF tensor names, as `fam` writes them) run with the config `spec`; `segments`:
+    lengths of independent sequences laid end to end in token_ids (positions restart, attention stays inside)."""
     if not fam.reference:
         raise InputError(f"{spec.config_path}: no reference forward pass for model family {fam.name!r}.")
-    return forward_named(fam.reference)(weights, spec, token_ids)
+    return forward_named(fam.reference)(weights, spec, token_ids, segments=segments)
 
 
 def forward(
-    checkpoint: Checkpoint, token_ids: list[int], arch: str | None = None, routing: dict | None = None
+    checkpoint: Checkpoint,
+    token_ids: list[int],
+    arch: str | None = None,
+    routing: dict | None = None,
+    segments: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Logits float32 [len(token_ids), vocab] of the source; row i is the model's prediction for token i + 1.
     `arch`: the GGUF architecture to compute as (EXAONE 3.x as `llama`: same logits, permuted q/k).
-    `routing`: a MoE forward fills it with layer -> (chosen experts [T, k], selection margin [T])."""
+    `routing`: a MoE forward fills it with layer -> (chosen experts [T, k], selection margin [T]).
+    `segments`: lengths of independent sequences laid end to end in token_ids, run as one batch (the logits
+    are those of each sequence run alone, up to float32 rounding)."""
     spec = checkpoint.spec
     fam = family_for(spec, arch)
     weights = SourceWeights(checkpoint, fam.tensor_map(spec))
     if routing is not None:
         weights.routing = routing
-    return forward_weights(fam, weights, spec, token_ids)
+    return forward_weights(fam, weights, spec, token_ids, segments)
 
 
 def forward_file(f: GGUFFile, spec: ModelSpec, token_ids: list[int], routes: dict | None = None) -> np.ndarray:

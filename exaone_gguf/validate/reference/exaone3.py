@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from exaone_gguf.checkpoint.spec import ModelSpec
@@ -18,5 +20,5 @@ from exaone_gguf.validate.reference.common import apply_rope
 from exaone_gguf.validate.reference.weights import Weights
 
 
-def forward(w: Weights, spec: ModelSpec, token_ids: list[int]) -> np.ndarray:
-    return llama.forward(w, spec, token_ids, rope=apply_rope)
+def forward(w: Weights, spec: ModelSpec, token_ids: list[int], segments: Sequence[int] | None = None) -> np.ndarray:
+    return llama.forward(w, spec, token_ids, rope=apply_rope, segments=segments)

@@ -12,6 +12,8 @@ logits = output(output_norm(h))                              # output is token_e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from exaone_gguf.checkpoint.spec import ModelSpec
@@ -31,10 +33,11 @@ from exaone_gguf.validate.reference.common import (
 from exaone_gguf.validate.reference.weights import Weights
 
 
-def forward(w: Weights, spec: ModelSpec, token_ids: list[int]) -> np.ndarray:
+def forward(w: Weights, spec: ModelSpec, token_ids: list[int], segments: Sequence[int] | None = None) -> np.ndarray:
+    """Logits [T, vocab]; `segments`: lengths of independent sequences laid end to end in token_ids."""
     ids = check_tokens(spec, token_ids)
     nh, nkv, d, eps = spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.rms_eps
-    cos, sin = rope_tables(spec, len(ids))
+    cos, sin = rope_tables(spec, len(ids), segments)
 
     h = embed(w, "token_embd.weight", ids)
     for i in range(spec.num_layers):
@@ -47,7 +50,7 @@ def forward(w: Weights, spec: ModelSpec, token_ids: list[int]) -> np.ndarray:
         if spec.uses_rope(i):
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         window = spec.sliding_window if spec.is_sliding(i) else None
-        o = linear(w, p + "attn_output", attention(q, k, v, window))
+        o = linear(w, p + "attn_output", attention(q, k, v, window, segments))
         h = h + rmsnorm(o, w.get(p + "post_attention_norm.weight"), eps)
 
         f = swiglu(w, p + "ffn_gate", p + "ffn_up", p + "ffn_down", h)

@@ -26,7 +26,7 @@ layout), so the same forward runs on the checkpoint (through the family's tensor
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -36,22 +36,16 @@ from exaone_gguf.validate.reference.common import (
     apply_rope,
     attention,
     check_tokens,
+    embed,
     matmul_t,
+    output_head,
+    output_logits,
     rmsnorm,
     rope_tables,
     silu,
     split_heads,
 )
-
-
-class Weights(Protocol):
-    def get(self, name: str) -> np.ndarray:
-        """The whole tensor by GGUF name, float32, numpy layout (the HF shape)."""
-        ...
-
-    def product_input(self, name: str, x: np.ndarray) -> np.ndarray:
-        """x as the runtime feeds it to a product with weight `name`."""
-        ...
+from exaone_gguf.validate.reference.weights import Weights
 
 
 def _observe(name: str, x: np.ndarray, expert: tuple[int, int] | None = None) -> None:
@@ -138,11 +132,12 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return z / z.sum(-1, keepdims=True)
 
 
-def forward(w: Weights, spec: ModelSpec, token_ids: list[int]) -> np.ndarray:
+def forward(w: Weights, spec: ModelSpec, token_ids: list[int], segments: Sequence[int] | None = None) -> np.ndarray:
+    """Logits [T, vocab]; `segments`: lengths of independent sequences laid end to end in token_ids."""
     ids = check_tokens(spec, token_ids)
     nh, nkv, d, eps = spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.rms_eps
-    cos, sin = rope_tables(spec, len(ids))
-    h = w.get("token_embd.weight")[ids]
+    cos, sin = rope_tables(spec, len(ids), segments)
+    h = embed(w, "token_embd.weight", ids)  # the rows asked for, never the [V, H] table
     for i in range(spec.num_layers):
         p = f"blk.{i}."
         x = rmsnorm(h, w.get(p + "attn_norm.weight"), eps)
@@ -151,7 +146,8 @@ def forward(w: Weights, spec: ModelSpec, token_ids: list[int]) -> np.ndarray:
         v = split_heads(linear(w, p + "attn_v", x), nkv, d)
         if spec.is_sliding(i):
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        h = h + linear(w, p + "attn_output", attention(q, k, v, spec.sliding_window if spec.is_sliding(i) else None))
+        window = spec.sliding_window if spec.is_sliding(i) else None
+        h = h + linear(w, p + "attn_output", attention(q, k, v, window, segments))
         x = rmsnorm(h, w.get(p + "ffn_norm.weight"), eps)
         if i < spec.extras["dense_layers"]:
             dense = tuple(p + f"ffn_{n}.weight" for n in ("gate", "up", "down"))
@@ -159,4 +155,4 @@ def forward(w: Weights, spec: ModelSpec, token_ids: list[int]) -> np.ndarray:
         else:
             h = h + moe(w, spec, p, x)
     h = rmsnorm(h, w.get("output_norm.weight"), eps)
-    return linear(w, "output", h).astype(np.float32)
+    return output_logits(w, output_head(w), h)

@@ -15,7 +15,7 @@ the HF rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -37,11 +37,16 @@ from exaone_gguf.validate.reference.weights import Weights
 
 
 def forward(
-    w: Weights, spec: ModelSpec, token_ids: list[int], rope: Callable[..., np.ndarray] = apply_rope_interleaved
+    w: Weights,
+    spec: ModelSpec,
+    token_ids: list[int],
+    rope: Callable[..., np.ndarray] = apply_rope_interleaved,
+    segments: Sequence[int] | None = None,
 ) -> np.ndarray:
+    """Logits [T, vocab]; `segments`: lengths of independent sequences laid end to end in token_ids."""
     ids = check_tokens(spec, token_ids)
     nh, nkv, d, eps = spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.rms_eps
-    cos, sin = rope_tables(spec, len(ids))
+    cos, sin = rope_tables(spec, len(ids), segments)
 
     h = embed(w, "token_embd.weight", ids)
     for i in range(spec.num_layers):
@@ -50,7 +55,7 @@ def forward(
         q = rope(split_heads(linear(w, p + "attn_q", x), nh, d), cos, sin)
         k = rope(split_heads(linear(w, p + "attn_k", x), nkv, d), cos, sin)
         v = split_heads(linear(w, p + "attn_v", x), nkv, d)
-        h = h + linear(w, p + "attn_output", attention(q, k, v, window=None))
+        h = h + linear(w, p + "attn_output", attention(q, k, v, window=None, segments=segments))
 
         x = rmsnorm(h, w.get(p + "ffn_norm.weight"), eps)
         h = h + swiglu(w, p + "ffn_gate", p + "ffn_up", p + "ffn_down", x)
