@@ -378,32 +378,64 @@ def _fit(types: dict[str, T], dmg, nbytes, budget: int) -> dict[str, T] | None:
 
 
 def _exchanges(types: dict[str, T], dmg, nbytes, budget: int) -> list[tuple[float, dict[str, T]]]:
-    """Neighbouring plans within `budget`, ranked by the damage model's predicted change (best first): one tensor
-    one step up (the next candidate with more bytes and less damage), paid for, when the budget has no room, by
-    the downgrades of other tensors that add the least damage per byte freed."""
+    """Neighbouring plans within `budget`: the damage model's predicted change best first (whatever its sign: the
+    model is what the measurement corrects) interleaved with the exchanges that move the most bytes. Two kinds: one tensor one step up (the next candidate
+    with more bytes and less damage) paid for by one-step downgrades of others, least damage added per byte
+    freed first; and one tensor one step down (the next candidate with fewer bytes) whose bytes pay for
+    one-step upgrades of others, most damage saved per byte first."""
     spent = sum(nbytes[n][q] for n, q in types.items())
+
+    def step(n: str, up: bool) -> T | None:
+        cur = types[n]
+        if up:
+            options = [q for q in nbytes[n] if nbytes[n][q] > nbytes[n][cur] and dmg[n][q] < dmg[n][cur]]
+            return min(options, key=lambda q: (nbytes[n][q], dmg[n][q], int(q))) if options else None
+        options = [q for q in nbytes[n] if nbytes[n][q] < nbytes[n][cur]]
+        return max(options, key=lambda q: (nbytes[n][q], -dmg[n][q], -int(q))) if options else None
+
+    ups = {n: q for n in types if (q := step(n, True)) is not None}
+    downs = {n: q for n in types if (q := step(n, False)) is not None}
+
+    def change(n: str, q: T) -> tuple[int, float]:
+        return nbytes[n][q] - nbytes[n][types[n]], dmg[n][q] - dmg[n][types[n]]
+
+    # one-step downgrades, least damage per byte freed first; upgrades, most damage saved per byte first
+    down_order = sorted(downs, key=lambda n: (change(n, downs[n])[1] / -change(n, downs[n])[0], n))
+    up_order = sorted(ups, key=lambda n: (change(n, ups[n])[1] / change(n, ups[n])[0], n))
     out = []
     for n in sorted(types):
-        cur = types[n]
-        ups = [q for q in nbytes[n] if nbytes[n][q] > nbytes[n][cur] and dmg[n][q] < dmg[n][cur]]
-        if not ups:
-            continue
-        up = min(ups, key=lambda q: (nbytes[n][q], dmg[n][q], int(q)))
-        new = dict(types)
-        new[n] = up
-        need = spent + nbytes[n][up] - nbytes[n][cur] - budget
-        if need > 0:
-            others = {k: v for k, v in new.items() if k != n}
-            others_budget = budget - nbytes[n][up]
-            fitted = _fit(others, dmg, nbytes, others_budget)
-            if fitted is None:
+        for first, order, pool in ((ups.get(n), down_order, downs), (downs.get(n), up_order, ups)):
+            if first is None:
                 continue
-            new = {**fitted, n: up}
-        delta = sum(dmg[k][new[k]] - dmg[k][types[k]] for k in new)
-        if delta < 0:
-            out.append((delta, new))
-    out.sort(key=lambda p: p[0])
-    return out
+            new = dict(types)
+            new[n] = first
+            room = budget - (spent + change(n, first)[0])
+            for m in order:  # pay (room < 0) or spend (room > 0)
+                if m == n:
+                    continue
+                b = change(m, pool[m])[0]
+                if room < 0 and b < 0:
+                    new[m] = pool[m]
+                    room -= b
+                    if room >= 0:
+                        break
+                elif room > 0 and 0 < b <= room:
+                    new[m] = pool[m]
+                    room -= b
+            if room < 0:
+                continue
+            moved = sum(abs(nbytes[k][new[k]] - nbytes[k][types[k]]) for k in new)
+            out.append((sum(dmg[k][new[k]] - dmg[k][types[k]] for k in new), moved, new))
+    # the model's best first, interleaved with the largest exchanges first (where the model's error costs most)
+    by_model = sorted(out, key=lambda p: p[0])
+    by_size = sorted(out, key=lambda p: (-p[1], p[0]))
+    ranked, seen = [], set()
+    for pair in zip(by_model, by_size):
+        for p in pair:
+            if id(p) not in seen:
+                seen.add(id(p))
+                ranked.append((p[0], p[2]))
+    return ranked
 
 
 def _refine(
