@@ -34,6 +34,7 @@ from exaone_gguf.quantize.kernels import quantize
 T = GGMLQuantizationType
 SAMPLE_ROWS = 512
 JOINT_EVALS = 24  # whole-plan measurements (reference forwards) after the greedy plan, at most
+PATIENCE = 8  # the search stops after this many measured exchanges in a row that were not kept
 MIN_GAIN = 0.01  # a search step is kept only when it lowers the measured KLD by more than this fraction
 CACHE_BYTES = 2 << 30  # round trips kept for the search
 PROBE_GROUPS = 64  # reference forwards that measure the tensors' sensitivities, at most about
@@ -451,7 +452,7 @@ def _refine(
     """The plan whose measured joint KLD (every chosen tensor quantized at once, the reference forward on the
     calibration tokens) is lowest among: the greedy plan, the file type's own mixture brought within the budget,
     and a local search from the better of them (exchanges the damage model ranks highest, each kept only when
-    the measured KLD drops by more than MIN_GAIN; JOINT_EVALS measurements in all)."""
+    the measured KLD drops by more than MIN_GAIN; JOINT_EVALS measurements in all, PATIENCE misses in a row)."""
     trips = _RoundTrips({t.name: t for t in tensors}, threads)
 
     def measure(types: dict[str, T]) -> float:
@@ -467,7 +468,8 @@ def _refine(
     score, _, best = min(scored, key=lambda s: (s[0], s[1]))
     evals = len(scored)
     tried: set[tuple] = set()
-    while evals < JOINT_EVALS:
+    misses = 0
+    while evals < JOINT_EVALS and misses < PATIENCE:
         moved = False
         for _, new in _exchanges(best, dmg, nbytes, budget):
             key = tuple(sorted((n, int(q)) for n, q in new.items()))
@@ -477,9 +479,10 @@ def _refine(
             s = measure(new)
             evals += 1
             if s < score * (1 - MIN_GAIN):
-                score, best, moved = s, new, True
+                score, best, moved, misses = s, new, True, 0
                 break
-            if evals >= JOINT_EVALS:
+            misses += 1
+            if evals >= JOINT_EVALS or misses >= PATIENCE:
                 break
         if not moved:
             break
