@@ -390,23 +390,36 @@ def _fit(types: dict[str, T], dmg, nbytes, budget: int) -> dict[str, T] | None:
 
 
 def _exchanges(types: dict[str, T], dmg, nbytes, budget: int) -> list[tuple[float, dict[str, T]]]:
-    """Neighbouring plans within `budget`: the damage model's predicted change best first (whatever its sign: the
-    model is what the measurement corrects) interleaved with the exchanges that move the most bytes. Two kinds: one tensor one step up (the next candidate
-    with more bytes and less damage) paid for by one-step downgrades of others, least damage added per byte
-    freed first; and one tensor one step down (the next candidate with fewer bytes) whose bytes pay for
-    one-step upgrades of others, most damage saved per byte first."""
+    """Neighbouring plans within `budget`, the damage model's predicted change best first (whatever its sign: the
+    model is what the measurement corrects). Two kinds: one tensor one step up (the next candidate
+    with more bytes and less damage) paid for by downgrades of others (each to its type with the least damage
+    added per byte freed), cheapest first; and one tensor one step down (the next candidate with fewer bytes)
+    whose bytes pay for upgrades of others (each to its type with the most damage saved per byte), best first."""
     spent = sum(nbytes[n][q] for n, q in types.items())
 
-    def step(n: str, up: bool) -> T | None:
-        cur = types[n]
+    def step(n: str, up: bool, nearest: bool) -> T | None:
+        """The next candidate up (more bytes, less damage) or down (fewer bytes); `nearest` False: the one with
+        the best damage per byte instead (saved per byte added up, added per byte freed down)."""
+        cur, b, d = types[n], nbytes[n], dmg[n]
         if up:
-            options = [q for q in nbytes[n] if nbytes[n][q] > nbytes[n][cur] and dmg[n][q] < dmg[n][cur]]
-            return min(options, key=lambda q: (nbytes[n][q], dmg[n][q], int(q))) if options else None
-        options = [q for q in nbytes[n] if nbytes[n][q] < nbytes[n][cur]]
-        return max(options, key=lambda q: (nbytes[n][q], -dmg[n][q], -int(q))) if options else None
+            options = [q for q in b if b[q] > b[cur] and d[q] < d[cur]]
+            rank = (
+                (lambda q: (b[q], d[q], int(q))) if nearest else (lambda q: ((d[q] - d[cur]) / (b[q] - b[cur]), int(q)))
+            )
+        else:
+            options = [q for q in b if b[q] < b[cur]]
+            rank = (
+                (lambda q: (-b[q], d[q], int(q)))
+                if nearest
+                else (lambda q: ((d[q] - d[cur]) / (b[cur] - b[q]), int(q)))
+            )
+        return min(options, key=rank) if options else None
 
-    ups = {n: q for n in types if (q := step(n, True)) is not None}
-    downs = {n: q for n in types if (q := step(n, False)) is not None}
+    # the tensor moved: one step; the others that pay or spend: the best damage per byte, any distance
+    first_up = {n: q for n in types if (q := step(n, True, True)) is not None}
+    first_down = {n: q for n in types if (q := step(n, False, True)) is not None}
+    ups = {n: q for n in types if (q := step(n, True, False)) is not None}
+    downs = {n: q for n in types if (q := step(n, False, False)) is not None}
 
     def change(n: str, q: T) -> tuple[int, float]:
         return nbytes[n][q] - nbytes[n][types[n]], dmg[n][q] - dmg[n][types[n]]
@@ -416,7 +429,7 @@ def _exchanges(types: dict[str, T], dmg, nbytes, budget: int) -> list[tuple[floa
     up_order = sorted(ups, key=lambda n: (change(n, ups[n])[1] / change(n, ups[n])[0], n))
     out = []
     for n in sorted(types):
-        for first, order, pool in ((ups.get(n), down_order, downs), (downs.get(n), up_order, ups)):
+        for first, order, pool in ((first_up.get(n), down_order, downs), (first_down.get(n), up_order, ups)):
             if first is None:
                 continue
             new = dict(types)
@@ -436,18 +449,9 @@ def _exchanges(types: dict[str, T], dmg, nbytes, budget: int) -> list[tuple[floa
                     room -= b
             if room < 0:
                 continue
-            moved = sum(abs(nbytes[k][new[k]] - nbytes[k][types[k]]) for k in new)
-            out.append((sum(dmg[k][new[k]] - dmg[k][types[k]] for k in new), moved, new))
-    # the model's best first, interleaved with the largest exchanges first (where the model's error costs most)
-    by_model = sorted(out, key=lambda p: p[0])
-    by_size = sorted(out, key=lambda p: (-p[1], p[0]))
-    ranked, seen = [], set()
-    for pair in zip(by_model, by_size):
-        for p in pair:
-            if id(p) not in seen:
-                seen.add(id(p))
-                ranked.append((p[0], p[2]))
-    return ranked
+            out.append((sum(dmg[k][new[k]] - dmg[k][types[k]] for k in new), new))
+    out.sort(key=lambda p: p[0])
+    return out
 
 
 def _refine(
@@ -475,28 +479,35 @@ def _refine(
         fitted = _fit({n: default[n] for n in greedy}, dmg, nbytes, budget)
         if fitted is not None and fitted != greedy:
             starts.append(fitted)
-    scored = [(measure(p), i, p) for i, p in enumerate(starts)]
-    score, _, best = min(scored, key=lambda s: (s[0], s[1]))
+    scored = sorted(((measure(p), i, p) for i, p in enumerate(starts)), key=lambda s: (s[0], s[1]))
+    score, _, best = scored[0]
     evals = len(scored)
     tried: set[tuple] = set()
-    misses = 0
-    while evals < JOINT_EVALS and misses < PATIENCE:
-        moved = False
-        for _, new in _exchanges(best, dmg, nbytes, budget):
-            key = tuple(sorted((n, int(q)) for n, q in new.items()))
-            if key in tried:
-                continue
-            tried.add(key)
-            s = measure(new)
-            evals += 1
-            if s < score * (1 - MIN_GAIN):
-                score, best, moved, misses = s, new, True, 0
+    # a local search from each start in turn, the better start first, each with its share of the measurements:
+    # the starts are far apart (the greedy plan moves bytes between tensors the mixture never moves) and a search
+    # from one stays near it
+    for k, (start_score, _, plan) in enumerate(scored):
+        share = evals + (JOINT_EVALS - evals) // (len(scored) - k)
+        misses = 0
+        while evals < share and misses < PATIENCE:
+            moved = False
+            for _, new in _exchanges(plan, dmg, nbytes, budget):
+                key = tuple(sorted((n, int(q)) for n, q in new.items()))
+                if key in tried:
+                    continue
+                tried.add(key)
+                s = measure(new)
+                evals += 1
+                if s < start_score * (1 - MIN_GAIN):
+                    start_score, plan, moved, misses = s, new, True, 0
+                    break
+                misses += 1
+                if evals >= share or misses >= PATIENCE:
+                    break
+            if not moved:
                 break
-            misses += 1
-            if evals >= JOINT_EVALS or misses >= PATIENCE:
-                break
-        if not moved:
-            break
+        if start_score < score:
+            score, best = start_score, plan
     return best
 
 
