@@ -156,16 +156,17 @@ def test_impossible_targets_are_one_sentence():
     assert parse_target(None, "1.5G") == Target(size=1_500_000_000) and parse_target(None, "700M").size == 7 * 10**8
 
 
+FAMILY = "exaone3.5"  # a tied 102400-row embedding holds most bytes: the per-tensor plan alone tied Q4_K_M (0.99x)
+
+
 @pytest.fixture(scope="module")
-def hybrid(tiny_dir, tiny_gguf, tmp_path_factory):
-    """The tiny hybrid EXAONE 4 (64 layers, sliding window, untied output): where the per-tensor plan alone
-    tied Q4_K_M (1.02x)."""
+def tiny(tiny_dir, tiny_gguf, tmp_path_factory):
     from exaone_gguf.validate.imatrix import collect_imatrix
 
-    src = tiny_dir("exaone4-hybrid")
+    src = tiny_dir(FAMILY)
     imx = tmp_path_factory.mktemp("target") / "imatrix.gguf"
     collect_imatrix(src, imx, ctx=128)
-    return src, tiny_gguf("exaone4-hybrid", "f32"), imx
+    return src, tiny_gguf(FAMILY, "f32"), imx
 
 
 def _llama_kld(src: Path, gguf: Path) -> float:
@@ -183,7 +184,7 @@ def _llama_kld(src: Path, gguf: Path) -> float:
     return compare_logits(forward(ckpt, tokens), llama_logits(gguf, tokens), tokens).mean_kld
 
 
-def test_target_at_q4_k_m_size_beats_q4_k_m(hybrid, tmp_path):
+def test_target_at_q4_k_m_size_beats_q4_k_m(tiny, tmp_path):
     """A release with a target-bpw variant at Q4_K_M's size: within 1 %, lower KLD, in the card; quantize from
     the F32 file gives the same bytes."""
     from exaone_gguf.checkpoint import load_checkpoint
@@ -194,7 +195,7 @@ def test_target_at_q4_k_m_size_beats_q4_k_m(hybrid, tmp_path):
     from exaone_gguf.publish import publish
     from exaone_gguf.validate.sensitivity import kld_probe
 
-    src, f32, imx = hybrid
+    src, f32, imx = tiny
     q4 = quantize_gguf(f32, tmp_path / "q4_k_m.gguf", "q4_k_m", imatrix=imx).output
     bpw = inspect_gguf(q4)["totals"]["bits_per_weight"]
     opts = ConvertOptions(outtype=f"q4_k_m,q4_k_m@{bpw!r}", imatrix=imx, sensitivity=kld_probe)
@@ -213,7 +214,7 @@ def test_target_at_q4_k_m_size_beats_q4_k_m(hybrid, tmp_path):
     assert "| Q4_K_M (imatrix) |" in card and f"| Q4_K_M-{bpw:g}BPW (imatrix, target-bpw) |" in card
     assert f"to reach {bpw:g} bits per weight" in card and "importance matrix `imatrix.gguf`" in card
     k_target, k_q4 = _llama_kld(src, tv.files[0]), _llama_kld(src, q4)
-    assert k_target < 0.65 * k_q4, (k_target, k_q4)  # measured: 0.0461 against 0.1424 (0.32x)
+    assert k_target < 0.9 * k_q4, (k_target, k_q4)  # measured: 0.0514 against 0.0615 (0.84x)
     # quantize from the F32 file, probed against the same checkpoint: the same plan and bytes
     again = quantize_gguf(
         f32,
@@ -233,8 +234,8 @@ def _cli(*args):
     )
 
 
-def test_cli_bad_targets_exit_2_nothing_written(hybrid, tmp_path):
-    src, f32, imx = hybrid
+def test_cli_bad_targets_exit_2_nothing_written(tiny, tmp_path):
+    src, f32, imx = tiny
     out = tmp_path / "out.gguf"
     for args, msg in (
         (
