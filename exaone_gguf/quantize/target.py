@@ -23,8 +23,9 @@ the reference forward on the calibration tokens) and the lowest joint KLD is wri
 plan, the file type's own llama.cpp mixture brought within the budget, and a bounded local search from the
 better one (see _refine). Why: the damage model adds per-tensor KLDs, but on models whose bytes sit in one or two
 large tensors (tiny EXAONE 3.5: a tied 102400-row embedding) the choice is between a few coarse steps of those,
-and there the model's error is as large as the difference it decides on (the greedy plan there measured 0.054
-against the mixture's 0.052 on the calibration tokens; the search found 0.026).
+and there the model's error is as large as the difference it decides on (on the calibration tokens the greedy
+plan there measured 0.054 against the fitted mixture's 0.052; the search from the mixture found 0.047, and the
+file's mean KLD on the evaluation text is 0.84x Q4_K_M's with the same imatrix).
 """
 
 from __future__ import annotations
