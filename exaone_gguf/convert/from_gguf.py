@@ -170,7 +170,9 @@ def target_types(
         )
         for t in chosen
     ]
-    return plan_target(target, tensors, fixed, sum(t.n_elements for t in f.tensors), str(src), threads, probe)
+    return plan_target(
+        target, tensors, fixed, sum(t.n_elements for t in f.tensors), str(src), threads, probe, default=types
+    )
 
 
 def _rows(f: GGUFFile, t: TensorInfo, rows: np.ndarray) -> np.ndarray:

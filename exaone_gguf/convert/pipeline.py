@@ -296,7 +296,7 @@ def target_types(
             return np.asarray(x, dtype=np.float32).reshape(-1, ncols)[rows]
 
         tensors.append(TargetTensor(name, shape, sample, weights_for(imatrix, name, shape), name in LOOKUP_TENSORS))
-    return plan_target(target, tensors, fixed, n_params, str(ckpt.path), threads, probe)
+    return plan_target(target, tensors, fixed, n_params, str(ckpt.path), threads, probe, default=types)
 
 
 def keep_awq_precision(ckpt: Checkpoint, mappings: list[TensorMapping], types: dict[str, T]) -> None:

@@ -9,7 +9,7 @@ trained model it put the last ffn_down at Q2_K and lost to Q4_K_M by 4x).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Mapping
 
 import numpy as np
 
@@ -25,20 +25,24 @@ PROBE_TOKENS = 128
 
 
 class _Replaced:
-    """`base` with tensor `name` replaced by `value` (numpy layout)."""
+    """`base` with the tensors in `values` (GGUF name -> rows in GGUF order, read when the forward asks)
+    replaced, reshaped to the source's shapes."""
 
-    def __init__(self, base: SourceWeights, name: str, value: np.ndarray) -> None:
-        self.base, self.name, self.value = base, name, value
+    def __init__(self, base: SourceWeights, values: Mapping[str, np.ndarray], shapes: dict[str, tuple]) -> None:
+        self.base, self.values, self.shapes = base, values, shapes
 
     def __contains__(self, name: str) -> bool:
         return name in self.base
 
     def get(self, name: str) -> np.ndarray:
-        return self.value if name == self.name else self.base.get(name)
+        if name in self.values:
+            return np.ascontiguousarray(self.values[name], dtype=np.float32).reshape(self.shapes[name])
+        return self.base.get(name)
 
     def rows(self, name: str, start: int, stop: int) -> np.ndarray:
-        if name == self.name:
-            return self.value.reshape(self.value.shape[0], -1)[start:stop]
+        if name in self.values:
+            value = self.get(name)
+            return value.reshape(value.shape[0], -1)[start:stop]
         return self.base.rows(name, start, stop)
 
     def n_rows(self, name: str) -> int:
@@ -54,24 +58,35 @@ def mean_kld(ref_logp: np.ndarray, ref_p: np.ndarray, test: np.ndarray) -> float
     return float(np.maximum((ref_p * (ref_logp - b)).sum(axis=-1), 0.0).mean())
 
 
-def kld_probe(
-    ckpt: Checkpoint, arch: str | None = None, n_tokens: int = PROBE_TOKENS
-) -> Callable[[str, np.ndarray], float]:
+class KLDProbe:
     """probe(gguf_name, rows) -> mean KLD over the first `n_tokens` of the built-in calibration text (the
-    imatrix's; the evaluation text stays out of the plan), the tensor
-    `gguf_name` replaced by `rows` (GGUF row order, [n_rows, ne0]; reshaped to the source's shape)."""
-    spec = ckpt.spec
-    fam = family_for(spec, arch)
-    mappings = {m.gguf_name: m for m in fam.tensor_map(spec)}
-    base = SourceWeights(ckpt, list(mappings.values()))
-    tok = ckpt.tokenizer
-    text = calibration_text(tok.chat_template, _token_text(tok, tok.bos_token_id), _token_text(tok, tok.eos_token_id))
-    tokens = tokenize(ckpt, text)[0][:n_tokens]
-    ref_logp = log_softmax(forward_weights(fam, base, spec, tokens)[:-1])
-    ref_p = np.exp(ref_logp)
+    imatrix's; the evaluation text stays out of the plan), the tensor `gguf_name` replaced by `rows` (GGUF row
+    order, [n_rows, ne0]; reshaped to the source's shape); probe.joint({gguf_name: rows, ...}) the same with
+    all of them replaced at once (a whole plan's measured damage)."""
 
-    def probe(name: str, rows: np.ndarray) -> float:
-        value = np.ascontiguousarray(rows, dtype=np.float32).reshape(mappings[name].hf_shape)
-        return mean_kld(ref_logp, ref_p, forward_weights(fam, _Replaced(base, name, value), spec, tokens))
+    def __init__(self, ckpt: Checkpoint, arch: str | None = None, n_tokens: int = PROBE_TOKENS) -> None:
+        spec = ckpt.spec
+        self.fam = family_for(spec, arch)
+        self.spec = spec
+        self.mappings = {m.gguf_name: m for m in self.fam.tensor_map(spec)}
+        self.base = SourceWeights(ckpt, list(self.mappings.values()))
+        tok = ckpt.tokenizer
+        text = calibration_text(
+            tok.chat_template, _token_text(tok, tok.bos_token_id), _token_text(tok, tok.eos_token_id)
+        )
+        self.tokens = tokenize(ckpt, text)[0][:n_tokens]
+        self.ref_logp = log_softmax(forward_weights(self.fam, self.base, spec, self.tokens)[:-1])
+        self.ref_p = np.exp(self.ref_logp)
 
-    return probe
+    def __call__(self, name: str, rows: np.ndarray) -> float:
+        return self.joint({name: rows})
+
+    def joint(self, replaced: Mapping[str, np.ndarray]) -> float:
+        shapes = {name: self.mappings[name].hf_shape for name in replaced}
+        logits = forward_weights(self.fam, _Replaced(self.base, replaced, shapes), self.spec, self.tokens)
+        return mean_kld(self.ref_logp, self.ref_p, logits)
+
+
+def kld_probe(ckpt: Checkpoint, arch: str | None = None, n_tokens: int = PROBE_TOKENS) -> KLDProbe:
+    """The measured-sensitivity probe a target plan uses (see KLDProbe)."""
+    return KLDProbe(ckpt, arch, n_tokens)
