@@ -283,3 +283,25 @@ def test_cli_bad_targets_exit_2_nothing_written(tiny, tmp_path):
         assert run.returncode == 2 and msg in run.stderr, (args, run.stderr)
         assert len(run.stderr.strip().splitlines()) <= 3, run.stderr  # one sentence (rich may wrap it)
         assert not out.exists() and not list(tmp_path.glob("*.gguf*"))
+
+
+def test_large_models_keep_the_better_start_without_searching(monkeypatch):
+    """A model whose float32 round trips exceed CACHE_BYTES would quantize everything again for each search
+    step: only the two starts are measured there (the search itself finds the better plan above)."""
+    import exaone_gguf.quantize.target as target
+
+    budget = 576 + 704 + 1088
+    greedy = _greedy(_MODEL, _BYTES, budget)
+    tensors = [_tensor(n, 1024, 1, 1, 0.1, False) for n in "abc"]  # 3 x 4 KiB of float32
+    calls = []
+
+    def counted(trips) -> float:
+        calls.append(dict(trips.types))
+        return _measured(trips)
+
+    assert _refine(greedy, None, tensors, _MODEL, _BYTES, budget, counted, 1) != greedy  # searched
+    searched = len(calls)
+    calls.clear()
+    monkeypatch.setattr(target, "CACHE_BYTES", 3 * 4096 - 1)
+    assert _refine(greedy, None, tensors, _MODEL, _BYTES, budget, counted, 1) == greedy
+    assert calls == [greedy] and searched > 1

@@ -468,7 +468,9 @@ def _refine(
     """The plan whose measured joint KLD (every chosen tensor quantized at once, the reference forward on the
     calibration tokens) is lowest among: the greedy plan, the file type's own mixture brought within the budget,
     and a local search from the better of them (exchanges the damage model ranks highest, each kept only when
-    the measured KLD drops by more than MIN_GAIN; JOINT_EVALS measurements in all, PATIENCE misses in a row)."""
+    the measured KLD drops by more than MIN_GAIN; JOINT_EVALS measurements in all, PATIENCE misses in a row).
+    The search runs when the model's float32 round trips fit in CACHE_BYTES (about 500M weights); a larger
+    model keeps the better of the two starts, two measurements."""
     trips = _RoundTrips({t.name: t for t in tensors}, threads)
 
     def measure(types: dict[str, T]) -> float:
@@ -482,6 +484,10 @@ def _refine(
             starts.append(fitted)
     scored = sorted(((measure(p), i, p) for i, p in enumerate(starts)), key=lambda s: (s[0], s[1]))
     score, _, best = scored[0]
+    if sum(4 * int(np.prod(t.ne, dtype=np.int64)) for t in tensors) > CACHE_BYTES:
+        # the round trips do not stay cached: every further measurement would quantize the whole model again
+        # (a 1.2B model: about 20 s each on 2 threads), so larger models keep the better start
+        return best
     evals = len(scored)
     tried: set[tuple] = set()
     # a local search from each start in turn, the better start first, each with its share of the measurements:
