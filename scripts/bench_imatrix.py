@@ -84,8 +84,7 @@ def main() -> None:
     import llama_tools
 
     from exaone_gguf.checkpoint import load_checkpoint
-    from exaone_gguf.validate.calibration import calibration_text
-    from exaone_gguf.validate.imatrix import _token_text
+    from exaone_gguf.validate.calibration import checkpoint_calibration_text
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-imatrix-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -126,12 +125,8 @@ def main() -> None:
                 check=True,
                 stderr=subprocess.DEVNULL,
             )
-        tok = load_checkpoint(src).tokenizer
         text = work / "calibration.txt"
-        text.write_text(
-            calibration_text(tok.chat_template, _token_text(tok, tok.bos_token_id), _token_text(tok, tok.eos_token_id)),
-            encoding="utf-8",
-        )
+        text.write_text(checkpoint_calibration_text(load_checkpoint(src).tokenizer), encoding="utf-8")
         tool = llama_tools.tools()["llama-imatrix"]
         common = ["--ctx", str(args.ctx), "--chunks", str(args.chunks), "--threads", str(args.threads)]
         print(

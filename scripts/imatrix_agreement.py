@@ -58,22 +58,18 @@ def main() -> None:
     from exaone_gguf.checkpoint import load_checkpoint
     from exaone_gguf.convert.driver import ConvertOptions, convert
     from exaone_gguf.convert.from_gguf import quantize_gguf
-    from exaone_gguf.validate.calibration import calibration_text
-    from exaone_gguf.validate.imatrix import _token_text, collect_imatrix
+    from exaone_gguf.validate.calibration import checkpoint_calibration_text
+    from exaone_gguf.validate.imatrix import collect_imatrix
     from exaone_gguf.validate.metrics import compare_logits
     from exaone_gguf.validate.reference import forward
 
     src = train_small.small_model(log=lambda s: print(s, file=sys.stderr))
     tokens = [1] + train_small.heldout_tokens(Tokenizer.from_file(str(src / "tokenizer.json")))
     ckpt = load_checkpoint(src)
-    tok = ckpt.tokenizer
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         text = work / "calibration.txt"
-        body = calibration_text(
-            tok.chat_template, _token_text(tok, tok.bos_token_id), _token_text(tok, tok.eos_token_id)
-        )
-        text.write_text(body, encoding="utf-8")
+        text.write_text(checkpoint_calibration_text(ckpt.tokenizer), encoding="utf-8")
         f32 = convert(src, work / "f32.gguf", ConvertOptions(outtype="f32")).output
         ours = collect_imatrix(src, work / "ours.gguf", text=text, ctx=args.ctx).output
         theirs = work / "llama.gguf"

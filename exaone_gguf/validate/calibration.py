@@ -135,3 +135,13 @@ def calibration_text(chat_template: str | None = None, bos_token: str = "", eos_
         except TemplateError:
             chats = plain_chats()
     return "\n\n".join([PROSE, CODE, MATHS, chats, CODE2, PROSE, chats])
+
+
+def checkpoint_calibration_text(tok) -> str:
+    """The built-in calibration text for a checkpoint's tokenizer (checkpoint.tokenizer): its chat turns in the
+    checkpoint's own template, with its own BOS and EOS strings."""
+    return calibration_text(tok.chat_template, _token_text(tok, tok.bos_token_id), _token_text(tok, tok.eos_token_id))
+
+
+def _token_text(tok, token_id: int | None) -> str:
+    return (tok.build_reference().id_to_token(token_id) or "") if token_id is not None else ""

@@ -28,7 +28,7 @@ from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io.writer import check_output_path
 from exaone_gguf.quantize.imatrix import write_imatrix
-from exaone_gguf.validate.calibration import calibration_text
+from exaone_gguf.validate.calibration import checkpoint_calibration_text
 from exaone_gguf.validate.evaltext import read_text_file
 from exaone_gguf.validate.reference import common as ref_common
 from exaone_gguf.validate.reference import forward
@@ -173,10 +173,7 @@ def collect_imatrix(
     if text is not None:
         body, dataset = read_text_file(text, "calibration"), str(text)
     else:
-        tok = ckpt.tokenizer
-        body = calibration_text(
-            tok.chat_template, _token_text(tok, tok.bos_token_id), _token_text(tok, tok.eos_token_id)
-        )
+        body = checkpoint_calibration_text(ckpt.tokenizer)
         dataset = "exaone-gguf built-in calibration text"
     ids, bos = tokenize(ckpt, body, parse_special=parse_special or text is None)
     parts = chunk_tokens(ids, ctx, chunks, bos)
@@ -201,7 +198,3 @@ def collect_imatrix(
     stats = {n: (collector.sums[n].astype(np.float32), collector.counts[n].astype(np.float32)) for n in collector.sums}
     size = write_imatrix(out, stats, [dataset], len(parts), ctx)
     return ImatrixResult(out, len(parts) * ctx, len(parts), ctx, len(stats), dataset, size, sorted(stats))
-
-
-def _token_text(tok, token_id: int | None) -> str:
-    return (tok.build_reference().id_to_token(token_id) or "") if token_id is not None else ""

@@ -15,8 +15,8 @@ import numpy as np
 
 from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.families import family_for
-from exaone_gguf.validate.calibration import calibration_text
-from exaone_gguf.validate.imatrix import _token_text, tokenize
+from exaone_gguf.validate.calibration import checkpoint_calibration_text
+from exaone_gguf.validate.imatrix import tokenize
 from exaone_gguf.validate.metrics import log_softmax
 from exaone_gguf.validate.reference import forward_weights
 from exaone_gguf.validate.reference.weights import SourceWeights
@@ -70,11 +70,7 @@ class KLDProbe:
         self.spec = spec
         self.mappings = {m.gguf_name: m for m in self.fam.tensor_map(spec)}
         self.base = SourceWeights(ckpt, list(self.mappings.values()))
-        tok = ckpt.tokenizer
-        text = calibration_text(
-            tok.chat_template, _token_text(tok, tok.bos_token_id), _token_text(tok, tok.eos_token_id)
-        )
-        self.tokens = tokenize(ckpt, text)[0][:n_tokens]
+        self.tokens = tokenize(ckpt, checkpoint_calibration_text(ckpt.tokenizer))[0][:n_tokens]
         self.ref_logp = log_softmax(forward_weights(self.fam, self.base, spec, self.tokens)[:-1])
         self.ref_p = np.exp(self.ref_logp)
 
