@@ -71,4 +71,16 @@ def scale_f32(factor: float) -> Callable[[np.ndarray], np.ndarray]:
     return lambda raw: (raw.view(np.float32) * np.float32(factor)).view(np.uint8)
 
 
-__all__ = ["rewrite", "scale_f32", "DROP", "GGUFValueType"]
+def swap_experts(a: int, b: int, n_expert: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Raw-bytes edit of a 3-D expert tensor (any type: an expert's rows are contiguous): experts a and b trade
+    places."""
+
+    def edit(raw: np.ndarray) -> np.ndarray:
+        parts = raw.reshape(n_expert, -1).copy()
+        parts[[a, b]] = parts[[b, a]]
+        return parts.reshape(-1)
+
+    return edit
+
+
+__all__ = ["rewrite", "scale_f32", "swap_experts", "DROP", "GGUFValueType"]

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 import pytest
-from gguf_edit import rewrite
+from gguf_edit import rewrite, swap_experts
 
 from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.tiny import make_tiny
@@ -37,17 +37,6 @@ def moe(tmp_path_factory):
 
 def check(report, name):
     return next(c for c in report.checks if c.name == name)
-
-
-def swap_experts(a: int, b: int, n_expert: int):
-    """Raw-bytes edit of a 3-D expert tensor (any type: an expert's rows are contiguous): a and b trade places."""
-
-    def edit(raw: np.ndarray) -> np.ndarray:
-        parts = raw.reshape(n_expert, -1).copy()
-        parts[[a, b]] = parts[[b, a]]
-        return parts.reshape(-1)
-
-    return edit
 
 
 def reorder_layer2(src, dst):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gguf_edit import rewrite
+from gguf_edit import rewrite, swap_experts
 
 from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.tiny import make_tiny
@@ -31,17 +31,6 @@ def test_honest_files_pass(moe, outtype):
     report = validate(files[outtype], ckpt)
     print(f"k-exaone {outtype}: {report.metrics['mean_kld']:.2e} KLD, {report.metrics['same_top1']:.1f}% top-1")
     assert report.passed, [(c.name, c.detail) for c in report.checks if c.status == "fail"]
-
-
-def swap_experts(a: int, b: int, n_expert: int):
-    """Raw-bytes edit of a 3-D expert tensor: experts a and b trade places."""
-
-    def edit(raw: np.ndarray) -> np.ndarray:
-        parts = raw.reshape(n_expert, -1).copy()
-        parts[[a, b]] = parts[[b, a]]
-        return parts.reshape(-1)
-
-    return edit
 
 
 def test_experts_reordered_in_one_layer(moe, tmp_path):
