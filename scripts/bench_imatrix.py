@@ -128,7 +128,6 @@ def main() -> None:
         text = work / "calibration.txt"
         text.write_text(checkpoint_calibration_text(load_checkpoint(src).tokenizer), encoding="utf-8")
         tool = llama_tools.tools()["llama-imatrix"]
-        common = ["--ctx", str(args.ctx), "--chunks", str(args.chunks), "--threads", str(args.threads)]
         print(
             f"1.2B shape, {args.chunks} chunks of {args.ctx} tokens, {args.threads} threads, llama input "
             f"{args.llama_type.upper()} (cores {os.cpu_count()})",
@@ -151,7 +150,22 @@ def main() -> None:
                 "-o",
                 str(work / "llama.gguf"),
             ],
-            "ours": [*CLI, "imatrix", str(src), "-o", str(work / "ours.gguf"), "--text", str(text), *common, "--force"],
+            "ours": [
+                *CLI,
+                "imatrix",
+                str(src),
+                "-o",
+                str(work / "ours.gguf"),
+                "--text",
+                str(text),
+                "--ctx",
+                str(args.ctx),
+                "--chunks",
+                str(args.chunks),
+                "--threads",
+                str(args.threads),
+                "--force",
+            ],
         }
         runs: dict[str, list[tuple[float, float, float]]] = {"llama": [], "ours": []}
         for i in range(args.repeat):  # alternating order (llama ours, ours llama, ...): load drifts hit both
@@ -164,24 +178,10 @@ def main() -> None:
         )
         if args.profile:
             prof = work / "ours.prof"
+            # the same command as the timed run, under cProfile
+            ours_args = cmds["ours"][len(CLI) :]
             subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "cProfile",
-                    "-o",
-                    str(prof),
-                    "-m",
-                    "exaone_gguf",
-                    "imatrix",
-                    str(src),
-                    "-o",
-                    str(work / "ours-prof.gguf"),
-                    "--text",
-                    str(text),
-                    *common,
-                    "--force",
-                ],
+                [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "exaone_gguf", *ours_args],
                 check=True,
                 stderr=subprocess.DEVNULL,
             )
