@@ -9,7 +9,8 @@ dense intermediate 18432) but only `--layers` layers (default 2: the leading den
 embedding and output matrices are 50 MB each instead of 1.9 GB: the benchmark is about the experts). Experts are
 per-expert tensors as LG publishes them (`mlp.experts.{x}.gate_proj.weight` ...), random BF16, written streamed
 by make-tiny (its safetensors writer never holds a tensor whole). The checkpoint is built once and cached in
---work-dir (default /work/scratch/moe12b/bench-moe); --clean deletes it at the end.
+--work-dir (default ~/.cache/exaone-gguf/bench-moe, or under $EXAONE_GGUF_TOOLS_CACHE); --clean deletes it at the
+end.
 
 Contenders, each its own child process, same run, same warm page cache (the source is read once before each):
   ours bf16 / q8_0      python -m exaone_gguf convert SRC -o OUT --outtype bf16|q8_0
@@ -56,7 +57,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "k-exaone-236b-a23b" / "config.json"
-DEFAULT_WORK = Path("/work/scratch/moe12b/bench-moe")
+# the checkpoint cache, outside the repository like llama_tools' and train_small's ($EXAONE_GGUF_TOOLS_CACHE or
+# ~/.cache/exaone-gguf)
+DEFAULT_WORK = Path(os.environ.get("EXAONE_GGUF_TOOLS_CACHE") or Path.home() / ".cache" / "exaone-gguf") / "bench-moe"
 TARGET_RSS_MB = 1024
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
