@@ -26,7 +26,7 @@ from exaone_gguf.gguf_io.split import parse_split_size
 from exaone_gguf.gguf_io.writer import PlannedTensor, check_output_path
 from exaone_gguf.quantize.imatrix import load_imatrix
 from exaone_gguf.quantize.mixtures import TypeOverrides, file_type_value
-from exaone_gguf.quantize.target import Target, split_outtype
+from exaone_gguf.quantize.target import Probe, Target, split_outtype
 
 
 @dataclass
@@ -39,9 +39,9 @@ class ConvertOptions:
     arch: str | None = None  # another GGUF architecture, e.g. EXAONE 3.x as "llama"
     overrides: TypeOverrides | None = None  # llama-quantize's per-tensor controls (--tensor-type, --pure, ...)
     target: Target | None = None  # --target-bpw / --target-size (quantize.target)
-    # (checkpoint, arch) -> probe(gguf_name, rows) -> mean KLD: the measured sensitivity a target plan uses
+    # (checkpoint, arch) -> probe({gguf_name: rows}) -> mean KLD: the measured sensitivity a target plan uses
     # (validate.sensitivity.kld_probe; given by the CLI, which sits above validate)
-    sensitivity: Callable[[Checkpoint, str | None], Callable[[str, np.ndarray], float]] | None = None
+    sensitivity: Callable[[Checkpoint, str | None], Probe] | None = None
     split_max_size: str | int | None = None
     split_max_tensors: int | None = None
     allow_nonfinite: bool = False

@@ -29,7 +29,7 @@ from exaone_gguf.gguf_io.writer import GGUFPlan, PlannedTensor, check_output_pat
 from exaone_gguf.quantize.formats import file_type, is_quantized
 from exaone_gguf.quantize.imatrix import load_imatrix, weights_for
 from exaone_gguf.quantize.mixtures import TypeOverrides, allows_quantization, plan_types
-from exaone_gguf.quantize.target import Target, TargetPlan, TargetTensor, check_target_use, plan_target
+from exaone_gguf.quantize.target import Probe, Target, TargetPlan, TargetTensor, check_target_use, plan_target
 
 FLOATS = (T.F32, T.F16, T.BF16)
 
@@ -76,7 +76,7 @@ def quantize_gguf(
     allow_nonfinite: bool = False,
     overrides: TypeOverrides | None = None,
     target: Target | None = None,
-    probe: Callable[[str, np.ndarray], float] | None = None,
+    probe: Probe | None = None,
 ) -> ConvertResult:
     src, out = Path(src), Path(out)
     ft = file_type(ftype)
@@ -155,7 +155,7 @@ def target_types(
     target: Target,
     weights: dict[str, np.ndarray] | None,
     threads: int,
-    probe: Callable[[str, np.ndarray], float] | None = None,
+    probe: Probe | None = None,
 ) -> TargetPlan:
     """--target-bpw / --target-size over the tensors the file type quantizes (the others keep their type)."""
     chosen = [t for t in f.tensors if is_quantized(types[t.name])]

@@ -33,7 +33,7 @@ from exaone_gguf.gguf_io.split import split_output
 from exaone_gguf.gguf_io.writer import Chunk, GGUFPlan, Output, PlannedTensor, Sink, write_outputs
 from exaone_gguf.quantize.imatrix import weights_for
 from exaone_gguf.quantize.mixtures import TypeOverrides
-from exaone_gguf.quantize.target import Target, split_outtype, variant_label
+from exaone_gguf.quantize.target import Probe, Target, split_outtype, variant_label
 
 FLOATS = (T.F32, T.F16, T.BF16)
 
@@ -72,7 +72,7 @@ def plan_variants(
     arch: str | None = None,
     overrides: TypeOverrides | None = None,
     target: Target | None = None,
-    probe: Callable[[str, np.ndarray], float] | None = None,
+    probe: Probe | None = None,
 ) -> list[Variant]:
     """Build every variant's plan (no paths yet); all variants list the same tensors in the same order."""
     variants = []

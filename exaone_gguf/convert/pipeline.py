@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 from gguf import GGMLQuantizationType as T
@@ -25,7 +25,15 @@ from exaone_gguf.quantize.formats import is_quantized
 from exaone_gguf.quantize.imatrix import weights_for
 from exaone_gguf.quantize.kernels import quantize
 from exaone_gguf.quantize.mixtures import TypeOverrides, file_type_value, plan_types
-from exaone_gguf.quantize.target import Target, TargetPlan, TargetTensor, check_target_use, plan_target, target_keys
+from exaone_gguf.quantize.target import (
+    Probe,
+    Target,
+    TargetPlan,
+    TargetTensor,
+    check_target_use,
+    plan_target,
+    target_keys,
+)
 
 LOOKUP_TENSORS = ("token_embd.weight", "per_layer_token_embd.weight")  # looked up, not multiplied
 
@@ -204,7 +212,7 @@ def build_plan(
     arch: str | None = None,
     overrides: TypeOverrides | None = None,
     target: Target | None = None,
-    probe: Callable[[str, np.ndarray], float] | None = None,
+    probe: Probe | None = None,
 ) -> tuple[GGUFPlan, ConvertResult]:
     spec = ckpt.spec
     fam = family_for(spec, arch)  # arch: another GGUF architecture, e.g. EXAONE 3.x as "llama"
@@ -275,7 +283,7 @@ def target_types(
     target: Target,
     imatrix: dict[str, np.ndarray] | None,
     threads: int,
-    probe: Callable[[str, np.ndarray], float] | None,
+    probe: Probe | None,
 ) -> TargetPlan:
     """--target-bpw / --target-size over the tensors the file type quantizes (rows read in GGUF order, so the
     plan equals quantize's on the F32 file of the same checkpoint)."""

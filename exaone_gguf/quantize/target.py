@@ -50,6 +50,9 @@ PATIENCE = 8  # the search stops after this many measured exchanges in a row tha
 MIN_GAIN = 0.01  # a search step is kept only when it lowers the measured KLD by more than this fraction
 CACHE_BYTES = 2 << 30  # round trips kept for the search
 PROBE_GROUPS = 64  # reference forwards that measure the tensors' sensitivities, at most about
+# A measured-damage probe (validate.sensitivity.KLDProbe): {GGUF name: the tensor's rows as a file would hold
+# them} -> the mean KLD of the source's logits with those tensors replaced.
+Probe = Callable[[Mapping[str, np.ndarray]], float]
 MEASURE = "imatrix-weighted relative squared error in KLD units by probes; whole plans chosen by measured KLD"
 # the candidate ladder: every block type we write, and F16 as the ceiling
 CANDIDATES: tuple[T, ...] = tuple(sorted((t for t in SUPPORTED_TYPES if is_quantized(t)), key=int)) + (T.F16,)
@@ -205,19 +208,16 @@ def probe_groups(names: Sequence[str], n_groups: int = PROBE_GROUPS) -> list[lis
 
 
 def _probe_gains(
-    tensors: Sequence[TargetTensor], dmg: dict[str, dict[T, float]], probe: Callable, threads: int
+    tensors: Sequence[TargetTensor], dmg: dict[str, dict[T, float]], probe: Probe, threads: int
 ) -> dict[str, float]:
     """KLD per unit of relative error, per tensor: each group's tensors quantized at their probe types at once,
     the group's measured KLD divided by the sum of their relative errors at those types."""
-    joint = getattr(probe, "joint", None)
     by_name = {t.name: t for t in tensors}
-    groups = probe_groups(list(by_name)) if joint is not None else [[n] for n in sorted(by_name)]
     gains = {}
-    for group in groups:
+    for group in probe_groups(list(by_name)):
         types = {n: probe_type(by_name[n].ne[0]) for n in group}
         rel = sum(dmg[n][types[n]] for n in group)
-        trips = {n: _full_round_trip(by_name[n], types[n], threads) for n in group}
-        kld = joint(trips) if joint is not None else probe(group[0], trips[group[0]])
+        kld = probe({n: _full_round_trip(by_name[n], types[n], threads) for n in group})
         for n in group:
             gains[n] = kld / rel if rel > 0 else 0.0
     return gains
@@ -268,7 +268,7 @@ def plan_target(
     n_params: int,
     source: str,
     threads: int = 1,
-    probe: Callable[[str, np.ndarray], float] | None = None,
+    probe: Probe | None = None,
     default: dict[str, T] | None = None,
 ) -> TargetPlan:
     """Choose each tensor's type (see the module's docstring). `fixed_bytes`: the bytes of the tensors the plan
@@ -298,9 +298,8 @@ def plan_target(
         dmg = {n: {q: d * gains[n] for q, d in dmg[n].items()} for n in dmg}
     nbytes = {t.name: {q: row_nbytes(q, t.ne[0]) * _n_rows(t.ne) for q in dmg[t.name]} for t in tensors}
     types = _greedy(dmg, nbytes, budget - fixed_bytes)
-    joint = getattr(probe, "joint", None)
-    if joint is not None:
-        types = _refine(types, default, tensors, dmg, nbytes, budget - fixed_bytes, joint, threads)
+    if probe is not None:
+        types = _refine(types, default, tensors, dmg, nbytes, budget - fixed_bytes, probe, threads)
     spent = fixed_bytes + sum(nbytes[n][q] for n, q in types.items())
     damage = sum(dmg[n][q] for n, q in types.items())
     return TargetPlan(types=types, budget=budget, nbytes=spent, damage=damage)
@@ -462,7 +461,7 @@ def _refine(
     dmg,
     nbytes,
     budget: int,
-    joint: Callable[[Mapping], float],
+    joint: Probe,
     threads: int,
 ) -> dict[str, T]:
     """The plan whose measured joint KLD (every chosen tensor quantized at once, the reference forward on the

@@ -59,10 +59,10 @@ def mean_kld(ref_logp: np.ndarray, ref_p: np.ndarray, test: np.ndarray) -> float
 
 
 class KLDProbe:
-    """probe(gguf_name, rows) -> mean KLD over the first `n_tokens` of the built-in calibration text (the
-    imatrix's; the evaluation text stays out of the plan), the tensor `gguf_name` replaced by `rows` (GGUF row
-    order, [n_rows, ne0]; reshaped to the source's shape); probe.joint({gguf_name: rows, ...}) the same with
-    all of them replaced at once (a whole plan's measured damage)."""
+    """probe({gguf_name: rows, ...}) -> mean KLD over the first `n_tokens` of the built-in calibration text (the
+    imatrix's; the evaluation text stays out of the plan), those tensors replaced at once by their rows (GGUF row
+    order, [n_rows, ne0]; reshaped to the source's shapes): one tensor's or a group's sensitivity, or a whole
+    plan's measured damage (quantize.target.Probe)."""
 
     def __init__(self, ckpt: Checkpoint, arch: str | None = None, n_tokens: int = PROBE_TOKENS) -> None:
         spec = ckpt.spec
@@ -74,10 +74,7 @@ class KLDProbe:
         self.ref_logp = log_softmax(forward_weights(self.fam, self.base, spec, self.tokens)[:-1])
         self.ref_p = np.exp(self.ref_logp)
 
-    def __call__(self, name: str, rows: np.ndarray) -> float:
-        return self.joint({name: rows})
-
-    def joint(self, replaced: Mapping[str, np.ndarray]) -> float:
+    def __call__(self, replaced: Mapping[str, np.ndarray]) -> float:
         shapes = {name: self.mappings[name].hf_shape for name in replaced}
         logits = forward_weights(self.fam, _Replaced(self.base, replaced, shapes), self.spec, self.tokens)
         return mean_kld(self.ref_logp, self.ref_p, logits)
