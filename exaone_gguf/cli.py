@@ -280,7 +280,9 @@ def convert(
                 with _errors(
                     interrupted=f"the release in {result.out_dir} is complete; {again(result.out_dir, push_to)}."
                 ):
-                    _push_and_report(result.out_dir, push_to, as_json, private=private)
+                    pushed = _push_and_report(result.out_dir, push_to, False, private=private)
+                if as_json:  # one object: the release, and where it went
+                    _print_json(result.to_dict() | {"push": pushed.to_dict()})
             return
         if opts.split:
             err.print(f"{len(result.files)} shard(s): {', '.join(p.name for p in result.files)}", highlight=False)
@@ -344,7 +346,7 @@ def _report_published(result, as_json: bool) -> None:
     err.print(f"card {result.card}, manifest {result.manifest} ({result.seconds:.1f} s)", highlight=False)
 
 
-def _push_and_report(release_dir: Path, repo_id: str, as_json: bool, **kw) -> None:
+def _push_and_report(release_dir: Path, repo_id: str, as_json: bool, **kw):
     """Push a release under a byte-counting progress bar per step, then say what was sent and where."""
     from huggingface_hub.utils import disable_progress_bars
 
@@ -387,6 +389,7 @@ def _push_and_report(release_dir: Path, repo_id: str, as_json: bool, **kw) -> No
             "sizes and hashes match",
             highlight=False,
         )
+    return result
 
 
 @app.command("push")

@@ -278,16 +278,19 @@ def test_convert_push_in_one_command(tiny_dir, tmp_path, hub):
     """convert ... -o OUT_DIR/ --push: validated, then pushed; the card credits --quantized-by."""
     out = tmp_path / "rel"
     res = run(
-        ["convert", str(tiny_dir("exaone4")), "-o", f"{out}/", "--outtype", "q8_0,q4_k_m", "--push", REPO, "--private"]
+        ["convert", str(tiny_dir("exaone4")), "-o", f"{out}/", "--outtype", "q8_0", "--push", REPO, "--private"]
         + ["--quantized-by", "alice", "--json"],
         env(tmp_path, hub),
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    pushed = json.loads(res.stdout.strip().splitlines()[-1])
+    [line] = res.stdout.strip().splitlines()  # one JSON object: the release and the push
+    result = json.loads(line)
     repo = hub.state.repos[REPO]
-    assert repo.private and pushed["url"] == f"{hub.url}/{REPO}"
+    assert repo.private and result["push"]["url"] == f"{hub.url}/{REPO}"
+    [variant] = result["variants"]
+    assert variant["passed"] is True  # --push validated the release
     names = release_names(out)
-    assert any(n.endswith(".validation.json") for n in names)  # --push validated the release
+    assert Path(variant["report"]).name in names and {f["name"] for f in result["push"]["files"]} == set(names)
     assert all(repo.files[n] == (out / n).read_bytes() for n in names)
     assert yaml.safe_load(repo.files["README.md"].decode().split("---")[1])["quantized_by"] == "alice"
 

@@ -167,8 +167,9 @@ def _hub(repo_id: str, doing: str, again: str = "nothing was pushed") -> Iterato
     except (InputError, ValidationFailed):
         raise
     except Exception as e:  # a dropped connection, a timeout: whatever the HTTP client of this huggingface_hub raises
-        why = _brief(f"{type(e).__name__}: {e.__cause__ or e}")
-        raise InputError(f"{repo_id}: the connection to the Hub failed ({why}) while {doing}, so {again}.") from e
+        cause = e.__cause__ or e
+        why = _brief(f"{type(cause).__name__}: {cause}")
+        raise InputError(f"{repo_id}: {doing} failed ({why}), so {again}.") from e
 
 
 def check_access(repo_id: str, private: bool = False) -> _Access:
