@@ -375,17 +375,19 @@ def _push_and_report(release_dir: Path, repo_id: str, as_json: bool, **kw):
     if not result.validated:
         err.print("[bold yellow]warning:[/] pushed with --force: the release did not pass validation", highlight=False)
     sent = result.to_send
-    size = sum(f.size for f in sent) / 1e6
     if result.dry_run:
         for f in result.files:
-            err.print(f"  {f.status:<14} {f.size / 1e6:>10.1f} MB  {escape(f.name)}", highlight=False)
+            err.print(f"  {f.status:<14} {f.size:>15,} bytes  {escape(f.name)}", highlight=False)
         action = "create the repository and " if result.created else ""
-        err.print(f"dry run: would {action}send {len(sent)} file(s), {size:.1f} MB, to {result.url}", highlight=False)
+        err.print(
+            f"dry run: would {action}send {len(sent)} file(s), {sum(f.size for f in sent):,} bytes, to {result.url}",
+            highlight=False,
+        )
     elif not sent:
         err.print(f"{result.url} is up to date ({len(result.files)} files already there)", highlight=False)
     else:
         err.print(
-            f"pushed {len(sent)} of {len(result.files)} files ({size:.1f} MB) to [bold]{result.url}[/]; the Hub's "
+            f"pushed {len(sent)} of {len(result.files)} files ({sum(f.size for f in sent):,} bytes) to [bold]{result.url}[/]; the Hub's "
             "sizes and hashes match",
             highlight=False,
         )

@@ -157,7 +157,7 @@ def test_connection_dropped_mid_file(release, tmp_path, hub):
         ("no token", REPO, None, [], "no Hugging Face token found"),
         ("refused token", REPO, "hf_not_a_real_token", [], "rejected the Hugging Face token (HTTP 401)"),
         ("read-only token", REPO, "alice-read-token", [], "read-only"),
-        ("someone else's repository", "bob/tiny-exaone4-GGUF", "alice-token", [], "belongs to bob"),
+        ("someone else's repository", "bob/tiny-exaone4-GGUF", "alice-token", [], "the namespace bob is neither"),
         ("a name the Hub refuses", "alice/refused-name", "alice-token", [], "HTTP 400 (Invalid repo name"),
         ("--private on a public repository", "alice/public-GGUF", "alice-token", ["--private"], "exists and is public"),
     ],

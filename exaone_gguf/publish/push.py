@@ -144,7 +144,7 @@ def _brief(text: object) -> str:
 
 
 @contextmanager
-def _hub(repo_id: str, doing: str, again: str = "nothing was pushed") -> Iterator[None]:
+def _hub(repo_id: str, doing: str, again: str = "nothing was pushed", fix: str = "") -> Iterator[None]:
     """Turn the Hub's refusals and a lost connection during `doing` into one sentence (exit 2)."""
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -163,7 +163,7 @@ def _hub(repo_id: str, doing: str, again: str = "nothing was pushed") -> Iterato
                 "write token of its owner or of a member of its organisation."
             ) from None
         why = _brief(getattr(e, "server_message", None) or e)
-        raise InputError(f"{repo_id}: the Hub answered HTTP {status} ({why}) while {doing}, so {again}.") from None
+        raise InputError(f"{repo_id}: the Hub answered HTTP {status} ({why}) while {doing}, so {again}{fix}.") from None
     except (InputError, ValidationFailed):
         raise
     except Exception as e:  # a dropped connection, a timeout: whatever the HTTP client of this huggingface_hub raises
@@ -181,7 +181,8 @@ def check_access(repo_id: str, private: bool = False) -> _Access:
 
     if not is_repo_id(repo_id):
         raise InputError(
-            f"{repo_id}: not a Hub repository id; write OWNER/NAME (letters, digits, '-', '_', '.'; at most 96 each)."
+            f"{repo_id}: not a Hub repository id; write OWNER/NAME (letters, digits, '-', '_', '.', no '--' or '..', "
+            "at most 96 characters each)."
         )
     token = get_token()
     if token is None:
@@ -203,8 +204,8 @@ def check_access(repo_id: str, private: bool = False) -> _Access:
     orgs = [o.get("name") for o in me.get("orgs", [])]
     if owner != user and owner not in orgs:
         raise InputError(
-            f"{repo_id}: belongs to {owner}, and the token is {user}'s, who is not a member of it, so nothing was "
-            f"pushed; push to {user}/{repo_id.split('/')[1]}, or use a token of {owner} or one of its members."
+            f"{repo_id}: the namespace {owner} is neither the token's user ({user}) nor one of their organisations, so "
+            f"nothing was pushed; push to {user}/{repo_id.split('/')[1]}, or use a token of {owner} (or of a member)."
         )
     with _hub(repo_id, "reading the repository"):
         try:
@@ -281,7 +282,9 @@ def push(
     from huggingface_hub import CommitOperationAdd
 
     if not access.exists:
-        with _hub(repo_id, "creating the repository"):
+        with _hub(
+            repo_id, "creating the repository", fix="; choose another repository name if the Hub refuses this one"
+        ):
             api.create_repo(repo_id, private=private, exist_ok=True)
     todo = result.to_send
     on_stage(f"uploading to {repo_id}", sum(f.size for f in todo))
