@@ -70,9 +70,8 @@ class PushResult:
 
 @dataclass
 class _Access:
-    api: object  # huggingface_hub.HfApi
-    user: str
-    exists: bool
+    api: object  # huggingface_hub.HfApi, with the token that was checked
+    exists: bool  # the repository exists (and the token may see it)
 
 
 def release_files(release_dir: Path | str) -> tuple[list[ReleaseFile], list[str]]:
@@ -128,7 +127,7 @@ def _check_validated(folder: Path, names: list[str], force: bool) -> bool:
 
 def _check_local(folder: Path, files: list[ReleaseFile], on_stage, progress) -> None:
     """Hash every listed file against SHA256SUMS (a file changed since the release was written is never sent)."""
-    on_stage(f"checking {MANIFEST_NAME}", sum(f.size for f in files))
+    on_stage(f"checking {MANIFEST_NAME}", sum(f.size for f in files[:-1]))
     for f in files[:-1]:  # the last is SHA256SUMS itself, hashed when listed
         if sha256_file(folder / f.name, progress=lambda n, name=f.name: progress(name, n)) != f.sha256:
             raise InputError(
@@ -211,13 +210,13 @@ def check_access(repo_id: str, private: bool = False) -> _Access:
         try:
             info = api.repo_info(repo_id)
         except RepositoryNotFoundError:
-            return _Access(api, user, exists=False)
+            return _Access(api, exists=False)
     if private and not info.private:
         raise InputError(
             f"{repo_id}: exists and is public, and --private does not change an existing repository, so nothing was "
             "pushed; make it private on the Hub first, or leave out --private."
         )
-    return _Access(api, user, exists=True)
+    return _Access(api, exists=True)
 
 
 def _remote_files(api, repo_id: str, doing: str, rerun: str | None = None) -> dict:
