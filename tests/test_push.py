@@ -208,15 +208,27 @@ def test_unproven_release_refused_unless_forced(tmp_path, hub, report, code, wor
     assert sorted(hub.state.repos[REPO].files) == sorted([".gitattributes", *release_names(folder)])
 
 
-def test_release_changed_since_its_manifest_is_refused(tmp_path, hub):
+def flip_last_bit(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # one bit, same size
+
+
+@pytest.mark.parametrize(
+    "damage, culprit, words",
+    [
+        (flip_last_bit, "Tiny-1M-Q8_0.gguf", "does not match its SHA-256 in SHA256SUMS"),
+        (Path.unlink, "Tiny-1M-Q8_0.Modelfile", "listed in SHA256SUMS but missing"),
+        (Path.unlink, "SHA256SUMS", "has no SHA256SUMS, so it is not a release folder"),
+    ],
+)
+def test_release_not_as_its_manifest_says_is_refused(tmp_path, hub, damage, culprit, words):
     folder = fake_release(tmp_path / "rel", {"passed": True})
-    gguf = folder / "Tiny-1M-Q8_0.gguf"
-    data = gguf.read_bytes()
-    gguf.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # one bit, same size
+    damage(folder / culprit)
     res, _ = push(folder, tmp_path, hub)
     assert res.returncode == 2
     body = one_sentence(res.stderr)
-    assert body.startswith(f"{gguf}: does not match its SHA-256 in SHA256SUMS")
+    where = folder if culprit == MANIFEST_NAME else folder / culprit
+    assert body.startswith(f"{where}: {words}"), body
     assert hub.state.writes() == [] and REPO not in hub.state.repos
 
 

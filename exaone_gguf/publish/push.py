@@ -84,7 +84,7 @@ def release_files(release_dir: Path | str) -> tuple[list[ReleaseFile], list[str]
     if not manifest.is_file():
         raise InputError(
             f"{folder}: has no {MANIFEST_NAME}, so it is not a release folder; write one with `exaone-gguf convert "
-            "SRC -o OUT_DIR/ --outtype ... --validate`."
+            "SRC -o OUT_DIR/ --outtype TYPES --validate`."
         )
     digests = read_manifest(manifest)
     missing = [n for n in digests if not (folder / n).is_file()]
