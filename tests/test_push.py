@@ -114,6 +114,9 @@ def test_interrupted_mid_file_then_resumed(release, tmp_path, hub):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as at a terminal, even where this runs in a background job that ignores SIGINT (the ignored
+        # disposition would be inherited, and Python then installs no KeyboardInterrupt handler)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert halfway.wait(120), proc.kill() or proc.communicate()[1][-3000:]
     proc.send_signal(signal.SIGINT)
