@@ -238,6 +238,10 @@ def convert(
             raise InputError(f"{target.describe()}: give one --outtype (the file type it labels), not a list.")
         if private and push_to is None:
             raise InputError("--private: applies to the repository that --push REPO_ID creates; add --push.")
+        release = pub.is_release(output_arg, ConvertOptions(outtype=outtype)) and not mmproj
+        for flag, given in (("--push", push_to is not None), ("--quantized-by", quantized_by is not None)):
+            if given and not release:
+                raise InputError(f"{flag}: applies to a release folder; give -o OUT_DIR/ (ending in '/').")
         if push_to is not None:  # the token and the namespace before hours of converting
             from exaone_gguf.publish.push import check_access
 
@@ -263,10 +267,6 @@ def convert(
             sensitivity=_sensitivity,
             quantized_by=quantized_by,
         )
-        release = pub.is_release(output_arg, opts)
-        for flag, given in (("--push", push_to is not None), ("--quantized-by", quantized_by is not None)):
-            if given and not release:
-                raise InputError(f"{flag}: applies to a release folder; give -o OUT_DIR/ (ending in '/').")
         opts.validate = opts.validate or push_to is not None  # only a proven release is pushed
         result = _run_with_progress(
             f"converting {src_dir.name}", lambda **kw: pub.run(src_dir, output_arg, _with(opts, **kw))
@@ -386,9 +386,10 @@ def _push_and_report(release_dir: Path, repo_id: str, as_json: bool, **kw):
     elif not sent:
         err.print(f"{result.url} is up to date ({len(result.files)} files already there)", highlight=False)
     else:
+        size = sum(f.size for f in sent)
         err.print(
-            f"pushed {len(sent)} of {len(result.files)} files ({sum(f.size for f in sent):,} bytes) to [bold]{result.url}[/]; the Hub's "
-            "sizes and hashes match",
+            f"pushed {len(sent)} of {len(result.files)} files ({size:,} bytes) to [bold]{result.url}[/]; "
+            "the Hub's sizes and hashes match",
             highlight=False,
         )
     return result

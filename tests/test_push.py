@@ -319,3 +319,17 @@ def test_convert_push_checks_the_token_before_converting(tiny_dir, tmp_path, hub
     assert res.returncode == 2
     assert "rejected the Hugging Face token (HTTP 401)" in one_sentence(res.stderr)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["-o", "one.gguf", "--push", REPO], "--push: applies to a release folder"),
+        (["-o", "one.gguf", "--quantized-by", "alice"], "--quantized-by: applies to a release folder"),
+        (["-o", "out/", "--private"], "--private: applies to the repository that --push REPO_ID creates"),
+    ],
+)
+def test_convert_push_flags_need_a_release(tiny_dir, tmp_path, hub, flags, words):
+    res = run(["convert", str(tiny_dir("exaone4")), "--outtype", "q8_0", *flags], env(tmp_path, hub), cwd=tmp_path)
+    assert res.returncode == 2 and one_sentence(res.stderr).startswith(words)
+    assert hub.state.log == [] and sorted(p.name for p in tmp_path.iterdir()) == []
