@@ -110,7 +110,7 @@ def _on_sigterm(signum, frame):  # turn SIGTERM into an exception so partial out
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
+def _errors(interrupted: str = "nothing was left at the output path.") -> Iterator[None]:
     """Map the project's errors to DESIGN.md's exit codes, with one sentence and no traceback."""
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -126,7 +126,7 @@ def _errors() -> Iterator[None]:
         err.print(f"[bold red]error:[/] {escape(where + (e.strerror or str(e)))}.", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     except KeyboardInterrupt:
-        err.print("[bold red]interrupted[/]; nothing was left at the output path.")
+        err.print(f"[bold red]interrupted[/]; {escape(interrupted)}", highlight=False, soft_wrap=True)
         raise typer.Exit(130)
 
 
@@ -216,6 +216,16 @@ def convert(
     ),
     target_bpw: Optional[float] = _target_bpw_opt(),
     target_size: Optional[str] = _target_size_opt(),
+    push_to: Optional[str] = typer.Option(
+        None,
+        "--push",
+        metavar="REPO_ID",
+        help="Then push the release to this Hub model repository (validated first, as --validate; see `push`).",
+    ),
+    private: bool = typer.Option(False, "--private", help="--push: create the repository private."),
+    quantized_by: Optional[str] = typer.Option(
+        None, "--quantized-by", metavar="NAME", help="A release's model card credits NAME (quantized_by)."
+    ),
 ) -> None:
     """Convert a checkpoint directory into a GGUF file (quantized types in the same pass)."""
     from exaone_gguf import publish as pub
@@ -226,6 +236,16 @@ def convert(
         target = parse_target(target_bpw, target_size)
         if target is not None and len(parse_outtypes(outtype)) != 1:
             raise InputError(f"{target.describe()}: give one --outtype (the file type it labels), not a list.")
+        if private and push_to is None:
+            raise InputError("--private: applies to the repository that --push REPO_ID creates; add --push.")
+        release = pub.is_release(output_arg, ConvertOptions(outtype=outtype)) and not mmproj
+        for flag, given in (("--push", push_to is not None), ("--quantized-by", quantized_by is not None)):
+            if given and not release:
+                raise InputError(f"{flag}: applies to a release folder; give -o OUT_DIR/ (ending in '/').")
+        if push_to is not None:  # the token and the namespace before hours of converting
+            from exaone_gguf.publish.push import check_access
+
+            check_access(push_to, private)
         src_dir = resolve_source(src_dir)
         if mmproj:
             _convert_mmproj(src_dir, Path(output_arg), outtype, force, validate_out, as_json, threads, locals())
@@ -245,13 +265,24 @@ def convert(
             overrides=overrides,
             target=target,
             sensitivity=_sensitivity,
+            quantized_by=quantized_by,
         )
+        opts.validate = opts.validate or push_to is not None  # only a proven release is pushed
         result = _run_with_progress(
             f"converting {src_dir.name}", lambda **kw: pub.run(src_dir, output_arg, _with(opts, **kw))
         )
         if isinstance(result, pub.PublishResult):
             _warn_nonfinite(result.nonfinite, "converted")
-            _report_published(result, as_json)
+            _report_published(result, as_json and push_to is None)
+            if push_to is not None:
+                from exaone_gguf.publish.push import again
+
+                with _errors(
+                    interrupted=f"the release in {result.out_dir} is complete; {again(result.out_dir, push_to)}."
+                ):
+                    pushed = _push_and_report(result.out_dir, push_to, False, private=private)
+                if as_json:  # one object: the release, and where it went
+                    _print_json(result.to_dict() | {"push": pushed.to_dict()})
             return
         if opts.split:
             err.print(f"{len(result.files)} shard(s): {', '.join(p.name for p in result.files)}", highlight=False)
@@ -313,6 +344,76 @@ def _report_published(result, as_json: bool) -> None:
             highlight=False,
         )
     err.print(f"card {result.card}, manifest {result.manifest} ({result.seconds:.1f} s)", highlight=False)
+
+
+def _push_and_report(release_dir: Path, repo_id: str, as_json: bool, **kw):
+    """Push a release under a byte-counting progress bar per step, then say what was sent and where."""
+    from huggingface_hub.utils import disable_progress_bars
+
+    from exaone_gguf.publish.push import push
+
+    disable_progress_bars()  # this bar shows the upload; huggingface_hub's own would interleave with it
+    with _progress() as bar:
+        tasks = []
+
+        def on_stage(label, total):
+            tasks.append(bar.add_task(label, total=total))
+
+        result = push(
+            release_dir,
+            repo_id,
+            on_stage=on_stage,
+            progress=lambda name, n: bar.update(tasks[-1], advance=n, description=f"{name:<36}"),
+            **kw,
+        )
+    if as_json:
+        _print_json(result.to_dict())
+    if result.unlisted:
+        err.print(f"not in SHA256SUMS, not pushed: {escape(', '.join(result.unlisted))}", highlight=False)
+    if result.remote_only:
+        err.print(f"left on the Hub (not in this release): {escape(', '.join(result.remote_only))}", highlight=False)
+    if not result.validated:
+        err.print("[bold yellow]warning:[/] pushed with --force: the release did not pass validation", highlight=False)
+    sent = result.to_send
+    if result.dry_run:
+        for f in result.files:
+            err.print(f"  {f.status:<14} {f.size:>15,} bytes  {escape(f.name)}", highlight=False)
+        action = "create the repository and " if result.created else ""
+        err.print(
+            f"dry run: would {action}send {len(sent)} file(s), {sum(f.size for f in sent):,} bytes, to {result.url}",
+            highlight=False,
+        )
+    elif not sent:
+        err.print(f"{result.url} is up to date ({len(result.files)} files already there)", highlight=False)
+    else:
+        size = sum(f.size for f in sent)
+        err.print(
+            f"pushed {len(sent)} of {len(result.files)} files ({size:,} bytes) to [bold]{result.url}[/]; "
+            "the Hub's sizes and hashes match",
+            highlight=False,
+        )
+    return result
+
+
+@app.command("push")
+def push_cmd(
+    release_dir: Path = typer.Argument(..., metavar="RELEASE_DIR", help="A release folder (`convert -o OUT_DIR/`)."),
+    repo_id: str = typer.Argument(..., metavar="REPO_ID", help="The Hub model repository, OWNER/NAME."),
+    private: bool = typer.Option(False, "--private", help="Create the repository private (when it does not exist)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Every check, then list what would be sent (with sizes); send and create nothing."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Push a release whose validation failed or that was never validated."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Upload a validated release folder to a model repository on the Hugging Face Hub (token: HF_TOKEN or
+    `hf auth login`); only what the repository lacks is sent, and the remote files are checked afterwards."""
+    from exaone_gguf.publish.push import again
+
+    with _errors(interrupted=f"{again(release_dir, repo_id)}."):
+        _push_and_report(release_dir, repo_id, as_json, private=private, dry_run=dry_run, force=force)
 
 
 @app.command()

@@ -48,6 +48,7 @@ class ConvertOptions:
     force: bool = False
     validate: bool = False  # validate each output against the source (publish.run / publish.publish)
     device: str = "cpu"  # where validation runs
+    quantized_by: str | None = None  # a release's model card credits them (publish)
     progress: Callable[[PlannedTensor, int], None] | None = None  # (tensor, bytes just written)
     on_plan: Callable[[Any], None] | None = None  # once, before writing: an object whose data_bytes is the total
     on_validated: Callable[[Any], None] | None = None  # each validation report

@@ -154,7 +154,7 @@ def _source_id(ckpt: Checkpoint, plan: GGUFPlan) -> str:
     return f"{org}/{nm}" if org and nm else str(nm or ckpt.path.name)
 
 
-def _card_info(ckpt: Checkpoint, plan: GGUFPlan, title: str) -> CardInfo:
+def _card_info(ckpt: Checkpoint, plan: GGUFPlan, title: str, quantized_by: str | None) -> CardInfo:
     card = ckpt.card
 
     def as_list(v) -> list[str]:
@@ -175,6 +175,7 @@ def _card_info(ckpt: Checkpoint, plan: GGUFPlan, title: str) -> CardInfo:
         tags=as_list(card.get("tags")),
         family=chat_family(arch, template),
         arch=arch,
+        quantized_by=quantized_by,
     )
 
 
@@ -293,7 +294,7 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
         result.chart = chart
     result.card = out_dir / "README.md"
     card_text = render_card(
-        _card_info(ckpt, variants[0].plan, title),
+        _card_info(ckpt, variants[0].plan, title, opts.quantized_by),
         rows,
         MANIFEST_NAME,
         result.chart.name if result.chart else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from exaone_gguf.checkpoint.hub import is_repo_id
 from exaone_gguf.families import chat_format
 
 
@@ -50,6 +51,7 @@ class CardInfo:
     tags: list[str] = field(default_factory=list)
     family: str | None = None  # a chat format name (families.ChatFormat.name) or None
     arch: str = ""
+    quantized_by: str | None = None  # who made the files (convert --quantized-by), as GGUF repositories credit it
 
 
 def _yaml_str(s: str) -> str:
@@ -57,6 +59,9 @@ def _yaml_str(s: str) -> str:
 
 
 def front_matter(info: CardInfo) -> str:
+    """The card's YAML header, with the keys the Hub reads for a GGUF repository: `base_model` (a Hub repo id;
+    left out for a source that has none, which the Hub would refuse) with `base_model_relation: quantized`, so the
+    Hub lists the files under the base model's quantizations; `library_name: gguf` and the `gguf` tag."""
     lines = ["---"]
     if info.license:
         lines.append(f"license: {_yaml_str(info.license)}")
@@ -64,13 +69,15 @@ def front_matter(info: CardInfo) -> str:
         lines.append(f"license_name: {_yaml_str(info.license_name)}")
     if info.license_link:
         lines.append(f"license_link: {_yaml_str(info.license_link)}")
-    if info.base_model:
+    if info.base_model and is_repo_id(info.base_model):
         lines += [f"base_model: {_yaml_str(info.base_model)}", "base_model_relation: quantized"]
     if info.languages:
         lines += ["language:"] + [f"- {_yaml_str(x)}" for x in info.languages]
     lines += ["library_name: gguf", "pipeline_tag: text-generation", "tags:"]
     tags = list(dict.fromkeys([*info.tags, "gguf", "llama.cpp", "exaone"]))
     lines += [f"- {_yaml_str(t)}" for t in tags]
+    if info.quantized_by:
+        lines.append(f"quantized_by: {_yaml_str(info.quantized_by)}")
     lines.append("---")
     return "\n".join(lines)
 

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Callable
 
 from exaone_gguf.errors import InputError
 
 MANIFEST_NAME = "SHA256SUMS"
 
 
-def sha256_file(path: Path, block: int = 8 << 20) -> str:
+def sha256_file(path: Path, block: int = 8 << 20, progress: Callable[[int], None] | None = None) -> str:
+    """The file's SHA-256 (hex); `progress(n)` after each block of n bytes read."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(block):
             h.update(chunk)
+            if progress:
+                progress(len(chunk))
     return h.hexdigest()
 
 
@@ -39,14 +43,24 @@ def write_manifest(
     return path
 
 
-def verify_manifest(path: Path) -> list[str]:
-    """Names whose hash differs from the manifest (or that are missing); [] when all match."""
-    bad = []
+def read_manifest(path: Path) -> dict[str, str]:
+    """{name: hex digest} of a manifest, in its order; names are relative paths inside its folder."""
+    digests = {}
     for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         digest, sep, name = line.partition("  ")
-        if not sep or len(digest) != 64:
-            raise InputError(f"{path}: line {i} is not 'SHA256  NAME'; regenerate the manifest.")
-        f = path.parent / name
-        if not f.is_file() or sha256_file(f) != digest:
-            bad.append(name)
-    return bad
+        if not sep or len(digest) != 64 or name.startswith("/") or ".." in Path(name).parts:
+            raise InputError(
+                f"{path}: line {i} is not 'SHA256  NAME' with NAME inside its folder; regenerate the manifest."
+            )
+        digests[name] = digest
+    return digests
+
+
+def verify_manifest(path: Path) -> list[str]:
+    """Names whose hash differs from the manifest (or that are missing); [] when all match."""
+    path = Path(path)
+    return [
+        name
+        for name, digest in read_manifest(path).items()
+        if not (path.parent / name).is_file() or sha256_file(path.parent / name) != digest
+    ]
