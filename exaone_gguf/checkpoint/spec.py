@@ -184,18 +184,26 @@ def _rope_scaling(k: ConfigKeys) -> RopeScaling | None:
     )
 
 
-def _layer_types(k: ConfigKeys, n_layers: int, window: int | None) -> tuple[str, ...]:
-    """EXAONE 4: `layer_types` wins; else expand `sliding_window_pattern` ("LLLG" or an int period)."""
-    if window is None:
-        return ("full_attention",) * n_layers
-    lt = k.cfg.get("layer_types")
+def _layer_types(k: ConfigKeys, n_layers: int, window: int | None, reads: bool) -> tuple[str, ...]:
+    """EXAONE 4: `layer_types` wins; else expand `sliding_window_pattern` ("LLLG" or an int period). `reads`: the
+    family reads `layer_types`, whose values are checked even without a window (another kind of layer is refused)."""
+    lt = k.cfg.get("layer_types") if reads else None
     if lt is not None:
         ok = {"full_attention", "sliding_attention"}
-        if not isinstance(lt, list) or len(lt) != n_layers or any(t not in ok for t in lt):
+        other = [t for t in lt if not (isinstance(t, str) and t in ok)] if isinstance(lt, list) else []
+        if other:
+            raise InputError(
+                f"{k.path}: 'layer_types' lists a layer of type {other[0]!r}, which llama.cpp's graph does not have "
+                "(only 'full_attention' / 'sliding_attention'), so this model cannot be converted."
+            )
+        if not isinstance(lt, list) or len(lt) != n_layers:
             raise InputError(
                 f"{k.path}: 'layer_types' must list {n_layers} entries of "
                 "'full_attention' / 'sliding_attention'; fix the config."
             )
+    if window is None:
+        return ("full_attention",) * n_layers
+    if lt is not None:
         return tuple(lt)
     pat = k.cfg.get("sliding_window_pattern")
     if isinstance(pat, str) and pat and set(pat) <= {"L", "G"}:
@@ -249,7 +257,7 @@ def parse_config(cfg: dict[str, Any], path: Path | str = "config.json") -> Model
         raise InputError(f"{path}: head_dim {head_dim} must be even for rotary embeddings.")
 
     window = k.int("sliding_window", default=None) if reading.sliding_window else None
-    layer_types = _layer_types(k, n_layers, window)
+    layer_types = _layer_types(k, n_layers, window, reading.sliding_window)
 
     return ModelSpec(
         family=family,
