@@ -433,7 +433,9 @@ def check_config_keys(cfg: Mapping[str, Any], path: Any) -> list[str]:
         keys.update(nested)
         where = {k: f" in {fam.config.text_config_key}" for k in nested}
     own = _reads(fam)
-    others = {k: f"read by {f.name}'s network" for f in _FAMILIES.values() for k in _reads(f) if k not in own}
+    others: dict[str, str] = {}
+    for f in _FAMILIES.values():  # the first family that reads a key names it
+        others.update({k: f"read by the {f.name} family" for k in _reads(f) - own - others.keys()})
     computation = {**others, **COMPUTATION_KEYS}
     refused = [
         k
