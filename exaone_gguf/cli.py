@@ -217,7 +217,9 @@ def convert(
     target_bpw: Optional[float] = _target_bpw_opt(),
     target_size: Optional[str] = _target_size_opt(),
     no_mtp: bool = typer.Option(
-        False, "--no-mtp", help="Leave out the MTP blocks (K-EXAONE, EXAONE 4.5): llama.cpp loads them, never runs them."
+        False,
+        "--no-mtp",
+        help="Leave out the MTP blocks (K-EXAONE, EXAONE 4.5): llama.cpp loads them, never runs them.",
     ),
 ) -> None:
     """Convert a checkpoint directory into a GGUF file (quantized types in the same pass)."""
@@ -246,7 +248,9 @@ def convert(
             force=force,
             validate=validate_out,
             on_validated=lambda report: report.render(err),
-            on_warning=lambda text: err.print(f"[bold yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True),
+            on_warning=lambda text: err.print(
+                f"[bold yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True
+            ),
             overrides=overrides,
             target=target,
             sensitivity=_sensitivity,

@@ -224,7 +224,7 @@ def test_go_template_parity_with_lg_template(lg):
         jinja, go = render(lg, c), render_go_template(GO, ollama_data(c))
         got[c.name] = None if jinja == go else kind_of_difference(jinja, go)
         assert without_documented_differences(jinja) == without_documented_differences(go), c.name
-        where = "identical" if jinja == go else f"{got[c.name]}: {jinja[first_difference(jinja, go):][:40]!r}"
+        where = "identical" if jinja == go else f"{got[c.name]}: {jinja[first_difference(jinja, go) :][:40]!r}"
         print(f"exaone4.5 Go vs Jinja, {c.name}: {where}")
     same = sum(v is None for v in got.values())
     print(f"exaone4.5 Go template: {same}/{len(convs)} of validate's conversations render LG's prompt")

@@ -36,7 +36,9 @@ HF_ARCHITECTURES = ("Exaone4ForCausalLM",)
 HYBRID_LAYERS = 64  # llama.cpp enables EXAONE 4 sliding-window attention only at this depth
 
 # config.json keys read besides the common ones (base.check_config_keys): the window and MTP blocks
-READS = frozenset({"sliding_window", "sliding_window_pattern", "layer_types", "num_nextn_predict_layers", "mtp_share_layers"})
+READS = frozenset(
+    {"sliding_window", "sliding_window_pattern", "layer_types", "num_nextn_predict_layers", "mtp_share_layers"}
+)
 
 CONFIG = ConfigReading(
     family=NAME,
