@@ -143,3 +143,25 @@ def test_k_exaone_topk_method_other_than_noaux_tc_is_refused():
     cfg = _cfg("k-exaone-236b-a23b/config.json")
     with pytest.raises(InputError, match="topk_method 'greedy' is not supported"):
         parse_config({**cfg, "topk_method": "greedy"}, "config.json")
+
+
+def test_rope_theta_inside_rope_parameters_is_read():
+    """transformers 5 saves rope_theta inside rope_parameters only; reading the top level alone gave 10000."""
+    cfg = _cfg("exaone-4.0-1.2B/config.json")
+    theta, scaling = cfg.pop("rope_theta"), cfg.pop("rope_scaling")
+    spec = parse_config({**cfg, "rope_parameters": {**scaling, "rope_theta": theta}}, "config.json")
+    assert theta == 1000000 and spec.rope_theta == theta and spec.rope_scaling.factor == scaling["factor"]
+    assert parse_config({**cfg, "rope_parameters": {"rope_type": "default"}}, "c").rope_theta == 10000.0
+
+
+def test_transformers_config_classes_declare_every_key():
+    """Every key transformers' EXAONE 4, 4.5 and K-EXAONE config classes write is read or harmless."""
+    import transformers
+
+    for cls, arch in (
+        ("Exaone4Config", "Exaone4ForCausalLM"),
+        ("ExaoneMoeConfig", "ExaoneMoeForCausalLM"),
+        ("Exaone4_5_Config", "Exaone4_5_ForConditionalGeneration"),
+    ):
+        cfg = getattr(transformers, cls)().to_dict()
+        assert check_config_keys({**cfg, "architectures": [arch]}, cls) == [], cls

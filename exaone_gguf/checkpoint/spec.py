@@ -184,6 +184,14 @@ def _rope_scaling(k: ConfigKeys) -> RopeScaling | None:
     )
 
 
+def _rope_theta(k: ConfigKeys) -> float:
+    """`rope_theta`, or (configs saved by transformers 5) the one inside `rope_parameters`; 10000 when neither."""
+    rp = k.cfg.get("rope_parameters")
+    if k.cfg.get("rope_theta") is None and isinstance(rp, dict) and rp.get("rope_theta") is not None:
+        return ConfigKeys(rp, f"{k.path} (rope_parameters)").float("rope_theta")
+    return k.float("rope_theta", default=10000.0)
+
+
 def _layer_types(k: ConfigKeys, n_layers: int, window: int | None, reads: bool) -> tuple[str, ...]:
     """EXAONE 4: `layer_types` wins; else expand `sliding_window_pattern` ("LLLG" or an int period). `reads`: the
     family reads `layer_types`, whose values are checked even without a window (another kind of layer is refused)."""
@@ -270,7 +278,7 @@ def parse_config(cfg: dict[str, Any], path: Path | str = "config.json") -> Model
         num_kv_heads=kv_heads,
         head_dim=head_dim,
         rms_eps=eps,
-        rope_theta=k.float("rope_theta", default=10000.0),
+        rope_theta=_rope_theta(k),
         rope_scaling=_rope_scaling(k),
         max_position_embeddings=k.int("max_position_embeddings", default=2048),
         tie_word_embeddings=k.bool("tie_word_embeddings", tie_default),

@@ -367,6 +367,7 @@ FAMILY = Family(
     architectures=HF_ARCHITECTURES,
     config=CONFIG,
     reads=READS,
+    harmless=frozenset({"output_router_logits", "router_aux_loss_coef"}),  # training's load-balancing loss
     reference="exaone_moe",
     chat=CHAT,
     vocab_model="gpt2",
