@@ -351,6 +351,7 @@ def quantize(
     reference: Optional[Path] = typer.Option(
         None, "--reference", help="--target-bpw/--target-size: the source checkpoint, to measure each tensor's KLD."
     ),
+    no_mtp: bool = typer.Option(False, "--no-mtp", help="Leave out the MTP blocks, as convert --no-mtp."),
 ) -> None:
     """Quantize a GGUF file with llama.cpp's per-tensor type mixture and its exact kernels."""
     from exaone_gguf.convert.from_gguf import quantize_gguf
@@ -384,6 +385,7 @@ def quantize(
                 overrides=overrides,
                 target=target,
                 probe=probe,
+                no_mtp=no_mtp,
                 **kw,
             ),
         )

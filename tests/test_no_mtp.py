@@ -113,3 +113,15 @@ def test_cli_no_mtp(tmp_path):
     r = run_cli("convert", str(ckpt), "-o", str(tmp_path / "m.gguf"), "--outtype", "q8_0", "--no-mtp")
     assert r.returncode == 0, r.stderr
     assert layout(tmp_path / "m.gguf")[:3] == (4, 0, set())
+
+
+def test_quantize_no_mtp_writes_the_bytes_of_convert_no_mtp(pair, tmp_path):
+    """quantize --no-mtp from the full F32 file gives the very file convert --no-mtp writes at that type."""
+    from exaone_gguf.convert.from_gguf import quantize_gguf
+
+    _, ckpt, full, _ = pair
+    direct = convert(ckpt, tmp_path / "direct.gguf", ConvertOptions(outtype="q4_k_m", no_mtp=True)).output
+    quantize_gguf(full, tmp_path / "q.gguf", "q4_k_m", no_mtp=True)
+    assert (tmp_path / "q.gguf").read_bytes() == direct.read_bytes()
+    quantize_gguf(full, tmp_path / "kept.gguf", "q4_k_m")  # without the option the blocks stay
+    assert layout(tmp_path / "kept.gguf")[:3] == layout(full)[:3]

@@ -51,6 +51,7 @@ __all__ = [
     "supported_architectures",
     "tiny_recipe",
     "tiny_recipes",
+    "with_mtp",
     "without_mtp",
     "writes_as",
 ]
@@ -207,12 +208,17 @@ def without_mtp(spec: ModelSpec) -> ModelSpec:
     return dataclasses.replace(spec, extras={**spec.extras, "nextn": 0, "mtp_dropped": n}) if n else spec
 
 
+def with_mtp(spec: ModelSpec) -> ModelSpec:
+    """The spec without_mtp was given (`spec` itself when it dropped nothing)."""
+    n = spec.extras.get("mtp_dropped", 0)
+    return dataclasses.replace(spec, extras={**spec.extras, "nextn": n, "mtp_dropped": 0}) if n else spec
+
+
 def mtp_sources_dropped(fam: "Family", spec: ModelSpec) -> set[str]:
     """The checkpoint tensors of the MTP blocks without_mtp dropped (none when it dropped nothing)."""
-    n = spec.extras.get("mtp_dropped", 0)
-    if not n:
+    full = with_mtp(spec)
+    if full is spec:
         return set()
-    full = dataclasses.replace(spec, extras={**spec.extras, "nextn": n, "mtp_dropped": 0})
     kept = {s for m in fam.tensor_map(spec) for s in m.sources()}
     return {s for m in fam.tensor_map(full) for s in m.sources()} - kept
 
@@ -489,6 +495,7 @@ class Family:
     # layer / activation / epsilon keys, and those that do not change its computation besides COMMON_HARMLESS.
     reads: frozenset[str] = frozenset()
     harmless: frozenset[str] = frozenset()
+    nextn_always: bool = False  # {arch}.nextn_predict_layers written also when 0 (llama.cpp's exaone-moe converter)
 
     def add_hparams(self, spec: ModelSpec, plan) -> None:
         """Add the hyperparameter keys to a GGUF plan (anything with `add(key, type, value, sub)`)."""

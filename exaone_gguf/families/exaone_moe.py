@@ -368,6 +368,7 @@ FAMILY = Family(
     config=CONFIG,
     reads=READS,
     harmless=frozenset({"output_router_logits", "router_aux_loss_coef"}),  # training's load-balancing loss
+    nextn_always=True,
     reference="exaone_moe",
     chat=CHAT,
     vocab_model="gpt2",
