@@ -165,3 +165,9 @@ def test_transformers_config_classes_declare_every_key():
     ):
         cfg = getattr(transformers, cls)().to_dict()
         assert check_config_keys({**cfg, "architectures": [arch]}, cls) == [], cls
+
+
+@pytest.mark.parametrize("layout", ["exaone3", "llama"])
+def test_the_trained_network_configs_pass(smollm2, layout):
+    path = smollm2(layout) / "config.json"
+    assert check_config_keys(read_config(path), path) == []
