@@ -198,8 +198,11 @@ def validate(
     check_device(device)
     f = open_model(model)  # a split model: shard 1 and the rest, as llama.cpp loads it
     ckpt = load_checkpoint(reference) if reference is not None else None
+    # a file converted with --no-mtp: no MTP block declared, no nextn tensor (a file with either is held to the
+    # checkpoint's MTP blocks, so a lost nextn_predict_layers key is named)
     if ckpt is not None and ckpt.spec.extras.get("nextn") and not nextn_blocks(f, f.get("general.architecture")):
-        ckpt = dataclasses.replace(ckpt, spec=without_mtp(ckpt.spec))  # a file converted with --no-mtp
+        if not any(".nextn." in t.name for t in f.tensors):
+            ckpt = dataclasses.replace(ckpt, spec=without_mtp(ckpt.spec))
     imatrix_weights = load_imatrix(imatrix) if imatrix is not None else None
     eval_text = load_text(text)
     ft = file_type_name(f.get("general.file_type"))
