@@ -226,6 +226,11 @@ def convert(
     quantized_by: Optional[str] = typer.Option(
         None, "--quantized-by", metavar="NAME", help="A release's model card credits NAME (quantized_by)."
     ),
+    no_mtp: bool = typer.Option(
+        False,
+        "--no-mtp",
+        help="Leave out the MTP blocks (K-EXAONE, EXAONE 4.5): llama.cpp loads them, never runs them.",
+    ),
 ) -> None:
     """Convert a checkpoint directory into a GGUF file (quantized types in the same pass)."""
     from exaone_gguf import publish as pub
@@ -259,9 +264,13 @@ def convert(
             split_max_size=split_max_size,
             split_max_tensors=split_max_tensors,
             allow_nonfinite=allow_nonfinite,
+            no_mtp=no_mtp,
             force=force,
             validate=validate_out,
             on_validated=lambda report: report.render(err),
+            on_warning=lambda text: err.print(
+                f"[bold yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True
+            ),
             overrides=overrides,
             target=target,
             sensitivity=_sensitivity,
@@ -300,7 +309,7 @@ def _convert_mmproj(src_dir, output, outtype, force, validate_out, as_json, thre
 
     text_only = ("imatrix", "split_max_size", "split_max_tensors", "arch", "allow_nonfinite", "pure")
     text_only += ("tensor_type", "output_tensor_type", "token_embedding_type", "leave_output_tensor")
-    text_only += ("target_bpw", "target_size")
+    text_only += ("target_bpw", "target_size", "no_mtp")
     given = [f"--{k.replace('_', '-')}" for k in text_only if flags.get(k)]
     if given:
         raise InputError(f"{given[0]}: applies to the text model, not to --mmproj; leave it out.")
@@ -443,6 +452,7 @@ def quantize(
     reference: Optional[Path] = typer.Option(
         None, "--reference", help="--target-bpw/--target-size: the source checkpoint, to measure each tensor's KLD."
     ),
+    no_mtp: bool = typer.Option(False, "--no-mtp", help="Leave out the MTP blocks, as convert --no-mtp."),
 ) -> None:
     """Quantize a GGUF file with llama.cpp's per-tensor type mixture and its exact kernels."""
     from exaone_gguf.convert.from_gguf import quantize_gguf
@@ -476,6 +486,7 @@ def quantize(
                 overrides=overrides,
                 target=target,
                 probe=probe,
+                no_mtp=no_mtp,
                 **kw,
             ),
         )

@@ -5,12 +5,13 @@ own Jinja template renders, we need to execute it without Go or Ollama. Supporte
 text and `{{ }}` actions with `{{-`/`-}}` trimming and comments; `if`/`else if`/`else`/`end`,
 `range` (with `$i, $x :=`, `continue`, `break`, `else`), `with`, `$x := ...` and `$x = ...` (block scoped),
 pipelines (`a | f`), parentheses, fields (`.Role`, `$.Messages`, `$m.Content`), string/number/bool literals
-and the functions and, or, not, eq, ne, lt, le, gt, ge, len, index, slice, print. Data are dicts with
+and the functions and, or, not, eq, ne, lt, le, gt, ge, len, index, slice, print, and Ollama's json. Data are dicts with
 Go-style field names; a missing field is an error, as on a Go struct. Anything else raises GoTemplateError.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -257,6 +258,13 @@ def _index(x, *keys):
     return x
 
 
+def _json(v):
+    """Ollama's `json` function: Go's json.Marshal, compact, map keys sorted, <, > and & escaped. (Ollama passes
+    structs, whose fields keep their declared order; given dicts, this renderer sorts every object's keys.)"""
+    text = json.dumps(v, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def _print(*args):
     return "".join(_show(a) for a in args)
 
@@ -275,6 +283,7 @@ _FUNCS = {
     "index": _index,
     "slice": _slice,
     "print": _print,
+    "json": _json,
 }
 
 

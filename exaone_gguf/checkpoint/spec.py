@@ -184,18 +184,34 @@ def _rope_scaling(k: ConfigKeys) -> RopeScaling | None:
     )
 
 
-def _layer_types(k: ConfigKeys, n_layers: int, window: int | None) -> tuple[str, ...]:
-    """EXAONE 4: `layer_types` wins; else expand `sliding_window_pattern` ("LLLG" or an int period)."""
-    if window is None:
-        return ("full_attention",) * n_layers
-    lt = k.cfg.get("layer_types")
+def _rope_theta(k: ConfigKeys) -> float:
+    """`rope_theta`, or (configs saved by transformers 5) the one inside `rope_parameters`; 10000 when neither."""
+    rp = k.cfg.get("rope_parameters")
+    if k.cfg.get("rope_theta") is None and isinstance(rp, dict) and rp.get("rope_theta") is not None:
+        return ConfigKeys(rp, f"{k.path} (rope_parameters)").float("rope_theta")
+    return k.float("rope_theta", default=10000.0)
+
+
+def _layer_types(k: ConfigKeys, n_layers: int, window: int | None, reads: bool) -> tuple[str, ...]:
+    """EXAONE 4: `layer_types` wins; else expand `sliding_window_pattern` ("LLLG" or an int period). `reads`: the
+    family reads `layer_types`, whose values are checked even without a window (another kind of layer is refused)."""
+    lt = k.cfg.get("layer_types") if reads else None
     if lt is not None:
         ok = {"full_attention", "sliding_attention"}
-        if not isinstance(lt, list) or len(lt) != n_layers or any(t not in ok for t in lt):
+        other = [t for t in lt if not (isinstance(t, str) and t in ok)] if isinstance(lt, list) else []
+        if other:
+            raise InputError(
+                f"{k.path}: 'layer_types' lists a layer of type {other[0]!r}, which llama.cpp's graph does not have "
+                "(only 'full_attention' / 'sliding_attention'), so this model cannot be converted."
+            )
+        if not isinstance(lt, list) or len(lt) != n_layers:
             raise InputError(
                 f"{k.path}: 'layer_types' must list {n_layers} entries of "
                 "'full_attention' / 'sliding_attention'; fix the config."
             )
+    if window is None:
+        return ("full_attention",) * n_layers
+    if lt is not None:
         return tuple(lt)
     pat = k.cfg.get("sliding_window_pattern")
     if isinstance(pat, str) and pat and set(pat) <= {"L", "G"}:
@@ -249,7 +265,7 @@ def parse_config(cfg: dict[str, Any], path: Path | str = "config.json") -> Model
         raise InputError(f"{path}: head_dim {head_dim} must be even for rotary embeddings.")
 
     window = k.int("sliding_window", default=None) if reading.sliding_window else None
-    layer_types = _layer_types(k, n_layers, window)
+    layer_types = _layer_types(k, n_layers, window, reading.sliding_window)
 
     return ModelSpec(
         family=family,
@@ -262,7 +278,7 @@ def parse_config(cfg: dict[str, Any], path: Path | str = "config.json") -> Model
         num_kv_heads=kv_heads,
         head_dim=head_dim,
         rms_eps=eps,
-        rope_theta=k.float("rope_theta", default=10000.0),
+        rope_theta=_rope_theta(k),
         rope_scaling=_rope_scaling(k),
         max_position_embeddings=k.int("max_position_embeddings", default=2048),
         tie_word_embeddings=k.bool("tie_word_embeddings", tie_default),

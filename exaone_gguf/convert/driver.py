@@ -3,7 +3,8 @@ stages) to a release of several types, all described by one ConvertOptions objec
 
 The stages, shared by every kind of run:
 1. `ConvertOptions.outtypes()` / `.split_limits()`: refuse bad options before any work;
-2. `load_checkpoint(src)`, then the caller's own output-path checks;
+2. `load_source(src, opts)`: the checkpoint, its config's keys checked against what its family models, its MTP
+   blocks dropped with `no_mtp`; then the caller's own output-path checks;
 3. `plan_variants_for(ckpt, types, opts)`: the imatrix and every output type's plan (one read of the source
    serves them all);
 4. `write_planned(ckpt, variants, opts, hash)`: the NaN/inf scan, then gguf_io's one write path.
@@ -11,6 +12,8 @@ The stages, shared by every kind of run:
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +25,7 @@ from exaone_gguf.checkpoint.finite import check_finite
 from exaone_gguf.convert.multiwrite import Variant, assign_paths, plan_variants, write_variants
 from exaone_gguf.convert.pipeline import ConvertResult
 from exaone_gguf.errors import InputError
+from exaone_gguf.families import check_config_keys, without_mtp
 from exaone_gguf.gguf_io.split import parse_split_size
 from exaone_gguf.gguf_io.writer import PlannedTensor, check_output_path
 from exaone_gguf.quantize.imatrix import load_imatrix
@@ -45,6 +49,7 @@ class ConvertOptions:
     split_max_size: str | int | None = None
     split_max_tensors: int | None = None
     allow_nonfinite: bool = False
+    no_mtp: bool = False  # leave the MTP blocks out (llama.cpp loads them and never runs them)
     force: bool = False
     validate: bool = False  # validate each output against the source (publish.run / publish.publish)
     device: str = "cpu"  # where validation runs
@@ -52,6 +57,7 @@ class ConvertOptions:
     progress: Callable[[PlannedTensor, int], None] | None = None  # (tensor, bytes just written)
     on_plan: Callable[[Any], None] | None = None  # once, before writing: an object whose data_bytes is the total
     on_validated: Callable[[Any], None] | None = None  # each validation report
+    on_warning: Callable[[str], None] | None = None  # a sentence about the source (default: warnings.warn)
 
     def outtypes(self) -> list[str]:
         """'bf16,q8_0, Q4_K_M' (or a list) -> ['bf16', 'q8_0', 'q4_k_m']; unknown or repeated names are refused."""
@@ -91,6 +97,19 @@ def parse_outtypes(text: str) -> list[str]:
     if dup:
         raise InputError(f"--outtype: {dup[0]} is listed twice; give each type once.")
     return types
+
+
+def load_source(src: Path, opts: ConvertOptions) -> Checkpoint:
+    """Stage 2: the checkpoint; a config key its family cannot run is refused, keys no family knows are named in
+    one warning (opts.on_warning); with opts.no_mtp, the spec without its MTP blocks."""
+    ckpt = load_checkpoint(src)
+    unknown = check_config_keys(ckpt.spec.config, ckpt.spec.config_path)
+    if unknown:
+        (opts.on_warning or warnings.warn)(
+            f"{ckpt.spec.config_path}: unknown config key(s) {', '.join(unknown)}, converted as if absent; "
+            f"check that they do not change what {ckpt.spec.architecture} computes."
+        )
+    return dataclasses.replace(ckpt, spec=without_mtp(ckpt.spec)) if opts.no_mtp else ckpt
 
 
 def plan_variants_for(
@@ -141,7 +160,7 @@ def convert(src: Path | str, out: Path | str, opts: ConvertOptions | None = None
     if len(types) != 1:
         raise InputError(f"{out}: several output types need an output directory, not a file name.")
     max_bytes, max_tensors = opts.split_limits()
-    ckpt = load_checkpoint(src)
+    ckpt = load_source(src, opts)
     if not opts.split:  # the name is known before planning: refuse it before any work
         check_output_path(out, opts.inputs(src), opts.force)
     weights, [v] = plan_variants_for(ckpt, types, opts)

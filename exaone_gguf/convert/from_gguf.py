@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-from gguf import GGML_QUANT_VERSION, GGUFValueType
+from gguf import GGML_QUANT_VERSION, GGUFValueType, Keys
 from gguf import GGMLQuantizationType as T
 
 from exaone_gguf.checkpoint.finite import all_finite
@@ -24,6 +24,7 @@ from exaone_gguf.convert.pipeline import (
     target_result,
 )
 from exaone_gguf.errors import InputError
+from exaone_gguf.families import family_of_gguf_arch
 from exaone_gguf.gguf_io import GGUFFile, TensorInfo, read_gguf
 from exaone_gguf.gguf_io.writer import GGUFPlan, PlannedTensor, check_output_path, tensor_nbytes, write_gguf
 from exaone_gguf.quantize.formats import file_type, is_quantized
@@ -77,7 +78,10 @@ def quantize_gguf(
     overrides: TypeOverrides | None = None,
     target: Target | None = None,
     probe: Probe | None = None,
+    no_mtp: bool = False,
 ) -> ConvertResult:
+    """`no_mtp`: leave out the MTP blocks (the last nextn_predict_layers blocks), as `convert --no-mtp` writes
+    the file: block_count without them, nextn_predict_layers 0 or absent as the family's converter writes it."""
     src, out = Path(src), Path(out)
     ft = file_type(ftype)
     check_target_use(target, ft.name, imatrix is not None, overrides)
@@ -86,7 +90,17 @@ def quantize_gguf(
     arch = f.get("general.architecture")
     if not isinstance(arch, str):
         raise InputError(f"{src}: general.architecture is missing; this is not a model file.")
-    already = [t for t in f.tensors if t.tensor_type not in FLOATS and allows_quantization(t.name, t.shape)]
+    n_layers = int(f.get(f"{arch}.block_count", 0) or 0)
+    nextn_key = Keys.LLM.NEXTN_PREDICT_LAYERS.format(arch=arch)
+    nextn = int(f.get(nextn_key, 0) or 0) if no_mtp else 0
+    n_layers -= nextn
+    mtp = tuple(f"blk.{b}." for b in range(n_layers, n_layers + nextn))
+    tensors = [t for t in f.tensors if not t.name.startswith(mtp)]
+    fam = family_of_gguf_arch(arch, f.get("tokenizer.ggml.pre"))
+    # --no-mtp: block_count without the MTP blocks; nextn_predict_layers 0 where the family always writes it
+    rewritten_mtp = {f"{arch}.block_count": n_layers} | ({nextn_key: 0} if fam is None or fam.nextn_always else {})
+    dropped_keys = {nextn_key} - rewritten_mtp.keys() if nextn else set()
+    already = [t for t in tensors if t.tensor_type not in FLOATS and allows_quantization(t.name, t.shape)]
     if already and not allow_requantize:
         raise InputError(
             f"{src}: is already quantized ({already[0].name} is {already[0].tensor_type.name}); quantize from an "
@@ -94,10 +108,9 @@ def quantize_gguf(
         )
     nonfinite = nonfinite_tensors(f, src, allow_nonfinite)  # as convert: before a byte is written
     weights = load_imatrix(imatrix) if imatrix else None
-    n_layers = int(f.get(f"{arch}.block_count", 0) or 0)
     heads, kv = f.get(f"{arch}.attention.head_count"), f.get(f"{arch}.attention.head_count_kv")
     types = plan_types(
-        [(t.name, t.shape, t.tensor_type) for t in f.tensors],
+        [(t.name, t.shape, t.tensor_type) for t in tensors],
         ft.name,
         arch,
         n_layers,
@@ -108,15 +121,17 @@ def quantize_gguf(
     )
     tplan = None
     if target is not None:
-        tplan = target_types(f, src, types, target, weights, threads, probe)
+        tplan = target_types(f, tensors, src, types, target, weights, threads, probe)
         types.update(tplan.types)
 
     plan = GGUFPlan()
     rewritten = {"general.quantization_version": GGML_QUANT_VERSION, "general.file_type": int(ft.ftype)}
     for key, value in f.metadata.items():  # same order as the input, so convert and quantize agree byte for byte
-        if key.startswith(("quantize.imatrix.", "quantize.target.")):
+        if key.startswith(("quantize.imatrix.", "quantize.target.")) or key in dropped_keys:
             continue
-        if key in rewritten:
+        if nextn and key in rewritten_mtp:
+            plan.add(key, f.types[key][0], rewritten_mtp[key])
+        elif key in rewritten:
             plan.add(key, GGUFValueType.UINT32, rewritten.pop(key))
         else:
             vtype, sub = f.types[key]
@@ -126,7 +141,7 @@ def quantize_gguf(
     if weights is not None:
         add_imatrix_keys(plan, Path(imatrix), weights)
     add_target_keys(plan, target)
-    for t in f.tensors:
+    for t in tensors:
         q = types[t.name]
         w = weights_for(weights, t.name, t.shape) if q not in FLOATS else None
         plan.add_tensor(t.name, t.shape, q, lambda t=t, q=q, w=w: stream_gguf_tensor(f, t, q, threads, w))
@@ -139,7 +154,7 @@ def quantize_gguf(
         outtype=ft.name,
         file_type=int(ft.ftype),
         n_tensors=len(plan.tensors),
-        n_params=sum(t.n_elements for t in f.tensors),
+        n_params=sum(t.n_elements for t in tensors),
         file_size=size,
         tensor_types={t.name: t.qtype.name for t in plan.tensors},
         nonfinite=nonfinite,
@@ -150,6 +165,7 @@ def quantize_gguf(
 
 def target_types(
     f: GGUFFile,
+    kept: list[TensorInfo],
     src: Path,
     types: dict[str, T],
     target: Target,
@@ -157,9 +173,10 @@ def target_types(
     threads: int,
     probe: Probe | None = None,
 ) -> TargetPlan:
-    """--target-bpw / --target-size over the tensors the file type quantizes (the others keep their type)."""
-    chosen = [t for t in f.tensors if is_quantized(types[t.name])]
-    fixed = sum(tensor_nbytes(types[t.name], tuple(t.shape)) for t in f.tensors if not is_quantized(types[t.name]))
+    """--target-bpw / --target-size over the tensors the file type quantizes (the others keep their type) among
+    the `kept` tensors of `f`."""
+    chosen = [t for t in kept if is_quantized(types[t.name])]
+    fixed = sum(tensor_nbytes(types[t.name], tuple(t.shape)) for t in kept if not is_quantized(types[t.name]))
     tensors = [
         TargetTensor(
             t.name,
@@ -170,9 +187,7 @@ def target_types(
         )
         for t in chosen
     ]
-    return plan_target(
-        target, tensors, fixed, sum(t.n_elements for t in f.tensors), str(src), threads, probe, default=types
-    )
+    return plan_target(target, tensors, fixed, sum(t.n_elements for t in kept), str(src), threads, probe, default=types)
 
 
 def _rows(f: GGUFFile, t: TensorInfo, rows: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from exaone_gguf.convert.rope import llama3_divisors
 from exaone_gguf.convert.vocab import add_vocab
 from exaone_gguf.elements import bf16_bits_to_f32, f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits
 from exaone_gguf.errors import InputError
-from exaone_gguf.families import Family, TensorMapping, family_for
+from exaone_gguf.families import Family, TensorMapping, family_for, mtp_sources_dropped, with_mtp
 from exaone_gguf.gguf_io.writer import FileSpan, GGUFPlan, tensor_nbytes
 from exaone_gguf.quantize.formats import is_quantized
 from exaone_gguf.quantize.imatrix import weights_for
@@ -184,6 +184,7 @@ def check_tensors(ckpt: Checkpoint, fam: Family, mappings: list[TensorMapping]) 
         m.open(ckpt.tensors)  # a stack of parts in different dtypes is refused here
     used = {name for m in mappings for name in m.sources()}
     used |= set(fam.left_out(ckpt.spec)) if fam.left_out else set()  # another file's (the vision projector's)
+    used |= mtp_sources_dropped(fam, ckpt.spec)  # convert --no-mtp
     if ckpt.spec.tie_word_embeddings:
         used.add("lm_head.weight")  # a tied checkpoint may still carry the copy; the embedding is used
     extra = sorted(n for n in ckpt.tensors if n not in used and not fam.ignorable(n))
@@ -245,7 +246,9 @@ def build_plan(
     plan = GGUFPlan()
     plan.add_string("general.architecture", fam.arch)
     n_params = sum(math.prod(m.hf_shape) for m in mappings)
-    add_general(plan, ckpt, file_type, n_params)
+    full = with_mtp(spec)  # the size label names the model: with the MTP blocks --no-mtp leaves out
+    labelled = n_params if full is spec else sum(math.prod(m.hf_shape) for m in fam.tensor_map(full))
+    add_general(plan, ckpt, file_type, labelled)
     fam.add_hparams(spec, plan)
     add_vocab(plan, ckpt.tokenizer, spec)
     if imatrix is not None and outtype not in FLOAT_OUTTYPES:

@@ -3,6 +3,8 @@ itself. Family modules import this module; exaone_gguf.families (the package) im
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -29,6 +31,7 @@ __all__ = [
     "chat_format",
     "chat_format_for",
     "chat_formats",
+    "check_config_keys",
     "common_hparams",
     "demo_recipes",
     "families",
@@ -40,6 +43,7 @@ __all__ = [
     "llama_hparams",
     "mtp_hparams",
     "mtp_mappings",
+    "mtp_sources_dropped",
     "nextn_extras",
     "register",
     "register_alternate",
@@ -47,6 +51,8 @@ __all__ = [
     "supported_architectures",
     "tiny_recipe",
     "tiny_recipes",
+    "with_mtp",
+    "without_mtp",
     "writes_as",
 ]
 
@@ -194,6 +200,29 @@ def mtp_mappings(spec: ModelSpec, block: Callable[[int, str], list[TensorMapping
     return out
 
 
+def without_mtp(spec: ModelSpec) -> ModelSpec:
+    """`spec` for a file without the MTP blocks (`convert --no-mtp`): no blocks after the last layer, block_count
+    num_hidden_layers, nextn_predict_layers 0 where the family writes it; `mtp_dropped` remembers how many the
+    checkpoint has (their tensors are left out, mtp_sources_dropped). A spec without MTP blocks is returned as is."""
+    n = spec.extras.get("nextn", 0)
+    return dataclasses.replace(spec, extras={**spec.extras, "nextn": 0, "mtp_dropped": n}) if n else spec
+
+
+def with_mtp(spec: ModelSpec) -> ModelSpec:
+    """The spec without_mtp was given (`spec` itself when it dropped nothing)."""
+    n = spec.extras.get("mtp_dropped", 0)
+    return dataclasses.replace(spec, extras={**spec.extras, "nextn": n, "mtp_dropped": 0}) if n else spec
+
+
+def mtp_sources_dropped(fam: "Family", spec: ModelSpec) -> set[str]:
+    """The checkpoint tensors of the MTP blocks without_mtp dropped (none when it dropped nothing)."""
+    full = with_mtp(spec)
+    if full is spec:
+        return set()
+    kept = {s for m in fam.tensor_map(spec) for s in m.sources()}
+    return {s for m in fam.tensor_map(full) for s in m.sources()} - kept
+
+
 def mtp_hparams(hparams: list[HParam], spec: ModelSpec, arch: str, always: bool = False) -> list[HParam]:
     """`hparams` with block_count counting the MTP blocks, and `{arch}.nextn_predict_layers` when there are
     any (`always`: also 0, as llama.cpp writes it for exaone-moe)."""
@@ -323,6 +352,118 @@ class TinyTokenizer:
     writer: str | None = None  # a module exaone_gguf.tiny.<writer> whose write_tokenizer(out, template) writes it
 
 
+# ----------------------------------------------------------------------------------------------- config keys
+# Every config key is one of: read (the family writes what it says into the GGUF, or refuses a value it cannot
+# write), harmless (training, Hugging Face loading or serving settings: the network computes the same), known to
+# change the computation (refused where the family does not read it), or unknown (a warning lists it).
+
+# Read by checkpoint.spec.parse_config for every family (besides its ConfigReading's layer, activation and epsilon
+# keys), or by the checkpoint layer (a quantized source's block: read, or refused with its own sentence).
+COMMON_READS = frozenset(
+    {
+        "architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_attention_heads",
+        "num_key_value_heads", "head_dim", "rope_theta", "rope_scaling", "rope_parameters", "max_position_embeddings",
+        "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype",
+        "quantization_config", "quantization",
+    }
+)  # fmt: skip
+
+# transformers' PretrainedConfig attributes and the training-only fields of the EXAONE and Llama config classes.
+COMMON_HARMLESS = frozenset(
+    {
+        "_name_or_path", "transformers_version", "use_cache", "initializer_range", "attention_dropout",
+        "embed_dropout", "resid_dropout", "hidden_dropout", "dropout", "auto_map", "tokenizer_class", "pretraining_tp",
+        "output_attentions", "output_hidden_states", "return_dict", "torchscript", "pruned_heads", "use_bfloat16",
+        "chunk_size_feed_forward", "is_encoder_decoder", "is_decoder", "add_cross_attention", "tie_encoder_decoder",
+        "cross_attention_hidden_size", "id2label", "label2id", "problem_type", "task_specific_params",
+        "finetuning_task", "prefix", "sep_token_id", "decoder_start_token_id", "tf_legacy_loss", "gradient_checkpointing",
+        "_attn_implementation", "_attn_implementation_autoset", "attn_implementation", "keys_to_ignore_at_inference",
+        # generation defaults some old configs carry (generation_config.json's keys)
+        "max_length", "min_length", "do_sample", "early_stopping", "num_beams", "num_beam_groups", "diversity_penalty",
+        "temperature", "top_k", "top_p", "typical_p", "repetition_penalty", "length_penalty", "no_repeat_ngram_size",
+        "encoder_no_repeat_ngram_size", "bad_words_ids", "num_return_sequences", "output_scores",
+        "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
+        "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens",
+    }
+)  # fmt: skip
+
+# Keys that change the computation in some network, none of whose graphs llama.cpp runs for these families (every
+# family's own reads are added: EXAONE 4's sliding window in an EXAONE 3 config is refused too), with what they do.
+COMPUTATION_KEYS: dict[str, str] = {
+    "swiglu_limits": "a clamp of the SwiGLU inputs per layer",
+    "sliding_windows": "a sliding-window size per layer",
+    "attention_bias": "biases on the attention projections",
+    "mlp_bias": "biases on the MLP projections",
+    "partial_rotary_factor": "rotary embeddings on part of each head",
+    "rotary_pct": "rotary embeddings on part of each head",
+    "attn_logit_softcapping": "a soft cap on attention logits",
+    "final_logit_softcapping": "a soft cap on output logits",
+    "query_pre_attn_scalar": "another attention scale",
+    "logits_scaling": "a scale on the output logits",
+    "embedding_multiplier": "a scale on the embeddings",
+    "residual_multiplier": "a scale on the residual branches",
+    "attention_multiplier": "another attention scale",
+    "no_rope_layers": "layers without rotary embeddings",
+    "use_logit_cap": "a soft cap on logits",
+    "use_emb_norm": "a norm after the embedding",
+    "ln_no_scale": "norms without a weight",
+    "use_sliding_window": "a sliding window",
+    "max_window_layers": "a sliding window on some layers",
+    "mlp_only_layers": "dense layers among MoE ones",
+    "decoder_sparse_step": "MoE layers at a stride",
+}
+
+
+def _off(value: Any) -> bool:
+    """A value that turns a feature off: null, false, 0, empty, or a list of such (per-layer limits of 0)."""
+    if isinstance(value, (list, tuple)):
+        return all(_off(v) for v in value)
+    return value is None or value is False or value == 0 or value == {} or value == ""
+
+
+def _reads(fam: "Family") -> frozenset[str]:
+    r = fam.config
+    return fam.reads | COMMON_READS | {*r.layer_keys, r.act_key, r.eps_key} if r else fam.reads | COMMON_READS
+
+
+def check_config_keys(cfg: Mapping[str, Any], path: Any) -> list[str]:
+    """Refuse (InputError) the config keys that change what the network computes and that the family of the
+    config's architecture does not model, set to anything but "off"; return the keys no family knows (new ones:
+    the caller warns). The keys are config.json's `cfg` and those of its `text_config` (a multimodal model's
+    language model); `path` names the file in messages."""
+    archs = cfg.get("architectures") or [None]
+    fam = next(f for f in _FAMILIES.values() if archs[0] in f.architectures)  # parse_config refused any other
+    keys, where = dict(cfg), {}
+    nested = cfg.get(fam.config.text_config_key or "")
+    if isinstance(nested, dict):
+        keys.update(nested)
+        where = {k: f" in {fam.config.text_config_key}" for k in nested}
+    own = _reads(fam)
+    others: dict[str, str] = {}
+    for f in _FAMILIES.values():  # the first family that reads a key names it
+        others.update({k: f"read by the {f.name} family" for k in _reads(f) - own - others.keys()})
+    computation = {**others, **COMPUTATION_KEYS}
+    refused = [
+        k
+        for k, v in keys.items()
+        if k in computation and not _off(v) and k not in own and k not in fam.harmless and k not in COMMON_HARMLESS
+    ]
+    if refused:
+        said = " and ".join(f"'{k}'{where.get(k, '')} = {_short(keys[k])} ({computation[k]})" for k in refused)
+        raise InputError(
+            f"{path}: {said} change{'s' if len(refused) == 1 else ''} what the network computes and llama.cpp's "
+            f"`{fam.arch}` graph does not model {'it' if len(refused) == 1 else 'them'}, so {archs[0]} with "
+            f"{'this key' if len(refused) == 1 else 'these keys'} cannot be converted."
+        )
+    known = own | fam.harmless | COMMON_HARMLESS | computation.keys()
+    return sorted(k for k in keys if k not in known)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:36] + " ..."
+
+
 # ---------------------------------------------------------------------------------------------------- family
 
 
@@ -350,6 +491,11 @@ class Family:
     # Source tensors that belong to another file (EXAONE 4.5's vision tower, written to the mmproj): name ->
     # the shape the config implies. The text file never carries them; make-tiny writes them.
     left_out: Callable[[ModelSpec], dict[str, tuple[int, ...]]] | None = None
+    # config.json keys (check_config_keys): those the family reads besides COMMON_READS and its ConfigReading's
+    # layer / activation / epsilon keys, and those that do not change its computation besides COMMON_HARMLESS.
+    reads: frozenset[str] = frozenset()
+    harmless: frozenset[str] = frozenset()
+    nextn_always: bool = False  # {arch}.nextn_predict_layers written also when 0 (llama.cpp's exaone-moe converter)
 
     def add_hparams(self, spec: ModelSpec, plan) -> None:
         """Add the hyperparameter keys to a GGUF plan (anything with `add(key, type, value, sub)`)."""

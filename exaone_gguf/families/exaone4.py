@@ -35,6 +35,11 @@ NAME = "exaone4"  # ModelSpec.family
 HF_ARCHITECTURES = ("Exaone4ForCausalLM",)
 HYBRID_LAYERS = 64  # llama.cpp enables EXAONE 4 sliding-window attention only at this depth
 
+# config.json keys read besides the common ones (base.check_config_keys): the window and MTP blocks
+READS = frozenset(
+    {"sliding_window", "sliding_window_pattern", "layer_types", "num_nextn_predict_layers", "mtp_share_layers"}
+)
+
 CONFIG = ConfigReading(
     family=NAME,
     layer_keys=("num_hidden_layers",),
@@ -264,6 +269,7 @@ FAMILY = Family(
     hparams=hparams,
     architectures=HF_ARCHITECTURES,
     config=CONFIG,
+    reads=READS,
     reference="exaone4",
     chat=CHAT,
     vocab_model="gpt2",

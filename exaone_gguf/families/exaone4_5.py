@@ -33,7 +33,7 @@ from exaone_gguf.families.base import (
     register,
 )
 from exaone_gguf.families.exaone3 import LLAMA3_ROPE
-from exaone_gguf.families.exaone4 import ARCH, HYBRID_LAYERS, NAMES, hparams
+from exaone_gguf.families.exaone4 import ARCH, HYBRID_LAYERS, NAMES, READS, hparams
 from exaone_gguf.families.exaone_moe import EOT, PRE
 
 NAME = "exaone4_5"  # ModelSpec.family
@@ -131,64 +131,136 @@ def vision_tensors(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     return {VISUAL_PREFIX + name: shape for name, shape in tower_shapes(sizes).items()}
 
 
-# ---- chat: EXAONE 4.5's prompt. LG's published chat_template.jinja was not found in the reachable sources; the
-# format below is reconstructed from public descriptions and must be replaced by the real file when it is at
-# hand: K-EXAONE-style turns `<|role|>\n{content}<|endofturn|>\n` (the prompts vLLM's and SGLang's EXAONE 4.5
-# examples build by hand), an image as `<vision><|image_pad|></vision>` before the text of its turn, thinking
-# on by default (transformers' model doc: "EXAONE 4.5 uses enable_thinking=True as default"): the generation
-# prompt opens `<think>\n`, and with enable_thinking=false an empty `<think>\n\n</think>\n\n` block. Past
-# reasoning is dropped from assistant turns; tool schemas go in a <|tool_declare|> turn as K-EXAONE's.
+# ---- chat: EXAONE 4.5's prompt, written for this project (not LG's file, whose licence keeps it out of the package).
+# It renders, byte for byte, the prompts of the chat_template.jinja LG publishes with EXAONE-4.5-33B
+# (tests/test_exaone4_5_chat.py renders both on every conversation validate uses and more): tool schemas first, in a
+# `<|tool_declare|>` turn ("# Tools", one `<tool>{json}</tool>` line each); then `<|role|>\n{content}<|endofturn|>\n`
+# turns. Every assistant turn opens a `<think>\n...\n</think>\n\n` block: empty, except for the reasoning of the turns
+# after the last text-only user turn (from `reasoning_content`, else the text before `</think>`; `skip_think` drops
+# it); its text is stripped. An image part is `<vision><|image_pad|></vision>\n` (a video `<|video_pad|>`;
+# `add_vision_id` numbers them), tool calls `<tool_call>{"name": ..., "arguments": ...}</tool_call>` joined by
+# "\n", runs of tool results one `<|tool|>` turn of `<tool_result>...</tool_result>` lines. The generation prompt
+# opens `<think>\n` unless enable_thinking is given and not true (then an empty think block). The quirks are kept
+# so the renders stay identical: the reasoning loses leading characters of "<think>" as a set (str.lstrip), a first
+# system turn prints its content as it is (a list too), and the role `tool_declare` is accepted.
 EXAONE4_5_TEMPLATE = r"""
 {%- set eot = '<|endofturn|>\n' -%}
-{%- set roles = {'system': '<|system|>\n', 'user': '<|user|>\n', 'assistant': '<|assistant|>\n', 'tool': '<|tool|>\n'} -%}
-{%- set thinking = enable_thinking is not defined or enable_thinking -%}
+{%- set roles = {'system': '<|system|>\n', 'user': '<|user|>\n', 'assistant': '<|assistant|>\n',
+                 'tool': '<|tool|>\n', 'tool_declare': '<|tool_declare|>\n'} -%}
+{%- set ns = namespace(query=messages | length - 1, image=0, video=0) -%}
+{%- for m in messages -%}
+  {%- if m.role == 'user' and m.content is string -%}{%- set ns.query = loop.index0 -%}{%- endif -%}
+{%- endfor -%}
 {%- if tools is defined and tools -%}
-  {{- '<|tool_declare|>\n' -}}
-  {%- for t in tools -%}{{- t | tojson(ensure_ascii=False) ~ '\n' -}}{%- endfor -%}
+  {{- roles.tool_declare ~ '# Tools\n' -}}
+  {%- for t in tools -%}{{- '<tool>' ~ t | tojson(ensure_ascii=False) ~ '</tool>\n' -}}{%- endfor -%}
   {{- eot -}}
 {%- endif -%}
 {%- for m in messages -%}
-  {%- if m.role not in roles -%}
-    {{- raise_exception('Unknown role: ' ~ m.role) -}}
-  {%- endif -%}
-  {{- roles[m.role] -}}
-  {%- if m.content is string -%}
-    {%- set text = m.content -%}
+  {%- if m.role not in roles -%}{{- raise_exception('Unknown role: ' ~ m.role) -}}{%- endif -%}
+  {%- if loop.first and m.role == 'system' -%}
+    {{- roles.system ~ m.content ~ eot -}}
+  {%- elif m.role == 'assistant' -%}
+    {%- set text = m.content if m.content is defined and m.content else '' -%}
+    {%- set reasoning = none -%}
+    {%- if m.reasoning_content is defined and m.reasoning_content -%}
+      {%- set reasoning = m.reasoning_content.strip() -%}
+    {%- elif text and '</think>' in text -%}
+      {%- set reasoning = text.split('</think>')[0].lstrip('<think>').strip() -%}
+      {%- set text = text.split('</think>')[-1] -%}
+    {%- endif -%}
+    {%- if not (reasoning and loop.index0 > ns.query) or (skip_think is defined and skip_think) -%}
+      {%- set reasoning = none -%}
+    {%- endif -%}
+    {%- set text = text.strip() -%}
+    {{- roles.assistant ~ '<think>\n' ~ (reasoning or '') ~ '\n</think>\n\n' ~ text -}}
+    {%- if m.tool_calls -%}
+      {%- if text -%}{{- '\n' -}}{%- endif -%}
+      {%- for call in m.tool_calls -%}
+        {%- set fn = call.function if call.function is defined else call -%}
+        {%- if fn.arguments is defined -%}
+          {%- set args = fn.arguments -%}
+        {%- elif fn.parameters is defined -%}
+          {%- set args = fn.parameters -%}
+        {%- else -%}
+          {{- raise_exception('arguments or parameters are mandatory: ' ~ fn) -}}
+        {%- endif -%}
+        {{- '<tool_call>{"name": "' ~ fn.name ~ '", "arguments": '
+            ~ (args if args is string else args | tojson(ensure_ascii=False)) ~ '}</tool_call>' -}}
+        {%- if not loop.last -%}{{- '\n' -}}{%- endif -%}
+      {%- endfor -%}
+    {%- endif -%}
+    {{- eot -}}
+  {%- elif m.role == 'tool' -%}
+    {%- if loop.first or loop.previtem.role != 'tool' -%}{{- roles.tool -}}{%- endif -%}
+    {%- if m.content is defined -%}
+      {{- '<tool_result>' ~ (m.content if m.content is string else m.content | tojson(ensure_ascii=False))
+          ~ '</tool_result>' -}}
+    {%- endif -%}
+    {{- eot if loop.last or loop.nextitem.role != 'tool' else '\n' -}}
   {%- else -%}
-    {%- set text = namespace(v='') -%}
-    {%- for part in m.content or [] -%}
-      {%- if part.type in ['image', 'image_url'] -%}
-        {%- set text.v = text.v ~ '<vision><|image_pad|></vision>' -%}
-      {%- elif part.type == 'text' -%}
-        {%- set text.v = text.v ~ part.text -%}
-      {%- endif -%}
-    {%- endfor -%}
-    {%- set text = text.v -%}
+    {{- roles[m.role] -}}
+    {%- if m.content is string -%}
+      {{- m.content -}}
+    {%- else -%}
+      {%- for part in m.content -%}
+        {%- if part.type == 'image' -%}
+          {%- set ns.image = ns.image + 1 -%}
+          {{- ('Picture ' ~ ns.image ~ ': ' if add_vision_id else '') ~ '<vision><|image_pad|></vision>\n' -}}
+        {%- elif part.type == 'video' -%}
+          {%- set ns.video = ns.video + 1 -%}
+          {{- ('Video ' ~ ns.video ~ ': ' if add_vision_id else '') ~ '<vision><|video_pad|></vision>\n' -}}
+        {%- else -%}
+          {{- part.text -}}
+        {%- endif -%}
+      {%- endfor -%}
+    {%- endif -%}
+    {{- eot -}}
   {%- endif -%}
-  {%- if m.role == 'assistant' and '</think>' in text -%}
-    {%- set text = text.split('</think>')[-1].lstrip('\n') -%}
-  {%- endif -%}
-  {{- text -}}
-  {%- if m.role == 'assistant' and m.tool_calls -%}
-    {%- for call in m.tool_calls -%}
-      {%- set fn = call.function if call.function is defined else call -%}
-      {{- '<tool_call>{"name": "' ~ fn.name ~ '", "arguments": ' ~ fn.arguments | tojson(ensure_ascii=False) ~ '}</tool_call>' -}}
-    {%- endfor -%}
-  {%- endif -%}
-  {{- eot -}}
 {%- endfor -%}
 {%- if add_generation_prompt -%}
-  {{- roles['assistant'] ~ ('<think>\n' if thinking else '<think>\n\n</think>\n\n') -}}
+  {{- roles.assistant -}}
+  {{- '<think>\n' if enable_thinking is not defined or enable_thinking is true else '<think>\n\n</think>\n\n' -}}
 {%- endif -%}
 """.strip()
 
+# Ollama's TEMPLATE: the same prompt from Ollama's message fields (Role, Content, Thinking, ToolCalls; Tools, Think,
+# IsThinkSet). Where Ollama's data or Go's template functions cannot give the Jinja template's text, it differs;
+# GO_TEMPLATE_DIFFERENCES says where (tests/test_exaone4_5_chat.py measures it on validate's conversations).
 EXAONE4_5_GO = (
-    '{{- $last := "" }}'
-    "{{- range .Messages }}"
-    '<|{{ .Role }}|>{{ "\\n" }}{{ .Content }}<|endofturn|>{{ "\\n" }}'
-    "{{- $last = .Role }}"
+    '{{- $q := 0 }}{{- $prev := "" }}'
+    "{{- range $i, $m := .Messages }}{{ $q = $i }}{{ end }}"
+    '{{- range $i, $m := .Messages }}{{ if eq $m.Role "user" }}{{ $q = $i }}{{ end }}{{ end }}'
+    '{{- if .Tools }}<|tool_declare|>{{ "\\n" }}# Tools{{ "\\n" }}'
+    '{{- range .Tools }}<tool>{{ json . }}</tool>{{ "\\n" }}{{ end }}<|endofturn|>{{ "\\n" }}{{ end }}'
+    "{{- range $i, $m := .Messages }}"
+    '{{- if and (eq $prev "tool") (ne $m.Role "tool") }}<|endofturn|>{{ "\\n" }}{{ end }}'
+    '{{- if eq $m.Role "assistant" }}<|assistant|>{{ "\\n" }}<think>{{ "\\n" }}'
+    "{{- if and $m.Thinking (gt $i $q) }}{{ $m.Thinking }}{{ end }}"
+    '{{ "\\n" }}</think>{{ "\\n\\n" }}{{ $m.Content }}'
+    '{{- if $m.ToolCalls }}{{ if $m.Content }}{{ "\\n" }}{{ end }}'
+    '{{- range $k, $c := $m.ToolCalls }}{{ if $k }}{{ "\\n" }}{{ end }}'
+    '<tool_call>{"name": "{{ $c.Function.Name }}", "arguments": {{ json $c.Function.Arguments }}}</tool_call>'
+    "{{- end }}{{ end }}"
+    '<|endofturn|>{{ "\\n" }}'
+    '{{- else if eq $m.Role "tool" }}'
+    '{{- if eq $prev "tool" }}{{ "\\n" }}{{ else }}<|tool|>{{ "\\n" }}{{ end }}<tool_result>{{ $m.Content }}</tool_result>'
+    '{{- else }}<|{{ $m.Role }}|>{{ "\\n" }}{{ $m.Content }}<|endofturn|>{{ "\\n" }}{{ end }}'
+    "{{- $prev = $m.Role }}"
     "{{- end }}"
-    '{{- if ne $last "assistant" }}<|assistant|>{{ "\\n" }}<think>{{ "\\n" }}{{ end }}'
+    '{{- if eq $prev "tool" }}<|endofturn|>{{ "\\n" }}{{ end }}'
+    '{{- if ne $prev "assistant" }}<|assistant|>{{ "\\n" }}'
+    '{{- if and .IsThinkSet (not .Think) }}<think>{{ "\\n\\n" }}</think>{{ "\\n\\n" }}{{ else }}<think>{{ "\\n" }}{{ end }}'
+    "{{- end }}"
+)
+
+# Where the Go template's prompt differs from the Jinja template's (the Modelfile's comment says it).
+GO_TEMPLATE_DIFFERENCES = (
+    "Where this TEMPLATE differs from LG's Jinja template: Ollama prints tool schemas and tool-call arguments\n"
+    "# as Go's compact JSON (no spaces after : and ,; other key order), the Jinja template as Python's; assistant\n"
+    "# text and reasoning keep their surrounding whitespace (Go templates cannot strip); an image is Ollama's\n"
+    "# [img-N] tag where Ollama puts it, not `<vision><|image_pad|></vision>` and a newline; skip_think and\n"
+    "# add_vision_id have no Ollama switch. Everything else renders the same prompt."
 )
 
 CARD_NOTE = (
@@ -197,7 +269,7 @@ CARD_NOTE = (
     "`llama-server --jinja`. LG recommends temperature 1.0, top_p 0.95 (presence_penalty 1.5 for general use; "
     "temperature 0.6 and top_k 20 for OCR, documents and Korean input). Images need the projector file "
     "(`mmproj-*.gguf`): `llama-mtmd-cli -m MODEL.gguf --mmproj mmproj-MODEL.gguf`; the text file alone runs "
-    "text-only. The MTP block is kept in the file; llama.cpp does not run it."
+    "text-only. The MTP block is in the file unless it was converted with `--no-mtp`; llama.cpp does not run it."
 )
 
 CHAT = Chat(
@@ -209,13 +281,14 @@ CHAT = Chat(
             (("repeat_penalty", "1.0"), ("temperature", "1.0"), ("top_p", "0.95")),
             None,
             "EXAONE 4.5: <|role|> turns closed by <|endofturn|>; reasoning on (the prompt opens <think>).\n"
-            "# LG: temperature 1.0, top_p 0.95; 0.6 / top_k 20 for OCR, documents and Korean input.",
+            "# LG: temperature 1.0, top_p 0.95; 0.6 / top_k 20 for OCR, documents and Korean input.\n# "
+            + GO_TEMPLATE_DIFFERENCES,
             stop=EOT,
             card_note=CARD_NOTE,
         ),
     ),
     requires=("<|assistant|>", "<|user|>", "<vision>"),
-    features=frozenset({"role_markers"}),
+    features=frozenset({"role_markers", "reasoning_tools", "images"}),
 )
 
 
@@ -299,6 +372,8 @@ FAMILY = Family(
     hparams=hparams,  # exaone4's: block_count with the MTP blocks, nextn_predict_layers, window
     architectures=HF_ARCHITECTURES,
     config=CONFIG,
+    # EXAONE 4's keys in text_config; the vision tower's keys are the projector's (vision.config)
+    reads=READS | {"text_config", "vision_config", "image_token_id", "video_token_id"},
     reference="exaone4",  # the text tower is EXAONE 4's network; the MTP blocks are not run
     chat=CHAT,
     vocab_model="gpt2",

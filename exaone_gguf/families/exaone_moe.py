@@ -104,6 +104,11 @@ def _extras(k: ConfigKeys) -> dict[str, Any]:
     scoring = cfg.get("scoring_func", "sigmoid")
     if scoring not in GATING:
         raise InputError(f"{path}: scoring_func {scoring!r} is not supported (sigmoid or softmax); fix the config.")
+    if cfg.get("topk_method", "noaux_tc") != "noaux_tc":  # llama.cpp selects with e_score_correction_bias
+        raise InputError(
+            f"{path}: topk_method {cfg['topk_method']!r} is not supported (llama.cpp's exaone-moe graph routes as "
+            "noaux_tc, with e_score_correction_bias); fix the config."
+        )
     n_group = k.int("n_group", default=1)
     topk_group = k.int("topk_group", default=1)
     if n_experts % n_group or topk_group > n_group:
@@ -125,6 +130,16 @@ def _extras(k: ConfigKeys) -> dict[str, Any]:
         "fused_experts": False,
     }
 
+
+# config.json keys read besides the common ones (base.check_config_keys): experts, routing, window, MTP blocks
+READS = frozenset(
+    {
+        "num_experts", "num_local_experts", "n_routed_experts", "num_experts_per_tok", "first_k_dense_replace",
+        "first_last_k_dense_replace", "mlp_layer_types", "is_moe_layer", "scoring_func", "n_group", "topk_group",
+        "topk_method", "moe_intermediate_size", "num_shared_experts", "routed_scaling_factor", "norm_topk_prob",
+        "num_nextn_predict_layers", "sliding_window", "sliding_window_pattern", "layer_types",
+    }
+)  # fmt: skip
 
 CONFIG = ConfigReading(
     family=NAME,
@@ -351,6 +366,9 @@ FAMILY = Family(
     hparams=hparams,
     architectures=HF_ARCHITECTURES,
     config=CONFIG,
+    reads=READS,
+    harmless=frozenset({"output_router_logits", "router_aux_loss_coef"}),  # training's load-balancing loss
+    nextn_always=True,
     reference="exaone_moe",
     chat=CHAT,
     vocab_model="gpt2",

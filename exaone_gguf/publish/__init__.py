@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exaone_gguf.checkpoint import Checkpoint, load_checkpoint
+from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.convert import driver
 from exaone_gguf.convert.driver import ConvertOptions
 from exaone_gguf.convert.multiwrite import assign_paths
@@ -188,7 +188,7 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
     src, out_dir = Path(src), Path(out_dir)
     types = opts.outtypes()
     max_bytes, max_tensors = opts.split_limits()
-    ckpt = load_checkpoint(src)
+    ckpt = driver.load_source(src, opts)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: is a file; give a directory for several output types.")
     if out_dir.resolve().is_relative_to(src.resolve()):

@@ -10,8 +10,11 @@ turns, exactly the prompt of the family's Jinja template (tests/test_publish_mod
 - EXAONE 4.0: "[|role|]\n" prefixes, every turn ends "[|endofturn|]\n", assistant text follows an empty
   "<think>\n\n</think>\n\n" block; generation opens the empty think block (enable_thinking=false, the
   template's default). Tool schemas and tool results are not rendered.
-- EXAONE 4.5: K-EXAONE's "<|role|>\n{content}<|endofturn|>\n" turns; generation opens "<|assistant|>\n<think>\n"
-  (reasoning is on by default). Images come from Ollama's projector (the second FROM line), not the template.
+- EXAONE 4.5: "<|role|>\n{content}<|endofturn|>\n" turns after a <|tool_declare|> turn of tool schemas; every
+  assistant turn opens a think block (empty but in the turns after the last user turn); generation opens
+  "<|assistant|>\n<think>\n" unless Ollama's think is off. Images come from Ollama's projector (the second FROM
+  line), not the template. Where Ollama cannot give LG's prompt (JSON spacing, whitespace stripping, image
+  markers), the Modelfile's comment says so (families/exaone4_5.py GO_TEMPLATE_DIFFERENCES).
 The generation prompt is added unless the last turn is the assistant's (Ollama then continues it).
 Sampling follows each family's model card (see reference/exaone-formats.md). The templates, parameters and
 stop token are declared by the family modules (exaone_gguf/families/).

@@ -21,11 +21,11 @@ import numpy as np
 from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.cores import resolve_threads
 from exaone_gguf.errors import InputError
-from exaone_gguf.families import family_of_gguf_arch, writes_as
+from exaone_gguf.families import family_of_gguf_arch, without_mtp, writes_as
 from exaone_gguf.gguf_io.split import open_model
 from exaone_gguf.quantize.imatrix import load_imatrix
 from exaone_gguf.validate.evaltext import load_text
-from exaone_gguf.validate.metadata_check import check_metadata, eos_token_of, file_type_name
+from exaone_gguf.validate.metadata_check import check_metadata, eos_token_of, file_type_name, nextn_blocks
 from exaone_gguf.validate.metrics import (
     NOISE_FLOOR_FACTOR,
     Thresholds,
@@ -198,6 +198,11 @@ def validate(
     check_device(device)
     f = open_model(model)  # a split model: shard 1 and the rest, as llama.cpp loads it
     ckpt = load_checkpoint(reference) if reference is not None else None
+    # a file converted with --no-mtp: no MTP block declared, no nextn tensor (a file with either is held to the
+    # checkpoint's MTP blocks, so a lost nextn_predict_layers key is named)
+    if ckpt is not None and ckpt.spec.extras.get("nextn") and not nextn_blocks(f, f.get("general.architecture")):
+        if not any(".nextn." in t.name for t in f.tensors):
+            ckpt = dataclasses.replace(ckpt, spec=without_mtp(ckpt.spec))
     imatrix_weights = load_imatrix(imatrix) if imatrix is not None else None
     eval_text = load_text(text)
     ft = file_type_name(f.get("general.file_type"))

@@ -135,7 +135,7 @@ def check_sliding_window(f: GGUFFile, arch: str, n_layers: int, spec: ModelSpec 
         problems.append("sliding_window missing")
     fam = family_of_gguf_arch(arch, f.get("tokenizer.ggml.pre"))
     if fam is not None and fam.hybrid_layers is not None and n_layers != fam.hybrid_layers:
-        nextn = _nextn(f, arch)
+        nextn = nextn_blocks(f, arch)
         counted = (
             f"block_count {n_layers + nextn} - nextn_predict_layers {nextn} = {n_layers} layers"
             if nextn
@@ -285,14 +285,14 @@ def check_tensor_shapes(f: GGUFFile, ckpt: Checkpoint) -> CheckResult:
     )
 
 
-def _nextn(f: GGUFFile, arch: str) -> int:
+def nextn_blocks(f: GGUFFile, arch: str) -> int:
     return int(f.get(Keys.LLM.NEXTN_PREDICT_LAYERS.format(arch=arch), 0) or 0)
 
 
 def check_mtp_blocks(f: GGUFFile, arch: str) -> CheckResult | None:
     """MTP blocks (`nextn_predict_layers`): the last blocks, each with its nextn tensors; llama.cpp loads them
     with TENSOR_SKIP and never runs them. None for a file without any."""
-    nextn = _nextn(f, arch)
+    nextn = nextn_blocks(f, arch)
     blocks = {int(t.name.split(".")[1]) for t in f.tensors if t.name.startswith("blk.") and ".nextn." in t.name}
     if not nextn and not blocks:
         return None
@@ -376,7 +376,7 @@ def check_metadata(f: GGUFFile, ckpt: Checkpoint | None) -> list[CheckResult]:
     fam = family_of_gguf_arch(arch, f.get("tokenizer.ggml.pre"))
     slides = fam is not None and fam.config is not None and fam.config.sliding_window
     if slides or (ckpt is None and f.get(Keys.Attention.SLIDING_WINDOW.format(arch=arch)) is not None):
-        out.append(check_sliding_window(f, arch, n_layers - _nextn(f, arch), ckpt.spec if ckpt else None))
+        out.append(check_sliding_window(f, arch, n_layers - nextn_blocks(f, arch), ckpt.spec if ckpt else None))
     out += [c for c in (check_mtp_blocks(f, arch), check_no_vision_tensors(f)) if c is not None]
     out += check_vocab(f, ckpt)
     out.append(check_special_ids(f, ckpt))

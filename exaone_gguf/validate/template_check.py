@@ -26,6 +26,7 @@ OTHER = "other"
 _ALL: frozenset[str] = frozenset()
 _EXAONE = frozenset({"role_markers"})  # [|role|] turns
 _ONLY4 = frozenset({"role_markers", "reasoning_tools"})  # <think> reasoning, tools and tool calls
+_IMAGES = frozenset({"images"})  # image parts in a message's content (EXAONE 4.5)
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,25 @@ CONVERSATIONS: tuple[Conversation, ...] = (
         ],
         _ONLY4,
         tools=[_WEATHER_TOOL, _DICE_TOOL],
+        kwargs={"enable_thinking": False},
+    ),
+    Conversation(
+        "image",
+        [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in this picture?"}]},
+        ],
+        _IMAGES,
+    ),
+    # an image turn is no text query: the reasoning after it is dropped once a text question follows
+    Conversation(
+        "image_follow_up",
+        [
+            {"role": "user", "content": [{"type": "text", "text": "Compare "}, {"type": "image"}, {"type": "image"}]},
+            {"role": "assistant", "content": "Two cats.", "reasoning_content": "Both show a cat."},
+            {"role": "user", "content": "Which is older?"},
+        ],
+        _IMAGES,
         kwargs={"enable_thinking": False},
     ),
 )
