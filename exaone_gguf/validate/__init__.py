@@ -30,8 +30,8 @@ from exaone_gguf.validate.metrics import (
     NOISE_FLOOR_FACTOR,
     Thresholds,
     compare_logits,
+    grade,
     is_sixteen_bit,
-    judge,
     judge_structure,
     limit_over_floor,
     structure_limit,
@@ -158,19 +158,15 @@ def check_logits(
         routing: dict = {}  # a MoE reference forward records its expert choice per layer
         ref = forward(ckpt, tokens, arch if writes_as(ckpt.spec, arch) else None, routing)
     comparison = compare_logits(ref, got, tokens)
-    # fidelity: how much the type costs this model; below the thresholds a warning unless the gate is on
+    # fidelity: how much the type costs this model; below the thresholds a warning unless the gate is on or the
+    # figure is far outside any honest file of the type
     results = [structure] + [
-        CheckResult(
-            f"logits: {name.replace('_', ' ')}",
-            "pass" if ok else ("fail" if gate or name == "finite" else "warn"),
-            detail,
-        )
-        for name, ok, detail in judge(comparison, thresholds)
+        CheckResult(f"logits: {name.replace('_', ' ')}", status, detail)
+        for name, status, detail in grade(comparison, thresholds, file_type, gate)
     ]
     metrics = comparison.to_dict()
     if routing:
-        float_file = file_type.upper().removeprefix("MOSTLY_") in ("F32", "F16", "BF16")
-        check = check_routing(routes, routing, gate=float_file, why=why)
+        check = check_routing(routes, routing, file_type, why=why)
         results.append(check)
         if check.data:
             metrics["routing"] = {str(layer): d for layer, d in check.data.items()}

@@ -28,6 +28,7 @@ to F16/BF16 inside matrix products with such weights, hence 2e-2 and 5e-2 for th
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -134,29 +135,30 @@ class Thresholds:
     max_mean_kld: float
     max_p99_kld: float
     min_same_top1: float  # percent
+    max_ln_ppl_ratio: float  # ln(PPL(test) / PPL(reference))
     max_rel_logit_diff: float | None = None  # float types only: quantised logits legitimately move more
 
 
 THRESHOLDS: dict[str, Thresholds] = {
     t.name: t
     for t in [
-        Thresholds("F32", 1e-4, 1e-3, 99.0, 2e-4),
-        Thresholds("F16", 5e-4, 5e-3, 98.0, 2e-2),
-        Thresholds("BF16", 5e-3, 3e-2, 95.0, 5e-2),
-        Thresholds("Q8_0", 1e-2, 6e-2, 90.0),
-        Thresholds("Q6_K", 5e-2, 0.3, 85.0),
-        Thresholds("Q5_K_M", 0.1, 0.7, 82.0),
-        Thresholds("Q5_K_S", 0.1, 0.7, 82.0),
-        Thresholds("Q5_1", 0.1, 0.7, 82.0),
-        Thresholds("Q5_0", 0.15, 1.2, 78.0),
-        Thresholds("Q4_K_M", 0.3, 2.0, 75.0),
-        Thresholds("Q4_K_S", 0.3, 2.0, 75.0),
-        Thresholds("Q4_1", 0.5, 3.5, 70.0),
-        Thresholds("Q4_0", 0.5, 3.5, 70.0),
-        Thresholds("IQ4_XS", 0.5, 3.5, 70.0),
-        Thresholds("Q3_K_M", 1.2, 5.0, 55.0),
-        Thresholds("Q2_K", 4.0, 15.0, 35.0),
-        Thresholds("GENERIC", 0.5, 3.5, 70.0),  # any other type: as loose as the 4-bit types
+        Thresholds("F32", 1e-4, 1e-3, 99.0, 1.0, 2e-4),
+        Thresholds("F16", 5e-4, 5e-3, 98.0, 1.0, 2e-2),
+        Thresholds("BF16", 5e-3, 3e-2, 95.0, 1.0, 5e-2),
+        Thresholds("Q8_0", 1e-2, 6e-2, 90.0, 1.0),
+        Thresholds("Q6_K", 5e-2, 0.3, 85.0, 1.0),
+        Thresholds("Q5_K_M", 0.1, 0.7, 82.0, 1.0),
+        Thresholds("Q5_K_S", 0.1, 0.7, 82.0, 1.0),
+        Thresholds("Q5_1", 0.1, 0.7, 82.0, 1.0),
+        Thresholds("Q5_0", 0.15, 1.2, 78.0, 1.0),
+        Thresholds("Q4_K_M", 0.3, 2.0, 75.0, 1.0),
+        Thresholds("Q4_K_S", 0.3, 2.0, 75.0, 1.0),
+        Thresholds("Q4_1", 0.5, 3.5, 70.0, 1.0),
+        Thresholds("Q4_0", 0.5, 3.5, 70.0, 1.0),
+        Thresholds("IQ4_XS", 0.5, 3.5, 70.0, 1.0),
+        Thresholds("Q3_K_M", 1.2, 5.0, 55.0, 1.0),
+        Thresholds("Q2_K", 4.0, 15.0, 35.0, 1.0),
+        Thresholds("GENERIC", 0.5, 3.5, 70.0, 1.0),  # any other type: as loose as the 4-bit types
     ]
 }
 
@@ -167,15 +169,36 @@ def thresholds_for(type_name: str) -> Thresholds:
     return THRESHOLDS.get(key, THRESHOLDS["GENERIC"])
 
 
-def judge(c: LogitComparison, t: Thresholds) -> list[tuple[str, bool, str]]:
-    """(check name, passed, one-line detail) for each limit; NaN never passes."""
+def _figure(c: LogitComparison | Mapping, key: str) -> float:
+    """A figure of a LogitComparison or of `validate --against`'s summary (a mapping); None counts as NaN."""
+    v = c.get(key) if isinstance(c, Mapping) else getattr(c, key)
+    return math.nan if v is None else float(v)
+
+
+def ln_ppl_ratio(c: LogitComparison | Mapping) -> float:
+    """ln(PPL(test) / PPL(reference)): the perplexity the file adds, in nats per token."""
+    with np.errstate(all="ignore"):
+        return float(np.log(np.float64(_figure(c, "ppl_test")) / _figure(c, "ppl_ref")))
+
+
+def judge(c: LogitComparison | Mapping, t: Thresholds) -> list[tuple[str, bool, str]]:
+    """(check name, passed, one-line detail) for each limit; NaN never passes. `c`: a LogitComparison or
+    `validate --against`'s summary (no raw logits there: the raw-logit limit is left out)."""
+    finite = bool(c.get("finite", True)) if isinstance(c, Mapping) else c.finite
+    kld, p99, top1, ppl = _figure(c, "mean_kld"), _figure(c, "p99_kld"), _figure(c, "same_top1"), ln_ppl_ratio(c)
     checks = [
-        ("finite", c.finite, "all test logits finite" if c.finite else "test logits contain NaN or infinity"),
-        ("mean_kld", c.mean_kld <= t.max_mean_kld, f"mean KLD {c.mean_kld:.3g} (max {t.max_mean_kld:g})"),
-        ("p99_kld", c.p99_kld <= t.max_p99_kld, f"99th percentile KLD {c.p99_kld:.3g} (max {t.max_p99_kld:g})"),
-        ("same_top1", c.same_top1 >= t.min_same_top1, f"same top-1 {c.same_top1:.2f}% (min {t.min_same_top1:g}%)"),
+        ("finite", finite, "all test logits finite" if finite else "test logits contain NaN or infinity"),
+        ("mean_kld", kld <= t.max_mean_kld, f"mean KLD {kld:.3g} (max {t.max_mean_kld:g})"),
+        ("p99_kld", p99 <= t.max_p99_kld, f"99th percentile KLD {p99:.3g} (max {t.max_p99_kld:g})"),
+        ("same_top1", top1 >= t.min_same_top1, f"same top-1 {top1:.2f}% (min {t.min_same_top1:g}%)"),
+        (
+            "ppl_ratio",
+            ppl <= t.max_ln_ppl_ratio,
+            f"PPL {_figure(c, 'ppl_test'):.4g} vs {_figure(c, 'ppl_ref'):.4g}: ln ratio {ppl:+.3g} "
+            f"(max {t.max_ln_ppl_ratio:g})",
+        ),
     ]
-    if t.max_rel_logit_diff is not None:
+    if t.max_rel_logit_diff is not None and not isinstance(c, Mapping):
         rel = c.rel_logit_diff
         checks.append(
             (
@@ -185,6 +208,51 @@ def judge(c: LogitComparison, t: Thresholds) -> list[tuple[str, bool, str]]:
             )
         )
     return [(name, bool(ok), detail) for name, ok, detail in checks]
+
+
+@dataclass(frozen=True)
+class GrossLimits:
+    """Fidelity far outside what any honest file of a type gives: beyond one of these the file is broken (another
+    model, damaged weights), and validate fails it without --quality-gate. Not overridable."""
+
+    name: str
+    max_mean_kld: float
+    min_same_top1: float  # percent
+    max_ln_ppl_ratio: float
+
+
+GROSS_LIMITS: dict[str, GrossLimits] = {g.name: g for g in [GrossLimits(n, 1e9, 0.0, 1e9) for n in THRESHOLDS]}
+
+
+def gross_limits(type_name: str) -> GrossLimits:
+    key = type_name.upper().removeprefix("MOSTLY_")
+    return GROSS_LIMITS.get(key, GROSS_LIMITS["GENERIC"])
+
+
+def grade(c: LogitComparison | Mapping, t: Thresholds, type_name: str, gate: bool) -> list[tuple[str, str, str]]:
+    """(check name, status, detail) for each fidelity figure: "pass" within the thresholds `t`; beyond them
+    "fail" with `gate` (--quality-gate, --threshold), when not finite, or when the figure is also beyond the
+    type's gross limits (far outside any honest file of `type_name`); "warn" otherwise."""
+    g = gross_limits(type_name)
+    gross = {  # NaN is gross
+        "mean_kld": not _figure(c, "mean_kld") <= g.max_mean_kld,
+        "same_top1": not _figure(c, "same_top1") >= g.min_same_top1,
+        "ppl_ratio": not ln_ppl_ratio(c) <= g.max_ln_ppl_ratio,
+    }
+    limits = {
+        "mean_kld": f"mean KLD {g.max_mean_kld:g}",
+        "same_top1": f"same top-1 {g.min_same_top1:g}%",
+        "ppl_ratio": f"ln PPL ratio {g.max_ln_ppl_ratio:g}",
+    }
+    out = []
+    for name, ok, detail in judge(c, t):
+        if ok:
+            out.append((name, "pass", detail))
+        elif gross.get(name, False):
+            out.append((name, "fail", f"{detail}; beyond {limits[name]}, far outside any honest {g.name} file"))
+        else:
+            out.append((name, "fail" if gate or name == "finite" else "warn", detail))
+    return out
 
 
 @dataclass(frozen=True)
@@ -228,6 +296,10 @@ STRUCTURE_LIMITS: dict[str, StructureLimit] = {
 # KLD 0.03 and up, a hundred times above.
 NOISE_FLOOR_FACTOR = 3.0
 SIXTEEN_BIT = ("F16", "BF16")
+# The most the floor may raise a limit: CEILING_NOTE
+NOISE_FLOOR_CEILING: dict[str, StructureLimit] = {
+    s.name: s for s in [StructureLimit("F16", 1e-2, 5e-4), StructureLimit("BF16", 3e-2, 2e-3)]
+}
 
 
 def structure_limit(type_name: str) -> StructureLimit:
@@ -253,9 +325,12 @@ def is_sixteen_bit(type_name: str) -> bool:
 
 def limit_over_floor(s: StructureLimit, floor: LogitComparison, k: float = NOISE_FLOOR_FACTOR) -> StructureLimit:
     """The static limit `s` raised to k x the noise floor `floor` (the reference against itself summed in
-    float64) where the floor is higher: how much this network amplifies the rounding of its activations."""
+    float64) where the floor is higher: how much this network amplifies the rounding of its activations; never
+    above the type's NOISE_FLOOR_CEILING (a file whose own computation amplifies rounding past it, a chaotic
+    network, is not judged against its own noise)."""
+    top = NOISE_FLOOR_CEILING.get(s.name, s)
     return replace(
         s,
-        max_rel_logit_diff=max(s.max_rel_logit_diff, k * floor.rel_logit_diff),
-        max_mean_kld=max(s.max_mean_kld, k * floor.mean_kld),
+        max_rel_logit_diff=min(max(s.max_rel_logit_diff, k * floor.rel_logit_diff), top.max_rel_logit_diff),
+        max_mean_kld=min(max(s.max_mean_kld, k * floor.mean_kld), top.max_mean_kld),
     )
