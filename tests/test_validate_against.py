@@ -109,8 +109,10 @@ def test_against_agrees_with_llama_perplexity(llama_tools, tiny_gguf, text_file,
 
 @pytest.mark.parametrize("outtype", ["q8_0", "q2_k"])
 def test_against_another_model_fails_by_default(tiny_gguf, text_file, tmp_path, outtype):
-    """Same vocabulary, other weights (seed 1): the figures lie far outside any honest file of the type, so the
-    file fails without flags (exit 1), each gross figure named; Q2_K's loose limits still catch it."""
+    """Same vocabulary, other weights (seed 1): mean KLD and same top p lie far outside any honest file of the type,
+    so the file fails without flags (exit 1), each gross figure named; Q2_K's loose limits still catch it. (Both
+    random networks find the text about equally unlikely, so the perplexity ratio says nothing here; the real
+    network's test below fails on it too.)"""
     from exaone_gguf.convert.driver import ConvertOptions, convert
     from exaone_gguf.tiny import make_tiny
 
@@ -124,7 +126,7 @@ def test_against_another_model_fails_by_default(tiny_gguf, text_file, tmp_path, 
     )
     failed = {c["name"]: c["detail"] for c in report["checks"] if c["status"] == "fail"}
     assert res.exit_code == 1 and "against F32: mean KLD" in res.output, res.output
-    assert {"against F32: mean KLD", "against F32: same top p", "against F32: perplexity"} <= set(failed), failed
+    assert {"against F32: mean KLD", "against F32: same top p"} <= set(failed), failed
     assert all("far outside any honest" in d for d in failed.values()), failed
 
 

@@ -19,17 +19,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import fixture_path
-from gguf_edit import rewrite
+from gguf_edit import rewrite, scale_f32
 from typer.testing import CliRunner
 
 from exaone_gguf.cli import app
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.validate.metrics import (
+    NOISE_FLOOR_CEILING,
+    NOISE_FLOOR_FACTOR,
     STRUCTURE_LIMITS,
     LogitComparison,
     compare_logits,
-    is_sixteen_bit,
     limit_over_floor,
+    rounds_activations,
 )
 from exaone_gguf.validate.reference.common import accumulate, matmul_t
 
@@ -154,10 +156,44 @@ def _comparison(rel: float, kld: float) -> LogitComparison:
     return dataclasses.replace(c, max_abs_logit_diff=rel * c.max_abs_logit_ref, mean_kld=kld)
 
 
-def test_the_floor_only_raises_a_limit_and_only_sixteen_bit_files_use_it():
+def test_the_floor_only_raises_a_limit_up_to_a_ceiling_and_f32_files_never_use_it():
     static = STRUCTURE_LIMITS["BF16"]
     low = limit_over_floor(static, _comparison(1e-4, 1e-6))
     assert (low.max_rel_logit_diff, low.max_mean_kld) == (static.max_rel_logit_diff, static.max_mean_kld)
     high = limit_over_floor(static, _comparison(4e-3, 3e-4))
     assert high.max_rel_logit_diff == pytest.approx(1.2e-2) and high.max_mean_kld == pytest.approx(9e-4)
-    assert [is_sixteen_bit(t) for t in ("BF16", "MOSTLY_F16", "F32", "Q8_0", "Q4_K_M")] == [True, True] + [False] * 3
+    top = NOISE_FLOOR_CEILING["BF16"]
+    capped = limit_over_floor(static, _comparison(1.0, 1.0))
+    assert (capped.max_rel_logit_diff, capped.max_mean_kld) == (top.max_rel_logit_diff, top.max_mean_kld)
+    for name in ("F16", "BF16", "GENERIC"):  # a ceiling a few times above the static limit, not thousands
+        ratio = NOISE_FLOOR_CEILING[name].max_mean_kld / STRUCTURE_LIMITS[name].max_mean_kld
+        assert 1 < ratio <= 20, (name, ratio)
+    assert limit_over_floor(STRUCTURE_LIMITS["GENERIC"], _comparison(1.0, 1.0)) == NOISE_FLOOR_CEILING["GENERIC"]
+    assert [rounds_activations(t) for t in ("BF16", "MOSTLY_F16", "Q8_0", "Q4_K_M", "F32", "MOSTLY_F32")] == [
+        True
+    ] * 4 + [False] * 2
+
+
+def test_a_chaotic_file_over_the_ceiling_fails(tmp_path):
+    """A file whose own computation amplifies rounding without bound is not judged against its own noise: the
+    tiny EXAONE 4.0 at BF16 with every q/k norm weight scaled by 30 (attention logits 900x sharper) measures
+    structure about 0.13 / mean KLD 0.01 with a floor as high (3x would pass it); the ceiling fails it. The same
+    file unscaled passes."""
+    from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.tiny import make_tiny
+
+    ckpt = make_tiny("exaone4", tmp_path / "ckpt")
+    gguf = convert(ckpt, tmp_path / "bf16.gguf", ConvertOptions(outtype="bf16")).output
+    with read_gguf(gguf) as f:
+        n = f.get("exaone4.block_count")
+    norms = {f"blk.{i}.attn_{w}_norm.weight": scale_f32(30.0) for i in range(n) for w in ("q", "k")}
+    bad = rewrite(gguf, tmp_path / "sharp.gguf", tensors=norms)
+    code, report = run_cli(bad, ckpt, tmp_path)
+    s = structure(report)
+    print(s["detail"])
+    floor, top = s["data"]["noise_floor"], NOISE_FLOOR_CEILING["BF16"]
+    assert NOISE_FLOOR_FACTOR * floor["mean_kld"] > top.max_mean_kld  # the floor alone would have passed it
+    assert code == 1 and s["status"] == "fail" and "capped at the type's ceiling" in s["detail"]
+    assert s["data"]["limit"]["max_mean_kld"] == top.max_mean_kld
+    code, report = run_cli(gguf, ckpt, tmp_path)
+    assert structure(report)["status"] == "pass", structure(report)["detail"]

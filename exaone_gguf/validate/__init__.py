@@ -30,10 +30,11 @@ from exaone_gguf.validate.metrics import (
     NOISE_FLOOR_FACTOR,
     Thresholds,
     compare_logits,
+    floor_capped,
     grade,
-    is_sixteen_bit,
     judge_structure,
     limit_over_floor,
+    rounds_activations,
     structure_limit,
     thresholds_for,
 )
@@ -109,10 +110,11 @@ def check_structure(
     limit = structure_limit(file_type)
     ok, detail = judge_structure(c, limit)
     data = {"limit": dataclasses.asdict(limit), **c.to_dict()}
-    if not ok and c.finite and is_sixteen_bit(file_type):
-        # Over the static limit on a 16-bit file: measure how much this network amplifies float32 summation
-        # order through the 16-bit rounding of its activations (the same forward summed in float64), and
-        # judge against a few times that (small models never get here: they cost nothing more).
+    if not ok and c.finite and rounds_activations(file_type):
+        # Over the static limit: measure how much this network amplifies float32 summation order through the
+        # rounding of its activations (16-bit, or Q8 before quantized products; the same forward summed in
+        # float64), and judge against a few times that, at most the type's ceiling (small models rarely get
+        # here: they cost nothing more).
         from exaone_gguf.validate.reference.common import accumulate
 
         with accumulate(np.float64):
@@ -124,6 +126,7 @@ def check_structure(
         detail += (
             f"; limits raised to {NOISE_FLOOR_FACTOR:g}x this model's rounding noise floor (its reference summed "
             f"in float64 vs float32: max rel {floor.rel_logit_diff:.3g}, mean KLD {floor.mean_kld:.3g})"
+            + (", capped at the type's ceiling" if floor_capped(limit, floor) else "")
         )
         data.update(limit=dataclasses.asdict(limit), noise_floor=floor.to_dict())
     return CheckResult(name, "pass" if ok else "fail", detail, data), c.to_dict()

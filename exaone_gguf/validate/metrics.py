@@ -273,7 +273,7 @@ class StructureLimit:
 STRUCTURE_LIMITS: dict[str, StructureLimit] = {
     s.name: s
     for s in [
-        StructureLimit("F32", 5e-6, 1e-10),
+        StructureLimit("F32", 2e-5, 1e-10),
         StructureLimit("F16", 5e-3, 2e-4),
         StructureLimit("BF16", 5e-3, 2e-4),
         StructureLimit("GENERIC", 8e-2, 1.5e-2),  # every quantized type
@@ -295,10 +295,14 @@ STRUCTURE_LIMITS: dict[str, StructureLimit] = {
 # static limit is judged against NOISE_FLOOR_FACTOR x the floor instead; a wrong RoPE base or window measures
 # KLD 0.03 and up, a hundred times above.
 NOISE_FLOOR_FACTOR = 3.0
-SIXTEEN_BIT = ("F16", "BF16")
 # The most the floor may raise a limit: CEILING_NOTE
 NOISE_FLOOR_CEILING: dict[str, StructureLimit] = {
-    s.name: s for s in [StructureLimit("F16", 1e-2, 5e-4), StructureLimit("BF16", 3e-2, 2e-3)]
+    s.name: s
+    for s in [
+        StructureLimit("F16", 1e-2, 1e-3),
+        StructureLimit("BF16", 5e-2, 2e-3),
+        StructureLimit("GENERIC", 0.4, 0.06),
+    ]
 }
 
 
@@ -317,10 +321,10 @@ def judge_structure(c: LogitComparison, s: StructureLimit) -> tuple[bool, str]:
     return bool(ok), detail if c.finite else "llama.cpp's logits contain NaN or infinity"
 
 
-def is_sixteen_bit(type_name: str) -> bool:
-    """F16 and BF16 files: activations rounded to 16 bits before every product, the rounding the noise floor
-    measures (quantized types sit under the generic limit, far above it)."""
-    return type_name.upper().removeprefix("MOSTLY_") in SIXTEEN_BIT
+def rounds_activations(type_name: str) -> bool:
+    """Files whose products llama.cpp feeds rounded activations (F16 / BF16, or Q8_0 / Q8_1 / Q8_K before
+    quantized weights): the rounding whose flips the noise floor measures. F32 files have none."""
+    return type_name.upper().removeprefix("MOSTLY_") != "F32"
 
 
 def limit_over_floor(s: StructureLimit, floor: LogitComparison, k: float = NOISE_FLOOR_FACTOR) -> StructureLimit:
@@ -334,3 +338,8 @@ def limit_over_floor(s: StructureLimit, floor: LogitComparison, k: float = NOISE
         max_rel_logit_diff=min(max(s.max_rel_logit_diff, k * floor.rel_logit_diff), top.max_rel_logit_diff),
         max_mean_kld=min(max(s.max_mean_kld, k * floor.mean_kld), top.max_mean_kld),
     )
+
+
+def floor_capped(s: StructureLimit, floor: LogitComparison, k: float = NOISE_FLOOR_FACTOR) -> bool:
+    """Whether k x `floor` lies above the ceiling `s` (a limit_over_floor result) was held to."""
+    return k * floor.rel_logit_diff > s.max_rel_logit_diff or k * floor.mean_kld > s.max_mean_kld
