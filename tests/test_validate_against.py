@@ -138,8 +138,8 @@ def test_honest_files_pass_against_by_default_and_the_gate_stays_strict(tiny_ggu
     res, report = run_against(model, base, text_file, tmp_path)
     m = report["metrics"]
     print(
-        f"honest {outtype}: mean KLD {m['mean_kld']:.3g}, same top {m['same_top1']:.1f}%, ln PPL ratio "
-        f"{m['ln_ppl_ratio']:+.3g}"
+        f"honest {outtype}: mean KLD {m['mean_kld']:.3g}, same top {m['same_top1']:.1f}%, PPL {m['ppl_test']:.4g} "
+        f"(stored as the base's: {m['ppl_test_stored']:.4g}) vs {m['ppl_ref']:.4g}"
     )
     assert res.exit_code == 0, res.output
     assert {c["status"] for c in report["checks"]} <= {"pass", "warn"}
@@ -179,3 +179,35 @@ def test_against_needs_two_windows_of_text(tiny_gguf, tmp_path):
         ],
     )
     assert res.exit_code == 2 and "needs at least 2 x --ctx = 128" in res.output, res.output
+
+
+def test_against_a_random_network_with_the_real_vocabulary_fails_and_the_real_q2_k_passes(smollm2, text_file, tmp_path):
+    """The trained SmolLM2-135M (EXAONE 3.x layout, BF16) as BASE: a random 2-layer network written with its config
+    and tokenizer (same vocabulary) fails without flags on every gross figure, perplexity included; the real
+    network's own honest Q2_K file passes."""
+    from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.tiny import make_tiny
+
+    real = smollm2("exaone3")
+    base = convert(real, tmp_path / "real-bf16.gguf", ConvertOptions(outtype="bf16")).output
+    rand = make_tiny(None, tmp_path / "random", from_config=real / "config.json", tokenizer_dir=real, layers=2)
+    other = convert(rand, tmp_path / "random-q8_0.gguf", ConvertOptions(outtype="q8_0")).output
+    res, report = run_against(other, base, text_file, tmp_path)
+    m = report["metrics"]
+    print(
+        f"random network: mean KLD {m['mean_kld']:.3g}, same top {m['same_top1']:.1f}%, PPL {m['ppl_test']:.4g} vs "
+        f"{m['ppl_ref']:.4g}"
+    )
+    failed = {c["name"]: c["detail"] for c in report["checks"] if c["status"] == "fail"}
+    assert res.exit_code == 1, res.output
+    assert {f"against BF16: {n}" for n in ("mean KLD", "same top p", "perplexity")} <= set(failed), failed
+    assert all("far outside any honest Q8_0 file" in d for d in failed.values()), failed
+
+    q2 = convert(real, tmp_path / "real-q2_k.gguf", ConvertOptions(outtype="q2_k")).output
+    res, report = run_against(q2, base, text_file, tmp_path)
+    m = report["metrics"]
+    print(
+        f"real Q2_K: mean KLD {m['mean_kld']:.3g}, same top {m['same_top1']:.1f}%, ln PPL ratio "
+        f"{m['ln_ppl_ratio']:+.3g}"
+    )
+    assert res.exit_code == 0 and not [c for c in report["checks"] if c["status"] == "fail"], res.output

@@ -50,6 +50,7 @@ class KLDStats:
     sum_nll_base: float = 0.0
     sum_nll_base2: float = 0.0
     sum_nll_nll_base: float = 0.0
+    sum_nll_stored: float = 0.0  # the model's NLL with its log-probabilities clamped as the base's are stored
     sum_kld: float = 0.0
     sum_kld2: float = 0.0
     sum_p_diff: float = 0.0
@@ -76,6 +77,7 @@ class KLDStats:
             "ppl_test": float(np.exp(log_ppl)),
             "ppl_ref": float(np.exp(log_base)),
             "ln_ppl_ratio": float(log_ppl - log_base),
+            "ppl_test_stored": float(np.exp(self.sum_nll_stored / n)) if n else float("nan"),
             "mean_kld": float(mean_kld),
             "mean_kld_uncertainty": float(mean_kld_unc),
             "median_kld": _median(kld),
@@ -147,6 +149,10 @@ def score_chunk(
     mx, lse = _log_sum_exp(logits)
     imax = logits.argmax(axis=1)
     nll = (mx + lse - logits[rows, targets]).astype(np.float32)
+    # the same NLL with the model's log-probabilities kept over LOG_RANGE nats below its top, as BASE's are stored:
+    # PPL(base) cannot exceed about exp(16) on tokens the base finds unlikely, so PPL(Q) is judged on equal terms
+    floor = np.maximum(logits.min(axis=1), mx - np.float32(LOG_RANGE)) - mx - lse
+    nll_stored = np.minimum(nll, -floor)
     lp_base = (scale[:, None] * q.astype(np.float32) + min_lp[:, None]).astype(np.float32)
     nll_base = (-lp_base[rows, targets]).astype(np.float32)
     top = (mx + lse).astype(np.float32)
@@ -160,6 +166,7 @@ def score_chunk(
     st.sum_nll_base += b64.sum()
     st.sum_nll_base2 += (b64 * b64).sum()
     st.sum_nll_nll_base += (n64 * b64).sum()
+    st.sum_nll_stored += nll_stored.astype(np.float64).sum()
     st.sum_kld += kld.sum()
     st.sum_kld2 += (kld * kld).sum()
     st.sum_p_diff += d64.sum()
@@ -324,7 +331,8 @@ def validate_against(
     report.metrics = m
     gate = quality_gate or bool(threshold_overrides)
     names = {"mean_kld": "mean KLD", "p99_kld": "p99 KLD", "same_top1": "same top p", "ppl_ratio": "perplexity"}
-    for name, status, detail in grade(m, thresholds, ft, gate):
+    # perplexity judged with the model's log-probabilities clamped as BASE's stored ones are (ppl_test_stored)
+    for name, status, detail in grade({**m, "ppl_test": m["ppl_test_stored"]}, thresholds, ft, gate):
         if name in names:
             report.checks.append(
                 CheckResult(
