@@ -197,3 +197,36 @@ def test_a_chaotic_file_over_the_ceiling_fails(tmp_path):
     assert s["data"]["limit"]["max_mean_kld"] == top.max_mean_kld
     code, report = run_cli(gguf, ckpt, tmp_path)
     assert structure(report)["status"] == "pass", structure(report)["detail"]
+
+
+def test_real_network_q4_k_m_passes_within_its_floor_and_a_wrong_rope_base_fails(smollm2, tmp_path):
+    """The trained SmolLM2-135M (EXAONE 3.x layout) at Q4_K_M: its outlier channels make the Q8_K rounding of the
+    activations flip more than on random weights (measured 0.092 / mean KLD 0.0099, over the static 0.08, with a
+    floor of 0.096 / 0.010), so the structure check judges it against 3x its floor and passes it; the same file with
+    RoPE base 10000 (measured KLD 0.11) still fails against the raised limit."""
+    from exaone_gguf.checkpoint import load_checkpoint
+    from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.gguf_io.split import open_model
+    from exaone_gguf.validate import check_structure
+    from exaone_gguf.validate.evaltext import load_text
+    from exaone_gguf.validate.runner import Runner
+
+    real = smollm2("exaone3")
+    ckpt = load_checkpoint(real)
+    gguf = convert(real, tmp_path / "q4_k_m.gguf", ConvertOptions(outtype="q4_k_m")).output
+    with read_gguf(gguf) as f:
+        key = f"{f.get('general.architecture')}.rope.freq_base"
+        assert f.get(key) == 100000.0
+    bad = rewrite(gguf, tmp_path / "rope.gguf", kv={key: 10000.0})
+    results = {}
+    for name, path in (("honest", gguf), ("rope", bad)):
+        with Runner(path, n_ctx=256) as runner:
+            tokens = runner.llm.tokenize(load_text(None).encode(), add_bos=False, special=False)[:256]
+            got = runner.logits(tokens)
+        results[name], _ = check_structure(open_model(path), ckpt, got, tokens, "Q4_K_M")
+        print(name, results[name].detail)
+    honest, rope = results["honest"], results["rope"]
+    static = STRUCTURE_LIMITS["GENERIC"]
+    assert honest.status == "pass" and "noise floor" in honest.detail, honest.detail
+    assert honest.data["limit"]["max_rel_logit_diff"] > static.max_rel_logit_diff  # the floor raised it
+    assert rope.status == "fail" and rope.data["mean_kld"] > 2 * rope.data["limit"]["max_mean_kld"], rope.detail
