@@ -219,13 +219,18 @@ def judge(c: LogitComparison | Mapping, t: Thresholds) -> list[tuple[str, bool, 
 #     Q3_K_M 0.23 / 67.5 % / 0.22; Q2_K 0.69 / 46.7 % / 0.31 (Llama 0.69 / 47.1 % / 0.31)
 #   tiny families (exaone3, exaone3.5, exaone4, exaone4-hybrid, llama; the tests' sizes and hidden 512 / seed 1),
 #     worst per type: BF16 6e-4 / 98.8 %; Q8_0 0.0069 / 93.7 % / 0.029; Q6_K 0.048 / 88.2 % / 0.087;
-#     Q4_K_M 0.66 / 72.6 % / 0.41; Q3_K_M 1.8 / 58.8 % / 0.38; Q2_K 7.2 / 23.9 % / 0.83 (llama, hidden 512)
+#     Q4_K_M 0.66 / 72.6 % / 0.41; Q3_K_M 1.8 / 58.8 % / 0.38; Q2_K 7.2 / 23.9 % / 0.83 (llama, hidden 512; 7.7 on
+#     the first 128 tokens)
+#   tiny K-EXAONE (MoE: a router flip moves everything after it; seeds 0 and 1, worst): Q8_0 0.45 / 89.0 % / 0.11;
+#     Q4_K_M 4.7 / 38.0 % / 0.27; Q2_K 15.7 / 5.1 % / 0.55 (a random MoE at 2 bits keeps little of itself)
 #   another model, same vocabulary (a seed-1 tiny file against seed 0's source, each family, Q8_0): mean KLD 31-36,
 #     same top-1 0 %; `--against`, a random 2-layer network with SmolLM2's vocabulary against SmolLM2: see
 #     tests/test_validate_against.py (the tiny random networks find the text about equally unlikely, so there the
 #     PPL ratio says nothing; KLD and top-1 do).
-# The limits sit about 4x (KLD) and 3x (PPL ratio) past the worst honest figure of the type, top-1 a third to a
-# half below it; Q2_K's (15 / 8 % / 3.0) lie well past an honest Q2_K's and still far short of another model.
+# The quantized limits sit 3-5x past the worst honest KLD of the type (the tiny MoE's; 1.6x at Q2_K, whose honest tiny
+# MoE file comes within a factor 2 of another model: there top-1 and KLD can only catch a file that is no model of
+# its source at all), PPL ratio 3x or more past, top-1 about half the worst honest; the float types 20-80x past the
+# worst honest KLD.
 @dataclass(frozen=True)
 class GrossLimits:
     """Fidelity far outside what any honest file of a type gives: beyond one of these the file is broken (another
@@ -243,20 +248,20 @@ GROSS_LIMITS: dict[str, GrossLimits] = {
         GrossLimits("F32", 0.01, 95.0, 0.05),
         GrossLimits("F16", 0.02, 90.0, 0.1),
         GrossLimits("BF16", 0.05, 85.0, 0.2),
-        GrossLimits("Q8_0", 0.1, 70.0, 0.3),
-        GrossLimits("Q6_K", 0.4, 60.0, 0.5),
-        GrossLimits("Q5_K_M", 0.8, 55.0, 0.8),
-        GrossLimits("Q5_K_S", 0.8, 55.0, 0.8),
-        GrossLimits("Q5_1", 0.8, 55.0, 0.8),
-        GrossLimits("Q5_0", 1.0, 50.0, 1.0),
-        GrossLimits("Q4_K_M", 2.5, 40.0, 1.5),
-        GrossLimits("Q4_K_S", 2.5, 40.0, 1.5),
-        GrossLimits("Q4_1", 3.0, 35.0, 2.0),
-        GrossLimits("Q4_0", 3.0, 35.0, 2.0),
-        GrossLimits("IQ4_XS", 3.0, 35.0, 2.0),
-        GrossLimits("Q3_K_M", 6.0, 25.0, 2.5),
-        GrossLimits("Q2_K", 15.0, 8.0, 3.0),
-        GrossLimits("GENERIC", 15.0, 5.0, 4.0),  # any other type (IQ2, IQ1 ...): the loosest
+        GrossLimits("Q8_0", 2.0, 60.0, 0.5),
+        GrossLimits("Q6_K", 4.0, 40.0, 0.8),
+        GrossLimits("Q5_K_M", 8.0, 30.0, 1.0),
+        GrossLimits("Q5_K_S", 8.0, 30.0, 1.0),
+        GrossLimits("Q5_1", 8.0, 30.0, 1.0),
+        GrossLimits("Q5_0", 10.0, 25.0, 1.2),
+        GrossLimits("Q4_K_M", 15.0, 20.0, 1.5),
+        GrossLimits("Q4_K_S", 15.0, 20.0, 1.5),
+        GrossLimits("Q4_1", 15.0, 20.0, 2.0),
+        GrossLimits("Q4_0", 15.0, 20.0, 2.0),
+        GrossLimits("IQ4_XS", 15.0, 20.0, 2.0),
+        GrossLimits("Q3_K_M", 22.0, 5.0, 2.5),
+        GrossLimits("Q2_K", 25.0, 2.0, 3.0),
+        GrossLimits("GENERIC", 25.0, 1.0, 4.0),  # any other type (IQ2, IQ1 ...): the loosest
     ]
 }
 
@@ -313,7 +318,7 @@ STRUCTURE_LIMITS: dict[str, StructureLimit] = {
         StructureLimit("F32", 2e-5, 1e-10),
         StructureLimit("F16", 5e-3, 2e-4),
         StructureLimit("BF16", 5e-3, 2e-4),
-        StructureLimit("GENERIC", 8e-2, 1.5e-2),  # every quantized type
+        StructureLimit("GENERIC", 8e-2, 2e-2),  # every quantized type
     ]
 }
 
@@ -340,7 +345,9 @@ STRUCTURE_LIMITS: dict[str, StructureLimit] = {
 #   Q3_K_M 0.063 / 0.011 vs 0.066 / 0.010; Q2_K 0.087 / 0.014 vs 0.085 / 0.011
 #   Llama layout: BF16 0.013 / 1.9e-4 vs 0.014 / 2.2e-4; Q8_0 0.061 / 6.3e-3 vs 0.046 / 5.2e-3;
 #   Q4_K_M 0.105 / 0.011 vs 0.079 / 9.4e-3; Q2_K 0.091 / 0.014 vs 0.074 / 0.011
-# Tiny K-EXAONE (MoE, routes forced to llama.cpp's): Q8_0 0.038 / 0.012, Q2_K 0.040 / 0.016 (over the static KLD).
+# Tiny K-EXAONE (MoE, routes forced to llama.cpp's): Q8_0 0.038 / 0.012, Q4_K_M (seed 1) 0.047 / 0.014, Q2_K 0.040 /
+# 0.016 against a floor of 0.027 / 0.0043 (the floor underestimates MoE files): the static quantized KLD limit is
+# 2e-2 (it was 1.5e-2), still under the tiny hybrid's wrong-RoPE 0.033.
 # The floor matches the honest difference within 35 % at every type, so every type that rounds its activations
 # uses it.
 NOISE_FLOOR_FACTOR = 3.0
