@@ -10,10 +10,13 @@ import pytest
 
 from exaone_gguf.errors import InputError
 from exaone_gguf.validate.metrics import (
+    GROSS_LIMITS,
     ROW_CHUNK,
     THRESHOLDS,
     LogitComparison,
     compare_logits,
+    grade,
+    gross_limits,
     judge,
     thresholds_for,
 )
@@ -181,9 +184,53 @@ def test_threshold_table():
         b, w = THRESHOLDS[better], THRESHOLDS[worse]
         assert b.max_mean_kld <= w.max_mean_kld and b.max_p99_kld <= w.max_p99_kld
         assert b.min_same_top1 >= w.min_same_top1
+        assert b.max_ln_ppl_ratio <= w.max_ln_ppl_ratio
     assert all(THRESHOLDS[n].max_rel_logit_diff is not None for n in ("F32", "F16", "BF16"))
     assert all(THRESHOLDS[n].max_rel_logit_diff is None for n in ORDER[3:])
     assert thresholds_for("q4_k_m") is THRESHOLDS["Q4_K_M"]
     assert thresholds_for("MOSTLY_Q8_0") is THRESHOLDS["Q8_0"]
     assert thresholds_for("IQ4_XS") is THRESHOLDS["IQ4_XS"]
     assert thresholds_for("TQ1_0") is THRESHOLDS["GENERIC"]
+
+
+def test_gross_limits_lie_beyond_the_thresholds_and_loosen_with_fewer_bits():
+    assert set(GROSS_LIMITS) == set(THRESHOLDS)
+    for name, t in THRESHOLDS.items():
+        g = GROSS_LIMITS[name]
+        assert g.max_mean_kld > t.max_mean_kld and g.min_same_top1 < t.min_same_top1, name
+        assert g.max_ln_ppl_ratio > t.max_ln_ppl_ratio, name
+    for better, worse in zip(ORDER, ORDER[1:]):
+        b, w = GROSS_LIMITS[better], GROSS_LIMITS[worse]
+        assert b.max_mean_kld <= w.max_mean_kld and b.min_same_top1 >= w.min_same_top1, (better, worse)
+        assert b.max_ln_ppl_ratio <= w.max_ln_ppl_ratio, (better, worse)
+    assert gross_limits("MOSTLY_Q4_K_M") is GROSS_LIMITS["Q4_K_M"] and gross_limits("TQ1_0") is GROSS_LIMITS["GENERIC"]
+
+
+def test_grade_warns_within_the_gross_limits_and_fails_beyond_them_or_with_the_gate():
+    ref, tokens = _peaked(200, 500, seed=7)
+    rng = np.random.default_rng(8)
+    # a little noise: over Q8_0's thresholds, within its gross limits
+    mild = compare_logits(ref, ref + rng.normal(0, 0.3, ref.shape).astype(np.float32), tokens)
+    t, g = THRESHOLDS["Q8_0"], GROSS_LIMITS["Q8_0"]
+    assert t.max_mean_kld < mild.mean_kld < g.max_mean_kld, mild.mean_kld
+    status = {n: s for n, s, _ in grade(mild, t, "Q8_0", gate=False)}
+    assert status["mean_kld"] == "warn" and "fail" not in status.values(), status
+    assert {n: s for n, s, _ in grade(mild, t, "Q8_0", gate=True)}["mean_kld"] == "fail"
+    # another model's logits (confident, about other tokens): every figure far outside, a failure without the
+    # gate, even at Q2_K
+    other, _ = _peaked(200, 500, seed=9)
+    far = compare_logits(ref, 5 * other, tokens)
+    print(f"another model: mean KLD {far.mean_kld:.3g}, same top-1 {far.same_top1:.1f}%")
+    for type_name in ("Q8_0", "Q2_K", "GENERIC"):
+        verdict = {n: (s, d) for n, s, d in grade(far, thresholds_for(type_name), type_name, gate=False)}
+        for name in ("mean_kld", "same_top1", "ppl_ratio"):
+            assert verdict[name][0] == "fail" and "far outside any honest" in verdict[name][1], (type_name, verdict)
+
+
+def test_grade_judges_against_summaries_and_nan_is_gross():
+    """`validate --against` passes its summary (a dict); a NaN figure (NaN logits) fails, flags or not."""
+    m = {"mean_kld": 0.001, "p99_kld": 0.01, "same_top1": 97.0, "ppl_ref": 10.0, "ppl_test": 10.05}
+    assert all(s == "pass" for _, s, _ in grade(m, THRESHOLDS["Q8_0"], "Q8_0", gate=True))
+    bad = {**m, "mean_kld": float("nan"), "ppl_test": None}
+    status = {n: s for n, s, _ in grade(bad, THRESHOLDS["Q8_0"], "Q8_0", gate=False)}
+    assert status["mean_kld"] == "fail" and status["ppl_ratio"] == "fail", status

@@ -76,7 +76,9 @@ def test_two_tensors_of_a_layer_swapped(tiny_dir, tiny_gguf, tmp_path):
         and "blk.1.ffn_gate.weight" in tensors.detail
         and "blk.1.ffn_up.weight" in tensors.detail
     )
-    assert statuses(report)["logits: mean kld"] == "warn"  # fidelity sees it too, a warning without --quality-gate
+    # fidelity sees it too: far outside any honest F32 file, a failure without --quality-gate
+    kld = next(c for c in report.checks if c.name == "logits: mean kld")
+    assert kld.status == "fail" and "far outside any honest F32 file" in kld.detail, kld.detail
 
 
 def test_eos_set_to_2(tiny_dir, tiny_gguf, tmp_path):

@@ -30,10 +30,11 @@ from exaone_gguf.validate.metrics import (
     NOISE_FLOOR_FACTOR,
     Thresholds,
     compare_logits,
-    is_sixteen_bit,
-    judge,
+    floor_capped,
+    grade,
     judge_structure,
     limit_over_floor,
+    rounds_activations,
     structure_limit,
     thresholds_for,
 )
@@ -109,10 +110,11 @@ def check_structure(
     limit = structure_limit(file_type)
     ok, detail = judge_structure(c, limit)
     data = {"limit": dataclasses.asdict(limit), **c.to_dict()}
-    if not ok and c.finite and is_sixteen_bit(file_type):
-        # Over the static limit on a 16-bit file: measure how much this network amplifies float32 summation
-        # order through the 16-bit rounding of its activations (the same forward summed in float64), and
-        # judge against a few times that (small models never get here: they cost nothing more).
+    if not ok and c.finite and rounds_activations(file_type):
+        # Over the static limit: measure how much this network amplifies float32 summation order through the
+        # rounding of its activations (16-bit, or Q8 before quantized products; the same forward summed in
+        # float64), and judge against a few times that, at most the type's ceiling (small models rarely get
+        # here: they cost nothing more).
         from exaone_gguf.validate.reference.common import accumulate
 
         with accumulate(np.float64):
@@ -124,6 +126,7 @@ def check_structure(
         detail += (
             f"; limits raised to {NOISE_FLOOR_FACTOR:g}x this model's rounding noise floor (its reference summed "
             f"in float64 vs float32: max rel {floor.rel_logit_diff:.3g}, mean KLD {floor.mean_kld:.3g})"
+            + (", capped at the type's ceiling" if floor_capped(limit, floor) else "")
         )
         data.update(limit=dataclasses.asdict(limit), noise_floor=floor.to_dict())
     return CheckResult(name, "pass" if ok else "fail", detail, data), c.to_dict()
@@ -158,19 +161,15 @@ def check_logits(
         routing: dict = {}  # a MoE reference forward records its expert choice per layer
         ref = forward(ckpt, tokens, arch if writes_as(ckpt.spec, arch) else None, routing)
     comparison = compare_logits(ref, got, tokens)
-    # fidelity: how much the type costs this model; below the thresholds a warning unless the gate is on
+    # fidelity: how much the type costs this model; below the thresholds a warning unless the gate is on or the
+    # figure is far outside any honest file of the type
     results = [structure] + [
-        CheckResult(
-            f"logits: {name.replace('_', ' ')}",
-            "pass" if ok else ("fail" if gate or name == "finite" else "warn"),
-            detail,
-        )
-        for name, ok, detail in judge(comparison, thresholds)
+        CheckResult(f"logits: {name.replace('_', ' ')}", status, detail)
+        for name, status, detail in grade(comparison, thresholds, file_type, gate)
     ]
     metrics = comparison.to_dict()
     if routing:
-        float_file = file_type.upper().removeprefix("MOSTLY_") in ("F32", "F16", "BF16")
-        check = check_routing(routes, routing, gate=float_file, why=why)
+        check = check_routing(routes, routing, file_type, why=why)
         results.append(check)
         if check.data:
             metrics["routing"] = {str(layer): d for layer, d in check.data.items()}
