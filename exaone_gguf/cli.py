@@ -253,6 +253,8 @@ def convert(
             _warn_nonfinite(result.nonfinite, "converted")
             _report_published(result, as_json)
             return
+        for note in result.notes:  # a quantized source: which layers keep their codes, which are rounded once
+            err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
         if opts.split:
             err.print(f"{len(result.files)} shard(s): {', '.join(p.name for p in result.files)}", highlight=False)
         if result.report is not None and not result.report.passed:
