@@ -45,6 +45,7 @@ import argparse
 import importlib.util
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -241,24 +242,30 @@ def bench_model(
     if free < 2 * need + (1 << 30):
         print(f"skipped: {work} has {gb(free)} free, needs {gb(2 * need)} (source + one output at a time)")
         return []
-    src = work / f"src-{config.parent.name}"
+    src = work / f"src-{config.parent.name}-{kind}"
     out_dir = work / "out"
     out_dir.mkdir(exist_ok=True)
     runs: list[Run] = []
     try:
-        cfg = work / f"config-{name}-bf16.json"
-        bf16_config(config, cfg)
-        t0 = time.perf_counter()
-        make = [sys.executable, "-m", "exaone_gguf", "make-tiny", str(src), "--from-config", str(cfg), "--force"]
-        if args.tokenizer_dir:
-            make += ["--tokenizer-dir", str(args.tokenizer_dir)]
-        subprocess.run(make, check=True, stdout=subprocess.DEVNULL)
-        print(f"make-tiny: {time.perf_counter() - t0:.1f} s", flush=True)
+        base = src if kind == "bf16" else work / f"bf16-{config.parent.name}"  # one BF16 model for every source
+        if not base.exists():
+            cfg = work / f"config-{config.parent.name}-bf16.json"
+            bf16_config(config, cfg)
+            t0 = time.perf_counter()
+            make = [sys.executable, "-m", "exaone_gguf", "make-tiny", str(base), "--from-config", str(cfg), "--force"]
+            if args.tokenizer_dir:
+                make += ["--tokenizer-dir", str(args.tokenizer_dir)]
+            subprocess.run(make, check=True, stdout=subprocess.DEVNULL)
+            print(f"make-tiny: {time.perf_counter() - t0:.1f} s", flush=True)
         if kind != "bf16":
             t0 = time.perf_counter()
-            quantize_source(src, work / f"src-{kind}", kind)
-            shutil.rmtree(src)
-            (work / f"src-{kind}").rename(src)
+            # in a child process: this process stays small, so the contenders it forks start small (their
+            # peak RSS would otherwise include this process's pages at the fork)
+            child = multiprocessing.get_context("fork").Process(target=quantize_source, args=(base, src, kind))
+            child.start()
+            child.join()
+            if child.exitcode:
+                raise SystemExit(f"writing the {kind} source failed (exit {child.exitcode})")
             print(f"{kind} source written in {time.perf_counter() - t0:.1f} s", flush=True)
         files = sorted(src.glob("*.safetensors"))
         size = sum(f.stat().st_size for f in files)

@@ -129,6 +129,7 @@ SOURCES = {
         Source("ct-int4-sym", "ct", group=128),
         Source("ct-int4-asym", "ct", sym=False, group=64),
         Source("ct-int8-channel", "ct", bits=8, group=0),
+        Source("ct-int8-group", "ct", bits=8, group=64),
         Source("ct-fp8-channel", "ct", bits=8, group=0, ct_format="float-quantized"),
     )
 }
@@ -286,7 +287,7 @@ def test_f32_equals_the_exact_dequantization(name, source, tmp_path):
 
 
 # Each layout variant once (llama.cpp's converter takes ~45 s a run on the shared machine): GPTQ v1 symmetric,
-# v1 asymmetric act-order, v2 8-bit; FP8 with cut-back blocks; compressed-tensors with zero points, by channel,
+# v1 asymmetric act-order, v2 8-bit; FP8 with cut-back blocks; compressed-tensors with zero points, int8 by group,
 # float-quantized.
 LLAMA_CPP_CASES = [
     "gptq-4-sym",
@@ -294,7 +295,7 @@ LLAMA_CPP_CASES = [
     "gptq-8-asym-v2",
     "fp8-e4m3-block",
     "ct-int4-asym",
-    "ct-int8-channel",
+    "ct-int8-group",  # llama.cpp's converter asserts strategy "group" for pack-quantized (no channel)
     "ct-fp8-channel",
 ]
 
