@@ -519,3 +519,18 @@ def test_logits_match_transformers(name, source, tmp_path):
     rel = float(np.abs(ref - got).max() / np.abs(ref).max())
     print(f"{name}: max |diff| / max |logit| {rel:.2e}")
     assert np.array_equal(ref.argmax(-1), got.argmax(-1)) and rel <= F32_REL, rel
+
+
+def test_nan_in_a_quantized_layer_is_refused(source, tmp_path):
+    """The float parts of a quantized layer (FP8 weights, scales) are checked for NaN like any float weight."""
+    d, _, _ = source("fp8-e4m3-block")
+    src = tmp_path / "src"
+    shutil.copytree(d, src)
+    h = SafetensorsFile(src / "model.safetensors").tensors["model.layers.2.mlp.up_proj.weight"]
+    with open(src / "model.safetensors", "r+b") as f:
+        f.seek(h.begin + 77)
+        f.write(bytes([0x7F]))  # e4m3fn NaN
+    out = tmp_path / "out.gguf"
+    res = CliRunner().invoke(app, ["convert", str(src), "-o", str(out)])
+    assert res.exit_code == 2 and "model.layers.2.mlp.up_proj.weight' contains NaN" in " ".join(res.output.split())
+    assert not out.exists()
