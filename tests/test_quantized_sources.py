@@ -534,3 +534,26 @@ def test_nan_in_a_quantized_layer_is_refused(source, tmp_path):
     res = CliRunner().invoke(app, ["convert", str(src), "-o", str(out)])
     assert res.exit_code == 2 and "model.layers.2.mlp.up_proj.weight' contains NaN" in " ".join(res.output.split())
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["fp8-e4m3-block", "gptq-4-sym"])
+def test_k_exaone_quantized_experts(name, tiny_dir, tmp_path):
+    """K-EXAONE's FP8 release quantizes every expert: stacked experts dequantize exactly (F32 equals the exact
+    values), and with q4_0 they stay Q4_0 (rounded once, said so) while the attention layers keep their codes."""
+    d = tmp_path / name
+    exact, _ = make_source(SOURCES[name], tiny_dir("k-exaone"), d)
+    ckpt = load_checkpoint(d)
+    f32 = convert(d, tmp_path / "f32.gguf", ConvertOptions(outtype="f32")).output
+    f, stacked = read_gguf(f32), 0
+    for m in family_for(ckpt.spec).tensor_map(ckpt.spec):
+        names = list(m.sources())
+        if all(n in exact for n in names):
+            want = np.concatenate([exact[n].reshape(-1) for n in names])
+            assert np.array_equal(f.tensor_f32(m.gguf_name).reshape(-1), want), m.gguf_name
+            stacked += len(names) > 1
+    assert stacked >= 3 * (ckpt.spec.num_layers - 1)  # gate, up, down experts of every MoE layer
+    res = convert(d, tmp_path / "q4_0.gguf", ConvertOptions(outtype="q4_0"))
+    assert res.tensor_types["blk.1.ffn_up_exps.weight"] == "Q4_0"  # not raised to Q8_0 as a float weight
+    fmt = "FP8" if name.startswith("fp8") else "GPTQ"
+    assert any(n.startswith(f"{fmt}: ") and "experts stacked into one tensor" in n for n in res.notes), res.notes
+    assert validate(res.output, d, max_tokens=32).passed

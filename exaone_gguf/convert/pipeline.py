@@ -318,8 +318,14 @@ def keep_source_precision(ckpt: Checkpoint, mappings: list[TensorMapping], types
         return
     for m in mappings:
         name = m.gguf_name
-        if not hasattr(handles[name], "fmt") and types[name] in (T.Q4_0, T.Q4_1) and m.hf_shape[-1] % 32 == 0:
+        if _source_format(handles[name]) is None and types[name] in (T.Q4_0, T.Q4_1) and m.hf_shape[-1] % 32 == 0:
             types[name] = T.Q8_0
+
+
+def _source_format(handle) -> str | None:
+    """The quantized format a handle (or the experts stacked in it) is read from; None for float weights."""
+    parts = [handle, *getattr(handle, "parts", ())]
+    return next((p.fmt for p in parts if hasattr(p, "fmt")), None)
 
 
 def source_notes(ckpt: Checkpoint, mappings: list[TensorMapping], types: dict[str, T]) -> list[str]:
@@ -328,10 +334,14 @@ def source_notes(ckpt: Checkpoint, mappings: list[TensorMapping], types: dict[st
     fates: dict[tuple[str, str, str], int] = {}
     for m in mappings:
         h, qtype = m.open(ckpt.tensors), types[m.gguf_name]
-        if not hasattr(h, "fmt") or not is_quantized(qtype):
+        fmt = _source_format(h)
+        if fmt is None or not is_quantized(qtype):
             continue
-        why = h.why_not(qtype) if hasattr(h, "why_not") else f"no ggml type holds {h.fmt} codes"
-        fates[(h.fmt, qtype.name, why or "")] = fates.get((h.fmt, qtype.name, why or ""), 0) + 1
+        if not hasattr(h, "fmt"):
+            why = "experts stacked into one tensor are written from their dequantization"
+        else:
+            why = h.why_not(qtype) if hasattr(h, "why_not") else f"no ggml type holds {fmt} codes"
+        fates[(fmt, qtype.name, why or "")] = fates.get((fmt, qtype.name, why or ""), 0) + 1
     return [
         f"{fmt}: {n} tensor(s) {'keep their codes exactly as' if not why else 'rounded once to'} {qtype}"
         + (f" from their exact dequantization ({why})" if why else "")
