@@ -293,6 +293,8 @@ def convert(
                 if as_json:  # one object: the release, and where it went
                     _print_json(result.to_dict() | {"push": pushed.to_dict()})
             return
+        for note in result.notes:  # a quantized source: which layers keep their codes, which are rounded once
+            err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
         if opts.split:
             err.print(f"{len(result.files)} shard(s): {', '.join(p.name for p in result.files)}", highlight=False)
         if result.report is not None and not result.report.passed:

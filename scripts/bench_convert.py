@@ -25,6 +25,19 @@ so and skips that baseline.
   /work/venv/bin/python scripts/bench_convert.py                      # 1.2B shape, bf16 + f16
   /work/venv/bin/python scripts/bench_convert.py --config ../shared/fixtures/exaone-3.0-7.8B-instruct/config.json
 
+Quantized sources (issue 23): `--source fp8` / `--source gptq` (repeatable; default bf16) turn the BF16
+checkpoint's decoder Linears into FP8 (e4m3, 128x128 block scales `weight_scale_inv`, K-EXAONE's layout) or
+GPTQ (4-bit symmetric, group 128, checkpoint_format gptq, g_idx) before timing, so every contender converts the
+same quantized source (ours dequantizes it exactly; llama.cpp's converter dequantizes it with torch).
+
+  /work/venv/bin/python scripts/bench_convert.py --source fp8 --source gptq --outtypes bf16,q8_0
+
+Measured (2026-12-07, this 2-core shared machine, 1.2B shape, one run each; wall s incl. sync / peak RSS MB):
+    FP8 source (1.49 GB): copy 9.9 s / 59 MB; ours bf16 85.7 s / 203 MB; llama.cpp bf16 318.3 s / 1972 MB
+    GPTQ source (0.98 GB): copy 12.1 s / 59 MB; ours bf16 104.1 s / 215 MB; llama.cpp bf16 565.0 s / 1976 MB
+  (ours 0.27x and 0.18x llama.cpp's time at a tenth of its memory; the machine was shared with other jobs, so
+  the times are loose. The "1.5x copy" target is for BF16 sources: a quantized one must be dequantized.)
+
 Every multi-GB file is deleted at the end (unless --keep). No assertions: it prints a table and the
 targets (bf16: <= 0.5x llama.cpp, <= 1.5x copy; peak RSS <= 512 MB).
 """
@@ -35,6 +48,7 @@ import argparse
 import importlib.util
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -111,6 +125,75 @@ def bf16_config(src: Path, dst: Path) -> None:
     dst.write_text(json.dumps(cfg, indent=2))
 
 
+QUANTIZED_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+QUANT_CONFIGS = {
+    "fp8": {"quant_method": "fp8", "activation_scheme": "dynamic", "fmt": "e4m3", "weight_block_size": [128, 128]},
+    "gptq": {
+        "quant_method": "gptq",
+        "bits": 4,
+        "group_size": 128,
+        "sym": True,
+        "desc_act": False,
+        "checkpoint_format": "gptq",
+    },
+}
+
+
+def quantize_source(src: Path, dst: Path, kind: str) -> None:
+    """A copy of the BF16 checkpoint `src` whose decoder Linears are FP8 or GPTQ (QUANT_CONFIGS), written layer
+    by layer (round to nearest; the layout is what matters here, not the calibration)."""
+    from functools import lru_cache
+
+    import numpy as np
+    import torch
+
+    from exaone_gguf.checkpoint import load_tensors
+    from exaone_gguf.checkpoint.grouped import pack_bits
+    from exaone_gguf.checkpoint.st_writer import TensorSource, write_checkpoint_weights
+
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.suffix != ".safetensors" and f.name != "model.safetensors.index.json":
+            shutil.copy(f, dst / f.name)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["quantization_config"] = QUANT_CONFIGS[kind]
+    (dst / "config.json").write_text(json.dumps(cfg, indent=2))
+
+    @lru_cache(maxsize=1)  # the parts of one layer are written one after another
+    def layer(h) -> tuple[np.ndarray, ...]:
+        w = h.to_f32()
+        n, k = w.shape
+        if kind == "fp8":
+            b = 128
+            pad = np.zeros((-(-n // b) * b, -(-k // b) * b), np.float32)
+            pad[:n, :k] = np.abs(w)
+            blocks = pad.reshape(pad.shape[0] // b, b, pad.shape[1] // b, b)
+            scale = np.maximum(blocks.max((1, 3)), 1e-12) / 448  # e4m3's largest value is 448
+            full = np.repeat(np.repeat(scale, b, 0), b, 1)[:n, :k]
+            w8 = torch.from_numpy(w / full).to(torch.float8_e4m3fn).view(torch.uint8).numpy()
+            return w8, scale.astype(np.float32)
+        g = w.reshape(n, k // 128, 128)
+        s = (np.maximum(np.abs(g).max(-1), 1e-6) / 7).astype(np.float16)
+        q = np.clip(np.round(g / s.astype(np.float32)[..., None]) + 8, 0, 15).astype(np.uint32).reshape(n, k)
+        zeros = np.full((k // 128, n), 7, np.uint32)  # v1: zero 8 stored minus one
+        return pack_bits(q.T, 4, 0), pack_bits(zeros, 4, 1), s.T.copy(), (np.arange(k) // 128).astype(np.int32)
+
+    out = []
+    for name, h in load_tensors(src).items():
+        if not any(f".{p}.weight" in name for p in QUANTIZED_LINEARS):
+            out.append(TensorSource(name, h.dtype, h.shape, lambda h=h: [h.raw()]))
+            continue
+        n, k = h.shape
+        p = name.removesuffix(".weight")
+        if kind == "fp8":
+            parts = [(name, "F8_E4M3", (n, k)), (name + "_scale_inv", "F32", (-(-n // 128), -(-k // 128)))]
+        else:
+            parts = [(p + ".qweight", "I32", (k // 8, n)), (p + ".qzeros", "I32", (k // 128, n // 8))]
+            parts += [(p + ".scales", "F16", (k // 128, n)), (p + ".g_idx", "I32", (k,))]
+        out += [TensorSource(pn, dt, shape, lambda h=h, i=i: [layer(h)[i]]) for i, (pn, dt, shape) in enumerate(parts)]
+    write_checkpoint_weights(dst, out)
+
+
 def checkpoint_bytes(config: Path) -> int:
     from exaone_gguf.checkpoint.spec import parse_config, read_config
     from exaone_gguf.families import family_for
@@ -152,31 +235,44 @@ def llama_env(script: Path) -> tuple[dict | None, str]:
 # ---------------------------------------------------------------- one model
 
 
-def bench_model(config: Path, args: argparse.Namespace, work: Path, llama: Path | None, llama_why: str) -> list[Run]:
+def bench_model(
+    config: Path, args: argparse.Namespace, work: Path, llama: Path | None, llama_why: str, kind: str = "bf16"
+) -> list[Run]:
     need = checkpoint_bytes(config)
-    name = config.parent.name
+    name = config.parent.name + ("" if kind == "bf16" else f" ({kind} source)")
     print(f"\n=== {name}: {gb(need)} of BF16 weights, machine memory {gb(mem_total())} ===", flush=True)
     free = shutil.disk_usage(work).free
     if free < 2 * need + (1 << 30):
         print(f"skipped: {work} has {gb(free)} free, needs {gb(2 * need)} (source + one output at a time)")
         return []
-    src = work / f"src-{name}"
+    src = work / f"src-{config.parent.name}-{kind}"
     out_dir = work / "out"
     out_dir.mkdir(exist_ok=True)
     runs: list[Run] = []
     try:
-        cfg = work / f"config-{name}-bf16.json"
-        bf16_config(config, cfg)
-        t0 = time.perf_counter()
-        make = [sys.executable, "-m", "exaone_gguf", "make-tiny", str(src), "--from-config", str(cfg), "--force"]
-        if args.tokenizer_dir:
-            make += ["--tokenizer-dir", str(args.tokenizer_dir)]
-        subprocess.run(make, check=True, stdout=subprocess.DEVNULL)
+        base = src if kind == "bf16" else work / f"bf16-{config.parent.name}"  # one BF16 model for every source
+        if not base.exists():
+            cfg = work / f"config-{config.parent.name}-bf16.json"
+            bf16_config(config, cfg)
+            t0 = time.perf_counter()
+            make = [sys.executable, "-m", "exaone_gguf", "make-tiny", str(base), "--from-config", str(cfg), "--force"]
+            if args.tokenizer_dir:
+                make += ["--tokenizer-dir", str(args.tokenizer_dir)]
+            subprocess.run(make, check=True, stdout=subprocess.DEVNULL)
+            print(f"make-tiny: {time.perf_counter() - t0:.1f} s", flush=True)
+        if kind != "bf16":
+            t0 = time.perf_counter()
+            # in a child process: this process stays small, so the contenders it forks start small (their
+            # peak RSS would otherwise include this process's pages at the fork)
+            child = multiprocessing.get_context("fork").Process(target=quantize_source, args=(base, src, kind))
+            child.start()
+            child.join()
+            if child.exitcode:
+                raise SystemExit(f"writing the {kind} source failed (exit {child.exitcode})")
+            print(f"{kind} source written in {time.perf_counter() - t0:.1f} s", flush=True)
         files = sorted(src.glob("*.safetensors"))
         size = sum(f.stat().st_size for f in files)
-        print(
-            f"make-tiny: {len(files)} safetensors file(s), {gb(size)} in {time.perf_counter() - t0:.1f} s", flush=True
-        )
+        print(f"source: {len(files)} safetensors file(s), {gb(size)}", flush=True)
 
         def contender(label: str, outtype: str, cmd: list[str], out: Path, env: dict | None = None) -> None:
             best: Run | None = None
@@ -263,6 +359,9 @@ def main() -> None:
     ap.add_argument("--llama-convert", default=None, help="path to llama.cpp's convert_hf_to_gguf.py")
     ap.add_argument("--repeat", type=int, default=1, help="runs per contender; the fastest is reported")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoint and outputs")
+    ap.add_argument(
+        "--source", action="append", choices=("bf16", "fp8", "gptq"), help="source format (repeatable; default bf16)"
+    )
     args = ap.parse_args()
     args.outtypes = [t.strip() for t in args.outtypes.split(",") if t.strip()]
     configs = args.config or [DEFAULT_CONFIG]
@@ -279,7 +378,8 @@ def main() -> None:
         llama, how = find_llama_convert(args)
         print(f"llama.cpp converter: {llama} ({how})" if llama else f"llama.cpp converter unavailable: {how}")
         for c in configs:
-            bench_model(c, args, work, llama, how)
+            for kind in args.source or ["bf16"]:
+                bench_model(c, args, work, llama, how, kind)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

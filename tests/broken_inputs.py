@@ -526,8 +526,15 @@ def cfg_unsupported_rope(env):
     return with_config(env, lambda d: d.update(rope_scaling={"rope_type": "yarn", "factor": 4.0}))
 
 
-@case("config", r"quantized checkpoints \(gptq\) are not supported")
+@case("config", r"quantized checkpoints \(bitsandbytes\) are not supported")
 def cfg_quantized_checkpoint(env):
+    return with_config(
+        env, lambda d: d.update(quantization_config={"quant_method": "bitsandbytes", "load_in_4bit": True})
+    )
+
+
+@case("config", r"declares GPTQ but no tensor ends in '.qweight'")
+def cfg_gptq_on_float_weights(env):
     return with_config(env, lambda d: d.update(quantization_config={"quant_method": "gptq", "bits": 4}))
 
 

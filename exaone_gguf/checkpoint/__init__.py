@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from exaone_gguf.checkpoint.awq import awq_config_of, wrap_awq_tensors
 from exaone_gguf.checkpoint.hub import repo_id_of_snapshot
+from exaone_gguf.checkpoint.quantization import quantization_of
 from exaone_gguf.checkpoint.safetensors import SafetensorsFile, TensorHandle
 from exaone_gguf.checkpoint.spec import ModelSpec, load_spec, reading_for
 from exaone_gguf.checkpoint.tokenizer import TokenizerData, load_tokenizer
@@ -108,9 +108,9 @@ def load_checkpoint(directory: Path | str) -> Checkpoint:
         raise InputError(f"{directory}: not a directory; pass a Hugging Face checkpoint directory.")
     spec = load_spec(directory)
     tensors = load_tensors(directory)
-    awq = awq_config_of(spec)
-    if awq is not None:  # AWQ triples become lazy dequantizing `.weight` handles; nothing else changes
-        tensors = wrap_awq_tensors(tensors, awq, directory / "config.json")
+    quant = quantization_of(spec)
+    if quant is not None:  # each quantized layer's parts become one lazy dequantizing `.weight`; nothing else changes
+        tensors = quant.wrap(tensors, directory / "config.json")
     reading = reading_for(spec.architecture)
     if reading is not None and reading.layout is not None:  # e.g. K-EXAONE: experts per expert or fused
         spec = reading.layout(spec, tensors.keys())

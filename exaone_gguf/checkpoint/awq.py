@@ -7,19 +7,20 @@ Layout (AutoAWQ `WQLinear_GEMM`, reference/exaone-formats.md section 7), for a L
     scales  f16   [K/G, N]
     W[n, k] = (q[k, n] - z[k // G, n]) * s[k // G, n]
 
-`AWQTensor` dequantizes rows on demand (exactly, in float32: a 4-bit integer times an fp16 scale needs at
-most 15 significant bits) and also hands out the integer codes, so a Q4_1 file can keep AWQ's own codes.
+`AWQTensor` (a grouped.GroupedTensor) dequantizes rows on demand (exactly, in float32: a 4-bit integer times an
+fp16 scale needs at most 15 significant bits) and also hands out the integer codes, so a Q4_1 or Q8_0 file can
+keep AWQ's own codes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from exaone_gguf.checkpoint.awq_q4_1 import encode_q4_1
+from exaone_gguf.checkpoint.grouped import GroupedTensor, dequantize
 from exaone_gguf.errors import InputError
 
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble i of a word holds column 8j + AWQ_ORDER[i]
@@ -35,21 +36,18 @@ class AWQConfig:
     version: str
     modules_to_not_convert: tuple[str, ...]
 
+    fmt = "AWQ"
+
+    def wrap(self, tensors: dict[str, Any], config_path: Path | str) -> dict[str, Any]:
+        return wrap_awq_tensors(tensors, self, config_path)
+
     def keeps_float(self, module: str) -> bool:
         """transformers' rule: a module whose name contains an entry of modules_to_not_convert stays float."""
         return any(key in module for key in self.modules_to_not_convert)
 
 
 def parse_awq_config(qc: Any, path: Path | str) -> AWQConfig:
-    """`quantization_config` -> AWQConfig; anything but AWQ GEMM 4-bit with zero points is refused."""
-    if not isinstance(qc, dict):
-        raise InputError(f"{path}: 'quantization_config' must be an object; restore the original config.json.")
-    method = qc.get("quant_method")
-    if str(method).lower() != "awq":
-        raise InputError(
-            f"{path}: quantized checkpoints ({method or 'unknown method'}) are not supported; "
-            "only AWQ (GEMM, 4-bit) is; convert the unquantized checkpoint."
-        )
+    """AWQ's `quantization_config` -> AWQConfig; anything but GEMM 4-bit with zero points is refused."""
     bits = qc.get("bits", qc.get("w_bit"))
     group = qc.get("group_size", qc.get("q_group_size"))
     version = str(qc.get("version", "gemm")).lower()
@@ -100,25 +98,13 @@ def quantize_awq(w: np.ndarray, group_size: int) -> tuple[np.ndarray, np.ndarray
     return codes.reshape(n, k), zeros, scales
 
 
-def dequantize(codes: np.ndarray, zeros: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """codes [n, K], zeros/scales [n, K/G] -> W [n, K] float32, exactly (q - z) * s."""
-    n, k = codes.shape
-    groups = zeros.shape[-1]
-    q = codes.reshape(n, groups, k // groups).astype(np.float32)
-    z = zeros.astype(np.float32)[..., None]
-    s = scales.astype(np.float32)[..., None]
-    return ((q - z) * s).reshape(n, k)
-
-
-class AWQTensor:
+class AWQTensor(GroupedTensor):
     """The dequantized `P.weight` of an AWQ Linear `P`, [N, K] like an HF weight; TensorHandle's interface."""
 
-    dtype = "F32"  # exact dequantized values; `raw` and `to_f32` agree
+    fmt = "AWQ"
 
     def __init__(self, prefix: str, qweight, qzeros, scales, group_size: int) -> None:
-        self.name = prefix + ".weight"
         self.qweight, self.qzeros, self.scales, self.group_size = qweight, qzeros, scales, group_size
-        self.file = qweight.file  # for messages
         k, n8 = qweight.shape if len(qweight.shape) == 2 else (0, 0)
         n, g = n8 * 8, group_size
         where = f"{qweight.file.path}: AWQ layer '{prefix}'"
@@ -132,51 +118,18 @@ class AWQTensor:
             raise InputError(
                 f"{where}: scales has shape {list(scales.shape)} ({scales.dtype}), expected {[k // g, n]} F16."
             )
-        self.shape = (n, k)
+        super().__init__(prefix, (n, k), 4, k // g, None, (qweight, qzeros, scales), qweight.file)
 
-    @property
-    def n_rows(self) -> int:
-        return self.shape[0]
-
-    @property
-    def row_numel(self) -> int:
-        return self.shape[1]
-
-    def codes(self, rows: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Integer codes [r, K] (uint8), zeros [r, K/G] (uint8) and scales [r, K/G] (float32) of output rows."""
-        idx = np.arange(self.n_rows)[rows]
-        if idx.size == 0:
-            k, gk = self.shape[1], self.shape[1] // self.group_size
-            return np.zeros((0, k), np.uint8), np.zeros((0, gk), np.uint8), np.zeros((0, gk), np.float32)
+    def _columns(self, packed, idx: np.ndarray) -> np.ndarray:
+        """AWQ-packed int32 [R, N/8] -> the codes of output columns `idx`, as rows [r, R]."""
         w0, w1 = int(idx.min()) // 8, int(idx.max()) // 8 + 1  # packed words covering these columns
-        local = idx - 8 * w0
-        q = unpack_int4(self.qweight.raw()[:, w0:w1])[:, local].T
-        z = unpack_int4(self.qzeros.raw()[:, w0:w1])[:, local].T
-        s = self.scales.to_f32()[:, idx].T
-        return np.ascontiguousarray(q), np.ascontiguousarray(z), np.ascontiguousarray(s)
+        return unpack_int4(packed.raw()[:, w0:w1])[:, idx - 8 * w0].T
 
-    def to_f32(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        return dequantize(*self.codes(slice(start, stop)))
+    def _codes(self, idx: np.ndarray) -> np.ndarray:
+        return self._columns(self.qweight, idx)
 
-    def raw(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        return self.to_f32(start, stop)
-
-    def release(self, start: int = 0, stop: int | None = None) -> None:
-        for h in (self.qweight, self.qzeros, self.scales):
-            h.release()
-
-    def encode_rows(self, qtype, start: int, stop: int, transform: Callable | None = None) -> np.ndarray | None:
-        """Rows [start, stop) stored in `qtype` from AWQ's own codes, or None when `qtype` cannot carry them
-        (the caller then quantizes the dequantized rows). `transform` may be a row permutation (Llama q/k)."""
-        if getattr(qtype, "name", qtype) != "Q4_1" or self.group_size % 32:
-            return None
-        rows = np.arange(start, stop)
-        if transform is not None:
-            moved = np.asarray(transform(rows.astype(np.float64)[:, None]))
-            if moved.shape != (stop - start, 1) or sorted(moved[:, 0].tolist()) != rows.tolist():
-                return None  # not a pure row permutation: codes cannot follow it
-            rows = moved[:, 0].astype(np.int64)
-        return encode_q4_1(*self.codes(rows))
+    def _params(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._columns(self.qzeros, idx), self.scales.to_f32()[:, idx].T
 
 
 def awq_modules(tensors: dict[str, Any]) -> list[str]:
@@ -209,17 +162,11 @@ def wrap_awq_tensors(tensors: dict[str, Any], cfg: AWQConfig, config_path: Path 
     return out
 
 
-def awq_config_of(spec) -> AWQConfig | None:
-    qc = spec.config.get("quantization_config")
-    return None if qc is None else parse_awq_config(qc, spec.config_path or "config.json")
-
-
 __all__ = [
     "AWQ_ORDER",
     "AWQ_REVERSE_ORDER",
     "AWQConfig",
     "AWQTensor",
-    "awq_config_of",
     "dequantize",
     "pack_int4",
     "parse_awq_config",

@@ -19,6 +19,8 @@ _BITS: dict[str, tuple[type, int, int]] = {
     "F16": (np.uint16, 0x7FFF, 0x7C00),
     "F32": (np.uint32, 0x7FFFFFFF, 0x7F800000),
     "F64": (np.uint64, 0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000),
+    "F8_E4M3": (np.uint8, 0x7F, 0x7F),  # e4m3fn: no infinity, S.1111.111 is NaN
+    "F8_E5M2": (np.uint8, 0x7F, 0x7C),
 }
 CHUNK_ELEMENTS = 1 << 22  # bounds the one temporary buffer
 
@@ -59,14 +61,11 @@ def handle_all_finite(h: TensorHandle) -> bool:
 
 def _sources(handle: Any) -> Iterable[TensorHandle]:
     """The safetensors tensors whose values reach the output: the handle itself, or for a derived
-    handle (AWQ) its float parts (integer codes cannot be NaN)."""
+    handle (a quantized layer) its float parts (integer codes cannot be NaN)."""
     if isinstance(handle, TensorHandle):
         yield handle
         return
-    for part in ("scales",):
-        h = getattr(handle, part, None)
-        if isinstance(h, TensorHandle):
-            yield h
+    yield from (h for h in getattr(handle, "stored", ()) if isinstance(h, TensorHandle))
 
 
 def check_finite(tensors: dict[str, Any], allow: bool = False) -> list[str]:

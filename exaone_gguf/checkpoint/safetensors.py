@@ -1,6 +1,6 @@
 """A strict, mmap-based safetensors reader that hands out lazy tensor handles.
 
-BF16 stays raw uint16 (numpy has no bfloat16); nothing is read until a handle is asked for rows.
+BF16 stays raw uint16 and float8 raw uint8 (numpy has neither); nothing is read until a handle is asked for rows.
 Every header field is checked before it is trusted (the checks of the reference Rust loader).
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exaone_gguf.elements import bf16_bits_to_f32, f16_bits_to_f32
+from exaone_gguf.elements import F8_TABLES, bf16_bits_to_f32, f8_bits_to_f32, f16_bits_to_f32
 from exaone_gguf.errors import InputError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -32,6 +32,8 @@ DTYPES: dict[str, np.dtype] = {
     "I8": np.dtype("i1"),
     "U8": np.dtype("u1"),
     "BOOL": np.dtype("u1"),
+    "F8_E4M3": np.dtype("u1"),  # float8 kept as its raw byte (numpy has no float8)
+    "F8_E5M2": np.dtype("u1"),
 }
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 
@@ -80,6 +82,8 @@ class TensorHandle:
             return bf16_bits_to_f32(raw)
         if self.dtype == "F16":
             return f16_bits_to_f32(raw)
+        if self.dtype in F8_TABLES:
+            return f8_bits_to_f32(raw, self.dtype)
         if self.dtype not in FLOAT_DTYPES:
             raise InputError(f"{self.file.path}: tensor '{self.name}' has dtype {self.dtype}, not a float type.")
         return raw.astype(np.float32)

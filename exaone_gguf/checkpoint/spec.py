@@ -236,9 +236,9 @@ def parse_config(cfg: dict[str, Any], path: Path | str = "config.json") -> Model
         raise InputError(f"{path}: architecture {arch!r} is not supported; supported: {supported}.")
     family = reading.family
     if cfg.get("quantization_config") is not None:
-        from exaone_gguf.checkpoint.awq import parse_awq_config
+        from exaone_gguf.checkpoint.quantization import parse_quantization
 
-        parse_awq_config(cfg["quantization_config"], path)  # AWQ GEMM 4-bit is read; anything else is refused
+        parse_quantization(cfg["quantization_config"], path)  # what the readers handle is read; the rest refused
     top = cfg
     nested = cfg.get(reading.text_config_key) if reading.text_config_key else None
     if nested is not None:  # multimodal: the language model's keys sit in text_config, the rest on top

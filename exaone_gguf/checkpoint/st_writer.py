@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-_ITEMSIZE = {"BF16": 2, "F16": 2, "F32": 4, "I32": 4}
+_ITEMSIZE = {"BF16": 2, "F16": 2, "F32": 4, "I32": 4, "I64": 8, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
 @dataclass

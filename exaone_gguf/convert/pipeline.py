@@ -114,7 +114,7 @@ def stream_tensor(
         and _SOURCE_TO_OUT.get(handle.dtype) == qtype
         and handle.dtype != "F64"
     )
-    encode = getattr(handle, "encode_rows", None)  # AWQ: Q4_1 straight from the checkpoint's own codes
+    encode = getattr(handle, "encode_rows", None)  # quantized source: its own codes where the type holds them
     plain = isinstance(handle, TensorHandle) and transform is None and not passthrough
     table = _table16(handle.dtype, qtype) if plain else None  # 16-bit float -> the other one: a lookup
     if len(handle.shape) <= 1:
@@ -161,6 +161,7 @@ class ConvertResult:
     report: Any = None  # the validation report, when the run validated its output
     threads: int = 1  # worker threads the kernels were given (the bytes do not depend on it)
     target: dict | None = None  # --target-bpw / --target-size: the target, the plan's bytes and type counts
+    notes: list[str] = field(default_factory=list)  # a quantized source: codes kept, or rounded once (and why)
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k not in ("files", "report")}
@@ -234,8 +235,8 @@ def build_plan(
         n_expert=hp.get(f"{fam.arch}.expert_count", 1),
         overrides=overrides,
     )
-    if outtype == "q4_1":
-        keep_awq_precision(ckpt, mappings, types)
+    if outtype in ("q4_0", "q4_1"):
+        keep_source_precision(ckpt, mappings, types)
     tplan = None
     if target is not None:
         check_target_use(target, outtype, imatrix is not None, overrides)
@@ -274,6 +275,7 @@ def build_plan(
         tensor_types={t.name: t.qtype.name for t in plan.tensors},
         threads=threads,
         target=target_result(target, tplan) if tplan is not None else None,
+        notes=source_notes(ckpt, mappings, types),
     )
     return plan, result
 
@@ -310,15 +312,44 @@ def target_types(
     return plan_target(target, tensors, fixed, n_params, str(ckpt.path), threads, probe, default=types)
 
 
-def keep_awq_precision(ckpt: Checkpoint, mappings: list[TensorMapping], types: dict[str, T]) -> None:
-    """AWQ -> q4_1 keeps AWQ's own codes; the weights AWQ left unquantized on purpose (embeddings, lm_head)
-    get Q8_0 instead of a 4-bit rounding AWQ never calibrated for (like llama-quantize --token-embedding-type)."""
-    if not any(hasattr(m.open(ckpt.tensors), "encode_rows") for m in mappings):
+def keep_source_precision(ckpt: Checkpoint, mappings: list[TensorMapping], types: dict[str, T]) -> None:
+    """A quantized source whose codes a 4-bit type keeps (AWQ -> Q4_1, symmetric GPTQ -> Q4_0, ...): the weights it
+    left unquantized on purpose (embeddings, lm_head) get Q8_0 instead of a 4-bit rounding its quantizer never
+    calibrated for (like llama-quantize --token-embedding-type)."""
+    handles = {m.gguf_name: m.open(ckpt.tensors) for m in mappings}
+    if not any(getattr(h, "why_not", lambda q: "")(types[n]) is None for n, h in handles.items()):
         return
     for m in mappings:
         name = m.gguf_name
-        if not hasattr(m.open(ckpt.tensors), "encode_rows") and types[name] == T.Q4_1 and m.hf_shape[-1] % 32 == 0:
+        if _source_format(handles[name]) is None and types[name] in (T.Q4_0, T.Q4_1) and m.hf_shape[-1] % 32 == 0:
             types[name] = T.Q8_0
+
+
+def _source_format(handle) -> str | None:
+    """The quantized format a handle (or the experts stacked in it) is read from; None for float weights."""
+    parts = [handle, *getattr(handle, "parts", ())]
+    return next((p.fmt for p in parts if hasattr(p, "fmt")), None)
+
+
+def source_notes(ckpt: Checkpoint, mappings: list[TensorMapping], types: dict[str, T]) -> list[str]:
+    """What happens to a quantized source's layers in quantized output types, one line per (format, type, fate):
+    codes kept as they are, or one rounding of the exact dequantization (and why)."""
+    fates: dict[tuple[str, str, str], int] = {}
+    for m in mappings:
+        h, qtype = m.open(ckpt.tensors), types[m.gguf_name]
+        fmt = _source_format(h)
+        if fmt is None or not is_quantized(qtype):
+            continue
+        if not hasattr(h, "fmt"):
+            why = "experts stacked into one tensor are written from their dequantization"
+        else:
+            why = h.why_not(qtype) if hasattr(h, "why_not") else f"no ggml type holds {fmt} codes"
+        fates[(fmt, qtype.name, why or "")] = fates.get((fmt, qtype.name, why or ""), 0) + 1
+    return [
+        f"{fmt}: {n} tensor(s) {'keep their codes exactly as' if not why else 'rounded once to'} {qtype}"
+        + (f" from their exact dequantization ({why})" if why else "")
+        for (fmt, qtype, why), n in fates.items()
+    ]
 
 
 def add_target_keys(plan: GGUFPlan, target: Target | None) -> None:

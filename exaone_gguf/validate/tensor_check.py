@@ -25,7 +25,9 @@ Anything else falls back to the exhaustive check, whose verdict is then the one 
 fails a file the exhaustive check passes. Every damage that touches all rows (two tensors swapped, one scaled
 or transposed) differs in the sampled bytes. What a sample can miss: a change confined to unsampled rows that
 stays within rounding size, e.g. a few rows scaled by 1.02 or quantized with other (valid) choices; `--full-tensors`
-compares every byte. Float tensors stored as they are in the source (BF16 from BF16, F16 from F16, F32 from F32)
+compares every byte. A layer of a quantized source (GPTQ, AWQ, compressed-tensors) whose codes the file's type
+holds exactly is identical when the file keeps those codes (what convert writes); otherwise it is judged, like any
+tensor, against the source's exact dequantization. Float tensors stored as they are in the source (BF16 from BF16, F16 from F16, F32 from F32)
 are compared as raw bytes, which is the same verdict as converting them: the conversion is the identity
 there, NaN payloads aside (those take the converting path).
 """
@@ -143,6 +145,8 @@ def compare_tensor(
         and _same_raw_bytes(handle, raw_file, ranges, row_bytes, qtype, done)
     ):
         return identical
+    if qtype not in FLOATS and _source_codes_match(handle, qtype, m, ranges, raw_file, row_bytes, done):
+        return identical
     if not full and qtype not in FLOATS and info.n_elements >= SAMPLE_MIN_VALUES:
         sampled = _sampled_verdict(m, qtype, w, n_rows, n_cols, group, raw_file, row_bytes, source, done)
         if sampled is not None:
@@ -186,6 +190,22 @@ def compare_tensor(
         gain_limit,
         "; ".join(problems),
     )
+
+
+def _source_codes_match(handle, qtype: T, m: TensorMapping, ranges, raw_file: np.ndarray, row_bytes: int, done) -> bool:
+    """A quantized source (GPTQ, AWQ, compressed-tensors) whose codes `qtype` holds exactly: the file's rows equal
+    those codes, as convert writes them. False: judge the file against the exact dequantization as usual."""
+    why_not = getattr(handle, "why_not", None)
+    if why_not is None or why_not(qtype) is not None:
+        return False
+    for start, stop in ranges:
+        rows = handle.encode_rows(qtype, start, stop, m.transform)
+        same = rows is not None and np.array_equal(rows.reshape(-1), raw_file[start * row_bytes : stop * row_bytes])
+        handle.release(start, stop)
+        done(start, stop)
+        if not same:
+            return False
+    return True
 
 
 def _same_raw_bytes(handle, raw_file: np.ndarray, ranges, row_bytes: int, qtype: T, done) -> bool:
