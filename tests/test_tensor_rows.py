@@ -142,7 +142,7 @@ def test_every_damaged_row_is_named(kind, outtype, tiny_dir, tiny_gguf, tmp_path
     assert set(named) == set(damaged), r.detail
     for name, rows in damaged.items():
         v = verdicts(r)[name]
-        assert v["outside"] == len(rows) and sorted(named[name]) == sorted(rows)[: len(named[name])], v
+        assert v["outside"] == len(rows) and len(named[name]) == min(5, len(rows)) and set(named[name]) <= set(rows), v
         assert f"{name}: {len(rows)} of {v['rows']} rows outside" in r.detail
 
 
