@@ -34,7 +34,7 @@ def measure(src: Path, gguf: Path, imatrix: Path | None) -> dict:
     ckpt = load_checkpoint(src)
     weights = load_imatrix(imatrix) if imatrix else None
     t0 = time.perf_counter()
-    excess, ratios, fresh_ratios = [], {}, []
+    excess, ratios, by_type = [], {}, {}
     counts = np.zeros(len(ROUTES), np.int64)
     n_rows = 0
     with read_gguf(gguf) as f, ThreadPoolExecutor(THREADS) as pool:
@@ -49,7 +49,11 @@ def measure(src: Path, gguf: Path, imatrix: Path | None) -> dict:
             ss, err_file, err_fresh, err_ref, _, _ = fig.stats
             keep = err_ref > 0
             excess.append(np.sqrt(err_file[keep] / err_ref[keep]))
-            fresh_ratios.append(np.sqrt(err_file[keep] / np.maximum(err_fresh[keep], 1e-300)))
+            e_ref = np.sqrt(err_ref[keep] / ss[keep])
+            t = by_type.setdefault(fig.qtype.name, [0.0, 0.0, 0.0])  # max excess, its row's e_ref, median e_ref
+            if excess[-1].size and excess[-1].max() > t[0]:
+                t[:2] = float(excess[-1].max()), float(e_ref[np.argmax(excess[-1])])
+            t[2] = max(t[2], float(np.median(e_ref)))
             ratios[f"{m.gguf_name} {fig.qtype.name}"] = math.sqrt(err_file.sum() / max(err_fresh.sum(), 1e-300))
     seconds = time.perf_counter() - t0
     ex = np.concatenate(excess) if excess else np.zeros(0)
@@ -63,8 +67,9 @@ def measure(src: Path, gguf: Path, imatrix: Path | None) -> dict:
     if ex.size:
         q = [50, 90, 99, 99.9, 100]
         out["row e_file/e_ref percentiles"] = {f"p{p}": round(float(np.percentile(ex, p)), 4) for p in q}
-        fr = np.concatenate(fresh_ratios)
-        out["row e_file/e_fresh percentiles"] = {f"p{p}": round(float(np.percentile(fr, p)), 4) for p in q}
+        out["row e_file/e_ref max by type (its e_ref, largest median e_ref)"] = {
+            k: [round(x, 4) for x in v] for k, v in by_type.items()
+        }
         r = sorted(ratios.items(), key=lambda kv: kv[1])
         out["tensor error ratio"] = {"min": [r[0][0], round(r[0][1], 4)], "max": [r[-1][0], round(r[-1][1], 4)]}
         out["tensor error ratio by type"] = {
