@@ -336,11 +336,8 @@ def check_tensors(
                 continue
             verdicts.append(compare_tensor(f, ckpt, m, imatrix, pool, exact))
     data = {"tensors": [v.to_dict() for v in verdicts], "not_compared": missing}
-    return CheckResult(name, _status(verdicts, missing), _summary(verdicts, missing, made_with, exact), data)
-
-
-def _status(verdicts: list[TensorVerdict], missing: list[str]) -> str:
-    return "fail" if missing or any(not v.ok for v in verdicts) else "pass"
+    status = "fail" if missing or any(not v.ok for v in verdicts) else "pass"
+    return CheckResult(name, status, _summary(verdicts, missing, made_with, exact), data)
 
 
 def _summary(verdicts: list[TensorVerdict], missing: list[str], made_with, exact: bool) -> str:
@@ -364,7 +361,11 @@ def _summary(verdicts: list[TensorVerdict], missing: list[str], made_with, exact
             f" {worst.error_ratio:.4g}x a fresh quantization's at most ({worst.name}; limit {worst.ratio_limit:g}x)"
         )
     if not exact:
-        text += f"; made with imatrix {made_with!r}: pass --imatrix to compare its rows byte for byte"
+        text += (
+            f"; made with imatrix {made_with!r}, not given: rows that differ are held to the looser bounds an unknown"
+            " imatrix needs (a fine-tuned sibling's weights may pass them); pass --imatrix to compare its rows byte"
+            " for byte"
+        )
     if missing:
         text += f"; {len(missing)} not compared (missing or misshapen, see metadata: tensors)"
     bad = [v for v in verdicts if not v.ok]
