@@ -3,8 +3,8 @@
 Honest files, made directly or through an F16 file, are identical row by row to a fresh quantization of the
 source (through that rounding); every row damage (swapped rows in the tied token_embd, one row replaced by a
 random row or zeroed, a fine-tuned sibling's tensors quantized honestly) fails and is named, at Q4_K_M, Q8_0
-and BF16, on the tiny exaone4 and the wide Llama (attn_q's rows permuted for llama.cpp's RoPE, several chunks
-per tensor).
+and BF16, on the tiny exaone4 and on the trained SmolLM2-135M (EXAONE 3.x layout); the wide Llama covers attn_q's
+rows permuted for llama.cpp's RoPE and several chunks per tensor.
 """
 
 from __future__ import annotations
