@@ -528,11 +528,7 @@ def validate(
         False, "--quality-gate", help="Fail (exit 1) when fidelity is below the type's thresholds; default: a warning."
     ),
     imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="The imatrix the file was quantized with."),
-    full_tensors: bool = typer.Option(
-        False,
-        "--full-tensors",
-        help="Re-quantize every row of every tensor (default: large quantized tensors on a sample of rows).",
-    ),
+    full_tensors: bool = typer.Option(False, "--full-tensors", hidden=True, help="Deprecated: every row is checked."),
     against: Optional[Path] = typer.Option(
         None,
         "--against",
@@ -554,6 +550,9 @@ def validate(
     libmtmd's image embedding against the reference. Exit 1: the file is wrong."""
     from exaone_gguf.validate import validate as run_validate
     from exaone_gguf.validate.mmproj import is_mmproj, validate_mmproj
+
+    if full_tensors:
+        err.print("--full-tensors is deprecated and does nothing: every row of every tensor is checked by default.")
 
     with _errors():
         source = resolve_source(reference) if reference is not None else None
@@ -585,7 +584,6 @@ def validate(
                 threads=threads,
                 quality_gate=quality_gate,
                 imatrix=imatrix,
-                full_tensors=full_tensors,
             )
         if mmproj is not None:  # the projector, run by libmtmd with this text model, and both files together
             vision = validate_mmproj(mmproj, source, text_model=model, threads=resolve_threads(threads), generate=True)

@@ -83,4 +83,81 @@ def swap_experts(a: int, b: int, n_expert: int) -> Callable[[np.ndarray], np.nda
     return edit
 
 
-__all__ = ["rewrite", "scale_f32", "swap_experts", "DROP", "GGUFValueType"]
+def swap_rows(pairs: list[tuple[int, int]], n_rows: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Raw-bytes edit of any tensor type (a row's bytes are contiguous): each pair of rows trades places."""
+
+    def edit(raw: np.ndarray) -> np.ndarray:
+        rows = raw.reshape(n_rows, -1).copy()
+        for a, b in pairs:
+            rows[[a, b]] = rows[[b, a]]
+        return rows.reshape(-1)
+
+    return edit
+
+
+def set_rows(
+    qtype: GGMLQuantizationType, n_rows: int, rows: dict[int, np.ndarray]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Raw-bytes edit: the given rows replaced by these float32 values, quantized to the tensor's type."""
+    from exaone_gguf.quantize.kernels import quantize
+
+    def edit(raw: np.ndarray) -> np.ndarray:
+        out = raw.copy().reshape(n_rows, -1)
+        for r, values in rows.items():
+            out[r] = quantize(np.asarray(values, np.float32).reshape(1, -1), qtype).view(np.uint8).reshape(-1)
+        return out.reshape(-1)
+
+    return edit
+
+
+def rewrite_checkpoint(src: Path, dst: Path, change: Callable) -> Path:
+    """A copy of a safetensors checkpoint with every tensor t replaced by change(name, t) (torch tensors; the
+    dtype may change, config.json's torch_dtype follows the first tensor's); every other file copied."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    dst.mkdir(parents=True, exist_ok=True)
+    dtypes = set()
+    for p in sorted(src.iterdir()):
+        if p.suffix != ".safetensors":
+            shutil.copy(p, dst / p.name)
+            continue
+        tensors = {name: change(name, t) for name, t in load_file(p).items()}
+        dtypes |= {str(t.dtype).removeprefix("torch.") for t in tensors.values() if t.ndim == 2}
+        save_file(tensors, dst / p.name, metadata={"format": "pt"})
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg["torch_dtype"] = dtypes.pop() if len(dtypes) == 1 else cfg.get("torch_dtype")
+    (dst / "config.json").write_text(json.dumps(cfg, indent=2))
+    return dst
+
+
+def noisy_sibling(src: Path, dst: Path, rel: float = 0.015, seed: int = 0) -> Path:
+    """A "fine-tuned sibling" of a checkpoint: every 2-D tensor plus Gaussian noise of `rel` times each row's RMS,
+    in the tensor's own dtype."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+
+    def noisy(name, t):
+        if t.ndim != 2:
+            return t
+        x = t.float()
+        rms = x.pow(2).mean(dim=1, keepdim=True).sqrt()
+        return (x + rel * rms * torch.randn(x.shape, generator=gen)).to(t.dtype)
+
+    return rewrite_checkpoint(src, dst, noisy)
+
+
+__all__ = [
+    "rewrite",
+    "scale_f32",
+    "swap_experts",
+    "swap_rows",
+    "set_rows",
+    "noisy_sibling",
+    "rewrite_checkpoint",
+    "DROP",
+    "GGUFValueType",
+]

@@ -186,12 +186,10 @@ def validate(
     threads: int | None = None,
     quality_gate: bool = False,
     imatrix: Path | str | None = None,
-    full_tensors: bool = False,
 ) -> Report:
     """Exit status semantics: a "fail" means the file is wrong (tensors, structure, metadata, tokenizer,
     template); fidelity (logits vs the source) below the type's thresholds fails only with `quality_gate`
-    or threshold overrides, else it is a warning. `full_tensors`: re-quantize every row of every tensor
-    (default: large quantized tensors on a sample of rows, tensor_check.py)."""
+    or threshold overrides, else it is a warning."""
     start = time.perf_counter()
     model = Path(model)
     check_device(device)
@@ -218,7 +216,7 @@ def validate(
     checks = report.checks
     checks += check_metadata(f, ckpt)
     if ckpt is not None:
-        checks.append(check_tensors(f, ckpt, imatrix_weights, full=full_tensors))
+        checks.append(check_tensors(f, ckpt, imatrix_weights, threads))
         _trim_heap()  # the tensor check's freed chunks go back to the system before llama.cpp loads the file
 
     arch = f.get("general.architecture")
