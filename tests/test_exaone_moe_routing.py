@@ -57,8 +57,11 @@ def test_honest_file_routes_as_the_reference(moe, outtype):
     assert c.status == "pass", c.detail
     assert sorted(per) == [str(i) for i in MOE_LAYERS]
     for layer, d in per.items():
-        assert d["positions"] == 256 and d["differ_outside_ties"] == 0, (layer, d)  # 100 % but near-ties
-        assert d["same"] + d["near_ties"] >= d["positions"], (layer, d)
+        assert d["positions"] == 256, (layer, d)
+    # 100 % but near-ties in F32; a BF16 file rounds the router's own weights, which can flip a choice whose margin
+    # is just past the near-tie cut: measured 1 of 768 (layer 3, llama-cpp-python 0.3.36), 0 with earlier builds
+    flips = sum(d["differ_outside_ties"] for d in per.values())
+    assert flips <= (0 if outtype == "f32" else 2), per
     ties = sum(d["near_ties"] for d in per.values())
     assert ties <= 0.02 * 3 * 256  # rare: measured 8 of 768 (layer 3)
 
