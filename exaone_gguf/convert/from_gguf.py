@@ -18,17 +18,19 @@ from exaone_gguf.convert.pipeline import (
     CHUNK_BYTES,
     LOOKUP_TENSORS,
     ConvertResult,
+    padded,
     add_imatrix_keys,
-    add_target_keys,
+    add_record_keys,
     convert_rows_at,
+    header_size,
     target_result,
 )
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import GGUFFile, TensorInfo, read_gguf
-from exaone_gguf.gguf_io.writer import GGUFPlan, PlannedTensor, check_output_path, tensor_nbytes, write_gguf
+from exaone_gguf.gguf_io.writer import ALIGNMENT, GGUFPlan, PlannedTensor, check_output_path, tensor_nbytes, write_gguf
 from exaone_gguf.quantize.formats import file_type, is_quantized
 from exaone_gguf.quantize.imatrix import load_imatrix, weights_for
-from exaone_gguf.quantize.mixtures import TypeOverrides, allows_quantization, plan_types
+from exaone_gguf.quantize.mixtures import PLAN, TypeOverrides, allows_quantization, plan_types
 from exaone_gguf.quantize.target import Probe, Target, TargetPlan, TargetTensor, check_target_use, plan_target
 
 FLOATS = (T.F32, T.F16, T.BF16)
@@ -106,15 +108,11 @@ def quantize_gguf(
         n_expert=int(f.get(f"{arch}.expert_count", 0) or 0),
         overrides=overrides,
     )
-    tplan = None
-    if target is not None:
-        tplan = target_types(f, src, types, target, weights, threads, probe)
-        types.update(tplan.types)
 
     plan = GGUFPlan()
     rewritten = {"general.quantization_version": GGML_QUANT_VERSION, "general.file_type": int(ft.ftype)}
     for key, value in f.metadata.items():  # same order as the input, so convert and quantize agree byte for byte
-        if key.startswith(("quantize.imatrix.", "quantize.target.")):
+        if key.startswith(("quantize.imatrix.", "quantize.target.", PLAN)):
             continue
         if key in rewritten:
             plan.add(key, GGUFValueType.UINT32, rewritten.pop(key))
@@ -125,7 +123,14 @@ def quantize_gguf(
         plan.add(key, GGUFValueType.UINT32, value)
     if weights is not None:
         add_imatrix_keys(plan, Path(imatrix), weights)
-    add_target_keys(plan, target)
+    chosen = [t.name for t in f.tensors if is_quantized(types[t.name])]  # what a target chooses
+    tplan = None
+    if target is not None:
+        shapes = [(t.name, tuple(t.shape)) for t in f.tensors]
+        header = header_size(plan, shapes, target, [types[n] for n in chosen], int(ft.ftype), overrides)
+        tplan = target_types(f, src, types, target, weights, threads, probe, header)
+        types.update(tplan.types)
+    add_record_keys(plan, target, [types[n] for n in chosen], int(ft.ftype), overrides)
     for t in f.tensors:
         q = types[t.name]
         w = weights_for(weights, t.name, t.shape) if q not in FLOATS else None
@@ -156,10 +161,17 @@ def target_types(
     weights: dict[str, np.ndarray] | None,
     threads: int,
     probe: Probe | None = None,
+    header: int = 0,
 ) -> TargetPlan:
-    """--target-bpw / --target-size over the tensors the file type quantizes (the others keep their type)."""
+    """--target-bpw / --target-size over the tensors the file type quantizes (the others keep their type).
+    `header`: the bytes before the tensor data, which a --target-size budget counts."""
     chosen = [t for t in f.tensors if is_quantized(types[t.name])]
-    fixed = sum(tensor_nbytes(types[t.name], tuple(t.shape)) for t in f.tensors if not is_quantized(types[t.name]))
+    align = ALIGNMENT if target.size is not None else 1
+    fixed = header + sum(
+        padded(tensor_nbytes(types[t.name], tuple(t.shape)), align)
+        for t in f.tensors
+        if not is_quantized(types[t.name])
+    )
     tensors = [
         TargetTensor(
             t.name,
@@ -171,7 +183,7 @@ def target_types(
         for t in chosen
     ]
     return plan_target(
-        target, tensors, fixed, sum(t.n_elements for t in f.tensors), str(src), threads, probe, default=types
+        target, tensors, fixed, sum(t.n_elements for t in f.tensors), str(src), threads, probe, default=types, align=align
     )
 
 
