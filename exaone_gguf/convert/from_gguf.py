@@ -18,11 +18,11 @@ from exaone_gguf.convert.pipeline import (
     CHUNK_BYTES,
     LOOKUP_TENSORS,
     ConvertResult,
-    padded,
     add_imatrix_keys,
     add_record_keys,
     convert_rows_at,
     header_size,
+    padded,
     target_result,
 )
 from exaone_gguf.errors import InputError
@@ -183,7 +183,15 @@ def target_types(
         for t in chosen
     ]
     return plan_target(
-        target, tensors, fixed, sum(t.n_elements for t in f.tensors), str(src), threads, probe, default=types, align=align
+        target,
+        tensors,
+        fixed,
+        sum(t.n_elements for t in f.tensors),
+        str(src),
+        threads,
+        probe,
+        default=types,
+        align=align,
     )
 
 

@@ -316,7 +316,10 @@ def read_plan(get: Callable[[str], Any]) -> tuple[int, TypeOverrides] | None:
     kind = lambda v: GGMLQuantizationType[v.upper()] if v else None  # noqa: E731
     try:
         ov = TypeOverrides(
-            tensor_types=tuple((p, GGMLQuantizationType[t.upper()]) for p, _, t in (x.rpartition("=") for x in get(PLAN + "tensor_types") or [])),
+            tensor_types=tuple(
+                (p, GGMLQuantizationType[t.upper()])
+                for p, _, t in (x.rpartition("=") for x in get(PLAN + "tensor_types") or [])
+            ),
             output_tensor_type=kind(get(PLAN + "output_tensor_type")),
             token_embedding_type=kind(get(PLAN + "token_embedding_type")),
             pure=bool(get(PLAN + "pure")),

@@ -8,8 +8,8 @@ hyperparameter lists), so a converter bug is not mirrored by the check; what a f
 from __future__ import annotations
 
 import numpy as np
-from gguf import GGUFValueType, Keys, LlamaFileType
 from gguf import GGMLQuantizationType as T
+from gguf import GGUFValueType, Keys, LlamaFileType
 
 from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.checkpoint.spec import ModelSpec
@@ -214,7 +214,11 @@ def check_special_ids(f: GGUFFile, ckpt: Checkpoint | None) -> CheckResult:
             if v is not None and not 0 <= v < len(tokens)
         ]
     detail = ", ".join(f"{k} {v}" for k, v in got.items())
-    detail += " as in the source's tokenizer files and config.json" if ckpt is not None else " (no source: within the file's vocabulary)"
+    detail += (
+        " as in the source's tokenizer files and config.json"
+        if ckpt is not None
+        else " (no source: within the file's vocabulary)"
+    )
     return _result("metadata: special tokens", sorted(set(problems)), detail)
 
 
@@ -245,7 +249,11 @@ def _mixture(f: GGUFFile, ftname: str, n_layers: int, n_gqa: int | None, ov: Typ
     keep = ov is not None and ov.leave_output_tensor
     return plan_types(
         [
-            (t.name, t.shape, t.tensor_type if keep and t.name == "output.weight" and not is_quantized(t.tensor_type) else T.F32)
+            (
+                t.name,
+                t.shape,
+                t.tensor_type if keep and t.name == "output.weight" and not is_quantized(t.tensor_type) else T.F32,
+            )
             for t in f.tensors
         ],
         ftname,
@@ -269,9 +277,8 @@ def _check_target(f: GGUFFile, target: Target) -> str | None:
         real, claim, unit = f.file_size, target.size, "bytes (the whole file)"
         over = real > claim
     if over or real < TARGET_FILL * claim:
-        return (
-            f"claims a size target of {claim:g} {unit} (quantize.target.*) but is {real:.6g}: "
-            + ("over its budget" if over else f"below {TARGET_FILL:g} of it, which an honest plan fills")
+        return f"claims a size target of {claim:g} {unit} (quantize.target.*) but is {real:.6g}: " + (
+            "over its budget" if over else f"below {TARGET_FILL:g} of it, which an honest plan fills"
         )
     return None
 
@@ -303,7 +310,8 @@ def check_tensor_types(f: GGUFFile, n_layers: int, n_gqa: int | None) -> CheckRe
     if record is not None and record[0] != label:  # made as another file type, or relabelled since
         made_as = file_type_name(record[0])
         if made_as.lower() in FILE_TYPES and all(
-            t.tensor_type == q for t, q in zip(f.tensors, _mixture(f, made_as.lower(), n_layers, n_gqa, record[1]).values())
+            t.tensor_type == q
+            for t, q in zip(f.tensors, _mixture(f, made_as.lower(), n_layers, n_gqa, record[1]).values())
         ):
             return CheckResult(
                 name,

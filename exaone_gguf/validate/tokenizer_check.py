@@ -84,7 +84,9 @@ def file_chat_vocab(f) -> ChatVocab:
     types = f.get("tokenizer.ggml.token_type")
     types = list(types) if types is not None else [0] * len(tokens)
     bos, eos = f.get("tokenizer.ggml.bos_token_id"), f.get("tokenizer.ggml.eos_token_id")
-    return _chat_vocab(f.get("tokenizer.chat_template"), tokens, types, bos, eos, "the file's own template and vocabulary")
+    return _chat_vocab(
+        f.get("tokenizer.chat_template"), tokens, types, bos, eos, "the file's own template and vocabulary"
+    )
 
 
 # An assistant turn whose end the check looks for: the first special token after this content ends the turn.
@@ -124,7 +126,10 @@ def check_chat_tokens(llm, cv: ChatVocab, reference=None) -> CheckResult:
     ]
     if reference is not None:
         for conv in convs:
-            got, want = llama_tokenize(llm, renders[conv.name]), reference.encode(renders[conv.name], add_special_tokens=False).ids
+            got, want = (
+                llama_tokenize(llm, renders[conv.name]),
+                reference.encode(renders[conv.name], add_special_tokens=False).ids,
+            )
             if got != want:
                 at = next((j for j, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
                 problems.append(
