@@ -310,3 +310,98 @@ def test_target_claims_are_checked(kind, target_files, tmp_path):
     ]:
         status, detail = types_check(rewrite(good, tmp_path / "bad.gguf", kv=kv))
         assert status == "fail" and cause in detail, (kv, detail)
+
+
+# --- the real trained network (SmolLM2-135M-Instruct as ExaoneForCausalLM: ChatML, 576 wide) -------------------
+
+
+@pytest.fixture(scope="module")
+def real(smollm2, tmp_path_factory):
+    """(source, get(outtype) -> our file of the EXAONE 3.x layout)."""
+    src, root = smollm2("exaone3"), tmp_path_factory.mktemp("smollm2")
+    cache: dict[str, Path] = {}
+
+    def get(outtype: str) -> Path:
+        if outtype not in cache:
+            cache[outtype] = convert(src, root / f"{outtype}.gguf", ConvertOptions(outtype=outtype)).output
+        return cache[outtype]
+
+    return src, get
+
+
+@pytest.mark.parametrize("outtype", ["q8_0", "q4_k_m", "q2_k"])
+def test_real_network_honest_files_pass_the_source_checks(outtype, real):
+    """The structure and fidelity checks are other checks' business: these are the ones that read the source's
+    tokenizer files and template and the file's record."""
+    src, get = real
+    got = checks(validate(get(outtype), src, max_tokens=32))
+    for name in (*SOURCE_CHECKS, "tokenizer: matches source", "chat: completion stops on EOS"):
+        assert got[name][0] == "pass", (name, got[name])
+    assert "'<|im_end|>' ends a turn" in got[CHAT][1]
+
+
+@pytest.mark.parametrize("outtype", ["q8_0", "q4_k_m"])
+@pytest.mark.parametrize("damage", ["eos", "template"])
+def test_real_network_eos_or_template_changed_fails(damage, outtype, real, tmp_path):
+    src, get = real
+    kv = {"eos": {"tokenizer.ggml.eos_token_id": 0}, "template": {"tokenizer.chat_template": template_for("exaone3.5")}}
+    got = checks(validate(rewrite(get(outtype), tmp_path / "bad.gguf", kv=kv[damage]), src, max_tokens=32))
+    if damage == "eos":  # 0 is <|endoftext|>; the source's tokenizer_config.json and config.json say <|im_end|>, 2
+        assert got[SPECIAL][0] == "fail" and "eos id 0, expected 2" in got[SPECIAL][1], got[SPECIAL]
+    else:
+        assert got["chat_template.matches_source"][0] == "fail", got["chat_template.matches_source"]
+
+
+def test_real_network_types_with_controls_and_imatrix(real, llama_tools, tmp_path):
+    """At 576 wide the K-quants fall back (Q4_K -> Q5_0, Q6_K -> Q8_0 ...): our plan is llama-quantize's, so
+    honest files pass, with per-tensor controls (recorded) and with an imatrix (IQ4_XS keeps ffn_down at
+    IQ4_XS, where the mixture without one gives Q5_K), llama-quantize's own IQ4_XS included."""
+    from exaone_gguf.validate.imatrix import collect_imatrix
+
+    src, get = real
+    for case in ("tensor-type", "pure", "token-embedding-type"):
+        ov, _, ftype = OVERRIDES[case]
+        out = convert(src, tmp_path / f"{case}.gguf", ConvertOptions(outtype=ftype, overrides=ov)).output
+        assert types_check(out)[0] == "pass", (case, types_check(out))
+    imx = tmp_path / "imatrix.gguf"
+    collect_imatrix(src, imx, ctx=128)
+    ours = convert(src, tmp_path / "iq4_xs.gguf", ConvertOptions(outtype="iq4_xs", imatrix=imx)).output
+    theirs = tmp_path / "lq-iq4_xs.gguf"
+    cmd = [str(llama_tools["llama-quantize"]), "--imatrix", str(imx), str(get("f32")), str(theirs), "IQ4_XS", "2"]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    for path in (ours, theirs):
+        f = read_gguf(path)
+        assert f.get("quantize.imatrix.file") is not None
+        assert {t.name: t.tensor_type for t in f.tensors}["blk.0.ffn_down.weight"] == T.IQ4_XS
+        f.close()
+        assert types_check(path)[0] == "pass", (path.name, types_check(path))
+    # without its imatrix keys the same llama-quantize file is not what IQ4_XS's mixture gives: a warning, named
+    status, detail = types_check(
+        rewrite(
+            theirs,
+            tmp_path / "no-keys.gguf",
+            kv={k: DROP for k in read_gguf(theirs).metadata if k.startswith("quantize.imatrix.")},
+        )
+    )
+    assert status == "warn" and "blk.0.ffn_down.weight IQ4_XS (expected Q5_K)" in detail, (status, detail)
+
+
+def test_real_network_relabelled_file_fails(real, tmp_path):
+    _, get = real
+    for kv in ({"general.file_type": 7}, {"general.file_type": 7, "quantize.target.bpw": (V.FLOAT32, 8.5)}):
+        status, detail = types_check(rewrite(get("q2_k"), tmp_path / "bad.gguf", kv=kv))
+        assert status == "fail", (kv, detail)
+
+
+def test_real_network_llamacpp_exaone3_file_names_the_missing_rms_epsilon(real, llama_tools, tmp_path):
+    """llama.cpp's converter writes the EXAONE 3.x layout without exaone.attention.layer_norm_rms_epsilon (then
+    llama.cpp refuses the file): validate names the key, with and without the source."""
+    from test_llamacpp_files import RMS_EPS_MISSING, llama_convert
+
+    src, _ = real
+    lc = llama_convert(llama_tools, src, tmp_path / "lc.gguf", "f32", config_json=True)
+    for reference in (src, None):
+        report = validate(lc, reference, max_tokens=32)
+        assert not report.passed
+        assert any(c.status == "fail" and c.detail.startswith(RMS_EPS_MISSING) for c in report.checks)
