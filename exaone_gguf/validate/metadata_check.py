@@ -292,13 +292,16 @@ def check_tensor_types(f: GGUFFile, n_layers: int, n_gqa: int | None) -> CheckRe
     name = "metadata: tensor types vs file type"
     label = f.get("general.file_type")
     ftname = file_type_name(label)
-    try:
-        record = read_plan(f.get)
-        claim = read_target(f.get)
-    except ValueError as e:
-        return CheckResult(name, "fail", f"the file's record of its plan does not parse: {e}")
     if ftname.lower() not in FILE_TYPES:
         return CheckResult(name, "warn", f"file type {ftname}: no mixture rules to check against")
+    try:
+        return _check_types(f, n_layers, n_gqa, label, ftname, name)
+    except ValueError as e:  # a record that does not parse, or a mixture that cannot be built from these keys
+        return CheckResult(name, "fail", f"the expected types cannot be rebuilt: {e}")
+
+
+def _check_types(f: GGUFFile, n_layers: int, n_gqa: int | None, label: int, ftname: str, name: str) -> CheckResult:
+    record, claim = read_plan(f.get), read_target(f.get)
     if claim is not None and (record is None or claim[1] is None):
         return CheckResult(
             name,
@@ -342,7 +345,7 @@ def check_tensor_types(f: GGUFFile, n_layers: int, n_gqa: int | None) -> CheckRe
     if not differ:
         return CheckResult(name, "pass", f"{len(f.tensors)} tensors as {what}{note}")
     if record is not None or claim is not None:
-        return CheckResult(name, "fail", f"{len(differ)} tensors differ from {what}: {_named(differ, want)}")
+        return CheckResult(name, "fail", f"{len(differ)} tensors differ from {what}: {_named(differ, want)}{note}")
     wrong = [t for t in differ if not _explained_by_controls(t, ftname)]
     if wrong:
         return CheckResult(
