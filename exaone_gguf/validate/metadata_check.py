@@ -222,9 +222,10 @@ def check_special_ids(f: GGUFFile, ckpt: Checkpoint | None) -> CheckResult:
     return _result("metadata: special tokens", sorted(set(problems)), detail)
 
 
-# An honest target file fills its budget to within this fraction (the plan steps a tensor up while it fits;
-# measured: see README, validate)
-TARGET_FILL = 0.9
+# An honest target file fills its budget to at least this fraction: the plan steps tensors up while a step fits,
+# but the steps can be coarse (measured: tiny exaone4, whose tied embedding holds 85 % of the weights, --target-bpw 5
+# gives 4.37 bits, 0.873; at Q4_K_M's size 0.992); about twice the worst gap measured
+TARGET_FILL = 0.75
 _SHOWN = 8  # tensors named in a message
 
 
