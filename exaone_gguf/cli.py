@@ -94,7 +94,7 @@ def _target_size_opt():
         None,
         "--target-size",
         metavar="SIZE",
-        help="As --target-bpw, for a tensor-data size: 700M, 1.5G (decimal, as --split-max-size).",
+        help="As --target-bpw, for a file size (the whole file, header included): 700M, 1.5G (decimal).",
     )
 
 

@@ -6,7 +6,9 @@ import pytest
 from conftest import fixture_path
 
 from exaone_gguf.checkpoint.tokenizer import load_tokenizer
-from exaone_gguf.validate.tokenizer_check import ROLE_MARKERS, TOKENIZER_CORPUS, compare_tokenization, llama_tokenize
+from exaone_gguf.validate.tokenizer_check import TOKENIZER_CORPUS, compare_tokenization, llama_tokenize
+
+ROLE_MARKERS = ["[|system|]", "[|user|]", "[|assistant|]", "[|tool|]", "[|endofturn|]"]  # EXAONE 4.0's
 
 
 @pytest.fixture(scope="module")

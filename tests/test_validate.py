@@ -12,6 +12,7 @@ from conftest import TINY_FAMILIES
 from gguf import GGUFValueType
 from gguf_edit import DROP, rewrite, scale_f32
 
+from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.tiny.templates import template_for
 from exaone_gguf.validate import validate
 
@@ -203,15 +204,20 @@ _ = GGUFValueType
 
 
 def test_tensor_types_against_file_type(tiny_dir, tiny_gguf, tmp_path):
-    # a Q8_0 file that claims to be F16: its weights are less precise than the label -> fail
+    def types_check(path):
+        return next(
+            c for c in validate(path, tiny_dir("exaone4")).checks if c.name == "metadata: tensor types vs file type"
+        )
+
+    # a Q8_0 file that claims to be F16: the tensors are the Q8_0 plan the file records -> fail
     bad = rewrite(tiny_gguf("exaone4", "q8_0"), tmp_path / "mislabelled.gguf", kv={"general.file_type": 1})
-    check = next(
-        c for c in validate(bad, tiny_dir("exaone4")).checks if c.name == "metadata: tensor types vs file type"
-    )
-    assert check.status == "fail" and "expected F16" in check.detail
-    # an F16 file labelled Q8_0 carries more precision than promised -> a warning, not a failure
+    check = types_check(bad)
+    assert check.status == "fail" and "says F16" in check.detail and "Q8_0 plan" in check.detail
+    # a BF16 file labelled Q8_0 carries more precision than promised, but the label is still wrong -> fail
     more = rewrite(tiny_gguf("exaone4", "bf16"), tmp_path / "richer.gguf", kv={"general.file_type": 7})
-    check = next(
-        c for c in validate(more, tiny_dir("exaone4")).checks if c.name == "metadata: tensor types vs file type"
-    )
-    assert check.status == "warn" and "more precise" in check.detail
+    assert types_check(more).status == "fail"
+    # ... and without our record (a file from elsewhere), llama-quantize's --tensor-type could have made it: a
+    # warning that names the tensors
+    plan_keys = {k: DROP for k in read_gguf(more).metadata if k.startswith("quantize.plan.")}
+    check = types_check(rewrite(more, tmp_path / "elsewhere.gguf", kv=plan_keys))
+    assert check.status == "warn" and "blk.0.attn_q.weight BF16 (expected Q8_0)" in check.detail, check.detail

@@ -19,17 +19,19 @@ from exaone_gguf.convert.pipeline import (
     LOOKUP_TENSORS,
     ConvertResult,
     add_imatrix_keys,
-    add_target_keys,
+    add_record_keys,
     convert_rows_at,
+    header_size,
+    padded,
     target_result,
 )
 from exaone_gguf.errors import InputError
 from exaone_gguf.families import family_of_gguf_arch
 from exaone_gguf.gguf_io import GGUFFile, TensorInfo, read_gguf
-from exaone_gguf.gguf_io.writer import GGUFPlan, PlannedTensor, check_output_path, tensor_nbytes, write_gguf
+from exaone_gguf.gguf_io.writer import ALIGNMENT, GGUFPlan, PlannedTensor, check_output_path, tensor_nbytes, write_gguf
 from exaone_gguf.quantize.formats import file_type, is_quantized
 from exaone_gguf.quantize.imatrix import load_imatrix, weights_for
-from exaone_gguf.quantize.mixtures import TypeOverrides, allows_quantization, plan_types
+from exaone_gguf.quantize.mixtures import PLAN, TypeOverrides, allows_quantization, plan_types
 from exaone_gguf.quantize.target import Probe, Target, TargetPlan, TargetTensor, check_target_use, plan_target
 
 FLOATS = (T.F32, T.F16, T.BF16)
@@ -119,15 +121,11 @@ def quantize_gguf(
         n_expert=int(f.get(f"{arch}.expert_count", 0) or 0),
         overrides=overrides,
     )
-    tplan = None
-    if target is not None:
-        tplan = target_types(f, tensors, src, types, target, weights, threads, probe)
-        types.update(tplan.types)
 
     plan = GGUFPlan()
     rewritten = {"general.quantization_version": GGML_QUANT_VERSION, "general.file_type": int(ft.ftype)}
     for key, value in f.metadata.items():  # same order as the input, so convert and quantize agree byte for byte
-        if key.startswith(("quantize.imatrix.", "quantize.target.")) or key in dropped_keys:
+        if key.startswith(("quantize.imatrix.", "quantize.target.", PLAN)) or key in dropped_keys:
             continue
         if nextn and key in rewritten_mtp:
             plan.add(key, f.types[key][0], rewritten_mtp[key])
@@ -140,7 +138,14 @@ def quantize_gguf(
         plan.add(key, GGUFValueType.UINT32, value)
     if weights is not None:
         add_imatrix_keys(plan, Path(imatrix), weights)
-    add_target_keys(plan, target)
+    chosen = [t.name for t in tensors if is_quantized(types[t.name])]  # what a target chooses
+    tplan = None
+    if target is not None:
+        shapes = [(t.name, tuple(t.shape)) for t in tensors]
+        header = header_size(plan, shapes, target, [types[n] for n in chosen], int(ft.ftype), overrides)
+        tplan = target_types(f, tensors, src, types, target, weights, threads, probe, header)
+        types.update(tplan.types)
+    add_record_keys(plan, target, [types[n] for n in chosen], int(ft.ftype), overrides)
     for t in tensors:
         q = types[t.name]
         w = weights_for(weights, t.name, t.shape) if q not in FLOATS else None
@@ -172,11 +177,15 @@ def target_types(
     weights: dict[str, np.ndarray] | None,
     threads: int,
     probe: Probe | None = None,
+    header: int = 0,
 ) -> TargetPlan:
     """--target-bpw / --target-size over the tensors the file type quantizes (the others keep their type) among
-    the `kept` tensors of `f`."""
+    the `kept` tensors of `f`. `header`: the bytes before the tensor data, which a --target-size budget counts."""
     chosen = [t for t in kept if is_quantized(types[t.name])]
-    fixed = sum(tensor_nbytes(types[t.name], tuple(t.shape)) for t in kept if not is_quantized(types[t.name]))
+    align = ALIGNMENT if target.size is not None else 1
+    fixed = header + sum(
+        padded(tensor_nbytes(types[t.name], tuple(t.shape)), align) for t in kept if not is_quantized(types[t.name])
+    )
     tensors = [
         TargetTensor(
             t.name,
@@ -187,7 +196,17 @@ def target_types(
         )
         for t in chosen
     ]
-    return plan_target(target, tensors, fixed, sum(t.n_elements for t in kept), str(src), threads, probe, default=types)
+    return plan_target(
+        target,
+        tensors,
+        fixed,
+        sum(t.n_elements for t in kept),
+        str(src),
+        threads,
+        probe,
+        default=types,
+        align=align,
+    )
 
 
 def _rows(f: GGUFFile, t: TensorInfo, rows: np.ndarray) -> np.ndarray:

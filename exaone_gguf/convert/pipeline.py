@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -20,11 +22,11 @@ from exaone_gguf.convert.vocab import add_vocab
 from exaone_gguf.elements import bf16_bits_to_f32, f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits
 from exaone_gguf.errors import InputError
 from exaone_gguf.families import Family, TensorMapping, family_for, mtp_sources_dropped, with_mtp
-from exaone_gguf.gguf_io.writer import FileSpan, GGUFPlan, tensor_nbytes
+from exaone_gguf.gguf_io.writer import ALIGNMENT, FileSpan, GGUFPlan, PlannedTensor, tensor_nbytes
 from exaone_gguf.quantize.formats import is_quantized
 from exaone_gguf.quantize.imatrix import weights_for
 from exaone_gguf.quantize.kernels import quantize
-from exaone_gguf.quantize.mixtures import TypeOverrides, file_type_value, plan_types
+from exaone_gguf.quantize.mixtures import TypeOverrides, file_type_value, plan_keys, plan_types
 from exaone_gguf.quantize.target import (
     Probe,
     Target,
@@ -235,13 +237,9 @@ def build_plan(
         n_expert=hp.get(f"{fam.arch}.expert_count", 1),
         overrides=overrides,
     )
+    recorded = overrides
     if outtype in ("q4_0", "q4_1"):
-        keep_source_precision(ckpt, mappings, types)
-    tplan = None
-    if target is not None:
-        check_target_use(target, outtype, imatrix is not None, overrides)
-        tplan = target_types(ckpt, mappings, gguf_shapes, types, target, imatrix, threads, probe)
-        types.update(tplan.types)
+        recorded = keep_source_precision(ckpt, mappings, types, overrides)
     file_type = file_type_value(outtype)
 
     plan = GGUFPlan()
@@ -254,9 +252,17 @@ def build_plan(
     add_vocab(plan, ckpt.tokenizer, spec)
     if imatrix is not None and outtype not in FLOAT_OUTTYPES:
         add_imatrix_keys(plan, imatrix_file or Path("imatrix"), imatrix)
-    add_target_keys(plan, target)
-
     divisors = llama3_divisors(spec)
+    shapes = ([("rope_freqs.weight", (len(divisors),))] if divisors is not None else []) + gguf_shapes
+    chosen = [name for name, _ in gguf_shapes if is_quantized(types[name])]  # what a target chooses
+    tplan = None
+    if target is not None:
+        check_target_use(target, outtype, imatrix is not None, overrides)
+        header = header_size(plan, shapes, target, [types[n] for n in chosen], file_type, recorded)
+        tplan = target_types(ckpt, mappings, gguf_shapes, types, target, imatrix, threads, probe, header)
+        types.update(tplan.types)
+    add_record_keys(plan, target, [types[n] for n in chosen], file_type, recorded)
+
     if divisors is not None:
         plan.add_tensor("rope_freqs.weight", (len(divisors),), T.F32, lambda d=divisors: [d])
     for m, (name, shape) in zip(mappings, gguf_shapes):
@@ -289,17 +295,20 @@ def target_types(
     imatrix: dict[str, np.ndarray] | None,
     threads: int,
     probe: Probe | None,
+    header: int = 0,
 ) -> TargetPlan:
     """--target-bpw / --target-size over the tensors the file type quantizes (rows read in GGUF order, so the
-    plan equals quantize's on the F32 file of the same checkpoint)."""
+    plan equals quantize's on the F32 file of the same checkpoint). `header`: the bytes before the tensor data,
+    which a --target-size budget counts."""
     divisors = llama3_divisors(ckpt.spec)
-    fixed = 4 * len(divisors) if divisors is not None else 0  # rope_freqs, F32
+    align = ALIGNMENT if target.size is not None else 1
+    fixed = (header + padded(4 * len(divisors), align)) if divisors is not None else header  # rope_freqs, F32
     n_params = len(divisors) if divisors is not None else 0
     tensors = []
     for m, (name, shape) in zip(mappings, gguf_shapes):
         n_params += math.prod(shape)
         if not is_quantized(types[name]):
-            fixed += tensor_nbytes(types[name], shape)
+            fixed += padded(tensor_nbytes(types[name], shape), align)
             continue
 
         def sample(rows: np.ndarray, m: TensorMapping = m, ncols: int = shape[0]) -> np.ndarray:
@@ -309,20 +318,27 @@ def target_types(
             return np.asarray(x, dtype=np.float32).reshape(-1, ncols)[rows]
 
         tensors.append(TargetTensor(name, shape, sample, weights_for(imatrix, name, shape), name in LOOKUP_TENSORS))
-    return plan_target(target, tensors, fixed, n_params, str(ckpt.path), threads, probe, default=types)
+    return plan_target(target, tensors, fixed, n_params, str(ckpt.path), threads, probe, default=types, align=align)
 
 
-def keep_source_precision(ckpt: Checkpoint, mappings: list[TensorMapping], types: dict[str, T]) -> None:
+def keep_source_precision(
+    ckpt: Checkpoint, mappings: list[TensorMapping], types: dict[str, T], overrides: TypeOverrides | None
+) -> TypeOverrides | None:
     """A quantized source whose codes a 4-bit type keeps (AWQ -> Q4_1, symmetric GPTQ -> Q4_0, ...): the weights it
     left unquantized on purpose (embeddings, lm_head) get Q8_0 instead of a 4-bit rounding its quantizer never
-    calibrated for (like llama-quantize --token-embedding-type)."""
+    calibrated for (like llama-quantize --token-embedding-type). Returns `overrides` with those choices added, as
+    the file records them (quantize.plan.tensor_types)."""
     handles = {m.gguf_name: m.open(ckpt.tensors) for m in mappings}
     if not any(getattr(h, "why_not", lambda q: "")(types[n]) is None for n, h in handles.items()):
-        return
+        return overrides
+    kept = []
     for m in mappings:
         name = m.gguf_name
         if _source_format(handles[name]) is None and types[name] in (T.Q4_0, T.Q4_1) and m.hf_shape[-1] % 32 == 0:
             types[name] = T.Q8_0
+            kept.append((f"^{re.escape(name)}$", T.Q8_0))
+    ov = overrides or TypeOverrides()
+    return dataclasses.replace(ov, tensor_types=(*kept, *ov.tensor_types)) if kept else overrides
 
 
 def _source_format(handle) -> str | None:
@@ -352,13 +368,28 @@ def source_notes(ckpt: Checkpoint, mappings: list[TensorMapping], types: dict[st
     ]
 
 
-def add_target_keys(plan: GGUFPlan, target: Target | None) -> None:
-    """quantize.target.* (after the imatrix keys, in convert and quantize alike)."""
-    if target is None:
-        return
-    for key, kind, value in target_keys(target):
-        vtype = {"f32": GGUFValueType.FLOAT32, "u64": GGUFValueType.UINT64, "str": GGUFValueType.STRING}[kind]
-        plan.add(key, vtype, value)
+def padded(n: int, align: int) -> int:
+    return -(-n // align) * align
+
+
+def add_record_keys(
+    plan: GGUFPlan, target: Target | None, chosen: list[T], file_type: int, overrides: TypeOverrides | None
+) -> None:
+    """After every other key, in convert and quantize alike: quantize.target.* (`chosen`: the types of the tensors
+    the target chose, those the file type's mixture quantizes, in the file's tensor order) and quantize.plan.*,
+    what validate rebuilds the expected tensor types from."""
+    for key, vtype, value, sub in (target_keys(target, chosen) if target else []) + plan_keys(file_type, overrides):
+        plan.add(key, vtype, value, sub)
+
+
+def header_size(plan: GGUFPlan, shapes: list[tuple[str, tuple[int, ...]]], *record) -> int:
+    """The bytes before the tensor data (padded to the alignment) of the file `plan` becomes once the record keys
+    (`record`: add_record_keys' arguments after the plan) and the tensors `shapes` are added: they do not depend
+    on the types the target will choose."""
+    probe = GGUFPlan(kv=dict(plan.kv))
+    add_record_keys(probe, *record)
+    probe.tensors = [PlannedTensor(n, tuple(s), T.F32, list) for n, s in shapes]
+    return len(probe.header_bytes())
 
 
 def target_result(target: Target, tp: TargetPlan) -> dict:

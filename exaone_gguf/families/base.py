@@ -482,7 +482,6 @@ class Family:
     reference: str | None = None  # the reference forward's name (exaone_gguf.validate.reference)
     chat: Chat | None = None
     vocab_model: str | None = None  # tokenizer.ggml.model a GGUF of this family must have
-    eos_token: str | None = None  # the end-of-turn token its GGUF's EOS must be
     hybrid_layers: int | None = None  # llama.cpp runs sliding-window attention only at this block count
     tiny: tuple[TinyRecipe, ...] = ()
     tiny_tokenizer: TinyTokenizer = TinyTokenizer()

@@ -238,7 +238,6 @@ FAMILY = Family(
     reference="exaone3",
     chat=CHAT,
     vocab_model="gpt2",
-    eos_token=EOT,
     tiny=(
         TinyRecipe("exaone3", tiny_exaone3, EXAONE3_TEMPLATE),
         TinyRecipe("exaone3.5", tiny_exaone35, EXAONE3_TEMPLATE, demo=True),

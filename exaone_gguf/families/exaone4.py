@@ -273,7 +273,6 @@ FAMILY = Family(
     reference="exaone4",
     chat=CHAT,
     vocab_model="gpt2",
-    eos_token=EOT,
     hybrid_layers=HYBRID_LAYERS,
     tiny=(
         TinyRecipe("exaone4", lambda: _tiny(False), EXAONE4_TEMPLATE, demo=True),

@@ -377,7 +377,6 @@ FAMILY = Family(
     reference="exaone4",  # the text tower is EXAONE 4's network; the MTP blocks are not run
     chat=CHAT,
     vocab_model="gpt2",
-    eos_token=EOT,
     hybrid_layers=HYBRID_LAYERS,
     tiny=(TinyRecipe("exaone4.5", _tiny, EXAONE4_5_TEMPLATE),),
     tiny_tokenizer=TinyTokenizer(

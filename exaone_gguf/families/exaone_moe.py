@@ -372,7 +372,6 @@ FAMILY = Family(
     reference="exaone_moe",
     chat=CHAT,
     vocab_model="gpt2",
-    eos_token=EOT,
     tiny=(
         TinyRecipe("k-exaone", lambda: _tiny("new"), K_EXAONE_TEMPLATE),
         TinyRecipe("k-exaone-moe-e", lambda: _tiny("old"), K_EXAONE_TEMPLATE),

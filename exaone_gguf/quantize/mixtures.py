@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
-from gguf import GGMLQuantizationType
+from gguf import GGMLQuantizationType, GGUFValueType
 
 from exaone_gguf.quantize.formats import block_size, file_type, is_quantized
 
@@ -283,6 +283,51 @@ class TypeOverrides:
             "pure": self.pure,
             "leave_output_tensor": self.leave_output_tensor,
         }
+
+
+# The keys that record the request a file's tensor types were planned from (our convert and quantize write them;
+# llama.cpp's tools do not), so that validate rebuilds the exact plan: the file type it was made as and
+# llama-quantize's per-tensor controls, each key present also when its control was not given.
+PLAN = "quantize.plan."
+PlanKey = tuple[str, GGUFValueType, Any, "GGUFValueType | None"]
+
+
+def plan_keys(ftype: int, ov: TypeOverrides | None) -> list[PlanKey]:
+    """quantize.plan.* for a file of general.file_type `ftype` planned with `ov`."""
+    ov = ov or TypeOverrides()
+    name = lambda t: t.name.lower() if t is not None else ""  # noqa: E731
+    S, B = GGUFValueType.STRING, GGUFValueType.BOOL
+    return [
+        (PLAN + "file_type", GGUFValueType.UINT32, int(ftype), None),
+        (PLAN + "tensor_types", GGUFValueType.ARRAY, [f"{p}={t.name.lower()}" for p, t in ov.tensor_types], S),
+        (PLAN + "output_tensor_type", S, name(ov.output_tensor_type), None),
+        (PLAN + "token_embedding_type", S, name(ov.token_embedding_type), None),
+        (PLAN + "pure", B, bool(ov.pure), None),
+        (PLAN + "leave_output_tensor", B, bool(ov.leave_output_tensor), None),
+    ]
+
+
+def read_plan(get: Callable[[str], Any]) -> tuple[int, TypeOverrides] | None:
+    """(general.file_type the plan was made for, its per-tensor controls) from a file's quantize.plan.* keys
+    (`get`: key -> value or None); None when the file carries none. ValueError for a record that does not parse."""
+    ftype = get(PLAN + "file_type")
+    if ftype is None:
+        return None
+    kind = lambda v: GGMLQuantizationType[v.upper()] if v else None  # noqa: E731
+    try:
+        ov = TypeOverrides(
+            tensor_types=tuple(
+                (p, GGMLQuantizationType[t.upper()])
+                for p, _, t in (x.rpartition("=") for x in get(PLAN + "tensor_types") or [])
+            ),
+            output_tensor_type=kind(get(PLAN + "output_tensor_type")),
+            token_embedding_type=kind(get(PLAN + "token_embedding_type")),
+            pure=bool(get(PLAN + "pure")),
+            leave_output_tensor=bool(get(PLAN + "leave_output_tensor")),
+        )
+    except KeyError as e:
+        raise ValueError(f"{PLAN}* names an unknown tensor type {e}") from None
+    return int(ftype), ov
 
 
 def parse_ggml_type(text: str, flag: str) -> GGMLQuantizationType:

@@ -36,12 +36,13 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-from gguf import GGMLQuantizationType
+from gguf import GGMLQuantizationType, GGUFValueType
 from gguf.quants import dequantize
 
 from exaone_gguf.errors import InputError
 from exaone_gguf.quantize.formats import SUPPORTED_TYPES, block_size, is_quantized, row_nbytes
 from exaone_gguf.quantize.kernels import quantize
+from exaone_gguf.quantize.mixtures import PlanKey
 
 T = GGMLQuantizationType
 SAMPLE_ROWS = 512
@@ -61,13 +62,14 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*$", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Target:
-    """The size to reach: bits per weight over every tensor (as `inspect` counts them) or tensor-data bytes."""
+    """The size to reach: bits per weight over every tensor (as `inspect` counts them) or the whole file's bytes
+    (header and vocabulary included)."""
 
     bpw: float | None = None
     size: int | None = None
 
     def budget(self, n_params: int) -> int:
-        """Tensor-data bytes allowed."""
+        """Bytes allowed: tensor data for bpw, the whole file for size."""
         return int(self.size) if self.size is not None else int(self.bpw * n_params / 8)
 
     def describe(self) -> str:
@@ -92,7 +94,7 @@ def parse_target(bpw: float | None, size: str | int | None) -> Target | None:
             m = _SIZE.match(str(size))
             if m is None:
                 raise InputError(
-                    f"--target-size {size!r}: write a size such as 700M or 1.5G (decimal units, tensor data)."
+                    f"--target-size {size!r}: write a size such as 700M or 1.5G (decimal units, the whole file)."
                 )
             n = int(float(m.group(1)) * 1000 ** "_KMGT".index((m.group(2) or "_").upper()))
         if n <= 0:
@@ -250,7 +252,7 @@ def _hull(points: list[tuple[int, float, T]]) -> list[tuple[int, float, T]]:
 class TargetPlan:
     types: dict[str, T]
     budget: int
-    nbytes: int  # tensor data bytes of the plan
+    nbytes: int  # bytes of the plan: tensor data (and the header, for --target-size)
     damage: float
 
     def summary(self) -> dict[str, int]:
@@ -270,17 +272,23 @@ def plan_target(
     threads: int = 1,
     probe: Probe | None = None,
     default: dict[str, T] | None = None,
+    align: int = 1,
 ) -> TargetPlan:
     """Choose each tensor's type (see the module's docstring). `fixed_bytes`: the bytes of the tensors the plan
-    does not choose (norms and other F32 tensors); `n_params`: every tensor's elements (for --target-bpw).
-    `source`: the input's name for the error sentences."""
+    does not choose (norms and other F32 tensors) and, for --target-size (a budget for the whole file), of the
+    header; `align`: each tensor's bytes are counted rounded up to it (the file's alignment, for --target-size).
+    `n_params`: every tensor's elements (for --target-bpw). `source`: the input's name for the error sentences."""
     budget = target.budget(n_params)
-    sizes = {t.name: sorted(row_nbytes(q, t.ne[0]) * _n_rows(t.ne) for q in candidates(t.ne[0])) for t in tensors}
-    low = fixed_bytes + sum(s[0] for s in sizes.values())
-    f16 = fixed_bytes + sum(row_nbytes(T.F16, t.ne[0]) * _n_rows(t.ne) for t in tensors)
+
+    def size(q: T, ne: Sequence[int]) -> int:
+        return -(-row_nbytes(q, ne[0]) * _n_rows(ne) // align) * align
+
+    low = fixed_bytes + sum(min(size(q, t.ne) for q in candidates(t.ne[0])) for t in tensors)
+    f16 = fixed_bytes + sum(size(T.F16, t.ne) for t in tensors)
+    what = "the whole file" if target.size is not None else "tensor data"
 
     def bpw(n: int) -> str:
-        return f"{8 * n / n_params:.3f} bits per weight ({n / 1e6:.2f} MB of tensor data)"
+        return f"{8 * n / n_params:.3f} bits per weight ({n / 1e6:.2f} MB of {what})"
 
     if budget < low:  # refused before any measurement
         raise InputError(
@@ -296,7 +304,7 @@ def plan_target(
     if probe is not None:  # KLD units: each tensor's (or group's) measured KLD at the probe type
         gains = _probe_gains(tensors, dmg, probe, threads)
         dmg = {n: {q: d * gains[n] for q, d in dmg[n].items()} for n in dmg}
-    nbytes = {t.name: {q: row_nbytes(q, t.ne[0]) * _n_rows(t.ne) for q in dmg[t.name]} for t in tensors}
+    nbytes = {t.name: {q: size(q, t.ne) for q in dmg[t.name]} for t in tensors}
     types = _greedy(dmg, nbytes, budget - fixed_bytes)
     if probe is not None:
         types = _refine(types, default, tensors, dmg, nbytes, budget - fixed_bytes, probe, threads)
@@ -535,16 +543,29 @@ def variant_label(outtype: str, target: Target | None) -> str:
     return outtype if target is None or target.bpw is None else f"{outtype}-{target.bpw:g}bpw"
 
 
-def target_keys(target: Target) -> list[tuple[str, str, object]]:
-    """The keys a target file carries (after quantize.imatrix.*): (key, kind, value), kind 'f32' / 'u64' / 'str'.
-    The plan itself is the file's tensor table (each tensor's type)."""
-    keys: list[tuple[str, str, object]] = []
-    if target.bpw is not None:
-        keys.append(("quantize.target.bpw", "f32", float(target.bpw)))
-    else:
-        keys.append(("quantize.target.size", "u64", int(target.size)))
-    keys.append(("quantize.target.measure", "str", MEASURE))
-    return keys
+def target_keys(target: Target, chosen: Sequence[T]) -> list[PlanKey]:
+    """The keys a target file carries (after quantize.imatrix.*): (key, type, value, array element type).
+    `chosen`: the plan, the type of each tensor the target chose, in the file's tensor order (the tensors the
+    file type's mixture quantizes); ggml type ids, so that the header's size does not depend on the choice (a
+    --target-size budget counts it)."""
+    V = GGUFValueType
+    claim = ("bpw", V.FLOAT32, float(target.bpw)) if target.bpw is not None else ("size", V.UINT64, int(target.size))
+    return [
+        ("quantize.target." + claim[0], claim[1], claim[2], None),
+        ("quantize.target.measure", V.STRING, MEASURE, None),
+        ("quantize.target.types", V.ARRAY, [int(q) for q in chosen], V.UINT32),
+    ]
+
+
+def read_target(get: Callable[[str], object]) -> tuple[Target, list[T] | None] | None:
+    """(the target a file claims, its recorded plan or None) from its quantize.target.* keys (`get`: key -> value
+    or None); None when it claims none. ValueError for a recorded type that is not a ggml type."""
+    bpw, size = get("quantize.target.bpw"), get("quantize.target.size")
+    if bpw is None and size is None:
+        return None
+    target = Target(bpw=float(bpw)) if bpw is not None else Target(size=int(size))
+    types = get("quantize.target.types")
+    return target, [T(int(q)) for q in types] if types is not None else None
 
 
 def check_target_use(target: Target | None, ftype: str, has_imatrix: bool, overrides: object) -> None:

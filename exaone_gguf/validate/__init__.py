@@ -21,11 +21,11 @@ import numpy as np
 from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.cores import resolve_threads
 from exaone_gguf.errors import InputError
-from exaone_gguf.families import family_of_gguf_arch, without_mtp, writes_as
+from exaone_gguf.families import without_mtp, writes_as
 from exaone_gguf.gguf_io.split import open_model
 from exaone_gguf.quantize.imatrix import load_imatrix
 from exaone_gguf.validate.evaltext import load_text
-from exaone_gguf.validate.metadata_check import check_metadata, eos_token_of, file_type_name, nextn_blocks
+from exaone_gguf.validate.metadata_check import check_metadata, file_type_name, nextn_blocks
 from exaone_gguf.validate.metrics import (
     NOISE_FLOOR_FACTOR,
     Thresholds,
@@ -44,7 +44,13 @@ from exaone_gguf.validate.routing import check_routing, llama_routes
 from exaone_gguf.validate.runner import Runner, check_device
 from exaone_gguf.validate.template_check import check_templates
 from exaone_gguf.validate.tensor_check import check_tensors
-from exaone_gguf.validate.tokenizer_check import check_round_trip, check_special_tokens, compare_tokenization
+from exaone_gguf.validate.tokenizer_check import (
+    check_chat_tokens,
+    check_round_trip,
+    compare_tokenization,
+    file_chat_vocab,
+    source_chat_vocab,
+)
 
 __all__ = ["validate", "Report", "CheckResult"]
 
@@ -219,14 +225,11 @@ def validate(
         checks.append(check_tensors(f, ckpt, imatrix_weights, threads))
         _trim_heap()  # the tensor check's freed chunks go back to the system before llama.cpp loads the file
 
-    arch = f.get("general.architecture")
-    tokens_list = f.get("tokenizer.ggml.tokens") or []
     eos = f.get("tokenizer.ggml.eos_token_id")
-    bos = f.get("tokenizer.ggml.bos_token_id")
-    tok_text = lambda i: tokens_list[i] if i is not None and 0 <= i < len(tokens_list) else ""  # noqa: E731
-    gguf_template = f.get("tokenizer.chat_template")
+    # chat tokens and template: the source's own tokenizer files and template, else the file's own
+    own, src = file_chat_vocab(f), source_chat_vocab(ckpt) if ckpt is not None else None
     checks += check_templates(
-        ckpt.tokenizer.chat_template if ckpt else None, gguf_template, tok_text(bos), tok_text(eos)
+        src.template if src else None, own.template, own.bos, own.eos, (src.bos, src.eos) if src else None
     )
 
     try:
@@ -239,18 +242,13 @@ def validate(
         return report
     with runner:
         checks.append(CheckResult("llama.cpp: loads the file", "pass", f"{len(f.tensors)} tensors, device {device}"))
-        if ckpt is not None:
-            checks.append(compare_tokenization(runner.llm, ckpt.tokenizer.build_reference()))
+        reference = ckpt.tokenizer.build_reference() if ckpt is not None else None
+        if reference is not None:
+            checks.append(compare_tokenization(runner.llm, reference))
         else:
             checks.append(check_round_trip(runner.llm))
-        eot = eos_token_of(arch, f.get("tokenizer.ggml.pre"))
-        if eot is not None:  # families that end turns with a token of their own
-            fam = family_of_gguf_arch(arch, f.get("tokenizer.ggml.pre"))
-            # the family's own template markers when they do not already hold EXAONE's [|endofturn|] (K-EXAONE)
-            own = fam is not None and fam.chat is not None and eot not in fam.chat.requires
-            markers = (*fam.chat.requires, eot) if own else None
-            checks.append(check_special_tokens(runner.llm, eos, eot, markers))
-        if gguf_template:
+        checks.append(check_chat_tokens(runner.llm, src or own, reference))
+        if own.template:
             checks.append(check_chat_stop(runner, eos))
         tokens = runner.llm.tokenize(eval_text.encode("utf-8"), add_bos=False, special=False)[:max_tokens]
         if len(tokens) < 2:

@@ -332,7 +332,7 @@ def _llama_cpp_available() -> bool:
     return True
 
 
-def _render_all(
+def render_all(
     template: str, convs: list[Conversation], bos: str, eos: str, name: str
 ) -> tuple[dict[str, str], str | None]:
     """Renders by conversation name, and the first error (None if all rendered). One bounded child renders
@@ -356,8 +356,17 @@ def _render_all(
     return dict(zip((c.name for c in convs), texts)), None
 
 
-def check_templates(source_template: str | None, gguf_template: str | None, bos: str, eos: str) -> list[CheckResult]:
-    """Compare the GGUF's chat template with the source's on every applicable conversation."""
+def check_templates(
+    source_template: str | None,
+    gguf_template: str | None,
+    bos: str,
+    eos: str,
+    source_tokens: tuple[str, str] | None = None,
+) -> list[CheckResult]:
+    """Compare the GGUF's chat template with the source's on every applicable conversation. The GGUF's template
+    is rendered with the GGUF's BOS / EOS strings `bos`, `eos`; the source's with the source's own
+    (`source_tokens`, default the GGUF's), so a file whose EOS differs from the source's renders differently
+    where the template writes it."""
     results: list[CheckResult] = []
     source_template = source_template or None
     gguf_template = gguf_template or None
@@ -383,7 +392,7 @@ def check_templates(source_template: str | None, gguf_template: str | None, bos:
     convs = conversations_for(reference)
     names = [c.name for c in convs]
 
-    gguf_renders, gguf_error = _render_all(gguf_template, convs, bos, eos, "GGUF template")
+    gguf_renders, gguf_error = render_all(gguf_template, convs, bos, eos, "GGUF template")
     if gguf_error:
         results.append(CheckResult("chat_template.renders", "fail", gguf_error, {"conversations": names}))
     else:
@@ -400,7 +409,7 @@ def check_templates(source_template: str | None, gguf_template: str | None, bos:
     if source_template is None:
         results.append(CheckResult("chat_template.matches_source", "skip", "no source template given"))
     else:
-        expected, source_error = _render_all(source_template, convs, bos, eos, "source template")
+        expected, source_error = render_all(source_template, convs, *(source_tokens or (bos, eos)), "source template")
         if source_error:
             results.append(CheckResult("chat_template.matches_source", "fail", source_error))
         elif gguf_error:
