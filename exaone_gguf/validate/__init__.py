@@ -140,26 +140,36 @@ def check_logits(
     threads: int = 1,
     routes: dict | None = None,
     why: str = "",
+    device: str = "cpu",
 ) -> tuple[list[CheckResult], dict | None]:
-    """llama.cpp's logits `got` against the two reference forwards (run after llama.cpp has let go of the file,
-    so the two never hold memory at once), their matrix products on `threads` BLAS threads. `routes`: a MoE
-    file's expert choice per layer as llama.cpp made it (None with `why` when it could not be read)."""
+    """llama.cpp's logits `got` on the file: the structure check (the reference forward on the file's weights),
+    then fidelity.py: llama.cpp on our float conversion of the source (the `base`), proven against the source's
+    own forward, and fidelity = `got` against `base` (run after llama.cpp has let go of the file, so the two
+    never hold memory at once; numpy products on `threads` BLAS threads). `routes`: a MoE file's expert choice
+    per layer as llama.cpp made it (None with `why` when it could not be read)."""
     from threadpoolctl import threadpool_limits
 
     if ckpt is None:
         finite = bool(np.isfinite(got).all())
         detail = f"{len(tokens)} positions finite" if finite else "logits contain NaN or infinity"
         return [CheckResult("logits: finite", "pass" if finite else "fail", detail)], None
-    from exaone_gguf.validate.reference import forward
+    from exaone_gguf.validate.fidelity import check_source, float_conversion_logits
 
+    arch = f.get("general.architecture")
+    as_arch = arch if writes_as(ckpt.spec, arch) else None
     with threadpool_limits(limits=threads):
         structure, _ = check_structure(f, ckpt, got, tokens, file_type, routes)
-        arch = f.get("general.architecture")
+        _trim_heap()
+        base, base_type = float_conversion_logits(ckpt.path, as_arch, tokens, threads, device)
+        source, source_c = check_source(ckpt, base, base_type, tokens)
         routing: dict = {}  # a MoE reference forward records its expert choice per layer
-        ref = forward(ckpt, tokens, arch if writes_as(ckpt.spec, arch) else None, routing)
-    comparison = compare_logits(ref, got, tokens)
+        if routes is not None or why:
+            from exaone_gguf.validate.reference import forward
+
+            forward(ckpt, tokens, as_arch, routing)
+    comparison = compare_logits(base, got, tokens)
     # fidelity: how much the type costs this model; below the thresholds a warning unless the gate is on
-    results = [structure] + [
+    results = [structure, source] + [
         CheckResult(
             f"logits: {name.replace('_', ' ')}",
             "pass" if ok else ("fail" if gate or name == "finite" else "warn"),
@@ -167,7 +177,7 @@ def check_logits(
         )
         for name, ok, detail in judge(comparison, thresholds)
     ]
-    metrics = comparison.to_dict()
+    metrics = {**comparison.to_dict(), "base": base_type, "source": source_c.to_dict()}
     if routing:
         float_file = file_type.upper().removeprefix("MOSTLY_") in ("F32", "F16", "BF16")
         check = check_routing(routes, routing, gate=float_file, why=why)
@@ -261,7 +271,7 @@ def validate(
             except RuntimeError as e:
                 why = str(e)
     gate = quality_gate or bool(threshold_overrides)
-    results, metrics = check_logits(got, f, ckpt, tokens, thresholds, ft, gate, threads, routes, why)
+    results, metrics = check_logits(got, f, ckpt, tokens, thresholds, ft, gate, threads, routes, why, device)
     checks += results
     report.metrics = metrics
     report.seconds = time.perf_counter() - start

@@ -1,0 +1,69 @@
+"""Fidelity in ggml: llama.cpp on the file against llama.cpp on a float conversion of the source, and that
+conversion proven against the source's own forward.
+
+    1. our converter writes the source at its own precision (F32, or its 16-bit type: no rounding) to a
+       temporary file, deleted after, on errors and Ctrl-C too;
+    2. llama.cpp runs it on the evaluation tokens (the `base` logits);
+    3. `source: ...` check: the numpy forward of the checkpoint by its own HF tensor names and config keys
+       (reference/source.py, which imports nothing of the converter's tables) against `base`. A wrong tensor
+       table entry or hparam (gate and up swapped, q permuted twice, a wrong RoPE base) is in the conversion
+       and in every file made with it, and lands here far outside the limits;
+    4. fidelity (KLD, top-1, perplexity) is llama.cpp on the file against `base`, as llama-perplexity's
+       --kl-divergence compares two files: the cost of the file's type, with no numpy forward.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.validate.metadata_check import file_type_name
+from exaone_gguf.validate.metrics import LogitComparison, StructureLimit, compare_logits, judge_structure
+from exaone_gguf.validate.results import CheckResult
+from exaone_gguf.validate.runner import Runner
+
+# Limits on the source forward (numpy float32, as transformers computes) against llama.cpp on the conversion.
+# F32: only summation order differs (tiny families measure ~1e-6, as the structure check's F32 files). 16-bit:
+# llama.cpp rounds activations to F16 / BF16 before every product with such weights and the float32 forward
+# does not: the fidelity thresholds of those types (metrics.THRESHOLDS), which honest 16-bit files meet.
+# Gate and up swapped or q permuted twice measure mean KLD of order 1 (tests/test_independence.py).
+SOURCE_LIMITS = {
+    "F32": StructureLimit("F32", 5e-6, 1e-10),
+    "F16": StructureLimit("F16", 2e-2, 5e-4),
+    "BF16": StructureLimit("BF16", 5e-2, 5e-3),
+}
+
+
+def float_conversion_logits(
+    src: Path, arch: str | None, tokens: list[int], threads: int, device: str = "cpu"
+) -> tuple[np.ndarray, str]:
+    """llama.cpp's logits [T, V] on our converter's float conversion of `src` (written as GGUF architecture
+    `arch`, None: the family's own) and the conversion's type name (F32 / F16 / BF16)."""
+    with tempfile.TemporaryDirectory(prefix="exaone-gguf-float-") as tmp:
+        out = Path(tmp) / "source-float.gguf"
+        result = convert(src, out, ConvertOptions(outtype="auto", threads=threads, arch=arch))
+        with Runner(out, n_ctx=max(256, len(tokens)), device=device, threads=threads) as runner:
+            logits = runner.logits(tokens)
+    return logits, file_type_name(result.file_type).upper().removeprefix("MOSTLY_")
+
+
+def check_source(ckpt, base: np.ndarray, base_type: str, tokens: list[int]) -> tuple[CheckResult, LogitComparison]:
+    """The source's own numpy forward against llama.cpp on its float conversion (`base`, of `base_type`)."""
+    from exaone_gguf.validate.reference.source import forward_source
+
+    name = "source: its own forward vs llama.cpp on its float conversion"
+    ref = forward_source(ckpt, tokens)
+    c = compare_logits(ref, base, tokens)
+    ok, detail = judge_structure(c, SOURCE_LIMITS[base_type])
+    detail = f"{base_type} conversion: {detail}"
+    if not ok:
+        detail += (
+            "; the converter's tensor table or hyperparameters (or llama.cpp's graph) do not compute the source's "
+            "network, so no file made from it can be trusted"
+        )
+    return CheckResult(
+        name, "pass" if ok else "fail", detail, {"limit": SOURCE_LIMITS[base_type].__dict__, **c.to_dict()}
+    ), c

@@ -1,0 +1,85 @@
+"""Issue 21, item 3: the validator does not repeat a wrong tensor table.
+
+The family's tensor table is broken in this process (gate and up swapped; q permuted twice), for the converter
+that makes the files and for validate alike, as a bug in the table would be: the tensor check (a fresh
+quantization through the same table), the structure check (the file's own weights) and llama.cpp's fidelity
+against the float conversion (made through the same table) all agree with such a file. Only the source's own
+forward (validate/reference/source.py: HF names and config keys, nothing of the table) sees it, and the
+`source:` check fails the BF16 and Q4_K_M files. The honest files of the same checkpoint pass it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.families import base
+from exaone_gguf.validate import validate
+
+FAMILY = "llama"  # q/k rows permuted for llama.cpp's interleaved RoPE: a table with a transform to get wrong
+SOURCE_CHECK = "source: its own forward vs llama.cpp on its float conversion"
+
+
+def _swap_gate_up(mappings):
+    names = {m.gguf_name: m.hf_name for m in mappings}
+    partner = lambda g: g.replace("ffn_gate", "ffn_up") if "ffn_gate" in g else g.replace("ffn_up", "ffn_gate")  # noqa: E731
+    return [
+        dataclasses.replace(m, hf_name=names[partner(m.gguf_name)])
+        if ".ffn_gate." in m.gguf_name or ".ffn_up." in m.gguf_name
+        else m
+        for m in mappings
+    ]
+
+
+def _permute_q_twice(mappings):
+    def twice(t):
+        return lambda x: t(t(x))
+
+    return [
+        dataclasses.replace(m, transform=twice(m.transform)) if m.gguf_name.endswith("attn_q.weight") else m
+        for m in mappings
+    ]
+
+
+BREAKS = {"gate-up-swapped": _swap_gate_up, "q-permuted-twice": _permute_q_twice}
+
+
+@pytest.fixture
+def broken_table(request, monkeypatch):
+    fam = base.families()[FAMILY]
+    brk = BREAKS[request.param]
+    monkeypatch.setitem(
+        base._FAMILIES, FAMILY, dataclasses.replace(fam, tensor_map=lambda spec: brk(fam.tensor_map(spec)))
+    )
+    return request.param
+
+
+def _failed(report) -> dict[str, str]:
+    return {c.name: c.detail for c in report.checks if c.status == "fail"}
+
+
+@pytest.mark.parametrize("broken_table", sorted(BREAKS), indirect=True)
+@pytest.mark.parametrize("outtype", ["bf16", "q4_k_m"])
+def test_a_broken_table_fails_its_files(tiny_dir, tmp_path, broken_table, outtype):
+    src = tiny_dir(FAMILY)
+    out = tmp_path / f"broken-{outtype}.gguf"
+    convert(src, out, ConvertOptions(outtype=outtype))
+    report = validate(out, src, max_tokens=64)
+    failed = _failed(report)
+    print(broken_table, outtype, {k: v[:160] for k, v in failed.items()})
+    assert not report.passed
+    assert SOURCE_CHECK in failed, failed
+    source = next(c for c in report.checks if c.name == SOURCE_CHECK)
+    assert source.data["mean_kld"] > 100 * source.data["limit"]["max_mean_kld"], source.detail
+    assert "tensor table" in source.detail
+
+
+@pytest.mark.parametrize("outtype", ["bf16", "q4_k_m"])
+def test_the_honest_files_pass_the_source_check(tiny_gguf, tiny_dir, outtype):
+    report = validate(tiny_gguf(FAMILY, outtype), tiny_dir(FAMILY), max_tokens=64)
+    source = next(c for c in report.checks if c.name == SOURCE_CHECK)
+    print(outtype, source.detail, {k: v[:160] for k, v in _failed(report).items()})
+    assert source.status == "pass", source.detail
+    assert report.passed, _failed(report)
