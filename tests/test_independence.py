@@ -6,6 +6,9 @@ quantization through the same table), the structure check (the file's own weight
 against the float conversion (made through the same table) all agree with such a file. Only the source's own
 forward (validate/reference/source.py: HF names and config keys, nothing of the table) sees it, and the
 `source:` check fails the BF16 and Q4_K_M files. The honest files of the same checkpoint pass it.
+
+The check compares with llama.cpp on a float conversion (F32, F16 or BF16: the source's own precision), or on the
+file itself when it is at that precision: the broken table fails at each.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hf_models import cast_checkpoint
 
 from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.families import base
@@ -83,3 +87,48 @@ def test_the_honest_files_pass_the_source_check(tiny_gguf, tiny_dir, outtype):
     print(outtype, source.detail, {k: v[:160] for k, v in _failed(report).items()})
     assert source.status == "pass", source.detail
     assert report.passed, _failed(report)
+
+
+@pytest.fixture(scope="module")
+def stored_as(tiny_dir, tmp_path_factory):
+    """stored_as(dtype) -> the tiny Llama checkpoint with its weights in `dtype`."""
+    root = tmp_path_factory.mktemp("dtypes")
+    built = {}
+
+    def get(dtype: str):
+        if dtype not in built:
+            built[dtype] = cast_checkpoint(tiny_dir(FAMILY), root / dtype, dtype)
+        return built[dtype]
+
+    return get
+
+
+PRECISIONS = [
+    ("float32", "q8_0"),  # an F32 conversion
+    ("float32", "f32"),  # the file itself, at the source's precision
+    ("bfloat16", "q8_0"),  # a BF16 conversion
+    ("bfloat16", "bf16"),  # the file itself
+]
+
+
+@pytest.mark.parametrize("broken_table", ["gate-up-swapped"], indirect=True)
+@pytest.mark.parametrize(("dtype", "outtype"), PRECISIONS, ids=[f"{d}-{t}" for d, t in PRECISIONS])
+def test_a_broken_table_fails_at_every_precision(stored_as, tmp_path, broken_table, dtype, outtype):
+    src = stored_as(dtype)
+    out = convert(src, tmp_path / f"broken-{outtype}.gguf", ConvertOptions(outtype=outtype)).output
+    report = validate(out, src, max_tokens=64)
+    source = next(c for c in report.checks if c.name == SOURCE_CHECK)
+    print(dtype, outtype, source.detail[:200])
+    assert source.status == "fail" and not report.passed
+    assert source.data["mean_kld"] > 100 * source.data["limit"]["max_mean_kld"], source.detail
+
+
+@pytest.mark.parametrize(("dtype", "outtype"), PRECISIONS, ids=[f"{d}-{t}" for d, t in PRECISIONS])
+def test_honest_files_pass_the_source_check_at_every_precision(stored_as, tmp_path, dtype, outtype):
+    src = stored_as(dtype)
+    out = convert(src, tmp_path / f"{outtype}.gguf", ConvertOptions(outtype=outtype)).output
+    report = validate(out, src, max_tokens=64)
+    source = next(c for c in report.checks if c.name == SOURCE_CHECK)
+    print(dtype, outtype, source.detail)
+    assert source.status == "pass", source.detail
+    assert ("the file itself" in source.detail) == (outtype in ("f32", "bf16"))

@@ -142,34 +142,43 @@ def check_logits(
     why: str = "",
     device: str = "cpu",
 ) -> tuple[list[CheckResult], dict | None]:
-    """llama.cpp's logits `got` on the file: the structure check (the reference forward on the file's weights),
-    then fidelity.py: llama.cpp on our float conversion of the source (the `base`), proven against the source's
-    own forward, and fidelity = `got` against `base` (run after llama.cpp has let go of the file, so the two
-    never hold memory at once; numpy products on `threads` BLAS threads). `routes`: a MoE file's expert choice
-    per layer as llama.cpp made it (None with `why` when it could not be read)."""
+    """llama.cpp's logits `got` on the file against the source (fidelity.py). A float file at the source's own
+    precision is itself the float conversion: the source's own forward is compared with `got`, and that is the
+    fidelity too (no structure check: the same comparison with the file's weights, which are the source's).
+    Any other file: the structure check (the reference forward on the file's weights), then llama.cpp on our
+    float conversion of the source (the `base`, proven against the source's own forward), and fidelity =
+    `got` against `base`. Run after llama.cpp has let go of the file, so the two never hold memory at once;
+    numpy products on `threads` BLAS threads. `routes`: a MoE file's expert choice per layer as llama.cpp made
+    it (None with `why` when it could not be read)."""
     from threadpoolctl import threadpool_limits
 
     if ckpt is None:
         finite = bool(np.isfinite(got).all())
         detail = f"{len(tokens)} positions finite" if finite else "logits contain NaN or infinity"
         return [CheckResult("logits: finite", "pass" if finite else "fail", detail)], None
-    from exaone_gguf.validate.fidelity import check_source, float_conversion_logits
+    from exaone_gguf.validate.fidelity import check_source, float_conversion_logits, source_precision
 
     arch = f.get("general.architecture")
     as_arch = arch if writes_as(ckpt.spec, arch) else None
+    own = source_precision(ckpt) == file_type.upper().removeprefix("MOSTLY_")
+    results = []
     with threadpool_limits(limits=threads):
-        structure, _ = check_structure(f, ckpt, got, tokens, file_type, routes)
-        _trim_heap()
-        base, base_type = float_conversion_logits(ckpt.path, as_arch, tokens, threads, device)
-        source, source_c = check_source(ckpt, base, base_type, tokens)
+        if own:
+            base, base_type = got, source_precision(ckpt)
+        else:
+            structure, _ = check_structure(f, ckpt, got, tokens, file_type, routes)
+            results.append(structure)
+            _trim_heap()
+            base, base_type = float_conversion_logits(ckpt.path, as_arch, tokens, threads, device)
+        source, source_c = check_source(ckpt, base, base_type, tokens, own)
         routing: dict = {}  # a MoE reference forward records its expert choice per layer
         if routes is not None or why:
             from exaone_gguf.validate.reference import forward
 
             forward(ckpt, tokens, as_arch, routing)
-    comparison = compare_logits(base, got, tokens)
+    comparison = source_c if own else compare_logits(base, got, tokens)
     # fidelity: how much the type costs this model; below the thresholds a warning unless the gate is on
-    results = [structure, source] + [
+    results += [source] + [
         CheckResult(
             f"logits: {name.replace('_', ' ')}",
             "pass" if ok else ("fail" if gate or name == "finite" else "warn"),

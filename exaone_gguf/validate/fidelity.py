@@ -10,6 +10,9 @@ conversion proven against the source's own forward.
        and in every file made with it, and lands here far outside the limits;
     4. fidelity (KLD, top-1, perplexity) is llama.cpp on the file against `base`, as llama-perplexity's
        --kl-divergence compares two files: the cost of the file's type, with no numpy forward.
+
+A float file at the source's own precision (BF16 from a BF16 checkpoint) holds what the conversion would
+hold: it stands in for it (steps 1-2 skipped), and step 3 checks the file itself against the source.
 """
 
 from __future__ import annotations
@@ -50,20 +53,30 @@ def float_conversion_logits(
     return logits, file_type_name(result.file_type).upper().removeprefix("MOSTLY_")
 
 
-def check_source(ckpt, base: np.ndarray, base_type: str, tokens: list[int]) -> tuple[CheckResult, LogitComparison]:
-    """The source's own numpy forward against llama.cpp on its float conversion (`base`, of `base_type`)."""
+def source_precision(ckpt) -> str | None:
+    """F32 / F16 / BF16 when every 2-D tensor of the checkpoint is stored so (None: mixed or other dtypes)."""
+    dtypes = {h.dtype for h in ckpt.tensors.values() if len(h.shape) == 2}
+    return dtypes.pop() if len(dtypes) == 1 and dtypes <= {"F32", "F16", "BF16"} else None
+
+
+def check_source(
+    ckpt, base: np.ndarray, base_type: str, tokens: list[int], own: bool = False
+) -> tuple[CheckResult, LogitComparison]:
+    """The source's own numpy forward against llama.cpp's logits `base` on its float conversion (of `base_type`),
+    or on the file itself when it is at the source's precision (`own`)."""
     from exaone_gguf.validate.reference.source import forward_source
 
     name = "source: its own forward vs llama.cpp on its float conversion"
     ref = forward_source(ckpt, tokens)
     c = compare_logits(ref, base, tokens)
-    ok, detail = judge_structure(c, SOURCE_LIMITS[base_type])
-    detail = f"{base_type} conversion: {detail}"
+    limit = SOURCE_LIMITS[base_type]
+    ok, detail = judge_structure(c, limit)
+    detail = f"{'the file itself, at the source precision' if own else base_type + ' conversion'}: {detail}"
     if not ok:
         detail += (
-            "; the converter's tensor table or hyperparameters (or llama.cpp's graph) do not compute the source's "
-            "network, so no file made from it can be trusted"
+            "; the file does not compute the source's network"
+            if own
+            else "; the converter's tensor table or hyperparameters (or llama.cpp's graph) do not compute the "
+            "source's network, so no file made from it can be trusted"
         )
-    return CheckResult(
-        name, "pass" if ok else "fail", detail, {"limit": SOURCE_LIMITS[base_type].__dict__, **c.to_dict()}
-    ), c
+    return CheckResult(name, "pass" if ok else "fail", detail, {"limit": limit.__dict__, **c.to_dict()}), c
