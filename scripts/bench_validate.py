@@ -140,7 +140,6 @@ def main() -> None:
         sys.exit(f"{args.config} or {TOKENIZER}: not found (../shared/fixtures must sit beside the checkout).")
     import llama_tools
 
-    tools = llama_tools.tools()
     if args.work_dir:
         args.work_dir.mkdir(parents=True, exist_ok=True)
     work = args.reuse or Path(tempfile.mkdtemp(prefix="bench-validate-", dir=args.work_dir))
@@ -160,6 +159,7 @@ def main() -> None:
 
         text = work / "text.txt"
         text.write_text("\n\n".join([load_text(None)] * 2), encoding="utf-8")  # >= 2N tokens for llama-perplexity
+        tools = llama_tools.tools()  # after the setup: a first build of the tools can run beside it
         kld = work / "base.kld"
         lp = [str(tools["llama-perplexity"]), "-f", str(text), "-c", str(ctx), "-t", str(args.threads)]
         print(

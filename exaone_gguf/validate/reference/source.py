@@ -212,7 +212,9 @@ def sparse_moe(c: Config, w: Tensors, p: str, x: np.ndarray) -> np.ndarray:
     n_exp, top_k = cfg.get("num_experts", 64), cfg.get("num_experts_per_tok", 8)
     n_group, k_group = cfg.get("n_group", 1), cfg.get("topk_group", 1)
     scores = 1.0 / (1.0 + np.exp(-(x @ w(p + "gate.weight").T)))
-    choice = scores + w(p + "gate.e_score_correction_bias")
+    # stored beside the router (LG's checkpoints; transformers' conversion_mapping renames it into the router)
+    bias = p + ("e_score_correction_bias" if p + "e_score_correction_bias" in w else "gate.e_score_correction_bias")
+    choice = scores + w(bias)
     grouped = choice.reshape(len(x), n_group, n_exp // n_group)
     group_score = np.sort(grouped, axis=-1)[..., -2:].sum(-1)
     keep = np.argsort(-group_score, axis=-1, kind="stable")[:, :k_group]
