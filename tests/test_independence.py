@@ -132,3 +132,29 @@ def test_honest_files_pass_the_source_check_at_every_precision(stored_as, tmp_pa
     print(dtype, outtype, source.detail)
     assert source.status == "pass", source.detail
     assert ("the file itself" in source.detail) == (outtype in ("f32", "bf16"))
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, RuntimeError], ids=["ctrl-c", "error"])
+def test_the_float_conversion_is_deleted_after_use_and_after_an_interruption(
+    tiny_dir, tmp_path, monkeypatch, interruption
+):
+    import tempfile
+    from pathlib import Path
+
+    from exaone_gguf.validate import fidelity
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # $TMPDIR for this test
+    logits, kind = fidelity.float_conversion_logits(tiny_dir(FAMILY), None, [1, 2, 3], 1)
+    assert logits.shape[0] == 3 and kind == "F16" and list(tmp_path.iterdir()) == []
+
+    seen: list[Path] = []
+
+    def interrupted(path, **_):
+        seen.append(Path(path))
+        assert seen[0].stat().st_size > 0  # the conversion was written ...
+        raise interruption()  # ... and llama.cpp is interrupted while it loads it
+
+    monkeypatch.setattr(fidelity, "Runner", interrupted)
+    with pytest.raises(interruption):
+        fidelity.float_conversion_logits(tiny_dir(FAMILY), None, [1, 2, 3], 1)
+    assert seen and not seen[0].exists() and list(tmp_path.iterdir()) == []
