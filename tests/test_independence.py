@@ -23,7 +23,7 @@ from exaone_gguf.families import base
 from exaone_gguf.validate import validate
 
 FAMILY = "llama"  # q/k rows permuted for llama.cpp's interleaved RoPE: a table with a transform to get wrong
-SOURCE_CHECK = "source: its own forward vs llama.cpp on its float conversion"
+SOURCE_CHECK = "source: its own forward vs llama.cpp"
 
 
 def _swap_gate_up(mappings):
@@ -144,7 +144,7 @@ def test_the_float_conversion_is_deleted_after_use_and_after_an_interruption(
     from exaone_gguf.validate import fidelity
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # $TMPDIR for this test
-    logits, kind = fidelity.float_conversion_logits(tiny_dir(FAMILY), None, [1, 2, 3], 1)
+    logits, kind, _ = fidelity.float_conversion_logits(tiny_dir(FAMILY), None, [1, 2, 3], 1)
     assert logits.shape[0] == 3 and kind == "F16" and list(tmp_path.iterdir()) == []
 
     seen: list[Path] = []

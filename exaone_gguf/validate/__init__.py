@@ -142,14 +142,14 @@ def check_logits(
     why: str = "",
     device: str = "cpu",
 ) -> tuple[list[CheckResult], dict | None]:
-    """llama.cpp's logits `got` on the file against the source (fidelity.py). A float file at the source's own
-    precision is itself the float conversion: the source's own forward is compared with `got`, and that is the
-    fidelity too (no structure check: the same comparison with the file's weights, which are the source's).
-    Any other file: the structure check (the reference forward on the file's weights), then llama.cpp on our
-    float conversion of the source (the `base`, proven against the source's own forward), and fidelity =
-    `got` against `base`. Run after llama.cpp has let go of the file, so the two never hold memory at once;
-    numpy products on `threads` BLAS threads. `routes`: a MoE file's expert choice per layer as llama.cpp made
-    it (None with `why` when it could not be read)."""
+    """llama.cpp's logits `got` on the file against the source (fidelity.py). A float file (F32, F16, BF16) is
+    compared with the source's own forward directly, and that is its fidelity too; the structure check runs
+    unless the file holds the source's values exactly (F32, or the source's own precision: the same comparison
+    with the same weights). A quantized file: the structure check (the reference forward on the file's
+    weights), then llama.cpp on our float conversion of the source (the `base`, proven against the source's own
+    forward), and fidelity = `got` against `base`. Run after llama.cpp has let go of the file, so the two never
+    hold memory at once; numpy products on `threads` BLAS threads. `routes`: a MoE file's expert choice per
+    layer as llama.cpp made it (None with `why` when it could not be read)."""
     from threadpoolctl import threadpool_limits
 
     if ckpt is None:
@@ -160,23 +160,26 @@ def check_logits(
 
     arch = f.get("general.architecture")
     as_arch = arch if writes_as(ckpt.spec, arch) else None
-    own = source_precision(ckpt) == file_type.upper().removeprefix("MOSTLY_")
+    ft = file_type.upper().removeprefix("MOSTLY_")
+    float_file = ft in ("F32", "F16", "BF16")
     results = []
     with threadpool_limits(limits=threads):
-        if own:
-            base, base_type = got, source_precision(ckpt)
-        else:
+        if ft != "F32" and ft != source_precision(ckpt):  # weights rounded from the source's: the structure check
             structure, _ = check_structure(f, ckpt, got, tokens, file_type, routes)
             results.append(structure)
             _trim_heap()
-            base, base_type = float_conversion_logits(ckpt.path, as_arch, tokens, threads, device)
-        source, source_c = check_source(ckpt, base, base_type, tokens, own)
+        if float_file:
+            base, base_type, base_routes = got, ft, routes
+        else:
+            moe = any(t.name.endswith(".ffn_gate_inp.weight") for t in f.tensors)
+            base, base_type, base_routes = float_conversion_logits(ckpt.path, as_arch, tokens, threads, device, moe)
+        source, source_c = check_source(ckpt, base, base_type, tokens, float_file, base_routes)
         routing: dict = {}  # a MoE reference forward records its expert choice per layer
         if routes is not None or why:
             from exaone_gguf.validate.reference import forward
 
             forward(ckpt, tokens, as_arch, routing)
-    comparison = source_c if own else compare_logits(base, got, tokens)
+    comparison = source_c if float_file else compare_logits(base, got, tokens)
     # fidelity: how much the type costs this model; below the thresholds a warning unless the gate is on
     results += [source] + [
         CheckResult(

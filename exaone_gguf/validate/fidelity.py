@@ -11,8 +11,8 @@ conversion proven against the source's own forward.
     4. fidelity (KLD, top-1, perplexity) is llama.cpp on the file against `base`, as llama-perplexity's
        --kl-divergence compares two files: the cost of the file's type, with no numpy forward.
 
-A float file at the source's own precision (BF16 from a BF16 checkpoint) holds what the conversion would
-hold: it stands in for it (steps 1-2 skipped), and step 3 checks the file itself against the source.
+A float file (F32, F16, BF16) needs no conversion: step 3 compares the source's own forward with llama.cpp on
+the file itself, at the limits of its type, and that comparison is its fidelity.
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.validate.metadata_check import file_type_name
 from exaone_gguf.validate.metrics import LogitComparison, StructureLimit, compare_logits, judge_structure
 from exaone_gguf.validate.results import CheckResult
+from exaone_gguf.validate.routing import llama_routes
 from exaone_gguf.validate.runner import Runner
 
-# Limits on the source forward (numpy float32, as transformers computes) against llama.cpp on the conversion.
-# F32: only summation order differs (tiny families measure ~1e-6, as the structure check's F32 files). 16-bit:
-# llama.cpp rounds activations to F16 / BF16 before every product with such weights and the float32 forward
-# does not: the fidelity thresholds of those types (metrics.THRESHOLDS), which honest 16-bit files meet.
+# Limits on the source forward (numpy float32, as transformers computes) against llama.cpp on the conversion or
+# on a float file. F32: only summation order differs (tiny families measure ~1e-6, as the structure check's F32
+# files). 16-bit: llama.cpp rounds activations to F16 / BF16 before every product with such weights and the
+# float32 forward does not (and a 16-bit file of another precision rounds the weights too): the fidelity
+# thresholds of those types (metrics.THRESHOLDS), which honest 16-bit files meet.
 # Gate and up swapped or q permuted twice measure mean KLD of order 1 (tests/test_independence.py).
 SOURCE_LIMITS = {
     "F32": StructureLimit("F32", 5e-6, 1e-10),
@@ -41,16 +43,23 @@ SOURCE_LIMITS = {
 
 
 def float_conversion_logits(
-    src: Path, arch: str | None, tokens: list[int], threads: int, device: str = "cpu"
-) -> tuple[np.ndarray, str]:
+    src: Path, arch: str | None, tokens: list[int], threads: int, device: str = "cpu", moe: bool = False
+) -> tuple[np.ndarray, str, dict | None]:
     """llama.cpp's logits [T, V] on our converter's float conversion of `src` (written as GGUF architecture
-    `arch`, None: the family's own) and the conversion's type name (F32 / F16 / BF16)."""
+    `arch`, None: the family's own), the conversion's type name (F32 / F16 / BF16) and, for a MoE (`moe`),
+    llama.cpp's expert choice per layer on it (None when it cannot be read)."""
     with tempfile.TemporaryDirectory(prefix="exaone-gguf-float-") as tmp:
         out = Path(tmp) / "source-float.gguf"
         result = convert(src, out, ConvertOptions(outtype="auto", threads=threads, arch=arch))
         with Runner(out, n_ctx=max(256, len(tokens)), device=device, threads=threads) as runner:
             logits = runner.logits(tokens)
-    return logits, file_type_name(result.file_type).upper().removeprefix("MOSTLY_")
+            routes = None
+            if moe:
+                try:
+                    routes = llama_routes(runner.llm, tokens)
+                except RuntimeError:  # the routing check reports why; the source forward then routes on its own
+                    pass
+    return logits, file_type_name(result.file_type).upper().removeprefix("MOSTLY_"), routes
 
 
 def source_precision(ckpt) -> str | None:
@@ -60,22 +69,24 @@ def source_precision(ckpt) -> str | None:
 
 
 def check_source(
-    ckpt, base: np.ndarray, base_type: str, tokens: list[int], own: bool = False
+    ckpt, base: np.ndarray, base_type: str, tokens: list[int], on_file: bool = False, routes: dict | None = None
 ) -> tuple[CheckResult, LogitComparison]:
-    """The source's own numpy forward against llama.cpp's logits `base` on its float conversion (of `base_type`),
-    or on the file itself when it is at the source's precision (`own`)."""
+    """The source's own numpy forward against llama.cpp's logits `base` on its float conversion, or on the file
+    itself (`on_file`: a float file), of type `base_type`; a MoE forward follows llama.cpp's expert choice on
+    that run (`routes`)."""
     from exaone_gguf.validate.reference.source import forward_source
 
-    name = "source: its own forward vs llama.cpp on its float conversion"
-    ref = forward_source(ckpt, tokens)
+    name = "source: its own forward vs llama.cpp"
+    ref = forward_source(ckpt, tokens, routes=routes)
     c = compare_logits(ref, base, tokens)
     limit = SOURCE_LIMITS[base_type]
     ok, detail = judge_structure(c, limit)
-    detail = f"{'the file itself, at the source precision' if own else base_type + ' conversion'}: {detail}"
+    detail = f"{'the file itself, a ' + base_type + ' file' if on_file else base_type + ' conversion'}: {detail}"
     if not ok:
         detail += (
-            "; the file does not compute the source's network"
-            if own
+            "; the file does not compute the source's network (a damaged file, or a wrong tensor table or "
+            "hyperparameter in the converter that made it)"
+            if on_file
             else "; the converter's tensor table or hyperparameters (or llama.cpp's graph) do not compute the "
             "source's network, so no file made from it can be trusted"
         )

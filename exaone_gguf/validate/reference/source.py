@@ -206,8 +206,9 @@ def exaone4(c: Config, w: Tensors, ids: np.ndarray, cos, sin, segments) -> np.nd
     return logits(rmsnorm(h, w("norm.weight"), c.eps))
 
 
-def sparse_moe(c: Config, w: Tensors, p: str, x: np.ndarray) -> np.ndarray:
-    """ExaoneMoeSparseMoEBlock: ExaoneMoeTopkRouter's choice, each chosen expert on its tokens, + shared experts."""
+def sparse_moe(c: Config, w: Tensors, p: str, x: np.ndarray, forced: np.ndarray | None = None) -> np.ndarray:
+    """ExaoneMoeSparseMoEBlock: ExaoneMoeTopkRouter's choice (or the `forced` experts [T, top_k], weighted by this
+    router's scores), each chosen expert on its tokens, + shared experts."""
     cfg = c.cfg
     n_exp, top_k = cfg.get("num_experts", 64), cfg.get("num_experts_per_tok", 8)
     n_group, k_group = cfg.get("n_group", 1), cfg.get("topk_group", 1)
@@ -222,6 +223,8 @@ def sparse_moe(c: Config, w: Tensors, p: str, x: np.ndarray) -> np.ndarray:
     np.put_along_axis(mask, keep, True, axis=-1)
     choice = np.where(np.repeat(mask, n_exp // n_group, axis=-1), choice, -np.inf)
     top = np.argsort(-choice, axis=-1, kind="stable")[:, :top_k]
+    if forced is not None and forced.shape == top.shape:
+        top = forced
     g = np.take_along_axis(scores, top, axis=-1)
     if cfg.get("norm_topk_prob", True):
         g = g / (g.sum(-1, keepdims=True) + 1e-20)
@@ -241,9 +244,10 @@ def sparse_moe(c: Config, w: Tensors, p: str, x: np.ndarray) -> np.ndarray:
     return out + mlp(w, p + "shared_experts.", x)
 
 
-def exaone_moe(c: Config, w: Tensors, ids: np.ndarray, cos, sin, segments) -> np.ndarray:
+def exaone_moe(c: Config, w: Tensors, ids: np.ndarray, cos, sin, segments, routes=None) -> np.ndarray:
     """ExaoneMoeForCausalLM: pre-norm blocks; dense MLP or sparse MoE per `mlp_layer_types` (LG's first configs:
-    `is_moe_layer`; else the first `first_k_dense_replace` layers are dense). MTP blocks never run."""
+    `is_moe_layer`; else the first `first_k_dense_replace` layers are dense). MTP blocks never run. `routes`:
+    layer -> expert ids [T, top_k] to use instead of the router's own choice."""
     cfg = c.cfg
     if cfg.get("mlp_layer_types") is not None:
         sparse = [t == "sparse" for t in cfg["mlp_layer_types"]]
@@ -256,7 +260,7 @@ def exaone_moe(c: Config, w: Tensors, ids: np.ndarray, cos, sin, segments) -> np
         p = f"model.layers.{i}."
         h = h + attention_qk_norm(c, w, p, i, rmsnorm(h, w(p + "input_layernorm.weight"), c.eps), cos, sin, segments)
         x = rmsnorm(h, w(p + "post_attention_layernorm.weight"), c.eps)
-        h = h + (sparse_moe(c, w, p + "mlp.", x) if sparse[i] else mlp(w, p + "mlp.", x))
+        h = h + (sparse_moe(c, w, p + "mlp.", x, (routes or {}).get(i)) if sparse[i] else mlp(w, p + "mlp.", x))
     return logits(rmsnorm(h, w("model.norm.weight"), c.eps))
 
 
@@ -272,11 +276,16 @@ FORWARDS = {
 
 
 def forward_source(
-    source: Checkpoint | Path | str, token_ids: Sequence[int], segments: Sequence[int] | None = None
+    source: Checkpoint | Path | str,
+    token_ids: Sequence[int],
+    segments: Sequence[int] | None = None,
+    routes: dict[int, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Logits float32 [len(token_ids), vocab] of the checkpoint (a directory, or a loaded Checkpoint whose
     tensor handles are reused); row i predicts token i + 1. `segments`: lengths of independent sequences laid
-    end to end in token_ids (positions restart, attention stays inside each)."""
+    end to end in token_ids (positions restart, attention stays inside each). `routes` (a MoE): layer -> the
+    experts [T, top_k] another run chose, followed so that a near-tie decided the other way by two float
+    computations (a discontinuity) does not pass for a difference of networks; the weights stay this router's."""
     path = Path(source.path if isinstance(source, Checkpoint) else source)
     handles = source.tensors if isinstance(source, Checkpoint) else load_tensors(path)
     c = Config(read_config(path / "config.json"), path / "config.json")
@@ -287,4 +296,5 @@ def forward_source(
         raise InputError(f"source forward: token ids must be a non-empty list within 0..{c.vocab - 1}.")
     cos, sin = rope_tables(c.inv_freq(), len(ids), segments)
     fwd, prefix = FORWARDS[c.arch]
-    return fwd(c, Tensors(handles, prefix), ids, cos, sin, segments).astype(np.float32, copy=False)
+    extra = {"routes": routes} if fwd is exaone_moe else {}
+    return fwd(c, Tensors(handles, prefix), ids, cos, sin, segments, **extra).astype(np.float32, copy=False)
