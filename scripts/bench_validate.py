@@ -9,8 +9,10 @@ text) for everyone.
 Contenders, each its own process (wall time, peak RSS from wait4, CPU seconds):
 
   ours validate BF16       `validate BF16.gguf --reference SRC --max-tokens N` (metadata, tokenizer, template,
-                           llama.cpp's logits against the numpy reference forward of the source)
-  ours validate Q4_K_M     the same for the Q4_K_M file
+                           tensors, llama.cpp's logits on the file against the source's own numpy forward)
+  ours validate Q4_K_M     the same for the Q4_K_M file, plus the structure check (the numpy forward on the
+                           file's weights) and our BF16 conversion of the source in a temporary file: llama.cpp
+                           on it against the source's own forward, and the file's fidelity against it
   ours --against           `validate Q4_K_M.gguf --against BF16.gguf --ctx N --chunks 1`: llama-perplexity's
                            figures computed in one process
   llama.cpp base           `llama-perplexity -m BF16.gguf -c N --chunks 1 --kl-divergence-base FILE`
