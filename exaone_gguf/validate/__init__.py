@@ -191,7 +191,6 @@ def check_logits(
     ]
     metrics = {**comparison.to_dict(), "base": base_type, "source": source_c.to_dict()}
     if routing:
-        float_file = file_type.upper().removeprefix("MOSTLY_") in ("F32", "F16", "BF16")
         check = check_routing(routes, routing, gate=float_file, why=why)
         results.append(check)
         if check.data:
