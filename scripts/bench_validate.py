@@ -31,13 +31,13 @@ llama.cpp's tools come from scripts/llama_tools.py (built once).
 Targets (issue 21): ours (the two validate runs) at most 3x llama.cpp's two runs; peak RSS under 3 GB.
 
 Measured (issue 21, a 2-core machine shared with six other jobs, load average 13-20, so wall times are loose):
-  1.2B shape (random BF16), `validate --reference`: BF16 565 s wall, peak RSS 3.07 GB (llama.cpp on the file and
-  the source's own forward; no conversion, no structure check); Q4_K_M 1671 s, peak RSS 3.25 GB (tensor check,
-  structure, BF16 conversion + llama.cpp on it, the source's own forward). llama.cpp's tools were not built in
-  time for the ratio at this shape under that load.
+  1.2B shape (random BF16), `validate --reference`: BF16 676 s wall but 74.6 s CPU, peak RSS 2994 MB (this
+  script; llama.cpp on the file and the source's own forward: no conversion, no structure check); Q4_K_M (run
+  alone) 1671 s wall, peak RSS 3.25 GB (tensor check, structure, BF16 conversion + llama.cpp on it, the source's
+  own forward). The llama-perplexity runs and the Q4_K_M run of this script did not finish before the deadline.
   SmolLM2-135M as EXAONE 3.x (BF16), against llama.cpp (llama-cpp-python, same ggml and threads) loading each
   file and computing the same 256 tokens' logits as a stand-in for llama-perplexity's two runs: ours 697 s /
-  theirs 160 s = 4.4x (load 20). Target not met; the phases of our Q4_K_M run (cProfile, SmolLM2): llama.cpp on
+  theirs 160 s = 4.4x (load 20), a second round 570 s / 103 s = 5.5x (load 18). Target not met; the phases of our Q4_K_M run (cProfile, SmolLM2): llama.cpp on
   the file and on the conversion 46 s, the structure forward 17 s, the source's own forward 17 s, the tensor
   check 11 s, the conversion itself 5 s, the chat stop check 8 s.
 No assertions: it prints a table and the ratios. Every multi-GB file is deleted at the end unless --keep.
