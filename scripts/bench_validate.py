@@ -32,9 +32,9 @@ Targets (issue 21): ours (the two validate runs) at most 3x llama.cpp's two runs
 
 Measured (issue 21, a 2-core machine shared with six other jobs, load average 13-20, so wall times are loose):
   1.2B shape (random BF16), `validate --reference`: BF16 676 s wall but 74.6 s CPU, peak RSS 2994 MB (this
-  script; llama.cpp on the file and the source's own forward: no conversion, no structure check); Q4_K_M (run
-  alone) 1671 s wall, peak RSS 3.25 GB (tensor check, structure, BF16 conversion + llama.cpp on it, the source's
-  own forward). The llama-perplexity runs and the Q4_K_M run of this script did not finish before the deadline.
+  script; llama.cpp on the file and the source's own forward: no conversion, no structure check); Q4_K_M 673 s
+  wall, 160.4 s CPU, peak RSS 3184 MB (tensor check, structure, BF16 conversion + llama.cpp on it, the source's
+  own forward; exit 1: its structure check, 0.0161 mean KLD against 0.015 on these random weights).
   SmolLM2-135M as EXAONE 3.x (BF16), against llama.cpp (llama-cpp-python, same ggml and threads) loading each
   file and computing the same 256 tokens' logits as a stand-in for llama-perplexity's two runs: ours 697 s /
   theirs 160 s = 4.4x (load 20), a second round 570 s / 103 s = 5.5x (load 18). Target not met; the phases of our Q4_K_M run (cProfile, SmolLM2): llama.cpp on
