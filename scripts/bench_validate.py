@@ -35,6 +35,9 @@ Measured (issue 21, a 2-core machine shared with six other jobs, load average 13
   script; llama.cpp on the file and the source's own forward: no conversion, no structure check); Q4_K_M 673 s
   wall, 160.4 s CPU, peak RSS 3184 MB (tensor check, structure, BF16 conversion + llama.cpp on it, the source's
   own forward; exit 1: its structure check, 0.0161 mean KLD against 0.015 on these random weights).
+  llama-perplexity in the same run: base 31.5 s wall / 19.5 s CPU / 2764 MB, kld 23.7 s / 15.0 s / 1572 MB
+  (the load had fallen from 20 to 7 by then). Ours / theirs: 24.4x wall, 6.8x CPU (235 / 34.5 s); peak RSS
+  3184 MB. Targets (3x, 3 GB) not met. --against: 150 s wall / 42.9 s CPU (2.7x wall).
   SmolLM2-135M as EXAONE 3.x (BF16), against llama.cpp (llama-cpp-python, same ggml and threads) loading each
   file and computing the same 256 tokens' logits as a stand-in for llama-perplexity's two runs: ours 697 s /
   theirs 160 s = 4.4x (load 20), a second round 570 s / 103 s = 5.5x (load 18). Target not met; the phases of our Q4_K_M run (cProfile, SmolLM2): llama.cpp on
@@ -277,7 +280,7 @@ def main() -> None:
                     f"{m['same_top1']:>9.2f}%"
                 )
         print(
-            "(ours q4: Q4_K_M against the source's numpy forward on N tokens; ours against / llama-perplexity: "
+            "(ours q4: Q4_K_M against llama.cpp on the source's float conversion on N tokens; ours against / llama-perplexity: "
             "Q4_K_M against BF16 on the scored half of the window)"
         )
         for r in runs:
