@@ -9,8 +9,10 @@ text) for everyone.
 Contenders, each its own process (wall time, peak RSS from wait4, CPU seconds):
 
   ours validate BF16       `validate BF16.gguf --reference SRC --max-tokens N` (metadata, tokenizer, template,
-                           llama.cpp's logits against the numpy reference forward of the source)
-  ours validate Q4_K_M     the same for the Q4_K_M file
+                           tensors, llama.cpp's logits on the file against the source's own numpy forward)
+  ours validate Q4_K_M     the same for the Q4_K_M file, plus the structure check (the numpy forward on the
+                           file's weights) and our BF16 conversion of the source in a temporary file: llama.cpp
+                           on it against the source's own forward, and the file's fidelity against it
   ours --against           `validate Q4_K_M.gguf --against BF16.gguf --ctx N --chunks 1`: llama-perplexity's
                            figures computed in one process
   llama.cpp base           `llama-perplexity -m BF16.gguf -c N --chunks 1 --kl-divergence-base FILE`
@@ -23,8 +25,24 @@ llama.cpp's tools come from scripts/llama_tools.py (built once).
 
   /work/venv/bin/python scripts/bench_validate.py [--max-tokens 256] [--threads 2] [--work-dir DIR] [--keep]
                                                  [--reuse DIR]   (DIR kept by --keep: no make-tiny, no convert)
+                                                 [--checkpoint SRC]   (a real checkpoint instead of the 1.2B shape,
+                                                 e.g. the SmolLM2 one of scripts/smollm2_checkpoint.py)
 
-Targets (issue 14): ours (the two validate runs) at most 2x llama.cpp's two runs; peak RSS under 3 GB.
+Targets (issue 21): ours (the two validate runs) at most 3x llama.cpp's two runs; peak RSS under 3 GB.
+
+Measured (issue 21, a 2-core machine shared with six other jobs, load average 13-20, so wall times are loose):
+  1.2B shape (random BF16), `validate --reference`: BF16 676 s wall but 74.6 s CPU, peak RSS 2994 MB (this
+  script; llama.cpp on the file and the source's own forward: no conversion, no structure check); Q4_K_M 673 s
+  wall, 160.4 s CPU, peak RSS 3184 MB (tensor check, structure, BF16 conversion + llama.cpp on it, the source's
+  own forward; exit 1: its structure check, 0.0161 mean KLD against 0.015 on these random weights).
+  llama-perplexity in the same run: base 31.5 s wall / 19.5 s CPU / 2764 MB, kld 23.7 s / 15.0 s / 1572 MB
+  (the load had fallen from 20 to 7 by then). Ours / theirs: 24.4x wall, 6.8x CPU (235 / 34.5 s); peak RSS
+  3184 MB. Targets (3x, 3 GB) not met. --against: 150 s wall / 42.9 s CPU (2.7x wall).
+  SmolLM2-135M as EXAONE 3.x (BF16), against llama.cpp (llama-cpp-python, same ggml and threads) loading each
+  file and computing the same 256 tokens' logits as a stand-in for llama-perplexity's two runs: ours 697 s /
+  theirs 160 s = 4.4x (load 20), a second round 570 s / 103 s = 5.5x (load 18). Target not met; the phases of our Q4_K_M run (cProfile, SmolLM2): llama.cpp on
+  the file and on the conversion 46 s, the structure forward 17 s, the source's own forward 17 s, the tensor
+  check 11 s, the conversion itself 5 s, the chat stop check 8 s.
 No assertions: it prints a table and the ratios. Every multi-GB file is deleted at the end unless --keep.
 """
 
@@ -47,7 +65,7 @@ FIXTURES = ROOT.parent / "shared" / "fixtures"
 CONFIG = FIXTURES / "exaone-4.0-1.2B" / "config.json"
 TOKENIZER = FIXTURES / "exaone-4.0-1.2B"
 CLI = [sys.executable, "-m", "exaone_gguf"]
-TARGET_RATIO, TARGET_RSS_MB = 2.0, 3000
+TARGET_RATIO, TARGET_RSS_MB = 3.0, 3000
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -97,6 +115,11 @@ def setup(work: Path, threads: int, config: Path) -> tuple[Path, Path, Path]:
         stdout=subprocess.DEVNULL,
     )
     print(f"make-tiny --from-config: {time.perf_counter() - t0:.0f} s", flush=True)
+    return (src, *convert_pair(src, work, threads))
+
+
+def convert_pair(src: Path, work: Path, threads: int) -> tuple[Path, Path]:
+    """The BF16 and Q4_K_M files of `src` in one convert run (not timed)."""
     out = work / "out"
     t0 = time.perf_counter()
     subprocess.run(
@@ -106,9 +129,7 @@ def setup(work: Path, threads: int, config: Path) -> tuple[Path, Path, Path]:
         stderr=subprocess.DEVNULL,
     )
     print(f"convert bf16,q4_k_m: {time.perf_counter() - t0:.0f} s", flush=True)
-    bf16 = next(out.glob("*-BF16.gguf"))
-    q4 = next(out.glob("*-Q4_K_M.gguf"))
-    return src, bf16, q4
+    return next(out.glob("*-BF16.gguf")), next(out.glob("*-Q4_K_M.gguf"))
 
 
 def figures(text: str, patterns: dict[str, str]) -> dict[str, float]:
@@ -129,29 +150,36 @@ def main() -> None:
         "--reuse", type=Path, default=None, help="a work folder kept by --keep: skip make-tiny and convert (not timed)"
     )
     ap.add_argument("--config", type=Path, default=CONFIG, help="model config.json (default: the real 1.2B one)")
+    ap.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint to convert instead of make-tiny's")
     args = ap.parse_args()
     if not args.config.is_file() or not TOKENIZER.is_dir():
         sys.exit(f"{args.config} or {TOKENIZER}: not found (../shared/fixtures must sit beside the checkout).")
     import llama_tools
 
-    tools = llama_tools.tools()
     if args.work_dir:
         args.work_dir.mkdir(parents=True, exist_ok=True)
     work = args.reuse or Path(tempfile.mkdtemp(prefix="bench-validate-", dir=args.work_dir))
     n = ctx = args.max_tokens
     try:
         if args.reuse:
-            src, bf16, q4 = work / "src", next(work.glob("out/*-BF16.gguf")), next(work.glob("out/*-Q4_K_M.gguf"))
+            src, bf16, q4 = (
+                args.checkpoint or work / "src",
+                next(work.glob("out/*-BF16.gguf")),
+                next(work.glob("out/*-Q4_K_M.gguf")),
+            )
+        elif args.checkpoint:
+            src, (bf16, q4) = args.checkpoint, convert_pair(args.checkpoint, work, args.threads)
         else:
             src, bf16, q4 = setup(work, args.threads, args.config)
         from exaone_gguf.validate.evaltext import load_text
 
         text = work / "text.txt"
         text.write_text("\n\n".join([load_text(None)] * 2), encoding="utf-8")  # >= 2N tokens for llama-perplexity
+        tools = llama_tools.tools()  # after the setup: a first build of the tools can run beside it
         kld = work / "base.kld"
         lp = [str(tools["llama-perplexity"]), "-f", str(text), "-c", str(ctx), "-t", str(args.threads)]
         print(
-            f"\n{args.config.parent.name}, {n} tokens (llama-perplexity and --against: -c {ctx}, one chunk), {args.threads} threads, "
+            f"\n{(args.checkpoint or args.config.parent).name}, {n} tokens (llama-perplexity and --against: -c {ctx}, one chunk), {args.threads} threads, "
             f"load average {os.getloadavg()[0]:.1f}:",
             flush=True,
         )
@@ -252,7 +280,7 @@ def main() -> None:
                     f"{m['same_top1']:>9.2f}%"
                 )
         print(
-            "(ours q4: Q4_K_M against the source's numpy forward on N tokens; ours against / llama-perplexity: "
+            "(ours q4: Q4_K_M against llama.cpp on the source's float conversion on N tokens; ours against / llama-perplexity: "
             "Q4_K_M against BF16 on the scored half of the window)"
         )
         for r in runs:

@@ -61,6 +61,24 @@ def llamafy_exaone3(src: Path, dst: Path) -> Path:
     return dst
 
 
+def cast_checkpoint(src: Path, dst: Path, dtype: str) -> Path:
+    """A copy of the checkpoint `src` (one model.safetensors) with its weights stored as `dtype` ("float32",
+    "float16", "bfloat16") and config.json saying so."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    weights = dst / "model.safetensors"
+    save_file(
+        {k: v.to(getattr(torch, dtype)) for k, v in load_file(weights).items()}, weights, metadata={"format": "pt"}
+    )
+    cfg = json.loads((dst / "config.json").read_text())
+    (dst / "config.json").write_text(json.dumps({**cfg, "torch_dtype": dtype, "dtype": dtype}, indent=2))
+    return dst
+
+
 def transformers_logits(ckpt: Path, tokens: list[int], workdir: Path) -> np.ndarray:
     """float32 logits [T, V] of the checkpoint run by transformers."""
     import torch

@@ -92,12 +92,17 @@ def test_text_file_layout(tiny):
 def test_f32_logits_match_transformers_and_the_reference(tiny):
     from exaone_gguf.checkpoint import load_checkpoint
     from exaone_gguf.validate.reference import forward
+    from exaone_gguf.validate.reference.source import forward_source
 
     ckpt, f32 = tiny
     ours = llama_cpp_logits(f32, TOKENS)
     ref = transformers_logits(ckpt, TOKENS)
     numpy_ref = forward(load_checkpoint(ckpt), TOKENS)
+    source = forward_source(ckpt, TOKENS)  # the text model by its own HF names (model.language_model.*)
     scale = np.abs(ref).max()
+    d_src = np.abs(source - ref).max() / scale
+    print(f"exaone4.5 source forward vs transformers {d_src:.3g} of max |logit|")
+    assert d_src <= 5e-6
     d_lc = np.abs(ours - ref).max() / scale
     d_np = np.abs(numpy_ref - ref).max() / scale
     print(

@@ -119,10 +119,16 @@ def test_f32_logits_match_transformers(ckpts, tmp_path, recipe, layout):
 def test_reference_forward_matches_transformers_and_llama_cpp(ckpts, tmp_path, layout):
     from exaone_gguf.checkpoint import load_checkpoint
     from exaone_gguf.validate.reference import forward
+    from exaone_gguf.validate.reference.source import forward_source
 
     ckpt = ckpts[("k-exaone", layout)]
     ours = forward(load_checkpoint(ckpt), TOKENS)
     ref, gaps = transformers_run(ckpt, TOKENS)
+    # the source's own forward (HF names and config keys, no tensor table) agrees with transformers as closely
+    source = forward_source(ckpt, TOKENS)
+    d_src = np.abs(source - ref).max(axis=1)[~(gaps < NEAR_TIE)].max() / np.abs(ref).max()
+    print(f"source forward/{layout}: vs transformers {d_src:.3g} of max |logit|")
+    assert d_src <= 1e-5
     gguf = tmp_path / "m.gguf"
     convert(ckpt, gguf, ConvertOptions(outtype="f32"))
     lcpp = llama_cpp_logits(gguf, TOKENS)

@@ -150,3 +150,27 @@ def test_the_cycle_finder_sees_a_cycle_made_through_a_function(copy_tree: Path, 
     graph = grimp.build_graph("exaone_gguf", cache_dir=None)
     cycles = [set(c) for c in _cycles(graph)]
     assert {"exaone_gguf.checkpoint.token_files", "exaone_gguf.checkpoint.tokenizer"} <= set().union(*cycles)
+
+
+# Issue 21: the source's own forward reads the checkpoint by HF names; an import of the converter's tables, direct
+# or through the kernels it shares (reference/common.py once imported convert.rope and, for a type, weights.py),
+# breaks the `source-independent` contract.
+INDEPENDENCE = [
+    ("validate/reference/source.py", "from exaone_gguf.families import base\n"),
+    ("validate/reference/common.py", "from exaone_gguf.convert.rope import inv_freq\n"),
+    ("validate/reference/common.py", "from exaone_gguf.validate.reference.weights import Weights as _W\n"),
+]
+
+
+def test_the_package_keeps_the_source_forward_independent():
+    r = _lint(ROOT)
+    assert "source forward is independent of the converter KEPT" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(("module", "line"), INDEPENDENCE, ids=[f"{m}:{line.split()[1]}" for m, line in INDEPENDENCE])
+def test_a_table_import_breaks_the_independence_contract(copy_tree: Path, module: str, line: str):
+    target = copy_tree / "exaone_gguf" / module
+    target.write_text(target.read_text(encoding="utf-8") + "\n" + line, encoding="utf-8")
+    r = _lint(copy_tree)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "source forward is independent of the converter BROKEN" in r.stdout, r.stdout

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from conftest import fixture_path
 from gguf_edit import rewrite, scale_f32
+from hf_models import cast_checkpoint
 from typer.testing import CliRunner
 
 from exaone_gguf.cli import app
@@ -59,7 +60,9 @@ def wide(tmp_path_factory):
             else:
                 # 64 layers kept (llama.cpp's EXAONE 4.0 slides its window only on 64-layer models, the 32B), so
                 # half the width keeps the test short; its honest BF16 file is over the static limit too
-                ckpt = make_tiny("exaone4-hybrid", root / kind, **HYBRID_SHAPE)
+                # stored in float32: a BF16 file of a BF16 source gets the source check instead of this one
+                tiny = make_tiny("exaone4-hybrid", root / "hybrid-bf16", **HYBRID_SHAPE)
+                ckpt = cast_checkpoint(tiny, root / kind, "float32")
             out = convert(ckpt, root / f"{kind}-bf16.gguf", ConvertOptions(outtype="bf16")).output
             built[kind] = (ckpt, out)
         return built[kind]

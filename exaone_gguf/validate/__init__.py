@@ -149,31 +149,53 @@ def check_logits(
     threads: int = 1,
     routes: dict | None = None,
     why: str = "",
+    device: str = "cpu",
 ) -> tuple[list[CheckResult], dict | None]:
-    """llama.cpp's logits `got` against the two reference forwards (run after llama.cpp has let go of the file,
-    so the two never hold memory at once), their matrix products on `threads` BLAS threads. `routes`: a MoE
-    file's expert choice per layer as llama.cpp made it (None with `why` when it could not be read)."""
+    """llama.cpp's logits `got` on the file against the source (fidelity.py). A float file (F32, F16, BF16) is
+    compared with the source's own forward directly, and that is its fidelity too; the structure check runs
+    unless the file holds the source's values exactly (F32, or the source's own precision: the same comparison
+    with the same weights). A quantized file: the structure check (the reference forward on the file's
+    weights), then llama.cpp on our float conversion of the source (the `base`, proven against the source's own
+    forward), and fidelity = `got` against `base`. Run after llama.cpp has let go of the file, so the two never
+    hold memory at once; numpy products on `threads` BLAS threads. `routes`: a MoE file's expert choice per
+    layer as llama.cpp made it (None with `why` when it could not be read)."""
     from threadpoolctl import threadpool_limits
 
     if ckpt is None:
         finite = bool(np.isfinite(got).all())
         detail = f"{len(tokens)} positions finite" if finite else "logits contain NaN or infinity"
         return [CheckResult("logits: finite", "pass" if finite else "fail", detail)], None
-    from exaone_gguf.validate.reference import forward
+    from exaone_gguf.validate.fidelity import check_source, float_conversion_logits, source_precision
 
+    arch = f.get("general.architecture")
+    as_arch = arch if writes_as(ckpt.spec, arch) else None
+    ft = file_type.upper().removeprefix("MOSTLY_")
+    float_file = ft in ("F32", "F16", "BF16")
+    results = []
     with threadpool_limits(limits=threads):
-        structure, _ = check_structure(f, ckpt, got, tokens, file_type, routes)
-        arch = f.get("general.architecture")
+        if ft != "F32" and ft != source_precision(ckpt):  # weights rounded from the source's: the structure check
+            structure, _ = check_structure(f, ckpt, got, tokens, file_type, routes)
+            results.append(structure)
+            _trim_heap()
+        if float_file:
+            base, base_type, base_routes = got, ft, routes
+        else:
+            moe = any(t.name.endswith(".ffn_gate_inp.weight") for t in f.tensors)
+            base, base_type, base_routes = float_conversion_logits(ckpt.path, as_arch, tokens, threads, device, moe)
+        source, source_c = check_source(ckpt, base, base_type, tokens, float_file, base_routes)
         routing: dict = {}  # a MoE reference forward records its expert choice per layer
-        ref = forward(ckpt, tokens, arch if writes_as(ckpt.spec, arch) else None, routing)
-    comparison = compare_logits(ref, got, tokens)
+        if routes is not None or why:
+            from exaone_gguf.validate.reference import forward
+
+            forward(ckpt, tokens, as_arch, routing)
+    comparison = source_c if float_file else compare_logits(base, got, tokens)
     # fidelity: how much the type costs this model; below the thresholds a warning unless the gate is on or the
     # figure is far outside any honest file of the type
-    results = [structure] + [
+    results += [source] + [
         CheckResult(f"logits: {name.replace('_', ' ')}", status, detail)
         for name, status, detail in grade(comparison, thresholds, file_type, gate)
     ]
-    metrics = comparison.to_dict()
+    metrics = {**comparison.to_dict(), "base": base_type, "source": source_c.to_dict()}
     if routing:
         check = check_routing(routes, routing, file_type, why=why)
         results.append(check)
@@ -261,7 +283,7 @@ def validate(
             except RuntimeError as e:
                 why = str(e)
     gate = quality_gate or bool(threshold_overrides)
-    results, metrics = check_logits(got, f, ckpt, tokens, thresholds, ft, gate, threads, routes, why)
+    results, metrics = check_logits(got, f, ckpt, tokens, thresholds, ft, gate, threads, routes, why, device)
     checks += results
     report.metrics = metrics
     report.seconds = time.perf_counter() - start

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from exaone_gguf.checkpoint.spec import ModelSpec
-from exaone_gguf.convert.rope import inv_freq
 from exaone_gguf.errors import InputError
-from exaone_gguf.validate.reference.weights import Weights
+
+if TYPE_CHECKING:  # the source forward (source.py) uses these kernels without the converter's tables
+    from exaone_gguf.validate.reference.weights import Weights
 
 # Rows of the output matrix multiplied at a time: bounds memory for 100k-token vocabularies.
 LOGIT_CHUNK_ROWS = 8192
@@ -132,11 +133,13 @@ def segment_bounds(n: int, segments: Sequence[int] | None) -> list[tuple[int, in
     return list(zip([0] + stops[:-1], stops))
 
 
-def rope_tables(spec: ModelSpec, n_pos: int, segments: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """cos, sin [T, D] for positions 0..T-1 (restarting at 0 in every segment); angles in float64 so long
-    contexts stay exact."""
+def rope_tables(
+    inv_freq: np.ndarray, n_pos: int, segments: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """cos, sin [T, D] for positions 0..T-1 (restarting at 0 in every segment) and inverse frequencies [D/2];
+    angles in float64 so long contexts stay exact."""
     pos = np.concatenate([np.arange(b - a, dtype=np.float64) for a, b in segment_bounds(n_pos, segments)])
-    theta = np.outer(pos, inv_freq(spec))  # [T, D/2]
+    theta = np.outer(pos, inv_freq)  # [T, D/2]
     theta = np.concatenate([theta, theta], axis=-1)  # NEOX layout: the two halves share frequencies
     return np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from exaone_gguf.checkpoint.spec import ModelSpec
+from exaone_gguf.convert.rope import inv_freq
 from exaone_gguf.validate.reference.common import (
     apply_rope,
     attention,
@@ -37,7 +38,7 @@ def forward(w: Weights, spec: ModelSpec, token_ids: list[int], segments: Sequenc
     """Logits [T, vocab]; `segments`: lengths of independent sequences laid end to end in token_ids."""
     ids = check_tokens(spec, token_ids)
     nh, nkv, d, eps = spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.rms_eps
-    cos, sin = rope_tables(spec, len(ids), segments)
+    cos, sin = rope_tables(inv_freq(spec), len(ids), segments)
 
     h = embed(w, "token_embd.weight", ids)
     for i in range(spec.num_layers):
