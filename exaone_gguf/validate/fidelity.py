@@ -32,14 +32,16 @@ from exaone_gguf.validate.runner import Runner
 # Limits on the source forward (numpy float32, as transformers computes) against llama.cpp on the conversion or
 # on a float file, about 3x the worst honest measurement (256 tokens; tiny Llama, exaone4 and K-EXAONE at the
 # tests' sizes, the trained SmolLM2-135M as EXAONE 3.x, the EXAONE 4.0 1.2B shape with random weights):
-#   F32  only summation order differs: 9.9e-7 max |dlogit| / max |logit|, mean KLD 1.1e-11 (K-EXAONE 5e-11)
+#   F32  only summation order differs: 9.9e-7 max |dlogit| / max |logit|, mean KLD 1.1e-11 (K-EXAONE 5e-11) on the
+#        tiny models; the trained SmolLM2-135M (30 layers) 5.35e-6 (its F32 file, our convert), so 2e-5 as the
+#        structure check's F32 limit
 #   F16  llama.cpp rounds activations to F16 before each product with F16 weights, the float32 forward does
 #        not: 1.2e-3 / 2.6e-6 (SmolLM2), 5.5e-4 / 2.4e-6 (tiny Llama), 3.4e-4 / 1.8e-6 (exaone4)
 #   BF16 the same at BF16: 1.4e-2 / 1.6e-4 (SmolLM2), 6.9e-3 / 5.2e-4 (1.2B shape), 4.4e-3 / 3.1e-4 (tiny
 #        Llama), 2.8e-3 / 1.1e-4 (exaone4), K-EXAONE 6.5e-4 (following llama.cpp's experts)
 # Gate and up swapped or q permuted twice measure mean KLD 4.7-4.8 (tests/test_independence.py).
 SOURCE_LIMITS = {
-    "F32": StructureLimit("F32", 5e-6, 1e-10),
+    "F32": StructureLimit("F32", 2e-5, 1e-10),
     "F16": StructureLimit("F16", 5e-3, 3e-5),
     "BF16": StructureLimit("BF16", 5e-2, 2e-3),
 }
