@@ -183,6 +183,7 @@ def target_types(
     the `kept` tensors of `f`. `header`: the bytes before the tensor data, which a --target-size budget counts."""
     chosen = [t for t in kept if is_quantized(types[t.name])]
     align = ALIGNMENT if target.size is not None else 1
+    header = header if target.size is not None else 0  # --target-bpw counts tensor data only
     fixed = header + sum(
         padded(tensor_nbytes(types[t.name], tuple(t.shape)), align) for t in kept if not is_quantized(types[t.name])
     )

@@ -302,6 +302,7 @@ def target_types(
     which a --target-size budget counts."""
     divisors = llama3_divisors(ckpt.spec)
     align = ALIGNMENT if target.size is not None else 1
+    header = header if target.size is not None else 0  # --target-bpw counts tensor data only
     fixed = (header + padded(4 * len(divisors), align)) if divisors is not None else header  # rope_freqs, F32
     n_params = len(divisors) if divisors is not None else 0
     tensors = []
