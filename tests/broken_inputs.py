@@ -429,6 +429,14 @@ def with_config(env: Env, fn: Callable[[dict], object]) -> tuple[list[str], Path
     return convert_args(src, env)
 
 
+def set_layer_count(d: dict, n: int) -> None:
+    """A layer count that disagrees with the weights only: the sliding-window layout (when the config lists one)
+    is resized with it, so the tensor check, not the layout check, is what refuses."""
+    d["num_hidden_layers"] = n
+    if isinstance(d.get("layer_types"), list):
+        d["layer_types"] = (d["layer_types"] * n)[:n]
+
+
 @case("config", r"config\.json: config\.json not found")
 def cfg_missing(env):
     src = env.ckpt()
@@ -508,12 +516,12 @@ def cfg_hidden_size_disagrees(env):
 
 @case("config", r"tensor 'model\.layers\.4\.[\w.]+' is missing from the checkpoint")
 def cfg_more_layers_than_weights(env):
-    return with_config(env, lambda d: d.update(num_hidden_layers=5))
+    return with_config(env, lambda d: set_layer_count(d, 5))
 
 
 @case("config", r"unexpected tensor 'model\.layers\.3\.[\w.]+'")
 def cfg_fewer_layers_than_weights(env):
-    return with_config(env, lambda d: d.update(num_hidden_layers=3))
+    return with_config(env, lambda d: set_layer_count(d, 3))
 
 
 @case("config", r"'layer_types' must list 4 entries")
