@@ -4,6 +4,7 @@ skipping them (a clean clone without ../shared must not pass by doing less)."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -57,3 +58,15 @@ def test_ci_script_uses_a_fresh_venv_and_sets_ci():
     ci = next(i for i, w in enumerate(cmds) if w == ["export", "CI=true"])
     tests = next(i for i, w in enumerate(cmds) if "pytest" in w)
     assert ci < tests and venv < tests
+
+
+def test_readme_is_short_and_its_docs_links_resolve():
+    """README.md stays a README (the manual is docs/); every docs/*.md link in it, or between the docs pages, exists,
+    and every docs page is linked from README."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme) < 8000, len(readme)
+    linked = set(re.findall(r"\]\((docs/[^)#]+\.md)", readme))
+    assert linked == {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}, linked
+    for page in (ROOT / "docs").glob("*.md"):
+        for target in re.findall(r"\]\(([^)#:]+\.md)", page.read_text()):
+            assert (page.parent / target).is_file(), f"{page.name} links to missing {target}"
