@@ -21,8 +21,8 @@ from pathlib import Path
 OUTTYPES = ["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "q3_k_m", "q2_k", "iq4_xs"]
 
 
-def cli(*args: str) -> None:
-    r = subprocess.run([sys.executable, "-m", "exaone_gguf", *args], capture_output=True, text=True)
+def cli(*args: str, cwd: Path | None = None) -> None:
+    r = subprocess.run([sys.executable, "-m", "exaone_gguf", *args], capture_output=True, text=True, cwd=cwd)
     if r.returncode != 0:
         raise SystemExit(f"exaone-gguf {' '.join(args)} failed ({r.returncode}):\n{r.stderr[-3000:]}")
 
@@ -64,13 +64,14 @@ def build(work: Path) -> dict[str, str]:
     cli("convert", str(base), "-o", str(out / "split.gguf"), "--outtype", "q8_0", "--split-max-tensors", "7")
     cli("quantize", str(out / "exaone4-bf16.gguf"), str(out / "requant-q4_k_m.gguf"), "q4_k_m")
     cli("imatrix", str(base), "-o", str(out / "exaone4.imatrix"))
-    cli("convert", str(base), "-o", str(out / "imatrix-iq4_xs.gguf"), "--outtype", "iq4_xs",
-        "--imatrix", str(out / "exaone4.imatrix"))  # fmt: skip
+    # the imatrix's path is recorded in the file (quantize.imatrix.file): relative to out, so the same in every run
+    cli("convert", str(base), "-o", "imatrix-iq4_xs.gguf", "--outtype", "iq4_xs", "--imatrix", "exaone4.imatrix",
+        cwd=out)  # fmt: skip
     cli("convert", str(base), "-o", str(out / "overrides.gguf"), "--outtype", "q4_k_m",
         "--tensor-type", "ffn_down=q2_k", "--leave-output-tensor")  # fmt: skip
     cli("convert", str(base), "-o", str(out / "pure.gguf"), "--outtype", "q4_k_m", "--pure")
-    cli("convert", str(base), "-o", str(out / "target.gguf"), "--outtype", "q4_k_m", "--target-bpw", "5.5",
-        "--imatrix", str(out / "exaone4.imatrix"))  # fmt: skip
+    cli("convert", str(base), "-o", "target.gguf", "--outtype", "q4_k_m", "--target-bpw", "5.5",
+        "--imatrix", "exaone4.imatrix", cwd=out)  # fmt: skip
     vision = [f for f in fams if "4_5" in f or "4.5" in f]
     for fam in vision:
         cli("convert", str(ck / fam), "-o", str(out / f"{fam}-mmproj.gguf"), "--mmproj")

@@ -120,3 +120,15 @@ def tiny45_dir(tmp_path_factory) -> Path:
     from vision_checkpoint import make_tiny_exaone45
 
     return make_tiny_exaone45(tmp_path_factory.mktemp("tiny45") / "tiny-exaone4.5")
+
+
+# The quick tier is `pytest -m "not slow"`. A test is slow when it needs llama.cpp's own tools or the trained
+# SmolLM2 network (the fixtures below mark it), or torch / transformers, or model-sized work (its module says
+# `pytestmark = pytest.mark.slow`, or the test says `@pytest.mark.slow`).
+SLOW_FIXTURES = frozenset({"llama_tools", "smollm2"})
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
