@@ -100,7 +100,7 @@ def _target_size_opt():
 
 def _sensitivity(ckpt, arch):
     """The measured sensitivity a --target-bpw plan uses: one reference forward per tensor (validate layer)."""
-    from exaone_gguf.validate.sensitivity import kld_probe
+    from exaone_gguf.model.sensitivity import kld_probe
 
     return kld_probe(ckpt, arch)
 
@@ -618,7 +618,7 @@ def imatrix(
     """Compute an importance matrix from the source checkpoint (float32 reference forward) for --imatrix."""
     from rich.progress import MofNCompleteColumn, TimeElapsedColumn
 
-    from exaone_gguf.validate.imatrix import collect_imatrix
+    from exaone_gguf.model.imatrix import collect_imatrix
 
     with _errors():
         with Progress(

@@ -171,7 +171,7 @@ def main() -> None:
             src, (bf16, q4) = args.checkpoint, convert_pair(args.checkpoint, work, args.threads)
         else:
             src, bf16, q4 = setup(work, args.threads, args.config)
-        from exaone_gguf.validate.evaltext import load_text
+        from exaone_gguf.model.texts import load_text
 
         text = work / "text.txt"
         text.write_text("\n\n".join([load_text(None)] * 2), encoding="utf-8")  # >= 2N tokens for llama-perplexity

@@ -58,10 +58,10 @@ def main() -> None:
     from exaone_gguf.checkpoint import load_checkpoint
     from exaone_gguf.convert.driver import ConvertOptions, convert
     from exaone_gguf.convert.from_gguf import quantize_gguf
-    from exaone_gguf.validate.calibration import checkpoint_calibration_text
-    from exaone_gguf.validate.imatrix import collect_imatrix
+    from exaone_gguf.model import forward
+    from exaone_gguf.model.imatrix import collect_imatrix
+    from exaone_gguf.model.texts import checkpoint_calibration_text
     from exaone_gguf.validate.metrics import compare_logits
-    from exaone_gguf.validate.reference import forward
 
     src = train_small.small_model(log=lambda s: print(s, file=sys.stderr))
     tokens = [1] + train_small.heldout_tokens(Tokenizer.from_file(str(src / "tokenizer.json")))

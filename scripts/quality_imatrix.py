@@ -52,11 +52,11 @@ def measure(name: str, src: Path, tokens: list[int], work: Path, ctx: int = 128)
     from exaone_gguf.convert.driver import ConvertOptions, convert
     from exaone_gguf.convert.from_gguf import quantize_gguf
     from exaone_gguf.gguf_io.inspect import inspect_gguf
+    from exaone_gguf.model import forward
+    from exaone_gguf.model.imatrix import collect_imatrix
+    from exaone_gguf.model.sensitivity import kld_probe
     from exaone_gguf.quantize.target import Target
-    from exaone_gguf.validate.imatrix import collect_imatrix
     from exaone_gguf.validate.metrics import compare_logits
-    from exaone_gguf.validate.reference import forward
-    from exaone_gguf.validate.sensitivity import kld_probe
 
     f32 = convert(src, work / f"{name}-f32.gguf", ConvertOptions(outtype="f32", force=True)).output
     imx = work / f"{name}-imatrix.gguf"
@@ -96,9 +96,9 @@ def main() -> None:
     from tokenizers import Tokenizer
 
     from exaone_gguf.checkpoint import load_checkpoint
+    from exaone_gguf.model.imatrix import tokenize
+    from exaone_gguf.model.texts import EVAL_TEXT
     from exaone_gguf.tiny import make_tiny
-    from exaone_gguf.validate.evaltext import EVAL_TEXT
-    from exaone_gguf.validate.imatrix import tokenize
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -91,8 +91,8 @@ def test_text_file_layout(tiny):
 
 def test_f32_logits_match_transformers_and_the_reference(tiny):
     from exaone_gguf.checkpoint import load_checkpoint
-    from exaone_gguf.validate.reference import forward
-    from exaone_gguf.validate.reference.source import forward_source
+    from exaone_gguf.model import forward
+    from exaone_gguf.model.source import forward_source
 
     ckpt, f32 = tiny
     ours = llama_cpp_logits(f32, TOKENS)

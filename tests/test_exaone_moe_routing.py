@@ -179,7 +179,7 @@ class _ShortName(ctypes.Structure):
 def test_a_ggml_tensor_mirror_of_another_layout_fails_loudly(moe, mirror):
     """The routes are read through a ctypes mirror of struct ggml_tensor; with a mirror that does not match the
     loaded ggml, reading them raises an error naming the field, and the routing check fails with it."""
-    from exaone_gguf.validate.reference import forward
+    from exaone_gguf.model import forward
     from exaone_gguf.validate.routing import check_routing, llama_routes
     from exaone_gguf.validate.runner import Runner
 

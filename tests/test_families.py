@@ -143,9 +143,12 @@ def test_chat_format_by_arch_and_by_template_marker():
 
 
 def test_reference_names_resolve():
-    from exaone_gguf.validate.reference import FORWARDS
+    from exaone_gguf.model import forward_named
 
-    assert set(FORWARDS) == {n for n, f in F.families().items() if f.reference}
+    named = {f.reference for f in F.families().values() if f.reference}
+    assert named and all(callable(forward_named(n)) for n in named)
+    with pytest.raises(ModuleNotFoundError):
+        forward_named("exaone9")
 
 
 # ------------------------------------------------------------------------------------------------- stacked

@@ -21,10 +21,10 @@ ALLOWED = {
     ("quantize/mixtures.py", "llama"): "llama.cpp's own architecture rule in llama_tensor_get_type (70B GQA)",
     ("publish/card.py", "exaone"): "a Hub tag every release card carries",
     ("vision/tensors.py", "exaone4_5"): "llama.cpp's clip.projector_type value (clip.cpp PROJECTOR_TYPE_EXAONE4_5)",
-    # issue 21: validate's source forward reads a checkpoint by its own Hugging Face architecture, tensor names and
+    # issue 21: the model's source forward reads a checkpoint by its own Hugging Face architecture, tensor names and
     # config keys, sharing nothing with the registry, so that a wrong family table cannot hide from it
     **{
-        ("validate/reference/source.py", arch): "the independent source forward dispatches on config.architectures"
+        ("model/source.py", arch): "the independent source forward dispatches on config.architectures"
         for arch in (
             "LlamaForCausalLM",
             "ExaoneForCausalLM",

@@ -18,12 +18,11 @@ from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.convert.from_gguf import quantize_gguf
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import read_gguf
+from exaone_gguf.model import forward
+from exaone_gguf.model.imatrix import collect_imatrix, tokenize
+from exaone_gguf.model.texts import CHATS, CODE, EVAL_TEXT, MATHS, PROSE, calibration_text, plain_chats
 from exaone_gguf.quantize.imatrix import write_imatrix
-from exaone_gguf.validate.calibration import CHATS, CODE, MATHS, PROSE, calibration_text, plain_chats
-from exaone_gguf.validate.evaltext import EVAL_TEXT
-from exaone_gguf.validate.imatrix import collect_imatrix, tokenize
 from exaone_gguf.validate.metrics import compare_logits
-from exaone_gguf.validate.reference import forward
 
 CTX, CHUNKS = 64, 8
 
@@ -251,7 +250,7 @@ def test_bad_input_exit_2_nothing_written(tiny_dir, tmp_path):
 
 
 def test_chunks_take_bos_as_llama_imatrix():
-    from exaone_gguf.validate.imatrix import chunk_tokens
+    from exaone_gguf.model.imatrix import chunk_tokens
 
     assert chunk_tokens(list(range(10)), 4, None, 99) == [[99, 1, 2, 3], [99, 5, 6, 7]]
     assert chunk_tokens(list(range(10)), 4, 1, None) == [[0, 1, 2, 3]]

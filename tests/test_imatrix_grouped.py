@@ -10,9 +10,9 @@ import pytest
 from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import read_gguf
-from exaone_gguf.validate import imatrix as imx
-from exaone_gguf.validate.calibration import CODE, MATHS, PROSE, plain_chats
-from exaone_gguf.validate.reference import common, forward
+from exaone_gguf.model import forward, ops
+from exaone_gguf.model import imatrix as imx
+from exaone_gguf.model.texts import CODE, MATHS, PROSE, plain_chats
 
 
 def plain_attention(q, k, v, window):
@@ -36,33 +36,33 @@ def plain_attention(q, k, v, window):
 def test_blocked_attention_is_the_plain_softmax(window, monkeypatch):
     """Blocks of 8 queries over 45 tokens (a last, partial block; on the sliding layer the window reaches back
     across block edges), 4 query heads on 2 kv heads."""
-    monkeypatch.setattr(common, "ATTENTION_BLOCK", 8)
+    monkeypatch.setattr(ops, "ATTENTION_BLOCK", 8)
     rng = np.random.default_rng(1)
     q, k, v = (rng.standard_normal((45, n, 16), dtype=np.float32) for n in (4, 2, 2))
     ref = plain_attention(q, k, v, window)
-    err = np.abs(common.attention(q, k, v, window) - ref).max() / np.abs(ref).max()
+    err = np.abs(ops.attention(q, k, v, window) - ref).max() / np.abs(ref).max()
     assert err < 5e-7, err  # measured 1.4e-7 and 1.2e-7
     # the comparison sees a mask one key off (window + 1, or one key beyond the diagonal)
     wrong = plain_attention(q, k, v, window + 1) if window else plain_attention(q, np.roll(k, -1, 0), v, None)
-    assert np.abs(common.attention(q, k, v, window) - wrong).max() / np.abs(ref).max() > 1e-2
+    assert np.abs(ops.attention(q, k, v, window) - wrong).max() / np.abs(ref).max() > 1e-2
 
     # segments: each attends within itself, as separate calls do
     lengths = [17, 20, 8]
-    joined = common.attention(q, k, v, window, lengths)
+    joined = ops.attention(q, k, v, window, lengths)
     start = 0
     for n in lengths:
-        alone = common.attention(q[start : start + n], k[start : start + n], v[start : start + n], window)
+        alone = ops.attention(q[start : start + n], k[start : start + n], v[start : start + n], window)
         assert np.abs(joined[start : start + n] - alone).max() <= 1e-6 * np.abs(alone).max()
         start += n
-    assert np.abs(joined[17:] - common.attention(q, k, v, window)[17:]).max() > 1e-2  # unsegmented: it differs
+    assert np.abs(joined[17:] - ops.attention(q, k, v, window)[17:]).max() > 1e-2  # unsegmented: it differs
 
 
 def test_segment_lengths_must_cover_the_tokens():
-    assert common.segment_bounds(10, [4, 6]) == [(0, 4), (4, 10)]
-    assert common.segment_bounds(10, None) == [(0, 10)]
+    assert ops.segment_bounds(10, [4, 6]) == [(0, 4), (4, 10)]
+    assert ops.segment_bounds(10, None) == [(0, 10)]
     for bad in ([4, 5], [4, 0, 6], [11, -1]):
         with pytest.raises(InputError, match="sum to the 10 tokens"):
-            common.segment_bounds(10, bad)
+            ops.segment_bounds(10, bad)
 
 
 @pytest.mark.parametrize("family", ["exaone4-hybrid", "exaone3", "k-exaone"])
@@ -89,7 +89,7 @@ def test_segmented_forward_equals_one_forward_per_chunk(family, tiny_dir):
 def test_without_logits_skips_only_the_head(tiny_dir):
     ckpt = load_checkpoint(tiny_dir("exaone4"))
     tokens = list(range(5, 30))
-    with common.without_logits():
+    with ops.without_logits():
         assert forward(ckpt, tokens).shape == (25, 0)
     assert forward(ckpt, tokens).shape == (25, ckpt.spec.vocab_size)
 

@@ -4,7 +4,7 @@ The family's tensor table is broken in this process (gate and up swapped; q perm
 that makes the files and for validate alike, as a bug in the table would be: the tensor check (a fresh
 quantization through the same table), the structure check (the file's own weights) and llama.cpp's fidelity
 against the float conversion (made through the same table) all agree with such a file. Only the source's own
-forward (validate/reference/source.py: HF names and config keys, nothing of the table) sees it, and the
+forward (model/source.py: HF names and config keys, nothing of the table) sees it, and the
 `source:` check fails the BF16 and Q4_K_M files. The honest files of the same checkpoint pass it.
 
 The check compares with llama.cpp on a float conversion (F32, F16 or BF16: the source's own precision), or on the

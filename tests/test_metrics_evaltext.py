@@ -7,7 +7,7 @@ import re
 import pytest
 
 from exaone_gguf.errors import InputError
-from exaone_gguf.validate.evaltext import EVAL_TEXT, load_text
+from exaone_gguf.model.texts import EVAL_TEXT, load_text
 
 
 def test_builtin_text_is_bilingual_with_code_and_digits():

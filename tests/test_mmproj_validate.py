@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from gguf_edit import rewrite
 
+from exaone_gguf.model.forwards import exaone4_5_vision
 from exaone_gguf.validate.mmproj import EMBEDDING_LIMITS, builtin_image, embedding_metrics, validate_mmproj
 from exaone_gguf.validate.mtmd_run import mtmd_image_embeddings, write_standin_text_model
-from exaone_gguf.validate.reference import exaone4_5_vision
 from exaone_gguf.vision import source_weights
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")

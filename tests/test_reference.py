@@ -1,6 +1,6 @@
 """The numpy reference forwards against transformers (torch, CPU, float32) on tiny random models: the one that
 reads the source through the converter's tensor table (`table`) and the source's own forward by HF names and
-config keys (`source`, validate/reference/source.py), which must agree with transformers independently.
+config keys (`source`, model/source.py), which must agree with transformers independently.
 
 EXAONE 4 uses transformers' own Exaone4ForCausalLM. EXAONE 3.x has no transformers class (remote code
 only), but its block is a Llama block: a LlamaForCausalLM is saved under EXAONE 3 tensor names with an
@@ -21,8 +21,8 @@ from transformers import Exaone4Config, Exaone4ForCausalLM, LlamaConfig, LlamaFo
 
 from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.errors import InputError
-from exaone_gguf.validate import reference
-from exaone_gguf.validate.reference.source import forward_source
+from exaone_gguf.model import forward
+from exaone_gguf.model.source import forward_source
 
 VOCAB = 384
 SEQ = 48
@@ -221,7 +221,7 @@ CORRUPT = {
 
 # the two forwards of a checkpoint directory
 FORWARDS = {
-    "table": lambda path, tokens: reference.forward(load_checkpoint(path), tokens),
+    "table": lambda path, tokens: forward(load_checkpoint(path), tokens),
     "source": forward_source,
 }
 

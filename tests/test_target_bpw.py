@@ -161,7 +161,7 @@ FAMILY = "exaone3.5"  # a tied 102400-row embedding holds most bytes: the per-te
 
 @pytest.fixture(scope="module")
 def tiny(tiny_dir, tiny_gguf, tmp_path_factory):
-    from exaone_gguf.validate.imatrix import collect_imatrix
+    from exaone_gguf.model.imatrix import collect_imatrix
 
     src = tiny_dir(FAMILY)
     imx = tmp_path_factory.mktemp("target") / "imatrix.gguf"
@@ -174,10 +174,10 @@ def _llama_kld(src: Path, gguf: Path) -> float:
     from quality_imatrix import llama_logits
 
     from exaone_gguf.checkpoint import load_checkpoint
-    from exaone_gguf.validate.evaltext import EVAL_TEXT
-    from exaone_gguf.validate.imatrix import tokenize
+    from exaone_gguf.model import forward
+    from exaone_gguf.model.imatrix import tokenize
+    from exaone_gguf.model.texts import EVAL_TEXT
     from exaone_gguf.validate.metrics import compare_logits
-    from exaone_gguf.validate.reference import forward
 
     ckpt = load_checkpoint(src)
     tokens = tokenize(ckpt, EVAL_TEXT)[0][:256]
@@ -192,8 +192,8 @@ def test_target_at_q4_k_m_size_beats_q4_k_m(tiny, tmp_path):
     from exaone_gguf.convert.from_gguf import quantize_gguf
     from exaone_gguf.gguf_io import read_gguf
     from exaone_gguf.gguf_io.inspect import inspect_gguf
+    from exaone_gguf.model.sensitivity import kld_probe
     from exaone_gguf.publish import publish
-    from exaone_gguf.validate.sensitivity import kld_probe
 
     src, f32, imx = tiny
     q4 = quantize_gguf(f32, tmp_path / "q4_k_m.gguf", "q4_k_m", imatrix=imx).output

@@ -13,7 +13,7 @@ from gguf_edit import rewrite
 from typer.testing import CliRunner
 
 from exaone_gguf.cli import app
-from exaone_gguf.validate.evaltext import load_text
+from exaone_gguf.model.texts import load_text
 
 CTX, CHUNKS = 64, 4  # 4 chunks x 31 scored tokens = 124: llama-perplexity prints statistics from 100 on
 

@@ -261,9 +261,9 @@ def test_target_without_record_from_elsewhere_fails(llama_tools, tiny_gguf, tmp_
 def target_files(tiny_dir, tiny_gguf, tmp_path_factory):
     """Honest --target-bpw and --target-size files of tiny exaone4 (the size: the Q4_K_M file's)."""
     from exaone_gguf.checkpoint import load_checkpoint
+    from exaone_gguf.model.imatrix import collect_imatrix
+    from exaone_gguf.model.sensitivity import kld_probe
     from exaone_gguf.quantize.target import Target
-    from exaone_gguf.validate.imatrix import collect_imatrix
-    from exaone_gguf.validate.sensitivity import kld_probe
 
     src, root = tiny_dir("exaone4"), tmp_path_factory.mktemp("target")
     imx = root / "imatrix.gguf"
@@ -357,7 +357,7 @@ def test_real_network_types_with_controls_and_imatrix(real, llama_tools, tmp_pat
     """At 576 wide the K-quants fall back (Q4_K -> Q5_0, Q6_K -> Q8_0 ...): our plan is llama-quantize's, so
     honest files pass, with per-tensor controls (recorded) and with an imatrix (IQ4_XS keeps ffn_down at
     IQ4_XS, where the mixture without one gives Q5_K), llama-quantize's own IQ4_XS included."""
-    from exaone_gguf.validate.imatrix import collect_imatrix
+    from exaone_gguf.model.imatrix import collect_imatrix
 
     src, get = real
     for case in ("tensor-type", "pure", "token-embedding-type"):

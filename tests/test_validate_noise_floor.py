@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 from exaone_gguf.cli import app
 from exaone_gguf.gguf_io import read_gguf
+from exaone_gguf.model.ops import accumulate, matmul_t
 from exaone_gguf.validate.metrics import (
     NOISE_FLOOR_CEILING,
     NOISE_FLOOR_FACTOR,
@@ -34,7 +35,6 @@ from exaone_gguf.validate.metrics import (
     limit_over_floor,
     rounds_activations,
 )
-from exaone_gguf.validate.reference.common import accumulate, matmul_t
 
 SHAPE = {"layers": 10, "hidden": 1024, "intermediate": 2048}
 HYBRID_SHAPE = {"hidden": 512, "intermediate": 1024}
@@ -211,8 +211,8 @@ def test_real_network_q4_k_m_passes_within_its_floor_and_a_wrong_rope_base_fails
     from exaone_gguf.checkpoint import load_checkpoint
     from exaone_gguf.convert.driver import ConvertOptions, convert
     from exaone_gguf.gguf_io.split import open_model
+    from exaone_gguf.model.texts import load_text
     from exaone_gguf.validate import check_structure
-    from exaone_gguf.validate.evaltext import load_text
     from exaone_gguf.validate.runner import Runner
 
     real = smollm2("exaone3")

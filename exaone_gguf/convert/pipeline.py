@@ -17,12 +17,12 @@ from gguf import GGUFValueType
 
 from exaone_gguf.checkpoint import Checkpoint, TensorHandle
 from exaone_gguf.convert.metadata import add_general
-from exaone_gguf.convert.rope import llama3_divisors
 from exaone_gguf.convert.vocab import add_vocab
 from exaone_gguf.elements import bf16_bits_to_f32, f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits
 from exaone_gguf.errors import InputError
 from exaone_gguf.families import Family, TensorMapping, family_for, mtp_sources_dropped, with_mtp
 from exaone_gguf.gguf_io.writer import ALIGNMENT, FileSpan, GGUFPlan, PlannedTensor, tensor_nbytes
+from exaone_gguf.model.rope import llama3_divisors
 from exaone_gguf.quantize.formats import is_quantized
 from exaone_gguf.quantize.imatrix import weights_for
 from exaone_gguf.quantize.kernels import quantize

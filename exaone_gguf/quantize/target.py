@@ -16,7 +16,7 @@ in the budget; steps that no longer fit are skipped and smaller ones still fill 
 name, so the plan is deterministic (and does not depend on threads: the kernels' bytes do not; the search below
 keeps a plan only on a measured gain of more than MIN_GAIN, far above the forward's rounding).
 
-With a probe (validate.sensitivity), the damages are in KLD units (each tensor's relative error scaled by the
+With a probe (model.sensitivity), the damages are in KLD units (each tensor's relative error scaled by the
 measured KLD of the tensor, or of a run of layers' tensors of one kind past PROBE_GROUPS tensors, quantized at
 ~4.5 bpw), and the additive model only proposes: whole plans are measured (every chosen tensor quantized at once,
 the reference forward on the calibration tokens) and the lowest joint KLD is written. Candidates: the greedy
@@ -51,7 +51,7 @@ PATIENCE = 8  # the search stops after this many measured exchanges in a row tha
 MIN_GAIN = 0.01  # a search step is kept only when it lowers the measured KLD by more than this fraction
 CACHE_BYTES = 2 << 30  # round trips kept for the search
 PROBE_GROUPS = 64  # reference forwards that measure the tensors' sensitivities, at most about
-# A measured-damage probe (validate.sensitivity.KLDProbe): {GGUF name: the tensor's rows as a file would hold
+# A measured-damage probe (model.sensitivity.KLDProbe): {GGUF name: the tensor's rows as a file would hold
 # them} -> the mean KLD of the source's logits with those tensors replaced.
 Probe = Callable[[Mapping[str, np.ndarray]], float]
 MEASURE = "imatrix-weighted relative squared error in KLD units by probes; whole plans chosen by measured KLD"

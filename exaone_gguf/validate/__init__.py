@@ -23,8 +23,8 @@ from exaone_gguf.cores import resolve_threads
 from exaone_gguf.errors import InputError
 from exaone_gguf.families import without_mtp, writes_as
 from exaone_gguf.gguf_io.split import open_model
+from exaone_gguf.model.texts import load_text
 from exaone_gguf.quantize.imatrix import load_imatrix
-from exaone_gguf.validate.evaltext import load_text
 from exaone_gguf.validate.metadata_check import check_metadata, file_type_name, nextn_blocks
 from exaone_gguf.validate.metrics import (
     NOISE_FLOOR_FACTOR,
@@ -105,7 +105,7 @@ def check_structure(
     (a MoE file: llama.cpp's expert choice per layer) are followed by the reference, so that a routing flip
     between two float32 computations (a discontinuity) does not pass for a structural error; the routing check
     reports the choice itself."""
-    from exaone_gguf.validate.reference import forward_file
+    from exaone_gguf.model import forward_file
 
     name = "structure: file weights, source config"
     try:
@@ -121,7 +121,7 @@ def check_structure(
         # rounding of its activations (16-bit, or Q8 before quantized products; the same forward summed in
         # float64), and judge against a few times that, at most the type's ceiling (small models rarely get
         # here: they cost nothing more).
-        from exaone_gguf.validate.reference.common import accumulate
+        from exaone_gguf.model.ops import accumulate
 
         with accumulate(np.float64):
             ref64 = forward_file(f, ckpt.spec, tokens, routes)
@@ -185,7 +185,7 @@ def check_logits(
         source, source_c = check_source(ckpt, base, base_type, tokens, float_file, base_routes)
         routing: dict = {}  # a MoE reference forward records its expert choice per layer
         if routes is not None or why:
-            from exaone_gguf.validate.reference import forward
+            from exaone_gguf.model import forward
 
             forward(ckpt, tokens, as_arch, routing)
     comparison = source_c if float_file else compare_logits(base, got, tokens)

@@ -31,7 +31,7 @@ import numpy as np
 from exaone_gguf.cores import resolve_threads
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io.split import open_model
-from exaone_gguf.validate.evaltext import load_text
+from exaone_gguf.model.texts import load_text
 from exaone_gguf.validate.metadata_check import file_type_name
 from exaone_gguf.validate.metrics import grade, thresholds_for
 from exaone_gguf.validate.report import Report

@@ -79,7 +79,7 @@ def check_source(
     """The source's own numpy forward against llama.cpp's logits `base` on its float conversion, or on the file
     itself (`on_file`: a float file), of type `base_type`; a MoE forward follows llama.cpp's expert choice on
     that run (`routes`)."""
-    from exaone_gguf.validate.reference.source import forward_source
+    from exaone_gguf.model.source import forward_source
 
     name = "source: its own forward vs llama.cpp"
     ref = forward_source(ckpt, tokens, routes=routes)

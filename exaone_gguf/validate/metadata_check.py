@@ -13,9 +13,9 @@ from gguf import GGUFValueType, Keys, LlamaFileType
 
 from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.checkpoint.spec import ModelSpec
-from exaone_gguf.convert.rope import llama3_divisors
 from exaone_gguf.families import family_for, family_of_gguf_arch, gguf_archs, writes_as
 from exaone_gguf.gguf_io import GGUFFile, TensorInfo
+from exaone_gguf.model.rope import llama3_divisors
 from exaone_gguf.quantize.formats import FILE_TYPES, file_type, is_quantized
 from exaone_gguf.quantize.mixtures import TypeOverrides, allows_quantization, plan_types, read_plan
 from exaone_gguf.quantize.target import Target, read_target

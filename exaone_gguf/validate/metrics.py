@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from exaone_gguf.errors import InputError
+from exaone_gguf.model.ops import log_softmax
 
 ROW_CHUNK = 32  # rows converted to float64 at a time: [32, 102400] f64 is 26 MB (a few such temporaries live)
 
@@ -66,13 +67,6 @@ class LogitComparison:
         d = asdict(self)
         d["rel_logit_diff"] = self.rel_logit_diff
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax in float64 (stable: max subtracted first)."""
-    x = x.astype(np.float64)
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
 def compare_logits(ref: np.ndarray, test: np.ndarray, tokens: list[int]) -> LogitComparison:

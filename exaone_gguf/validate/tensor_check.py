@@ -50,8 +50,8 @@ from exaone_gguf.elements import bf16_bits_to_f32, f16_bits_to_f32, f32_to_bf16_
 from exaone_gguf.errors import InputError
 from exaone_gguf.families import TensorMapping, family_for, writes_as
 from exaone_gguf.gguf_io import GGUFFile
+from exaone_gguf.model.weights import dequantize
 from exaone_gguf.quantize.imatrix import weights_for
-from exaone_gguf.validate.reference.weights import dequantize
 from exaone_gguf.validate.results import CheckResult
 
 CHUNK_VALUES = 1 << 20  # source values per chunk (4 MB of float32); a tensor is cut into at least one per core

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from exaone_gguf.checkpoint.sentencepiece import SentencePieceReference
 from exaone_gguf.checkpoint.token_files import CONTROL, USER_DEFINED
-from exaone_gguf.validate.evaltext import EVAL_TEXT
+from exaone_gguf.model.texts import EVAL_TEXT
 from exaone_gguf.validate.results import CheckResult
 from exaone_gguf.validate.template_check import Conversation, conversations_for, render_all
 

@@ -31,8 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from exaone_gguf.checkpoint.spec import ModelSpec
-from exaone_gguf.convert.rope import inv_freq
-from exaone_gguf.validate.reference.common import (
+from exaone_gguf.model.ops import (
     LINEAR_OBSERVERS,
     apply_rope,
     attention,
@@ -46,7 +45,8 @@ from exaone_gguf.validate.reference.common import (
     silu,
     split_heads,
 )
-from exaone_gguf.validate.reference.weights import Weights
+from exaone_gguf.model.rope import inv_freq
+from exaone_gguf.model.weights import Weights
 
 
 def _observe(name: str, x: np.ndarray, expert: tuple[int, int] | None = None) -> None:

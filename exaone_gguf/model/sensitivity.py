@@ -15,11 +15,11 @@ import numpy as np
 
 from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.families import family_for
-from exaone_gguf.validate.calibration import checkpoint_calibration_text
-from exaone_gguf.validate.imatrix import tokenize
-from exaone_gguf.validate.metrics import log_softmax
-from exaone_gguf.validate.reference import forward_weights
-from exaone_gguf.validate.reference.weights import SourceWeights
+from exaone_gguf.model import forward_weights
+from exaone_gguf.model.imatrix import tokenize
+from exaone_gguf.model.ops import log_softmax
+from exaone_gguf.model.texts import checkpoint_calibration_text
+from exaone_gguf.model.weights import SourceWeights
 
 PROBE_TOKENS = 128
 

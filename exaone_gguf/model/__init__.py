@@ -1,6 +1,7 @@
-"""Float32 numpy reference forward pass, one readable file per family (each family declares
-its forward by name: exaone_gguf.validate.reference.<name>) (in the spirit of nanoGPT's
-model.py).
+"""The model itself: a float32 numpy reference forward pass, one readable file per family in forwards/ (each family
+declares its forward by name: exaone_gguf.model.forwards.<name>) (in the spirit of nanoGPT's model.py), with what
+runs on it: RoPE (rope.py), the source's independent forward (source.py), imatrix collection (imatrix.py), the
+target-bpw sensitivity probe (sensitivity.py), and the built-in evaluation and calibration texts (texts.py).
 
 Each forward takes its weights from a mapping by GGUF tensor name (weights.py) and the model's config:
 
@@ -22,22 +23,18 @@ import numpy as np
 from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.checkpoint.spec import ModelSpec
 from exaone_gguf.errors import InputError
-from exaone_gguf.families import Family, families, family_for
+from exaone_gguf.families import Family, family_for
 from exaone_gguf.gguf_io import GGUFFile
-from exaone_gguf.validate.reference.weights import FileWeights, SourceWeights, Weights
+from exaone_gguf.model.weights import FileWeights, SourceWeights, Weights
 
-__all__ = ["FORWARDS", "FileWeights", "SourceWeights", "forward", "forward_file", "forward_named", "forward_weights"]
+__all__ = ["FileWeights", "SourceWeights", "forward", "forward_file", "forward_named", "forward_weights"]
 
 Forward = Callable[..., np.ndarray]  # (weights, spec, token_ids, segments=None) -> logits
 
 
 def forward_named(name: str) -> Forward:
-    """The reference forward a family declares by name: the module exaone_gguf.validate.reference.<name>."""
-    return importlib.import_module(f"{__name__}.{name}").forward
-
-
-# family name -> its reference forward (families that declare one)
-FORWARDS: dict[str, Forward] = {n: forward_named(f.reference) for n, f in families().items() if f.reference}
+    """The reference forward a family declares by name: the module exaone_gguf.model.forwards.<name>."""
+    return importlib.import_module(f"{__name__}.forwards.{name}").forward
 
 
 def forward_weights(

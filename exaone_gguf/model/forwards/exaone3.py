@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from exaone_gguf.checkpoint.spec import ModelSpec
-from exaone_gguf.validate.reference import llama
-from exaone_gguf.validate.reference.common import apply_rope
-from exaone_gguf.validate.reference.weights import Weights
+from exaone_gguf.model.forwards import llama
+from exaone_gguf.model.ops import apply_rope
+from exaone_gguf.model.weights import Weights
 
 
 def forward(w: Weights, spec: ModelSpec, token_ids: list[int], segments: Sequence[int] | None = None) -> np.ndarray:

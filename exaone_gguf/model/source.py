@@ -33,7 +33,7 @@ import numpy as np
 from exaone_gguf.checkpoint import Checkpoint, load_tensors
 from exaone_gguf.checkpoint.spec import read_config
 from exaone_gguf.errors import InputError
-from exaone_gguf.validate.reference.common import (
+from exaone_gguf.model.ops import (
     LOGIT_CHUNK_ROWS,
     apply_rope,
     attention,

@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from exaone_gguf.validate.reference.common import apply_rope, rmsnorm, silu
+from exaone_gguf.model.ops import apply_rope, rmsnorm, silu
 from exaone_gguf.vision import VisionSpec
 
 Get = Callable[[str], np.ndarray]

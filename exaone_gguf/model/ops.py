@@ -17,7 +17,7 @@ from exaone_gguf.checkpoint.spec import ModelSpec
 from exaone_gguf.errors import InputError
 
 if TYPE_CHECKING:  # the source forward (source.py) uses these kernels without the converter's tables
-    from exaone_gguf.validate.reference.weights import Weights
+    from exaone_gguf.model.weights import Weights
 
 # Rows of the output matrix multiplied at a time: bounds memory for 100k-token vocabularies.
 LOGIT_CHUNK_ROWS = 8192
@@ -232,6 +232,13 @@ def _one_blas_thread():
 
         _BLAS.append(ThreadpoolController())
     return _BLAS[0].limit(limits=1, user_api="blas")
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float64 (stable: max subtracted first)."""
+    x = x.astype(np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
 def silu(x: np.ndarray) -> np.ndarray:

@@ -17,8 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from exaone_gguf.checkpoint.spec import ModelSpec
-from exaone_gguf.convert.rope import inv_freq
-from exaone_gguf.validate.reference.common import (
+from exaone_gguf.model.ops import (
     apply_rope,
     attention,
     check_tokens,
@@ -31,7 +30,8 @@ from exaone_gguf.validate.reference.common import (
     split_heads,
     swiglu,
 )
-from exaone_gguf.validate.reference.weights import Weights
+from exaone_gguf.model.rope import inv_freq
+from exaone_gguf.model.weights import Weights
 
 
 def forward(w: Weights, spec: ModelSpec, token_ids: list[int], segments: Sequence[int] | None = None) -> np.ndarray:

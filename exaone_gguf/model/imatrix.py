@@ -1,13 +1,13 @@
 """`exaone-gguf imatrix SRC_DIR -o imatrix.gguf`: llama-imatrix's importance matrix, from the source checkpoint.
 
-The float32 reference forward (validate.reference) runs over the calibration text in chunks of `ctx` tokens,
+The float32 reference forward (exaone_gguf.model) runs over the calibration text in chunks of `ctx` tokens,
 as llama-imatrix's compute_imatrix does: the text is tokenized whole (BOS first when the tokenizer adds one),
 cut into len // ctx chunks, and each chunk's first token becomes BOS. Every projection inside the blocks
-(`linear`, observed through common.LINEAR_OBSERVERS) adds its input's per-column sum of squares and its token
+(`linear`, observed through ops.LINEAR_OBSERVERS) adds its input's per-column sum of squares and its token
 count to the tensor's entry, under the tensor's GGUF name (a MoE's expert products per expert: the rows routed
 to expert e add to row e of `ffn_{gate,up,down}_exps`, as llama-imatrix's MUL_MAT_ID collection does, with one
 count per expert); the output head is left out, as llama-imatrix does without --process-output (and is not
-computed: common.without_logits).
+computed: ops.without_logits).
 
 Chunks run a few at a time as one batch of independent sequences (forward's `segments`: positions restart and
 attention stays within each chunk, so the sums are those of one chunk at a time up to float32 rounding): each
@@ -27,11 +27,9 @@ import numpy as np
 from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io.writer import check_output_path
+from exaone_gguf.model import forward, ops
+from exaone_gguf.model.texts import checkpoint_calibration_text, read_text_file
 from exaone_gguf.quantize.imatrix import write_imatrix
-from exaone_gguf.validate.calibration import checkpoint_calibration_text
-from exaone_gguf.validate.evaltext import read_text_file
-from exaone_gguf.validate.reference import common as ref_common
-from exaone_gguf.validate.reference import forward
 
 MIN_CTX = 16  # llama-imatrix ignores matrix products of fewer than 16 tokens
 
@@ -185,16 +183,16 @@ def collect_imatrix(
         )
     collector = _Collector(src)
     per_group = chunks_per_group(ckpt.spec, ctx)
-    ref_common.LINEAR_OBSERVERS.append(collector)
+    ops.LINEAR_OBSERVERS.append(collector)
     try:
-        with threadpool_limits(limits=threads), ref_common.without_logits():
+        with threadpool_limits(limits=threads), ops.without_logits():
             for i in range(0, len(parts), per_group):
                 group = parts[i : i + per_group]  # one forward, positions and attention restarting per chunk
                 forward(ckpt, [t for part in group for t in part], segments=[len(part) for part in group])
                 if progress:
                     progress(i + len(group), len(parts))
     finally:
-        ref_common.LINEAR_OBSERVERS.remove(collector)
+        ops.LINEAR_OBSERVERS.remove(collector)
     stats = {n: (collector.sums[n].astype(np.float32), collector.counts[n].astype(np.float32)) for n in collector.sums}
     size = write_imatrix(out, stats, [dataset], len(parts), ctx)
     return ImatrixResult(out, len(parts) * ctx, len(parts), ctx, len(stats), dataset, size, sorted(stats))

@@ -20,8 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from exaone_gguf.checkpoint.spec import ModelSpec
-from exaone_gguf.convert.rope import inv_freq
-from exaone_gguf.validate.reference.common import (
+from exaone_gguf.model.ops import (
     apply_rope_interleaved,
     attention,
     check_tokens,
@@ -34,7 +33,8 @@ from exaone_gguf.validate.reference.common import (
     split_heads,
     swiglu,
 )
-from exaone_gguf.validate.reference.weights import Weights
+from exaone_gguf.model.rope import inv_freq
+from exaone_gguf.model.weights import Weights
 
 
 def forward(
