@@ -69,7 +69,8 @@ def build(work: Path) -> dict[str, str]:
     cli("convert", str(base), "-o", str(out / "overrides.gguf"), "--outtype", "q4_k_m",
         "--tensor-type", "ffn_down=q2_k", "--leave-output-tensor")  # fmt: skip
     cli("convert", str(base), "-o", str(out / "pure.gguf"), "--outtype", "q4_k_m", "--pure")
-    cli("convert", str(base), "-o", str(out / "target.gguf"), "--outtype", "q4_k_m", "--target-bpw", "5.5")
+    cli("convert", str(base), "-o", str(out / "target.gguf"), "--outtype", "q4_k_m", "--target-bpw", "5.5",
+        "--imatrix", str(out / "exaone4.imatrix"))  # fmt: skip
     vision = [f for f in fams if "4_5" in f or "4.5" in f]
     for fam in vision:
         cli("convert", str(ck / fam), "-o", str(out / f"{fam}-mmproj.gguf"), "--mmproj")

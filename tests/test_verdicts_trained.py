@@ -63,3 +63,18 @@ def test_llamacpp_files_pass(llama_tools, smollm2, tmp_path, via):
         path = llama_quantize(llama_tools, base, tmp_path / f"lc-{via}-{qtype}.gguf", qtype)
         report = validate(path, src)
         assert report.passed, (via, qtype, failures(report))
+
+
+def test_target_size_is_a_budget_for_the_whole_file(ours, smollm2, tmp_path):
+    """Issue 21, item 4 on the trained network: `--target-size N` (N = the honest Q4_K_M file's own size, header and
+    vocabulary included) gives a file of at most N bytes that still fills most of it, and it validates."""
+    files, imatrix = ours("exaone3")
+    src, budget = smollm2("exaone3"), files["q4_k_m"].stat().st_size
+    out = tmp_path / "target.gguf"
+    cli("convert", str(src), "--outtype", "q4_k_m", "--imatrix", str(imatrix), "--target-size", str(budget),
+        "-o", str(out))  # fmt: skip
+    size = out.stat().st_size
+    print(f"target {budget} bytes, file {size} bytes ({size / budget:.4f})")
+    assert 0.97 * budget < size <= budget
+    report = validate(out, src, imatrix=imatrix)
+    assert report.passed, failures(report)
