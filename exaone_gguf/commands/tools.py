@@ -54,7 +54,12 @@ class MakeTinyJob:
     tokenizer_dir: Path | None = None
     from_config: Path | None = None
     force: bool = False
-    sizes: tuple[tuple[str, int], ...] = ()  # layers, hidden, heads, ... as given
+    layers: int | None = None  # the sizes given; None: the recipe's (or the config's)
+    hidden: int | None = None
+    heads: int | None = None
+    kv_heads: int | None = None
+    head_dim: int | None = None
+    intermediate: int | None = None
 
     @classmethod
     def parse(
@@ -66,9 +71,10 @@ class MakeTinyJob:
             family, out_dir = None, Path(args[0])
         else:
             raise InputError("make-tiny: give FAMILY OUT_DIR, or OUT_DIR with --from-config CONFIG.")
-        sizes = dict(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, head_dim=head_dim)
-        sizes["intermediate"] = intermediate
-        return cls(family, out_dir, seed, tokenizer_dir, from_config, force, tuple(sizes.items()))
+        return cls(
+            family, out_dir, seed, tokenizer_dir, from_config, force, layers, hidden, heads, kv_heads, head_dim,
+            intermediate,
+        )  # fmt: skip
 
 
 def make_tiny(job: MakeTinyJob, ui: Ui) -> Path:
@@ -81,7 +87,12 @@ def make_tiny(job: MakeTinyJob, ui: Ui) -> Path:
         tokenizer_dir=job.tokenizer_dir,
         from_config=job.from_config,
         force=job.force,
-        **dict(job.sizes),
+        layers=job.layers,
+        hidden=job.hidden,
+        heads=job.heads,
+        kv_heads=job.kv_heads,
+        head_dim=job.head_dim,
+        intermediate=job.intermediate,
     )
     ui.show(out)
     return out
