@@ -58,7 +58,7 @@ def test_manifest_needs_the_digests_taken_while_writing(tiny_dir, tmp_path):
     variants = plan_variants(ckpt, ["q8_0", "bf16"])
     for v in variants:
         assign_paths(v, tmp_path / f"m-{v.outtype}.gguf", max_tensors=20)
-    write_variants(ckpt, variants, hash=True)
+    write_variants(variants, hash=True)
     ggufs = [p for v in variants for p in v.paths]
     streamed = {p: d for v in variants for p, d in v.sha256.items()}
     assert len(ggufs) > 2 and sorted(streamed) == sorted(ggufs)

@@ -1,10 +1,11 @@
 """Write several GGUF variants of one checkpoint from a single read of the source.
 
 Every variant's plan is built first (pipeline.build_plan), so all headers are written up front. Then, tensor
-by tensor, pipeline.stream_tensor runs once per distinct target type, all of them stepped together over one
-shared source handle: each row chunk is read and turned into float32 once, each type is produced once and
-written to every variant that wants it (q5_k_m and q4_k_m share their Q6_K tensors with q6_k, all variants
-share the F32 norms). The bytes are stream_tensor's own, so each file equals a single conversion's. The chunks
+by tensor, the plans' producers (pipeline.TensorProducer, the one definition of a tensor's bytes) run once per
+distinct target type, all of them stepped together over one shared source handle: each row chunk is read and
+turned into float32 once, each type is produced once and written to every variant that wants it (q5_k_m and
+q4_k_m share their Q6_K tensors with q6_k, all variants share the F32 norms). The bytes are the plan's own, so
+each file equals a single conversion's. The chunks
 are made in a worker thread a couple of steps ahead of the thread that writes and hashes them (`ahead`), so the
 writes overlap the quantization kernels; memory stays a few chunks.
 
@@ -21,21 +22,17 @@ import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from exaone_gguf.checkpoint import Checkpoint, TensorHandle
-from exaone_gguf.convert.pipeline import ConvertResult, build_plan, stream_tensor
-from exaone_gguf.families import TensorMapping, family_for
+from exaone_gguf.convert.options import ConvertOptions
+from exaone_gguf.convert.pipeline import ConvertResult, TensorProducer, build_plan
 from exaone_gguf.gguf_io.split import split_output
 from exaone_gguf.gguf_io.writer import Chunk, GGUFPlan, Output, PlannedTensor, Sink, write_outputs
-from exaone_gguf.quantize.imatrix import weights_for
-from exaone_gguf.quantize.mixtures import TypeOverrides
-from exaone_gguf.quantize.target import Probe, Target, split_outtype, variant_label
-
-FLOATS = (T.F32, T.F16, T.BF16)
+from exaone_gguf.quantize.target import Probe, split_outtype, variant_label
 
 
 @dataclass
@@ -66,29 +63,16 @@ class Variant:
 def plan_variants(
     ckpt: Checkpoint,
     outtypes: list[str],
-    threads: int = 1,
+    opts: ConvertOptions | None = None,
     imatrix: dict[str, np.ndarray] | None = None,
-    imatrix_file: Path | None = None,
-    arch: str | None = None,
-    overrides: TypeOverrides | None = None,
-    target: Target | None = None,
     probe: Probe | None = None,
 ) -> list[Variant]:
     """Build every variant's plan (no paths yet); all variants list the same tensors in the same order."""
+    opts = opts or ConvertOptions()
     variants = []
     for token in outtypes:
         outtype, own = split_outtype(token)  # q4_k_m@4.6: a target-bpw variant of its own
-        plan, result = build_plan(
-            ckpt,
-            outtype,
-            threads,
-            imatrix,
-            imatrix_file,
-            arch=arch,
-            overrides=overrides,
-            target=own or target,
-            probe=probe,
-        )
+        plan, result = build_plan(ckpt, outtype, dataclasses.replace(opts, target=own or opts.target), imatrix, probe)
         variants.append(Variant(variant_label(result.outtype, own), plan, result))
     names = [t.name for t in variants[0].plan.tensors]
     for v in variants[1:]:
@@ -124,15 +108,17 @@ def _shared(handle):
     return _SharedRows(**{f.name: getattr(handle, f.name) for f in dataclasses.fields(handle)})
 
 
-def shared_streams(
-    handle, m: TensorMapping, qtypes: list[T], threads: int = 1, imatrix: np.ndarray | None = None
-) -> Iterator[dict[T, Chunk]]:
-    """One source tensor, read once, as the chunks of each distinct type in `qtypes`: pipeline.stream_tensor
-    per type (so the bytes are exactly a single conversion's), stepped in lockstep over one shared handle,
-    so each row chunk is converted to float32 once and each type is quantized once."""
-    distinct = list(dict.fromkeys(qtypes))
-    h = _shared(handle) if len(distinct) > 1 else handle  # one type (a single convert): nothing to share
-    gens = {q: iter(stream_tensor(h, q, m, threads, None if q in FLOATS else imatrix)) for q in distinct}
+def shared_streams(producers: list[Callable[[], Iterable[Chunk]]]) -> Iterator[dict[T, Chunk]]:
+    """One tensor as the chunks of each distinct type among the variants' producers (their plans' own, so the
+    bytes are exactly a single conversion's), stepped in lockstep: the producers of a source tensor read one
+    shared handle, so each row chunk is converted to float32 once and each type is produced once."""
+    by_type: dict[T, Callable[[], Iterable[Chunk]]] = {}
+    for p in producers:
+        by_type.setdefault(getattr(p, "qtype", None), p)
+    if len(by_type) > 1 and all(isinstance(p, TensorProducer) for p in by_type.values()):
+        h = _shared(next(iter(by_type.values())).handle)  # type: ignore[union-attr]
+        by_type = {q: dataclasses.replace(p, handle=h) for q, p in by_type.items()}  # type: ignore[type-var]
+    gens = {q: iter(p()) for q, p in by_type.items()}
     while gens:
         step: dict[T, Chunk] = {}
         for q, g in list(gens.items()):
@@ -193,31 +179,20 @@ def ahead(items: Iterator, depth: int) -> Iterator:
 
 
 def write_variants(
-    ckpt: Checkpoint,
     variants: list[Variant],
-    threads: int = 1,
-    imatrix: dict[str, np.ndarray] | None = None,
     progress: Callable[[PlannedTensor, int], None] | None = None,
-    arch: str | None = None,
     hash: bool = False,
 ) -> list[int]:
-    """Write every variant (paths assigned) in one pass over the source; returns each variant's total size.
-    With `hash`, each variant's `sha256` gets its files' digests. `progress(tensor, nbytes)` after each chunk,
-    summed over the variants."""
-    fam = family_for(ckpt.spec, arch)  # the mapping build_plan used: same handles, transforms, weights
-    mappings = {m.gguf_name: m for m in fam.tensor_map(ckpt.spec)}
+    """Write every variant (paths assigned) in one pass over the source, each tensor's bytes from its plan's
+    producer; returns each variant's total size. With `hash`, each variant's `sha256` gets its files' digests.
+    `progress(tensor, nbytes)` after each chunk, summed over the variants."""
 
-    def steps() -> Iterator[tuple[int, dict[T, Chunk] | None]]:
-        """(i, None) as tensor i begins, then (i, chunks by type) per row chunk; generated tensors (rope_freqs:
-        cheap, produced per variant by the writer) get only their (i, None)."""
+    def steps() -> Iterator[tuple[int, dict[T | None, Chunk] | None]]:
+        """(i, None) as tensor i begins, then (i, chunks by type) per row chunk."""
         for i, t0 in enumerate(variants[0].plan.tensors):
             yield i, None
-            m = mappings.get(t0.name)
-            if m is not None:
-                qtypes = [v.plan.tensors[i].qtype for v in variants]
-                w = weights_for(imatrix, t0.name, t0.shape) if any(q not in FLOATS for q in qtypes) else None
-                for step in shared_streams(m.open(ckpt.tensors), m, qtypes, threads, w):
-                    yield i, step
+            for step in shared_streams([v.plan.tensors[i].produce for v in variants]):
+                yield i, step
 
     def fill(sinks: list[Sink]) -> None:
         t0: PlannedTensor | None = None
@@ -233,12 +208,10 @@ def write_variants(
             if step is None:
                 end()
                 t0, tensors = variants[0].plan.tensors[i], [s.begin_tensor(i) for s in sinks]
-                if t0.name not in mappings:
-                    for s, t in zip(sinks, tensors):
-                        _report(progress, t0, sum(s.write(c) for c in t.produce()))
             else:
                 assert t0 is not None
-                _report(progress, t0, sum(s.write(step[t.qtype]) for s, t in zip(sinks, tensors) if t.qtype in step))
+                chunks = [step.get(getattr(v.plan.tensors[i].produce, "qtype", None)) for v in variants]
+                _report(progress, t0, sum(s.write(c) for s, c in zip(sinks, chunks) if c is not None))
         end()
 
     outputs = [v.output for v in variants]

@@ -17,6 +17,7 @@ from gguf import GGUFValueType
 
 from exaone_gguf.checkpoint import Checkpoint, TensorHandle
 from exaone_gguf.convert.metadata import add_general
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.convert.vocab import add_vocab
 from exaone_gguf.elements import bf16_bits_to_f32, f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits
 from exaone_gguf.errors import InputError
@@ -207,19 +208,34 @@ def auto_outtype(ckpt: Checkpoint, mappings: list[TensorMapping]) -> str:
     return "f32"
 
 
+@dataclass(frozen=True, eq=False)
+class TensorProducer:
+    """A checkpoint tensor's bytes in a plan: stream_tensor of its source handle as one output type (the one
+    definition; multiwrite calls it, with the handle shared between the types that read the same rows)."""
+
+    handle: TensorHandle
+    qtype: T
+    mapping: TensorMapping
+    threads: int
+    weights: np.ndarray | None
+
+    def __call__(self) -> Iterator[np.ndarray | FileSpan]:
+        return stream_tensor(self.handle, self.qtype, self.mapping, self.threads, self.weights)
+
+
 def build_plan(
     ckpt: Checkpoint,
     outtype: str,
-    threads: int = 1,
+    opts: ConvertOptions,
     imatrix: dict[str, np.ndarray] | None = None,
-    imatrix_file: Path | None = None,
-    arch: str | None = None,
-    overrides: TypeOverrides | None = None,
-    target: Target | None = None,
     probe: Probe | None = None,
 ) -> tuple[GGUFPlan, ConvertResult]:
+    """One output type's plan from `opts` (threads, arch, overrides, target, the imatrix file's name);
+    `imatrix`: the loaded importance weights, `probe`: the measured sensitivity a target plan uses."""
+    threads, overrides, target = opts.threads, opts.overrides, opts.target
+    imatrix_file = Path(opts.imatrix) if opts.imatrix else None
     spec = ckpt.spec
-    fam = family_for(spec, arch)  # arch: another GGUF architecture, e.g. EXAONE 3.x as "llama"
+    fam = family_for(spec, opts.arch)  # arch: another GGUF architecture, e.g. EXAONE 3.x as "llama"
     mappings = fam.tensor_map(spec)
     check_tensors(ckpt, fam, mappings)
     if outtype == "auto":
@@ -269,7 +285,7 @@ def build_plan(
         handle = m.open(ckpt.tensors)
         qtype = types[name]
         w = weights_for(imatrix, name, shape) if qtype not in (T.F32, T.F16, T.BF16) else None
-        plan.add_tensor(name, shape, qtype, lambda h=handle, q=qtype, mm=m, w=w: stream_tensor(h, q, mm, threads, w))
+        plan.add_tensor(name, shape, qtype, TensorProducer(handle, qtype, m, threads, w))
     result = ConvertResult(
         output=Path(),
         arch=fam.arch,

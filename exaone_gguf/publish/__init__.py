@@ -4,9 +4,7 @@
 (shards `...-00001-of-0000N.gguf` with --split-max-size), optionally validates each against the source
 (`{stem}.validation.json` beside it), an Ollama Modelfile per variant (`{stem}.Modelfile`), the model card
 `README.md` and the `SHA256SUMS` manifest. It runs the stages of convert.driver, as a single convert does.
-
-`run(src, output, options)` is what `exaone-gguf convert` calls: a release into a folder, or one file (or its
-shards) validated when asked.
+(`exaone-gguf convert` chooses between a release and one file in commands.convert.)
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.convert import driver
 from exaone_gguf.convert.driver import ConvertOptions
 from exaone_gguf.convert.multiwrite import assign_paths
-from exaone_gguf.convert.pipeline import ConvertResult
 from exaone_gguf.errors import InputError, ValidationFailed
 from exaone_gguf.gguf_io.split import parse_shard_name
 from exaone_gguf.gguf_io.writer import GGUFPlan, check_output_path
@@ -34,7 +31,7 @@ from exaone_gguf.validate import validate as validate_gguf
 from exaone_gguf.validate.mmproj import validate_mmproj
 from exaone_gguf.vision import release_projector_path, write_release_projector
 
-__all__ = ["run", "publish", "variant_stem", "report_path", "validate_output", "PublishResult", "PublishedVariant"]
+__all__ = ["publish", "variant_stem", "report_path", "validate_output", "PublishResult", "PublishedVariant"]
 
 DEFAULT_OUTTYPES = "bf16,q8_0,q6_k,q5_k_m,q4_k_m"
 
@@ -193,7 +190,7 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
         raise InputError(f"{out_dir}: is a file; give a directory for several output types.")
     if out_dir.resolve().is_relative_to(src.resolve()):
         raise InputError(f"{out_dir}: lies inside the source directory {src}; write the output elsewhere.")
-    weights, variants = driver.plan_variants_for(ckpt, types, opts)
+    variants = driver.plan_variants_for(ckpt, types, opts)
     stems = [variant_stem(v.plan, v.outtype) for v in variants]
     if len(set(stems)) != len(stems):  # e.g. auto and bf16 on a BF16 source
         raise InputError(f"--outtype: two types give the same file {stems[0]}.gguf; list each output type once.")
@@ -218,7 +215,7 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
         for p in [p for v in variants for p in v.paths] + extras:
             check_output_path(p, opts.inputs(src), opts.force)
         total = _Total(sum(v.plan.data_bytes for v in variants))
-        nonfinite, sizes = driver.write_planned(ckpt, variants, weights, opts, total, hash=True)
+        nonfinite, sizes = driver.write_planned(ckpt, variants, opts, total, hash=True)
         written = [p for v in variants for p in v.paths]
         projector_sha = write_release_projector(src, projector, opts.progress)[1] if projector else None
     except BaseException:
@@ -314,34 +311,4 @@ def publish(src: Path | str, out_dir: Path | str, opts: ConvertOptions | None = 
     failed += [projector.name] if result.projector_passed is False else []
     if failed:
         raise ValidationFailed(f"{', '.join(failed)} failed validation; see the .validation.json reports in {out_dir}.")
-    return result
-
-
-def is_release(output: Path | str, opts: ConvertOptions) -> bool:
-    """Several types, or an output that is (or is written as) a directory: a release into that folder."""
-    text = str(output)
-    many = (
-        not isinstance(opts.outtype, str)
-        and len(opts.outtype) > 1
-        or isinstance(opts.outtype, str)
-        and "," in opts.outtype
-    )
-    return many or Path(output).is_dir() or text.endswith(("/", "\\"))
-
-
-def run(src: Path | str, output: Path | str, opts: ConvertOptions) -> ConvertResult | PublishResult:
-    """The convert command: a release into the folder `output` (see publish), or the one file `output` (or its
-    shards) through convert.driver.convert, validated against `src` when opts.validate (the report is kept
-    beside it and set as result.report; the caller decides what a failed report means)."""
-    if is_release(output, opts):
-        return publish(src, output, opts)
-    output = Path(output)
-    report_json = report_path(output) if opts.validate else None
-    if report_json is not None and report_json.exists() and not opts.force:
-        raise InputError(f"{report_json}: already exists; pass --force to overwrite it.")
-    result = driver.convert(src, output, opts)
-    if report_json is not None:
-        result.report = validate_output(result.output, Path(src), report_json, opts.device, opts.threads, opts.imatrix)
-        if opts.on_validated:
-            opts.on_validated(result.report)
     return result
