@@ -198,7 +198,7 @@ def test_target_at_q4_k_m_size_beats_q4_k_m(tiny, tmp_path):
     src, f32, imx = tiny
     q4 = quantize_gguf(f32, tmp_path / "q4_k_m.gguf", "q4_k_m", imatrix=imx).output
     bpw = inspect_gguf(q4)["totals"]["bits_per_weight"]
-    opts = ConvertOptions(outtype=f"q4_k_m,q4_k_m@{bpw!r}", imatrix=imx, sensitivity=kld_probe)
+    opts = ConvertOptions(outtype=f"q4_k_m,q4_k_m@{bpw!r}", imatrix=imx)
     rel = publish(src, tmp_path / "rel", opts)
     base, tv = rel.variants
     assert base.files[0].read_bytes() == q4.read_bytes()

@@ -54,13 +54,6 @@ def parse_overrides(tensor_type, output_tensor_type, token_embedding_type, pure,
     return ov if ov else None
 
 
-def sensitivity(ckpt, arch):
-    """The measured sensitivity a --target-bpw plan uses: one reference forward per tensor (validate layer)."""
-    from exaone_gguf.model.sensitivity import kld_probe
-
-    return kld_probe(ckpt, arch)
-
-
 def parse_thresholds(items: list[str]) -> dict[str, float]:
     """--threshold NAME=NUMBER ... -> {NAME: NUMBER}."""
     out = {}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exaone_gguf.checkpoint.hub import resolve_source
-from exaone_gguf.commands import Interrupted, Ui, parse_overrides, sensitivity
+from exaone_gguf.commands import Interrupted, Ui, parse_overrides
 from exaone_gguf.convert import driver
 from exaone_gguf.convert.driver import ConvertOptions, parse_outtypes
 from exaone_gguf.convert.pipeline import ConvertResult
@@ -90,7 +90,6 @@ class ConvertJob:
             arch=self.arch,
             overrides=self.overrides,
             target=self.target,
-            sensitivity=sensitivity,
             split_max_size=self.split[0],
             split_max_tensors=self.split[1],
             allow_nonfinite=self.allow_nonfinite,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exaone_gguf.checkpoint.hub import resolve_source
-from exaone_gguf.commands import Ui, parse_overrides, sensitivity
+from exaone_gguf.commands import Ui, parse_overrides
 from exaone_gguf.commands.convert import warn_nonfinite
 from exaone_gguf.cores import resolve_threads
 from exaone_gguf.errors import InputError
@@ -57,8 +57,9 @@ def quantize(job: QuantizeJob, ui: Ui) -> None:
     probe = None
     if job.target is not None:
         from exaone_gguf.checkpoint import load_checkpoint
+        from exaone_gguf.model.sensitivity import kld_probe  # one reference forward per tensor
 
-        probe = sensitivity(load_checkpoint(resolve_source(job.reference)), None)
+        probe = kld_probe(load_checkpoint(resolve_source(job.reference)), None)
     with ui.writing(f"quantizing {job.source.name}") as (on_plan, on_chunk):
         result = quantize_gguf(
             job.source,

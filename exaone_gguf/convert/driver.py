@@ -25,6 +25,7 @@ from exaone_gguf.convert.pipeline import ConvertResult
 from exaone_gguf.errors import InputError
 from exaone_gguf.families import check_config_keys, without_mtp
 from exaone_gguf.gguf_io.writer import check_output_path
+from exaone_gguf.model.sensitivity import kld_probe
 from exaone_gguf.quantize.imatrix import load_imatrix
 from exaone_gguf.quantize.target import split_outtype
 
@@ -48,7 +49,7 @@ def plan_variants_for(ckpt: Checkpoint, types: list[str], opts: ConvertOptions) 
     """Stage 3: the imatrix and every output type's plan, no paths yet."""
     weights = load_imatrix(opts.imatrix) if opts.imatrix else None
     wants_target = opts.target is not None or any(split_outtype(t)[1] is not None for t in types)
-    probe = opts.sensitivity(ckpt, opts.arch) if wants_target and opts.sensitivity else None
+    probe = kld_probe(ckpt, opts.arch) if wants_target else None  # measured: one reference forward per tensor
     return plan_variants(ckpt, types, opts, weights, probe)
 
 

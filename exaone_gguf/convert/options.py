@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io.split import parse_split_size
 from exaone_gguf.gguf_io.writer import PlannedTensor
 from exaone_gguf.quantize.mixtures import TypeOverrides, file_type_value
-from exaone_gguf.quantize.target import Probe, Target, split_outtype
+from exaone_gguf.quantize.target import Target, split_outtype
 
 
 @dataclass
@@ -25,9 +24,6 @@ class ConvertOptions:
     arch: str | None = None  # another GGUF architecture, e.g. EXAONE 3.x as "llama"
     overrides: TypeOverrides | None = None  # llama-quantize's per-tensor controls (--tensor-type, --pure, ...)
     target: Target | None = None  # --target-bpw / --target-size (quantize.target)
-    # (checkpoint, arch) -> probe({gguf_name: rows}) -> mean KLD: the measured sensitivity a target plan uses
-    # (validate.sensitivity.kld_probe; given by the CLI, which sits above validate)
-    sensitivity: Callable[[Checkpoint, str | None], Probe] | None = None
     split_max_size: str | int | None = None
     split_max_tensors: int | None = None
     allow_nonfinite: bool = False
