@@ -471,7 +471,7 @@ def quantize(
                     f"{target.describe()} measures each tensor's effect on the logits; pass --reference SRC_DIR "
                     f"(the checkpoint {input_gguf} was converted from)."
                 )
-            from exaone_gguf.checkpoint import load_checkpoint
+            from exaone_gguf.families import load_checkpoint
 
             probe = _sensitivity(load_checkpoint(resolve_source(reference)), None)
         result = _run_with_progress(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import fixture_path
 
-from exaone_gguf.checkpoint import load_checkpoint
+from exaone_gguf.families import load_checkpoint
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.tiny.templates import EXAONE_DEEP_TEMPLATE
 from exaone_gguf.validate import validate

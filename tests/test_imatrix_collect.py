@@ -14,9 +14,9 @@ import pytest
 from conftest import llama_cpp_logits
 
 from exaone_gguf.chat_template import render
-from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.convert.from_gguf import quantize_gguf
 from exaone_gguf.errors import InputError
+from exaone_gguf.families import load_checkpoint
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.quantize.imatrix import write_imatrix
 from exaone_gguf.validate.calibration import CHATS, CODE, MATHS, PROSE, calibration_text, plain_chats

@@ -50,8 +50,8 @@ def test_each_variant_validated_and_reported(published):
 def test_manifest_needs_the_digests_taken_while_writing(tiny_dir, tmp_path):
     """write_variants hashes every byte as it writes (the digests equal a fresh read); a GGUF whose streamed
     digest is missing is an error, never a silent second read."""
-    from exaone_gguf.checkpoint import load_checkpoint
     from exaone_gguf.convert.multiwrite import assign_paths, plan_variants, write_variants
+    from exaone_gguf.families import load_checkpoint
     from exaone_gguf.publish.manifest import sha256_file, write_manifest
 
     ckpt = load_checkpoint(tiny_dir("exaone4"))

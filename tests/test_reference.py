@@ -19,8 +19,8 @@ import torch
 from safetensors.numpy import load_file, save_file
 from transformers import Exaone4Config, Exaone4ForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.errors import InputError
+from exaone_gguf.families import load_checkpoint
 from exaone_gguf.validate import reference
 from exaone_gguf.validate.reference.source import forward_source
 

@@ -260,7 +260,7 @@ def test_target_without_record_from_elsewhere_fails(llama_tools, tiny_gguf, tmp_
 @pytest.fixture(scope="module")
 def target_files(tiny_dir, tiny_gguf, tmp_path_factory):
     """Honest --target-bpw and --target-size files of tiny exaone4 (the size: the Q4_K_M file's)."""
-    from exaone_gguf.checkpoint import load_checkpoint
+    from exaone_gguf.families import load_checkpoint
     from exaone_gguf.quantize.target import Target
     from exaone_gguf.validate.imatrix import collect_imatrix
     from exaone_gguf.validate.sensitivity import kld_probe

@@ -20,12 +20,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from exaone_gguf.checkpoint import Checkpoint, load_checkpoint
+from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.checkpoint.finite import check_finite
 from exaone_gguf.convert.multiwrite import Variant, assign_paths, plan_variants, write_variants
 from exaone_gguf.convert.pipeline import ConvertResult
 from exaone_gguf.errors import InputError
-from exaone_gguf.families import check_config_keys, without_mtp
+from exaone_gguf.families import check_config_keys, load_checkpoint, without_mtp
 from exaone_gguf.gguf_io.split import parse_split_size
 from exaone_gguf.gguf_io.writer import PlannedTensor, check_output_path
 from exaone_gguf.quantize.imatrix import load_imatrix

@@ -11,16 +11,16 @@ A family module (exaone3.py, exaone4.py, llama.py) alone declares everything fam
 - its tiny-model recipes (make-tiny),
 - the name of the reference forward that validates it (resolved by exaone_gguf.validate.reference).
 
-Everything else asks this registry. Layer order: checkpoint -> gguf_io / quantize -> families -> convert ->
-validate -> publish -> cli; this package imports only checkpoint (and gguf, numpy).
+registry.py lists the families (FAMILIES: one line each) and answers every lookup; no module registers itself
+on import. Everything else asks the registry through this package. Layer order: checkpoint -> gguf_io /
+quantize -> families -> convert -> validate -> publish -> cli; this package imports only checkpoint (and gguf,
+numpy).
 """
 
 from __future__ import annotations
 
-# base: the registry's public names (listed in base.__all__); then the family modules, which register
-# themselves on import in this order, the order of every listing (exaone4_5 imports exaone_moe, which so
-# registers before it).
-from exaone_gguf.families import base, exaone3, exaone4, exaone4_5, exaone_moe, llama  # noqa: F401
+from exaone_gguf.families import base, registry
 from exaone_gguf.families.base import *  # noqa: F403
+from exaone_gguf.families.registry import *  # noqa: F403
 
-__all__ = list(base.__all__)
+__all__ = [*base.__all__, *registry.__all__]

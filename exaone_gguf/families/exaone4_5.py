@@ -30,7 +30,6 @@ from exaone_gguf.families.base import (
     TinyRecipe,
     TinyTokenizer,
     nextn_extras,
-    register,
 )
 from exaone_gguf.families.exaone3 import LLAMA3_ROPE
 from exaone_gguf.families.exaone4 import ARCH, HYBRID_LAYERS, NAMES, READS, hparams
@@ -384,4 +383,3 @@ FAMILY = Family(
     ),
     left_out=vision_tensors,
 )
-register(FAMILY)

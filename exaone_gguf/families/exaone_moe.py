@@ -47,7 +47,6 @@ from exaone_gguf.families.base import (
     f32,
     kind_shapes,
     mtp_mappings,
-    register,
     sliding_window_hparams,
     u32,
 )
@@ -380,4 +379,3 @@ FAMILY = Family(
     ),
     tiny_tokenizer=TinyTokenizer(template_in_jinja=True, default_template="k-exaone", writer="k_exaone"),
 )
-register(FAMILY)

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from exaone_gguf.checkpoint.spec import ModelSpec, parse_config
+from exaone_gguf.checkpoint.spec import ModelSpec
 from exaone_gguf.checkpoint.st_writer import TensorSource, write_checkpoint_weights
 from exaone_gguf.elements import f32_to_bf16_bits as fp32_to_bf16_bits
 from exaone_gguf.errors import InputError
-from exaone_gguf.families import Family, family_for, tiny_recipe, tiny_recipes
+from exaone_gguf.families import Family, family_for, parse_config, tiny_recipe, tiny_recipes
 from exaone_gguf.tiny.tokenizer import write_tokenizer_files
 
 FAMILIES = tiny_recipes()  # every make-tiny family name the family modules declare
