@@ -20,7 +20,7 @@ from exaone_gguf.checkpoint.safetensors import SafetensorsFile
 from exaone_gguf.checkpoint.st_writer import TensorSource, write_checkpoint_weights
 from exaone_gguf.convert import pipeline
 from exaone_gguf.convert.pipeline import FileSpan, check_tensors, stream_tensor
-from exaone_gguf.elements import f32_to_bf16_bits as fp32_to_bf16_bits
+from exaone_gguf.elements import f32_to_bf16_bits
 from exaone_gguf.errors import InputError
 from exaone_gguf.families import parse_config
 from exaone_gguf.tiny import family_config
@@ -32,7 +32,7 @@ def _write(tmp_path: Path, arrays: dict[str, np.ndarray], dtype: str = "F32") ->
     """Real safetensors on disk -> their lazy handles."""
 
     def enc(a):
-        return fp32_to_bf16_bits(a) if dtype == "BF16" else a.astype(np.float16 if dtype == "F16" else np.float32)
+        return f32_to_bf16_bits(a) if dtype == "BF16" else a.astype(np.float16 if dtype == "F16" else np.float32)
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     sources = [TensorSource(n, dtype, a.shape, lambda a=a: [enc(a)]) for n, a in arrays.items()]

@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import parse_modelfile, verify_manifest
 from typer.testing import CliRunner
 
 from exaone_gguf.cli import app
 from exaone_gguf.convert.driver import ConvertOptions, convert, parse_outtypes
 from exaone_gguf.errors import InputError
 from exaone_gguf.publish import publish
-from exaone_gguf.publish.manifest import verify_manifest
-from exaone_gguf.publish.modelfile import parse_modelfile
 
 TYPES = ["bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m"]
 

@@ -17,12 +17,12 @@ import pytest
 from gguf import GGMLQuantizationType as T
 from gguf import GGUFValueType as V
 from gguf_edit import DROP, rewrite
+from helpers import template_for
 
 from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.convert.from_gguf import quantize_gguf
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.quantize.mixtures import TypeOverrides, parse_tensor_types
-from exaone_gguf.tiny.templates import template_for
 from exaone_gguf.validate import validate
 from exaone_gguf.validate.metadata_check import check_metadata
 

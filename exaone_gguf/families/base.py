@@ -330,7 +330,11 @@ class TinyTokenizer:
     template_in_jinja: bool = False  # chat_template.jinja instead of tokenizer_config.json's chat_template
     default_template: str | None = None  # the recipe whose template a --from-config model gets
     scale_residual: bool = True  # scale sublayer outputs by 1/sqrt(2L) (not with EXAONE 4's post-norms)
-    writer: str | None = None  # a module exaone_gguf.tiny.<writer> whose write_tokenizer(out, template) writes it
+    writer: str | None = None  # a module exaone_gguf.tiny.<writer>: write_tokenizer(out, template, this) writes it
+    # what a writer needs of the family: its end-of-turn token, pre-tokenizer regex, and extra files (name -> JSON)
+    eot: str | None = None
+    pre_regex: str | None = None
+    files: tuple[tuple[str, Any], ...] = ()
 
 
 # ----------------------------------------------------------------------------------------------- config keys
@@ -421,6 +425,9 @@ class Family:
     # Source tensors that belong to another file (EXAONE 4.5's vision tower, written to the mmproj): name ->
     # the shape the config implies. The text file never carries them; make-tiny writes them.
     left_out: Callable[[ModelSpec], dict[str, tuple[int, ...]]] | None = None
+    # The vision tower's tensors (names below its prefix) -> shapes, from a vision config's sizes (attributes as in
+    # vision.config.VisionSpec): the projector converter's table (exaone_gguf.vision).
+    vision_tower: Callable[[Any], dict[str, tuple[int, ...]]] | None = None
     # config.json keys (check_config_keys): those the family reads besides COMMON_READS and its ConfigReading's
     # layer / activation / epsilon keys, and those that do not change its computation besides COMMON_HARMLESS.
     reads: frozenset[str] = frozenset()

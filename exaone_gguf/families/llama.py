@@ -54,15 +54,6 @@ def permute_rows(head_dim: int) -> Callable[[np.ndarray], np.ndarray]:
     return permute
 
 
-def unpermute_rows(head_dim: int) -> Callable[[np.ndarray], np.ndarray]:
-    """The inverse of permute_rows (GGUF `llama` q/k rows back to HF order)."""
-
-    def unpermute(x: np.ndarray) -> np.ndarray:
-        return x.reshape(-1, head_dim // 2, 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
-
-    return unpermute
-
-
 def with_rope_permutation(spec: ModelSpec, mappings: list[TensorMapping]) -> list[TensorMapping]:
     """q and k weights get the permutation (applied to whole heads at a time)."""
     out = []

@@ -24,6 +24,7 @@ __all__ = [
     "check_config_keys",
     "demo_recipes",
     "families",
+    "family_of_architecture",
     "family_for",
     "family_of_gguf_arch",
     "family_of_template",
@@ -109,7 +110,7 @@ def check_config_keys(cfg: Mapping[str, Any], path: Any) -> list[str]:
     the caller warns). The keys are config.json's `cfg` and those of its `text_config` (a multimodal model's
     language model); `path` names the file in messages."""
     archs = cfg.get("architectures") or [None]
-    fam = next(f for f in _FAMILIES.values() if archs[0] in f.architectures)  # parse_config refused any other
+    fam = family_of_architecture(archs[0])  # parse_config refused any other
     keys, where = dict(cfg), {}
     nested = cfg.get(fam.config.text_config_key or "")
     if isinstance(nested, dict):
@@ -151,6 +152,11 @@ def alternates(family: str) -> tuple[Family, ...]:
 def families() -> dict[str, Family]:
     """family name -> Family, in registration order."""
     return dict(_FAMILIES)
+
+
+def family_of_architecture(architecture: str | None) -> Family | None:
+    """The family that claims the HF architecture name (config.json's `architectures[0]`)."""
+    return next((f for f in FAMILIES if architecture in f.architectures), None)
 
 
 def supported_architectures() -> tuple[str, ...]:
