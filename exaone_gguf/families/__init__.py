@@ -1,4 +1,4 @@
-"""The family registry: one module per model family, registered by the Hugging Face architecture names it claims.
+"""The family registry: one module per model family, looked up by the Hugging Face architecture names it claims.
 
 A family module (exaone3.py, exaone4.py, llama.py) alone declares everything family-specific:
 - how its config.json is read (`ConfigReading`: key names, defaults, a nested `text_config`),
@@ -8,7 +8,8 @@ A family module (exaone3.py, exaone4.py, llama.py) alone declares everything fam
   with alternates (EXAONE 3.x written as `llama`),
 - its chat formats (Modelfile TEMPLATE / parameters, card notes, the markers that recognise its templates),
 - its vocabulary expectations (tokenizer model, pre-tokenizer names, end-of-turn token),
-- its tiny-model recipes (make-tiny),
+- its tiny-model recipes (make-tiny) and what make-tiny's tokenizer writers need of it (`TinyTokenizer`),
+- a vision tower's tensor table (`vision_tower`, for the projector converter),
 - the name of the reference forward that validates it (resolved by exaone_gguf.validate.reference).
 
 registry.py lists the families (FAMILIES: one line each) and answers every lookup; no module registers itself

@@ -39,7 +39,13 @@ __all__ = [
 ]
 
 # Every family, in the order of every listing (supported architectures, make-tiny, demo, error messages).
-FAMILIES: tuple[Family, ...] = (exaone3.FAMILY, exaone4.FAMILY, exaone_moe.FAMILY, exaone4_5.FAMILY, llama.FAMILY)
+FAMILIES: tuple[Family, ...] = (
+    exaone3.FAMILY,
+    exaone4.FAMILY,
+    exaone_moe.FAMILY,
+    exaone4_5.FAMILY,
+    llama.FAMILY,
+)
 # A family also written under another GGUF architecture (EXAONE 3.x as `llama`); `alt.name` is the family's.
 ALTERNATES: tuple[Family, ...] = (llama.EXAONE_AS_LLAMA,)
 
