@@ -384,11 +384,6 @@ def _run_child(
     return rendered
 
 
-def check_syntax(template: str, source_name: str, *, timeout_s: float = TIMEOUT_S) -> None:
-    """Compile `template` (in the bounded child); raise TemplateError (an InputError) naming `source_name`."""
-    _run_child(template, [], source_name, MAX_OUTPUT_CHARS, timeout_s)
-
-
 def check_and_render(template: str, messages: list[dict], source_name: str, *, timeout_s: float = TIMEOUT_S) -> str:
     """One bounded child that compiles `template`, refuses it if it names a private attribute anywhere (a
     sandbox escape attempt may sit in a branch no conversation takes; nothing is rendered then), and renders

@@ -1,4 +1,4 @@
-"""The project's error types. The CLI maps them to exit codes (DESIGN.md)."""
+"""The project's error types. The CLI maps them to exit codes (../shared/DESIGN.md)."""
 
 
 class InputError(Exception):

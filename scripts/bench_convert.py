@@ -195,8 +195,8 @@ def quantize_source(src: Path, dst: Path, kind: str) -> None:
 
 
 def checkpoint_bytes(config: Path) -> int:
-    from exaone_gguf.checkpoint.spec import parse_config, read_config
-    from exaone_gguf.families import family_for
+    from exaone_gguf.checkpoint.spec import read_config
+    from exaone_gguf.families import family_for, parse_config
 
     spec = parse_config(read_config(config), config)
     return sum(2 * math.prod(m.hf_shape) for m in family_for(spec).tensor_map(spec))

@@ -83,7 +83,7 @@ def main() -> None:
 
     import llama_tools
 
-    from exaone_gguf.checkpoint import load_checkpoint
+    from exaone_gguf.families import load_checkpoint
     from exaone_gguf.model.texts import checkpoint_calibration_text
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-imatrix-"))

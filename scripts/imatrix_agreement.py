@@ -55,9 +55,9 @@ def main() -> None:
     import train_small
     from tokenizers import Tokenizer
 
-    from exaone_gguf.checkpoint import load_checkpoint
     from exaone_gguf.convert.driver import ConvertOptions, convert
     from exaone_gguf.convert.from_gguf import quantize_gguf
+    from exaone_gguf.families import load_checkpoint
     from exaone_gguf.model import forward
     from exaone_gguf.model.imatrix import collect_imatrix
     from exaone_gguf.model.texts import checkpoint_calibration_text

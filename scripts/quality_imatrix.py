@@ -48,9 +48,9 @@ def llama_logits(gguf: Path, tokens: list[int]):
 
 
 def measure(name: str, src: Path, tokens: list[int], work: Path, ctx: int = 128) -> list[dict]:
-    from exaone_gguf.checkpoint import load_checkpoint
     from exaone_gguf.convert.driver import ConvertOptions, convert
     from exaone_gguf.convert.from_gguf import quantize_gguf
+    from exaone_gguf.families import load_checkpoint
     from exaone_gguf.gguf_io.inspect import inspect_gguf
     from exaone_gguf.model import forward
     from exaone_gguf.model.imatrix import collect_imatrix
@@ -95,7 +95,7 @@ def main() -> None:
 
     from tokenizers import Tokenizer
 
-    from exaone_gguf.checkpoint import load_checkpoint
+    from exaone_gguf.families import load_checkpoint
     from exaone_gguf.model.imatrix import tokenize
     from exaone_gguf.model.texts import EVAL_TEXT
     from exaone_gguf.tiny import make_tiny

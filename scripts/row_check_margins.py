@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exaone_gguf.checkpoint import load_checkpoint
-from exaone_gguf.families import family_for, writes_as
+from exaone_gguf.families import family_for, load_checkpoint, writes_as
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.quantize.imatrix import load_imatrix
 from exaone_gguf.validate.tensor_check import ROUTES, THREADS, row_figures

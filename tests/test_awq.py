@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import fixture_path
 from gguf import GGMLQuantizationType as T
+from helpers import decode_q4_1, unpermute_rows
 
-from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.checkpoint.awq import (
     AWQ_ORDER,
     AWQTensor,
@@ -21,12 +21,12 @@ from exaone_gguf.checkpoint.awq import (
     quantize_awq,
     unpack_int4,
 )
-from exaone_gguf.checkpoint.awq_q4_1 import decode_q4_1, encode_q4_1, q4_1_exactness
-from exaone_gguf.checkpoint.spec import parse_config, read_config
+from exaone_gguf.checkpoint.awq_q4_1 import encode_q4_1, q4_1_exactness
+from exaone_gguf.checkpoint.spec import read_config
 from exaone_gguf.checkpoint.st_writer import TensorSource, write_checkpoint_weights
 from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.errors import InputError
-from exaone_gguf.families.llama import unpermute_rows
+from exaone_gguf.families import load_checkpoint, parse_config
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.tiny.awq import _materialize
 from exaone_gguf.validate import validate

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, fixture_path
 
-from exaone_gguf.checkpoint.spec import parse_config, read_config
+from exaone_gguf.checkpoint.spec import read_config
 from exaone_gguf.errors import InputError
-from exaone_gguf.families import check_config_keys
+from exaone_gguf.families import check_config_keys, parse_config
 from exaone_gguf.tiny import make_tiny
 
 # every config.json under ../shared/fixtures -> the unknown keys its check reports (a warning; no refusal)

@@ -113,7 +113,7 @@ def test_logits_match_transformers(case, outtype, hf_logits, converted):
 
 def test_rope32_scaling_is_not_trivial(source):
     """The ROPE32 case exercises all three llama3 bands on frequencies that turn within 48 tokens."""
-    from exaone_gguf.checkpoint import load_checkpoint
+    from exaone_gguf.families import load_checkpoint
     from exaone_gguf.model.rope import base_inv_freq, llama3_divisors
 
     spec = load_checkpoint(source(ROPE32)).spec

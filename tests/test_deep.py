@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from conftest import fixture_path
+from helpers import template_for
 
-from exaone_gguf.checkpoint import load_checkpoint
+from exaone_gguf.families import load_checkpoint
 from exaone_gguf.gguf_io import read_gguf
-from exaone_gguf.tiny.templates import EXAONE_DEEP_TEMPLATE
 from exaone_gguf.validate import validate
 
 TEMPLATE_CHECKS = ("chat_template.renders", "chat_template.matches_source", "chat_template.llama_cpp_python")
@@ -14,10 +14,10 @@ TEMPLATE_CHECKS = ("chat_template.renders", "chat_template.matches_source", "cha
 
 def test_deep_template_embedded_and_validated(tiny_dir, tiny_gguf):
     src = tiny_dir("exaone-deep")
-    assert load_checkpoint(src).tokenizer.chat_template == EXAONE_DEEP_TEMPLATE
+    assert load_checkpoint(src).tokenizer.chat_template == template_for("exaone-deep")
     gguf = tiny_gguf("exaone-deep", "bf16")
-    assert read_gguf(gguf).get("tokenizer.chat_template") == EXAONE_DEEP_TEMPLATE
-    assert "<thought>" in EXAONE_DEEP_TEMPLATE
+    assert read_gguf(gguf).get("tokenizer.chat_template") == template_for("exaone-deep")
+    assert "<thought>" in template_for("exaone-deep")
     report = validate(gguf, src, max_tokens=64)
     status = {c.name: c.status for c in report.checks}
     assert all(status[name] == "pass" for name in TEMPLATE_CHECKS), status
@@ -36,7 +36,7 @@ def test_deep_template_is_lg_llamacpp_one():
     ]
     env = jinja2.Environment()
     kw = dict(messages=msgs, add_generation_prompt=True, bos_token="[BOS]", eos_token="[|endofturn|]")
-    assert env.from_string(EXAONE_DEEP_TEMPLATE).render(**kw) == env.from_string(lg).render(**kw)
+    assert env.from_string(template_for("exaone-deep")).render(**kw) == env.from_string(lg).render(**kw)
 
 
 def test_wrong_template_is_caught(tiny_dir, tiny_gguf):

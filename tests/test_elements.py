@@ -19,7 +19,7 @@ _ROW_FUNCS = ("ggml_fp32_to_fp16_row", "ggml_fp32_to_bf16_row", "ggml_fp16_to_fp
 @pytest.fixture(scope="module")
 def ggml():
     """llama-cpp-python's libggml-base, with its four element-conversion row functions."""
-    path = ggml_backend.library_path()
+    path = ggml_backend._find_library()
     assert path is not None, "llama-cpp-python's libggml-base was not found"
     lib = ctypes.CDLL(str(path))
     for name in _ROW_FUNCS:

@@ -90,7 +90,7 @@ def test_text_file_layout(tiny):
 
 
 def test_f32_logits_match_transformers_and_the_reference(tiny):
-    from exaone_gguf.checkpoint import load_checkpoint
+    from exaone_gguf.families import load_checkpoint
     from exaone_gguf.model import forward
     from exaone_gguf.model.source import forward_source
 
@@ -265,8 +265,7 @@ def test_vision_config_missing_a_key_is_refused(tiny, tmp_path):
 def test_the_33b_config_reads_as_exaone4_with_one_mtp_block():
     """The 33B's config (fixture): text tower from text_config, 64 layers + 1 MTP block, 32 vision blocks left out;
     make-tiny --from-config shrinks the text and vision towers and keeps every key."""
-    from exaone_gguf.checkpoint.spec import parse_config
-    from exaone_gguf.families import family_for
+    from exaone_gguf.families import family_for, parse_config
     from exaone_gguf.tiny import shrink_config
 
     path = fixture_path("exaone-4.5-33b", "config.json")

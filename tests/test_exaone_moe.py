@@ -117,7 +117,7 @@ def test_f32_logits_match_transformers(ckpts, tmp_path, recipe, layout):
 
 @pytest.mark.parametrize("layout", ["per-expert", "fused"])
 def test_reference_forward_matches_transformers_and_llama_cpp(ckpts, tmp_path, layout):
-    from exaone_gguf.checkpoint import load_checkpoint
+    from exaone_gguf.families import load_checkpoint
     from exaone_gguf.model import forward
     from exaone_gguf.model.source import forward_source
 

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from gguf_edit import rewrite, swap_experts
 
-from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.families import load_checkpoint
 from exaone_gguf.tiny import make_tiny
 from exaone_gguf.validate import validate
 from exaone_gguf.validate.routing import NEAR_TIE, _Tensor, agreement, routing_floor

@@ -7,6 +7,7 @@ converter's own `stream_tensor`, and compared with numpy's stack / split of the 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +17,12 @@ from gguf import GGMLQuantizationType as T
 from exaone_gguf import families as F
 from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.checkpoint.safetensors import SafetensorsFile
-from exaone_gguf.checkpoint.spec import parse_config, supported_architectures
 from exaone_gguf.checkpoint.st_writer import TensorSource, write_checkpoint_weights
 from exaone_gguf.convert import pipeline
 from exaone_gguf.convert.pipeline import FileSpan, check_tensors, stream_tensor
-from exaone_gguf.elements import f32_to_bf16_bits as fp32_to_bf16_bits
+from exaone_gguf.elements import f32_to_bf16_bits
 from exaone_gguf.errors import InputError
-from exaone_gguf.families import base
+from exaone_gguf.families import parse_config
 from exaone_gguf.tiny import family_config
 
 E, I, H = 4, 6, 32  # experts, rows per expert, row length
@@ -32,7 +32,7 @@ def _write(tmp_path: Path, arrays: dict[str, np.ndarray], dtype: str = "F32") ->
     """Real safetensors on disk -> their lazy handles."""
 
     def enc(a):
-        return fp32_to_bf16_bits(a) if dtype == "BF16" else a.astype(np.float16 if dtype == "F16" else np.float32)
+        return f32_to_bf16_bits(a) if dtype == "BF16" else a.astype(np.float16 if dtype == "F16" else np.float32)
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     sources = [TensorSource(n, dtype, a.shape, lambda a=a: [enc(a)]) for n, a in arrays.items()]
@@ -85,7 +85,7 @@ class _Recording:
 
 
 def test_every_hf_architecture_is_claimed_by_one_family():
-    assert set(supported_architectures()) == set(F.supported_architectures())
+    assert set(F.registry.READINGS) == set(F.supported_architectures())
     for fam in F.families().values():
         for arch in fam.architectures:
             cfg = {**family_config(fam.tiny[0].name), "architectures": [arch]}
@@ -98,10 +98,15 @@ def test_unsupported_architecture_lists_the_registry():
         parse_config(cfg)
 
 
-def test_registering_an_architecture_twice_is_refused():
+def test_registering_a_family_or_an_architecture_twice_is_refused():
     fam = F.families()["exaone4"]
-    with pytest.raises(ValueError, match="registered twice"):
-        F.register(fam)
+    with pytest.raises(ValueError, match="model family exaone4 registered twice"):
+        F.registry._index((*F.FAMILIES, fam), ())
+    renamed = replace(fam, name="other", config=replace(fam.config, family="other"), tiny=())
+    with pytest.raises(ValueError, match="HF architecture Exaone4ForCausalLM is claimed by two families"):
+        F.registry._index((*F.FAMILIES, renamed), ())
+    with pytest.raises(ValueError, match="alternate llama for unknown family other"):
+        F.registry._index(F.FAMILIES, (replace(F.ALTERNATES[0], name="other"),))
 
 
 def test_family_gguf_archs_come_from_gguf():
@@ -258,8 +263,6 @@ def test_copy_writes_one_source_under_several_names(tmp_path):
 def test_prefix_is_data():
     spec = parse_config(family_config("exaone4"))
     names = F.families()["exaone4"].tensor_map(spec)
-    from dataclasses import replace
-
     from exaone_gguf.families.exaone4 import NAMES
 
     vl = replace(NAMES, prefix="model.language_model.").mappings(spec)
@@ -334,13 +337,9 @@ def test_tiny_configs_keep_their_keys():
 def test_family_extras_are_read_through_the_typed_reader(monkeypatch):
     """A family's own keys (here an expert count, as a MoE family will read it) land in spec.extras, with
     the same one-sentence errors, from a nested text_config too."""
-    from dataclasses import replace
-
-    from exaone_gguf.checkpoint import spec as spec_mod
-
     arch = "Exaone4ForCausalLM"
-    reading = replace(spec_mod.reading_for(arch), extras=lambda k: {"n_expert": k.int("num_experts")})
-    monkeypatch.setitem(spec_mod._READINGS, arch, reading)
+    reading = replace(F.registry.READINGS[arch], extras=lambda k: {"n_expert": k.int("num_experts")})
+    monkeypatch.setitem(F.registry.READINGS, arch, reading)
     flat = family_config("exaone4")
     nested = {"architectures": [arch], "text_config": {**flat, "num_experts": 8}}
     assert parse_config(nested).extras == {"n_expert": 8}
@@ -353,8 +352,6 @@ def test_family_extras_are_read_through_the_typed_reader(monkeypatch):
 def test_make_tiny_writes_every_source_of_a_mapping_once(monkeypatch):
     """make-tiny's weights follow the table's sources: each stacked part and a fused tensor get their own
     random tensor (distinct data), a copied tensor is written once."""
-    from dataclasses import replace
-
     from exaone_gguf.tiny import _weights
 
     spec = parse_config(family_config("exaone4"))
@@ -366,7 +363,7 @@ def test_make_tiny_writes_every_source_of_a_mapping_once(monkeypatch):
             ["blk.1.nextn.eh_proj.weight", "blk.2.nextn.eh_proj.weight"], "mtp.eh_proj.weight", (H, H)
         ),
     ]
-    monkeypatch.setitem(base._FAMILIES, "exaone4", replace(F.families()["exaone4"], tensor_map=lambda s: table))
+    monkeypatch.setitem(F.registry._FAMILIES, "exaone4", replace(F.families()["exaone4"], tensor_map=lambda s: table))
     sources = _weights(spec, 0, "F32")
     assert [(s.name, s.shape) for s in sources] == [(n, (I, H)) for n in parts] + [
         ("experts.gate_up_proj", (3, 2 * I, H)),
@@ -379,16 +376,13 @@ def test_make_tiny_writes_every_source_of_a_mapping_once(monkeypatch):
 def test_tokenizer_pre_names_come_from_the_family(tiny_dir, monkeypatch):
     """tokenizer.ggml.pre is the name the family declares for what the tokenizer does (digits split or the
     GPT-2 regex); a family that declares none gets one sentence instead of a guessed name."""
-    from dataclasses import replace
-
-    from exaone_gguf.checkpoint import spec as spec_mod
     from exaone_gguf.checkpoint.spec import PreTokenizers
     from exaone_gguf.checkpoint.tokenizer import load_tokenizer
 
-    assert load_tokenizer(tiny_dir("exaone3")).pre == F.BPE_PRE_TOKENIZERS.split_digits
-    assert load_tokenizer(tiny_dir("exaone4")).pre == F.BPE_PRE_TOKENIZERS.gpt2_regex
+    assert F.load_checkpoint(tiny_dir("exaone3")).tokenizer.pre == F.BPE_PRE_TOKENIZERS.split_digits
+    assert F.load_checkpoint(tiny_dir("exaone4")).tokenizer.pre == F.BPE_PRE_TOKENIZERS.gpt2_regex
     assert load_tokenizer(tiny_dir("exaone4"), PreTokenizers("a", "b")).pre == "b"
     arch = "Exaone4ForCausalLM"
-    monkeypatch.setitem(spec_mod._READINGS, arch, replace(spec_mod.reading_for(arch), pre_tokenizers=None))
+    monkeypatch.setitem(F.registry.READINGS, arch, replace(F.registry.READINGS[arch], pre_tokenizers=None))
     with pytest.raises(InputError, match="declares no byte-level BPE pre-tokenizer"):
-        load_tokenizer(tiny_dir("exaone4"))
+        F.load_checkpoint(tiny_dir("exaone4")).tokenizer

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.checkpoint.hub import HUB_FILES, is_repo_id
+from exaone_gguf.families import load_checkpoint
 
 CLI = [sys.executable, "-m", "exaone_gguf"]
 REV = "0123456789abcdef0123456789abcdef01234567"

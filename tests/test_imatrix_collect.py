@@ -14,9 +14,9 @@ import pytest
 from conftest import llama_cpp_logits
 
 from exaone_gguf.chat_template import render
-from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.convert.from_gguf import quantize_gguf
 from exaone_gguf.errors import InputError
+from exaone_gguf.families import load_checkpoint
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.model import forward
 from exaone_gguf.model.imatrix import collect_imatrix, tokenize

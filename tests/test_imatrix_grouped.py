@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.errors import InputError
+from exaone_gguf.families import load_checkpoint
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.model import forward, ops
 from exaone_gguf.model import imatrix as imx

@@ -19,7 +19,7 @@ import pytest
 from hf_models import cast_checkpoint
 
 from exaone_gguf.convert.driver import ConvertOptions, convert
-from exaone_gguf.families import base
+from exaone_gguf.families import registry
 from exaone_gguf.validate import validate
 
 FAMILY = "llama"  # q/k rows permuted for llama.cpp's interleaved RoPE: a table with a transform to get wrong
@@ -52,10 +52,10 @@ BREAKS = {"gate-up-swapped": _swap_gate_up, "q-permuted-twice": _permute_q_twice
 
 @pytest.fixture
 def broken_table(request, monkeypatch):
-    fam = base.families()[FAMILY]
+    fam = registry.families()[FAMILY]
     brk = BREAKS[request.param]
     monkeypatch.setitem(
-        base._FAMILIES, FAMILY, dataclasses.replace(fam, tensor_map=lambda spec: brk(fam.tensor_map(spec)))
+        registry._FAMILIES, FAMILY, dataclasses.replace(fam, tensor_map=lambda spec: brk(fam.tensor_map(spec)))
     )
     return request.param
 

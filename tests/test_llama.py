@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import llama_cpp_logits
+from helpers import unpermute_rows
 
-from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.checkpoint.sentencepiece import SentencePieceData
 from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.errors import InputError
-from exaone_gguf.families.llama import permute_rows, unpermute_rows
+from exaone_gguf.families import load_checkpoint
+from exaone_gguf.families.llama import permute_rows
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.tiny.llama import KULLM3_SYSTEM_PROMPT, train_sentencepiece
 from exaone_gguf.validate import validate

@@ -127,7 +127,7 @@ def test_absent_unk_id_passes_for_bpe_and_a_wrong_one_fails(tiny_dir, tiny_gguf,
     produces UNK): accepted. A wrong UNK id still fails the special-token check."""
     from gguf_edit import DROP, rewrite
 
-    from exaone_gguf.checkpoint import load_checkpoint
+    from exaone_gguf.families import load_checkpoint
     from exaone_gguf.validate.metadata_check import check_special_ids
 
     ckpt = load_checkpoint(tiny_dir("exaone4"))

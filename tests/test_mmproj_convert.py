@@ -219,3 +219,14 @@ def test_convert_validate_keeps_report(tiny45_dir, tmp_path):
 def test_text_only_flag_refused(tiny45_dir, tmp_path):
     out = tmp_path / "m.gguf"
     assert_refused(run_convert(tiny45_dir, out, "--split-max-size", "1G"), out, "--split-max-size", "--mmproj")
+
+
+def test_vision_config_under_an_architecture_without_a_tower_refused(src45, tmp_path):
+    # the tower's tensor table is the family's (Family.vision_tower): a text-only family's architecture has none
+    cfg = json.loads((src45 / "config.json").read_text())
+    cfg["architectures"] = ["Exaone4ForCausalLM"]
+    (src45 / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "m.gguf"
+    assert_refused(
+        run_convert(src45, out), out, "config.json", "'Exaone4ForCausalLM' has no vision tower", "Exaone4_5_"
+    )

@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import parse_modelfile, verify_manifest
 from typer.testing import CliRunner
 
 from exaone_gguf.cli import app
 from exaone_gguf.convert.driver import ConvertOptions, convert, parse_outtypes
 from exaone_gguf.errors import InputError
 from exaone_gguf.publish import publish
-from exaone_gguf.publish.manifest import verify_manifest
-from exaone_gguf.publish.modelfile import parse_modelfile
 
 TYPES = ["bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m"]
 
@@ -50,8 +49,8 @@ def test_each_variant_validated_and_reported(published):
 def test_manifest_needs_the_digests_taken_while_writing(tiny_dir, tmp_path):
     """write_variants hashes every byte as it writes (the digests equal a fresh read); a GGUF whose streamed
     digest is missing is an error, never a silent second read."""
-    from exaone_gguf.checkpoint import load_checkpoint
     from exaone_gguf.convert.multiwrite import assign_paths, plan_variants, write_variants
+    from exaone_gguf.families import load_checkpoint
     from exaone_gguf.publish.manifest import sha256_file, write_manifest
 
     ckpt = load_checkpoint(tiny_dir("exaone4"))

@@ -9,8 +9,9 @@ import jinja2
 import pytest
 from conftest import fixture_path
 from gotemplate import GoTemplateError, render_go_template
+from helpers import parse_modelfile
 
-from exaone_gguf.publish.modelfile import FAMILIES, chat_family, parse_modelfile, render_modelfile
+from exaone_gguf.publish.modelfile import FAMILIES, chat_family, render_modelfile
 
 JINJA = {
     "exaone3": ("exaone-3.5", "chat_template.jinja"),

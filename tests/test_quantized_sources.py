@@ -20,20 +20,19 @@ import pytest
 import torch
 from conftest import fixture_path
 from gguf import GGMLQuantizationType as T
+from helpers import decode_q4_1
 from safetensors.torch import save_file
 from test_llamacpp_files import llama_convert, tensor_bytes
 from typer.testing import CliRunner
 
-from exaone_gguf.checkpoint import load_checkpoint
-from exaone_gguf.checkpoint.awq_q4_1 import decode_q4_1
 from exaone_gguf.checkpoint.block_codes import decode_q4_0, decode_q8_0
 from exaone_gguf.checkpoint.grouped import GroupedTensor, pack_bits, unpack_bits
 from exaone_gguf.checkpoint.safetensors import SafetensorsFile
-from exaone_gguf.checkpoint.spec import parse_config, read_config
+from exaone_gguf.checkpoint.spec import read_config
 from exaone_gguf.cli import app
 from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.errors import InputError
-from exaone_gguf.families import family_for
+from exaone_gguf.families import family_for, load_checkpoint, parse_config
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.validate import validate
 

@@ -19,8 +19,8 @@ import torch
 from safetensors.numpy import load_file, save_file
 from transformers import Exaone4Config, Exaone4ForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.errors import InputError
+from exaone_gguf.families import load_checkpoint
 from exaone_gguf.model import forward
 from exaone_gguf.model.source import forward_source
 

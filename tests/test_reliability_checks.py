@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from broken_inputs import link_copy, make_base, poke_value
 from conftest import fixture_path
+from helpers import template_for
 
 from exaone_gguf.chat_template import TemplateError
 from exaone_gguf.checkpoint.finite import all_finite
 from exaone_gguf.convert.vocab import check_chat_template
-from exaone_gguf.tiny.templates import template_for
 
 ROOT = Path(__file__).resolve().parents[1]
 

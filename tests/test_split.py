@@ -182,8 +182,9 @@ def test_cli_split(tiny_dir, tmp_path):
 
 def test_published_shards_in_manifest(tiny_dir, tmp_path):
     # The digests are taken while writing; verify_manifest hashes the files on disk again.
+    from helpers import verify_manifest
+
     from exaone_gguf.publish import publish
-    from exaone_gguf.publish.manifest import verify_manifest
 
     res = publish(tiny_dir("exaone4"), tmp_path / "rel", ConvertOptions(outtype="bf16,q8_0", split_max_size="10M"))
     shards = [p for v in res.variants for p in v.files]

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import template_for
 
-from exaone_gguf.tiny import templates
 from exaone_gguf.validate import template_check as tc
 from exaone_gguf.validate.results import CheckResult
 
@@ -113,7 +113,7 @@ def test_check_passes_when_equal(family):
 
 
 def test_check_passes_for_our_template_against_the_real_one():
-    results = tc.check_templates(fixture_text(REAL["exaone4"]), templates.EXAONE4_TEMPLATE, BOS, EOS)
+    results = tc.check_templates(fixture_text(REAL["exaone4"]), template_for("exaone4"), BOS, EOS)
     r = by_name(results)
     assert all(x.status in ("pass", "warn") for x in results), results
     assert r["chat_template.matches_source"].data == {"template_text_identical": False}

@@ -6,6 +6,7 @@ import pytest
 from conftest import fixture_path
 
 from exaone_gguf.checkpoint.tokenizer import load_tokenizer
+from exaone_gguf.families import BPE_PRE_TOKENIZERS
 from exaone_gguf.validate.tokenizer_check import TOKENIZER_CORPUS, compare_tokenization, llama_tokenize
 
 ROLE_MARKERS = ["[|system|]", "[|user|]", "[|assistant|]", "[|tool|]", "[|endofturn|]"]  # EXAONE 4.0's
@@ -24,7 +25,7 @@ def _vocab_only(path):
 
 def test_real_exaone4_tokenizer_matches_tokenizers_library(real_gguf):
     llm = _vocab_only(real_gguf)
-    reference = load_tokenizer(fixture_path("exaone-4.0-1.2B")).build_reference()
+    reference = load_tokenizer(fixture_path("exaone-4.0-1.2B"), BPE_PRE_TOKENIZERS).build_reference()
     result = compare_tokenization(llm, reference)
     print(result.detail)
     assert result.status == "pass", result.detail
@@ -73,7 +74,7 @@ def test_role_markers_and_end_of_turn_are_single_tokens(real_gguf):
 
 @pytest.mark.parametrize("family,pre", [("exaone3", "exaone"), ("exaone4", "exaone4")])
 def test_tiny_tokenizers_match(family, pre, tiny_dir, tiny_gguf):
-    tok = load_tokenizer(tiny_dir(family))
+    tok = load_tokenizer(tiny_dir(family), BPE_PRE_TOKENIZERS)
     assert tok.pre == pre  # decided from the tokenizer's own pre-tokenizer, not the model name
     result = compare_tokenization(_vocab_only(tiny_gguf(family, "bf16")), tok.build_reference())
     assert result.status == "pass", result.detail
@@ -81,5 +82,7 @@ def test_tiny_tokenizers_match(family, pre, tiny_dir, tiny_gguf):
 
 def test_comparison_fails_on_a_different_tokenizer(tiny_dir, real_gguf):
     # the tiny tokenizer and the real one disagree: the check must say so
-    result = compare_tokenization(_vocab_only(real_gguf), load_tokenizer(tiny_dir("exaone4")).build_reference())
+    result = compare_tokenization(
+        _vocab_only(real_gguf), load_tokenizer(tiny_dir("exaone4"), BPE_PRE_TOKENIZERS).build_reference()
+    )
     assert result.status == "fail" and "differs at token" in result.detail

@@ -11,9 +11,9 @@ import pytest
 from conftest import TINY_FAMILIES
 from gguf import GGUFValueType
 from gguf_edit import DROP, rewrite, scale_f32
+from helpers import template_for
 
 from exaone_gguf.gguf_io import read_gguf
-from exaone_gguf.tiny.templates import template_for
 from exaone_gguf.validate import validate
 
 

@@ -17,12 +17,12 @@ import pytest
 from gguf import GGMLQuantizationType as T
 from gguf import GGUFValueType as V
 from gguf_edit import DROP, rewrite
+from helpers import template_for
 
 from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.convert.from_gguf import quantize_gguf
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.quantize.mixtures import TypeOverrides, parse_tensor_types
-from exaone_gguf.tiny.templates import template_for
 from exaone_gguf.validate import validate
 from exaone_gguf.validate.metadata_check import check_metadata
 
@@ -260,7 +260,7 @@ def test_target_without_record_from_elsewhere_fails(llama_tools, tiny_gguf, tmp_
 @pytest.fixture(scope="module")
 def target_files(tiny_dir, tiny_gguf, tmp_path_factory):
     """Honest --target-bpw and --target-size files of tiny exaone4 (the size: the Q4_K_M file's)."""
-    from exaone_gguf.checkpoint import load_checkpoint
+    from exaone_gguf.families import load_checkpoint
     from exaone_gguf.model.imatrix import collect_imatrix
     from exaone_gguf.model.sensitivity import kld_probe
     from exaone_gguf.quantize.target import Target

@@ -208,8 +208,8 @@ def test_real_network_q4_k_m_passes_within_its_floor_and_a_wrong_rope_base_fails
     activations flip more than on random weights (measured 0.092 / mean KLD 0.0099, over the static 0.08, with a
     floor of 0.096 / 0.010), so the structure check judges it against 3x its floor and passes it; the same file with
     RoPE base 10000 (measured KLD 0.11) still fails against the raised limit."""
-    from exaone_gguf.checkpoint import load_checkpoint
     from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.families import load_checkpoint
     from exaone_gguf.gguf_io.split import open_model
     from exaone_gguf.model.texts import load_text
     from exaone_gguf.validate import check_structure

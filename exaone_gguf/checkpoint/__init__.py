@@ -7,13 +7,14 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Mapping
 
 import yaml
 
 from exaone_gguf.checkpoint.hub import repo_id_of_snapshot
 from exaone_gguf.checkpoint.quantization import quantization_of
 from exaone_gguf.checkpoint.safetensors import SafetensorsFile, TensorHandle
-from exaone_gguf.checkpoint.spec import ModelSpec, load_spec, reading_for
+from exaone_gguf.checkpoint.spec import ConfigReading, ModelSpec, PreTokenizers, load_spec
 from exaone_gguf.checkpoint.tokenizer import TokenizerData, load_tokenizer
 from exaone_gguf.errors import InputError
 
@@ -25,11 +26,11 @@ class Checkpoint:
     path: Path
     spec: ModelSpec
     tensors: dict[str, TensorHandle]
+    pre_tokenizers: PreTokenizers | None = None  # the family's byte-level BPE pre-tokenizer names
 
     @cached_property
     def tokenizer(self) -> TokenizerData:
-        reading = reading_for(self.spec.architecture)
-        return load_tokenizer(self.path, reading.pre_tokenizers if reading else None)
+        return load_tokenizer(self.path, self.pre_tokenizers)
 
     @cached_property
     def model_id(self) -> str:
@@ -102,19 +103,21 @@ def load_tensors(directory: Path) -> dict[str, TensorHandle]:
     return tensors
 
 
-def load_checkpoint(directory: Path | str) -> Checkpoint:
+def load_checkpoint(directory: Path | str, readings: Mapping[str, ConfigReading]) -> Checkpoint:
+    """The checkpoint in `directory`; `readings` maps HF architectures to their config reading (the callers above
+    the family registry use exaone_gguf.families.load_checkpoint, which passes the registry's)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise InputError(f"{directory}: not a directory; pass a Hugging Face checkpoint directory.")
-    spec = load_spec(directory)
+    spec = load_spec(directory, readings)
     tensors = load_tensors(directory)
     quant = quantization_of(spec)
     if quant is not None:  # each quantized layer's parts become one lazy dequantizing `.weight`; nothing else changes
         tensors = quant.wrap(tensors, directory / "config.json")
-    reading = reading_for(spec.architecture)
-    if reading is not None and reading.layout is not None:  # e.g. K-EXAONE: experts per expert or fused
+    reading = readings[spec.architecture]  # parse_config refused any other
+    if reading.layout is not None:  # e.g. K-EXAONE: experts per expert or fused
         spec = reading.layout(spec, tensors.keys())
-    return Checkpoint(directory, spec, tensors)
+    return Checkpoint(directory, spec, tensors, reading.pre_tokenizers)
 
 
 class _CardLoader(yaml.SafeLoader):

@@ -37,17 +37,6 @@ def encode_q4_1(codes: np.ndarray, zeros: np.ndarray, scales: np.ndarray) -> np.
     return out.reshape(r, nb * BLOCK_BYTES)
 
 
-def decode_q4_1(rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Q4_1 rows -> (codes uint8 [r, K], dequantized float32 [r, K]) as ggml's dequantize_row_q4_1 computes them."""
-    r = rows.shape[0]
-    b = rows.reshape(r, k // QK4_1, BLOCK_BYTES)
-    d = f16_bits_to_f32(b[..., 0:2].copy().view("<u2"))
-    m = f16_bits_to_f32(b[..., 2:4].copy().view("<u2"))
-    qs = b[..., 4:]
-    q = np.concatenate([qs & 0xF, qs >> 4], axis=-1)
-    return q.reshape(r, k), (q.astype(np.float32) * d + m).reshape(r, k)
-
-
 def q4_1_exactness(handles) -> dict[str, float | int]:
     """Over AWQ tensors: Q4_1 blocks whose fp16 minimum is inexact, and the largest weight error it causes
     (absolute, and relative to that block's scale)."""

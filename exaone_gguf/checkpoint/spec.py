@@ -6,7 +6,7 @@ import json
 from collections import ChainMap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from exaone_gguf.errors import InputError
 
@@ -22,7 +22,8 @@ class PreTokenizers:
 @dataclass(frozen=True)
 class ConfigReading:
     """How one family's config.json is read: the family-specific key names and defaults. A family module
-    (exaone_gguf/families/) declares one and registers it for the HF architecture names it claims."""
+    (exaone_gguf/families/) declares one; the registry maps the HF architecture names it claims to it and hands
+    that table to parse_config: the checkpoint layer itself names no family."""
 
     family: str  # ModelSpec.family
     layer_keys: tuple[str, ...] = ("num_hidden_layers",)  # the first present wins
@@ -38,27 +39,6 @@ class ConfigReading:
     extras: Callable[["ConfigKeys"], dict[str, Any]] | None = None
     # The spec adjusted to the checkpoint's tensor names (a layout the config cannot say: fused experts).
     layout: Callable[["ModelSpec", Any], "ModelSpec"] | None = None
-
-
-# HF `architectures[0]` -> how its config is read. Filled by the family modules (exaone_gguf/families/),
-# which the package imports first; the checkpoint layer itself names no family.
-_READINGS: dict[str, ConfigReading] = {}
-
-
-def register_reading(architectures: tuple[str, ...], reading: ConfigReading) -> None:
-    for a in architectures:
-        if a in _READINGS and _READINGS[a] != reading:
-            raise ValueError(f"HF architecture {a} is claimed by two families")
-        _READINGS[a] = reading
-
-
-def supported_architectures() -> tuple[str, ...]:
-    """Every HF architecture name a registered family claims, in registration order."""
-    return tuple(_READINGS)
-
-
-def reading_for(architecture: str) -> ConfigReading | None:
-    return _READINGS.get(architecture)
 
 
 @dataclass(frozen=True)
@@ -224,15 +204,18 @@ def _layer_types(k: ConfigKeys, n_layers: int, window: int | None, reads: bool) 
     )
 
 
-def parse_config(cfg: dict[str, Any], path: Path | str = "config.json") -> ModelSpec:
-    """Turn a config dict into a ModelSpec, or raise InputError naming the key that is wrong."""
+def parse_config(
+    cfg: dict[str, Any], readings: Mapping[str, ConfigReading], path: Path | str = "config.json"
+) -> ModelSpec:
+    """Turn a config dict into a ModelSpec, or raise InputError naming the key that is wrong. `readings`: HF
+    `architectures[0]` -> how its config is read (exaone_gguf.families.registry.READINGS)."""
     path = Path(path)
     k = ConfigKeys(cfg, str(path))
     archs = cfg.get("architectures")
     arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
-    reading = _READINGS.get(arch) if arch is not None else None
+    reading = readings.get(arch) if arch is not None else None
     if reading is None:
-        supported = ", ".join(_READINGS)
+        supported = ", ".join(readings)
         raise InputError(f"{path}: architecture {arch!r} is not supported; supported: {supported}.")
     family = reading.family
     if cfg.get("quantization_config") is not None:
@@ -303,6 +286,6 @@ def _first_id(k: ConfigKeys, key: str) -> int | None:
     return k._check(key, v, (int,), "an integer")
 
 
-def load_spec(checkpoint_dir: Path) -> ModelSpec:
+def load_spec(checkpoint_dir: Path, readings: Mapping[str, ConfigReading]) -> ModelSpec:
     path = Path(checkpoint_dir) / "config.json"
-    return parse_config(read_config(path), path)
+    return parse_config(read_config(path), readings, path)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from exaone_gguf.checkpoint.sentencepiece import load_sentencepiece
-from exaone_gguf.checkpoint.spec import PreTokenizers, load_spec, reading_for
+from exaone_gguf.checkpoint.spec import PreTokenizers
 from exaone_gguf.checkpoint.token_files import CONTROL, NORMAL, UNUSED, USER_DEFINED
 from exaone_gguf.checkpoint.token_files import load_json as _load_json
 from exaone_gguf.checkpoint.token_files import token_content as _token_content
@@ -155,16 +155,6 @@ def _splits_digits(pre_tokenizer: Any) -> bool:
     return walk(pre_tokenizer)
 
 
-def _family_pre_tokenizers(directory: Path) -> PreTokenizers:
-    """The pre-tokenizer names the family of `directory/config.json` declares."""
-    reading = reading_for(load_spec(directory).architecture)
-    if reading is None or reading.pre_tokenizers is None:
-        raise InputError(
-            f"{directory}: its model family declares no byte-level BPE pre-tokenizer; use the model's own tokenizer files."
-        )
-    return reading.pre_tokenizers
-
-
 def _is_sentencepiece(directory: Path) -> bool:
     """Llama-family checkpoints: tokenizer.model, unless a tokenizer.json beside it is byte-level BPE."""
     if not (directory / "tokenizer.model").exists():
@@ -177,8 +167,8 @@ def _is_sentencepiece(directory: Path) -> bool:
     return isinstance(model, dict) and (model.get("type") == "Unigram" or bool(model.get("byte_fallback")))
 
 
-def load_tokenizer(directory: Path, pre_names: PreTokenizers | None = None):  # -> TokenizerData | SentencePieceData
-    """`pre_names`: the family's pre-tokenizer names (default: those of the family of directory/config.json)."""
+def load_tokenizer(directory: Path, pre_names: PreTokenizers | None):  # -> TokenizerData | SentencePieceData
+    """`pre_names`: the family's pre-tokenizer names (its ConfigReading's; None where it declares none)."""
     directory = Path(directory)
     if _is_sentencepiece(directory):
         return load_sentencepiece(directory)
@@ -245,8 +235,11 @@ def load_tokenizer(directory: Path, pre_names: PreTokenizers | None = None):  # 
             if isinstance(t, dict) and t.get("name") == "default":
                 template = t.get("template")
 
-    names = pre_names or _family_pre_tokenizers(directory)
-    pre = names.split_digits if split_digits else names.gpt2_regex
+    if pre_names is None:
+        raise InputError(
+            f"{directory}: its model family declares no byte-level BPE pre-tokenizer; use the model's own tokenizer files."
+        )
+    pre = pre_names.split_digits if split_digits else pre_names.gpt2_regex
     return TokenizerData(
         vocab=vocab,
         merges=merges,

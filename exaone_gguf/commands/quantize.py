@@ -56,7 +56,7 @@ def quantize(job: QuantizeJob, ui: Ui) -> None:
 
     probe = None
     if job.target is not None:
-        from exaone_gguf.checkpoint import load_checkpoint
+        from exaone_gguf.families import load_checkpoint
         from exaone_gguf.model.sensitivity import kld_probe  # one reference forward per tensor
 
         probe = kld_probe(load_checkpoint(resolve_source(job.reference)), None)

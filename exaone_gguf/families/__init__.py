@@ -1,4 +1,4 @@
-"""The family registry: one module per model family, registered by the Hugging Face architecture names it claims.
+"""The family registry: one module per model family, looked up by the Hugging Face architecture names it claims.
 
 A family module (exaone3.py, exaone4.py, llama.py) alone declares everything family-specific:
 - how its config.json is read (`ConfigReading`: key names, defaults, a nested `text_config`),
@@ -8,19 +8,20 @@ A family module (exaone3.py, exaone4.py, llama.py) alone declares everything fam
   with alternates (EXAONE 3.x written as `llama`),
 - its chat formats (Modelfile TEMPLATE / parameters, card notes, the markers that recognise its templates),
 - its vocabulary expectations (tokenizer model, pre-tokenizer names, end-of-turn token),
-- its tiny-model recipes (make-tiny),
-- the name of the reference forward that validates it (resolved by exaone_gguf.validate.reference).
+- its tiny-model recipes (make-tiny) and what make-tiny's tokenizer writers need of it (`TinyTokenizer`),
+- a vision tower's tensor table (`vision_tower`, for the projector converter),
+- the name of the reference forward that validates it (resolved by exaone_gguf.model).
 
-Everything else asks this registry. Layer order: checkpoint -> gguf_io / quantize -> families -> convert ->
-validate -> publish -> cli; this package imports only checkpoint (and gguf, numpy).
+registry.py lists the families (FAMILIES: one line each) and answers every lookup; no module registers itself
+on import. Everything else asks the registry through this package. Layer order: checkpoint -> gguf_io /
+quantize -> families -> convert -> validate -> publish -> cli; this package imports only checkpoint (and gguf,
+numpy).
 """
 
 from __future__ import annotations
 
-# base: the registry's public names (listed in base.__all__); then the family modules, which register
-# themselves on import in this order, the order of every listing (exaone4_5 imports exaone_moe, which so
-# registers before it).
-from exaone_gguf.families import base, exaone3, exaone4, exaone4_5, exaone_moe, llama  # noqa: F401
+from exaone_gguf.families import base, registry
 from exaone_gguf.families.base import *  # noqa: F403
+from exaone_gguf.families.registry import *  # noqa: F403
 
-__all__ = list(base.__all__)
+__all__ = [*base.__all__, *registry.__all__]

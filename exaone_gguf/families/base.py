@@ -1,18 +1,16 @@
-"""The registry's building blocks: tensor mappings, hyperparameters, chat formats, tiny recipes, and the registry
-itself. Family modules import this module; exaone_gguf.families (the package) imports them all."""
+"""The registry's building blocks: tensor mappings, hyperparameters, chat formats, tiny recipes, the Family
+record. Family modules import this module; exaone_gguf.families.registry lists the families."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
 from gguf import GGUFValueType, Keys
 
-from exaone_gguf.checkpoint.spec import ConfigReading, ModelSpec, PreTokenizers, register_reading
-from exaone_gguf.errors import InputError
+from exaone_gguf.checkpoint.spec import ConfigReading, ModelSpec, PreTokenizers
 from exaone_gguf.families.sources import Sliced, Stacked
 
 __all__ = [
@@ -27,33 +25,16 @@ __all__ = [
     "TensorNames",
     "TinyRecipe",
     "TinyTokenizer",
-    "alternates",
-    "chat_format",
-    "chat_format_for",
-    "chat_formats",
-    "check_config_keys",
     "common_hparams",
-    "demo_recipes",
-    "families",
-    "family_for",
-    "family_of_gguf_arch",
-    "family_of_template",
-    "gguf_archs",
     "kind_shapes",
     "llama_hparams",
     "mtp_hparams",
     "mtp_mappings",
     "mtp_sources_dropped",
     "nextn_extras",
-    "register",
-    "register_alternate",
     "sliding_window_hparams",
-    "supported_architectures",
-    "tiny_recipe",
-    "tiny_recipes",
     "with_mtp",
     "without_mtp",
-    "writes_as",
 ]
 
 
@@ -349,7 +330,11 @@ class TinyTokenizer:
     template_in_jinja: bool = False  # chat_template.jinja instead of tokenizer_config.json's chat_template
     default_template: str | None = None  # the recipe whose template a --from-config model gets
     scale_residual: bool = True  # scale sublayer outputs by 1/sqrt(2L) (not with EXAONE 4's post-norms)
-    writer: str | None = None  # a module exaone_gguf.tiny.<writer> whose write_tokenizer(out, template) writes it
+    writer: str | None = None  # a module exaone_gguf.tiny.<writer>: write_tokenizer(out, template, this) writes it
+    # what a writer needs of the family: its end-of-turn token, pre-tokenizer regex, and extra files (name -> JSON)
+    eot: str | None = None
+    pre_regex: str | None = None
+    files: tuple[tuple[str, Any], ...] = ()
 
 
 # ----------------------------------------------------------------------------------------------- config keys
@@ -414,56 +399,6 @@ COMPUTATION_KEYS: dict[str, str] = {
 }
 
 
-def _off(value: Any) -> bool:
-    """A value that turns a feature off: null, false, 0, empty, or a list of such (per-layer limits of 0)."""
-    if isinstance(value, (list, tuple)):
-        return all(_off(v) for v in value)
-    return value is None or value is False or value == 0 or value == {} or value == ""
-
-
-def _reads(fam: "Family") -> frozenset[str]:
-    r = fam.config
-    return fam.reads | COMMON_READS | {*r.layer_keys, r.act_key, r.eps_key} if r else fam.reads | COMMON_READS
-
-
-def check_config_keys(cfg: Mapping[str, Any], path: Any) -> list[str]:
-    """Refuse (InputError) the config keys that change what the network computes and that the family of the
-    config's architecture does not model, set to anything but "off"; return the keys no family knows (new ones:
-    the caller warns). The keys are config.json's `cfg` and those of its `text_config` (a multimodal model's
-    language model); `path` names the file in messages."""
-    archs = cfg.get("architectures") or [None]
-    fam = next(f for f in _FAMILIES.values() if archs[0] in f.architectures)  # parse_config refused any other
-    keys, where = dict(cfg), {}
-    nested = cfg.get(fam.config.text_config_key or "")
-    if isinstance(nested, dict):
-        keys.update(nested)
-        where = {k: f" in {fam.config.text_config_key}" for k in nested}
-    own = _reads(fam)
-    others: dict[str, str] = {}
-    for f in _FAMILIES.values():  # the first family that reads a key names it
-        others.update({k: f"read by the {f.name} family" for k in _reads(f) - own - others.keys()})
-    computation = {**others, **COMPUTATION_KEYS}
-    refused = [
-        k
-        for k, v in keys.items()
-        if k in computation and not _off(v) and k not in own and k not in fam.harmless and k not in COMMON_HARMLESS
-    ]
-    if refused:
-        said = " and ".join(f"'{k}'{where.get(k, '')} = {_short(keys[k])} ({computation[k]})" for k in refused)
-        raise InputError(
-            f"{path}: {said} change{'s' if len(refused) == 1 else ''} what the network computes and llama.cpp's "
-            f"`{fam.arch}` graph does not model {'it' if len(refused) == 1 else 'them'}, so {archs[0]} with "
-            f"{'this key' if len(refused) == 1 else 'these keys'} cannot be converted."
-        )
-    known = own | fam.harmless | COMMON_HARMLESS | computation.keys()
-    return sorted(k for k in keys if k not in known)
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:36] + " ..."
-
-
 # ---------------------------------------------------------------------------------------------------- family
 
 
@@ -479,7 +414,7 @@ class Family:
     hparams: Callable[[ModelSpec], list[HParam]]
     architectures: tuple[str, ...] = ()  # HF architecture names claimed (every spelling)
     config: ConfigReading | None = None
-    reference: str | None = None  # the reference forward's name (exaone_gguf.validate.reference)
+    reference: str | None = None  # the reference forward's name (exaone_gguf.model.forwards)
     chat: Chat | None = None
     vocab_model: str | None = None  # tokenizer.ggml.model a GGUF of this family must have
     hybrid_layers: int | None = None  # llama.cpp runs sliding-window attention only at this block count
@@ -490,6 +425,9 @@ class Family:
     # Source tensors that belong to another file (EXAONE 4.5's vision tower, written to the mmproj): name ->
     # the shape the config implies. The text file never carries them; make-tiny writes them.
     left_out: Callable[[ModelSpec], dict[str, tuple[int, ...]]] | None = None
+    # The vision tower's tensors (names below its prefix) -> shapes, from a vision config's sizes (attributes as in
+    # vision.config.VisionSpec): the projector converter's table (exaone_gguf.vision).
+    vision_tower: Callable[[Any], dict[str, tuple[int, ...]]] | None = None
     # config.json keys (check_config_keys): those the family reads besides COMMON_READS and its ConfigReading's
     # layer / activation / epsilon keys, and those that do not change its computation besides COMMON_HARMLESS.
     reads: frozenset[str] = frozenset()
@@ -505,137 +443,3 @@ class Family:
     def pre_tokenizers(self) -> tuple[str, ...]:
         p = self.config.pre_tokenizers if self.config else None
         return (p.split_digits, p.gpt2_regex) if p else ()
-
-
-_FAMILIES: dict[str, Family] = {}
-_ALTERNATES: dict[str, list[Family]] = {}  # family name -> the same family written under other GGUF architectures
-_TINY: dict[str, tuple[TinyRecipe, Family]] = {}
-
-
-def register(fam: Family) -> Family:
-    """Register a family for every HF architecture name it claims (called by each family module)."""
-    if fam.name in _FAMILIES:
-        raise ValueError(f"model family {fam.name} registered twice")
-    if fam.config is None or fam.config.family != fam.name:
-        raise ValueError(f"model family {fam.name}: its ConfigReading must name it")
-    register_reading(fam.architectures, fam.config)
-    _FAMILIES[fam.name] = fam
-    for r in fam.tiny:
-        if r.name in _TINY:
-            raise ValueError(f"make-tiny family {r.name} registered twice")
-        _TINY[r.name] = (r, fam)
-    return fam
-
-
-def register_alternate(family: str, alt: Family) -> Family:
-    """Let `family` also be written as `alt.arch` (llama.py: EXAONE 3.x as `llama`); `alt.name` is `family`."""
-    if family not in _FAMILIES or alt.name != family:
-        raise ValueError(f"alternate {alt.arch} for unknown family {family}")
-    _ALTERNATES.setdefault(family, []).append(alt)
-    return alt
-
-
-def alternates(family: str) -> tuple[Family, ...]:
-    return tuple(_ALTERNATES.get(family, ()))
-
-
-def families() -> dict[str, Family]:
-    """family name -> Family, in registration order."""
-    return dict(_FAMILIES)
-
-
-def supported_architectures() -> tuple[str, ...]:
-    return tuple(a for f in _FAMILIES.values() for a in f.architectures)
-
-
-def gguf_archs() -> tuple[str, ...]:
-    """Every GGUF architecture this tool writes (and validates), the families' own first."""
-    own = [f.arch for f in _FAMILIES.values()]
-    return tuple(dict.fromkeys(own + [a.arch for alts in _ALTERNATES.values() for a in alts]))
-
-
-def family_of_gguf_arch(arch: str | None, pre: str | None = None) -> Family | None:
-    """The family whose own GGUF architecture is `arch` (not an alternate). Two families write `exaone4`
-    (EXAONE 4.0 and 4.5); as in llama.cpp only the pre-tokenizer (`tokenizer.ggml.pre`) tells them apart, so
-    `pre` picks the family that declares it, else the first registered."""
-    own = [f for f in _FAMILIES.values() if f.arch == arch]
-    return next((f for f in own if pre is not None and pre in f.pre_tokenizers), own[0] if own else None)
-
-
-def family_for(spec: ModelSpec, arch: str | None = None) -> Family:
-    """The family module for `spec`; `arch` asks for another GGUF architecture (EXAONE 3.x as `llama`)."""
-    fam = _FAMILIES.get(spec.family)
-    if fam is None:
-        raise InputError(
-            f"{spec.config_path}: {spec.architecture} is recognised but cannot be converted yet; "
-            f"supported: {', '.join(sorted(_FAMILIES))}."
-        )
-    if arch is not None and arch != fam.arch:
-        alt = next((a for a in alternates(fam.name) if a.arch == arch), None)
-        if alt is None:
-            raise InputError(
-                f"{spec.config_path}: {spec.architecture} cannot be written as architecture {arch!r}; "
-                f"leave --arch out (gives {fam.arch!r})."
-            )
-        return alt
-    return fam
-
-
-def writes_as(spec: ModelSpec, arch: str | None) -> bool:
-    """True when the converter can write `spec`'s family as the GGUF architecture `arch` (own or alternate)."""
-    fam = _FAMILIES.get(spec.family)
-    return (
-        fam is not None and arch is not None and (arch == fam.arch or any(a.arch == arch for a in alternates(fam.name)))
-    )
-
-
-def family_of_template(template: str) -> Family | None:
-    """The family whose chat templates look like `template` (llama.cpp's marker detection)."""
-    return next((f for f in _FAMILIES.values() if f.chat is not None and f.chat.recognises(template)), None)
-
-
-def chat_format_for(arch: str | None, template: str | None) -> ChatFormat | None:
-    """The chat format of a GGUF: by its architecture's family, else by a family's marker in the template
-    (EXAONE 3.x written as `llama`); None when no family's chat format applies."""
-    own = [f for f in _FAMILIES.values() if f.arch == arch and f.chat is not None]
-    fam = next((f for f in own if template and f.chat.recognises(template)), own[0] if own else None)
-    if fam is None or fam.chat is None:
-        fam = next(
-            (
-                f
-                for f in _FAMILIES.values()
-                if f.chat and f.chat.claims_marker and template and f.chat.claims_marker in template
-            ),
-            None,
-        )
-    return fam.chat.pick(template) if fam is not None and fam.chat is not None else None
-
-
-def chat_format(name: str | None) -> ChatFormat | None:
-    """A chat format by name (None for None or an unknown name)."""
-    for f in _FAMILIES.values():
-        for c in f.chat.formats if f.chat else ():
-            if c.name == name:
-                return c
-    return None
-
-
-def chat_formats() -> dict[str, ChatFormat]:
-    return {c.name: c for f in _FAMILIES.values() if f.chat for c in f.chat.formats}
-
-
-def tiny_recipes() -> tuple[str, ...]:
-    """Every make-tiny family name, in registration order."""
-    return tuple(_TINY)
-
-
-def demo_recipes() -> tuple[str, ...]:
-    """The make-tiny families `demo` runs by default."""
-    return tuple(n for n, (r, _) in _TINY.items() if r.demo)
-
-
-def tiny_recipe(name: str) -> tuple[TinyRecipe, Family]:
-    try:
-        return _TINY[name]
-    except KeyError:
-        raise InputError(f"make-tiny: unknown family {name!r}; choose one of {', '.join(_TINY)}.") from None

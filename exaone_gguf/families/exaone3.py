@@ -22,7 +22,6 @@ from exaone_gguf.families.base import (
     TinyRecipe,
     TinyTokenizer,
     llama_hparams,
-    register,
 )
 
 ARCH = MODEL_ARCH_NAMES[MODEL_ARCH.EXAONE]
@@ -246,5 +245,3 @@ FAMILY = Family(
     ),
     tiny_tokenizer=TinyTokenizer(split_digits=True, default_template="exaone3.5"),
 )
-
-register(FAMILY)

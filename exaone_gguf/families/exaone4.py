@@ -24,7 +24,6 @@ from exaone_gguf.families.base import (
     common_hparams,
     mtp_hparams,
     nextn_extras,
-    register,
     sliding_window_hparams,
     u32,
 )
@@ -280,4 +279,3 @@ FAMILY = Family(
     ),
     tiny_tokenizer=TinyTokenizer(template_in_jinja=True, default_template="exaone4", scale_residual=False),
 )
-register(FAMILY)

@@ -30,15 +30,13 @@ from exaone_gguf.families.base import (
     TinyRecipe,
     TinyTokenizer,
     nextn_extras,
-    register,
 )
 from exaone_gguf.families.exaone3 import LLAMA3_ROPE
 from exaone_gguf.families.exaone4 import ARCH, HYBRID_LAYERS, NAMES, READS, hparams
-from exaone_gguf.families.exaone_moe import EOT, PRE
+from exaone_gguf.families.exaone_moe import EOT, PRE, PRE_REGEX
 
 NAME = "exaone4_5"  # ModelSpec.family
 HF_ARCHITECTURES = ("Exaone4_5_ForConditionalGeneration",)
-IMAGE_PLACEHOLDER = "<vision><|image_pad|></vision>"  # what vLLM / SGLang / TensorRT-LLM put in a prompt per image
 VISUAL_PREFIX = "model.visual."
 
 CONFIG = ConfigReading(
@@ -380,8 +378,14 @@ FAMILY = Family(
     hybrid_layers=HYBRID_LAYERS,
     tiny=(TinyRecipe("exaone4.5", _tiny, EXAONE4_5_TEMPLATE),),
     tiny_tokenizer=TinyTokenizer(
-        template_in_jinja=True, default_template="exaone4.5", scale_residual=False, writer="exaone4_5"
+        template_in_jinja=True,
+        default_template="exaone4.5",
+        scale_residual=False,
+        writer="exaone4_5",
+        eot=EOT,
+        pre_regex=PRE_REGEX,
+        files=(("preprocessor_config.json", TINY_PREPROCESSOR),),
     ),
     left_out=vision_tensors,
+    vision_tower=tower_shapes,
 )
-register(FAMILY)

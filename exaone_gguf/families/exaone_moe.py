@@ -47,7 +47,6 @@ from exaone_gguf.families.base import (
     f32,
     kind_shapes,
     mtp_mappings,
-    register,
     sliding_window_hparams,
     u32,
 )
@@ -378,6 +377,7 @@ FAMILY = Family(
         # transformers' in-memory layout saved as it is: experts.gate_up_proj [E, 2I, H], experts.down_proj
         TinyRecipe("k-exaone-fused", lambda: _tiny("new"), K_EXAONE_TEMPLATE, layout=lambda s: _fused(s)),
     ),
-    tiny_tokenizer=TinyTokenizer(template_in_jinja=True, default_template="k-exaone", writer="k_exaone"),
+    tiny_tokenizer=TinyTokenizer(
+        template_in_jinja=True, default_template="k-exaone", writer="k_exaone", eot=EOT, pre_regex=PRE_REGEX
+    ),
 )
-register(FAMILY)

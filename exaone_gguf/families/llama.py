@@ -27,8 +27,6 @@ from exaone_gguf.families.base import (
     TinyRecipe,
     TinyTokenizer,
     llama_hparams,
-    register,
-    register_alternate,
 )
 
 ARCH = MODEL_ARCH_NAMES[MODEL_ARCH.LLAMA]
@@ -54,15 +52,6 @@ def permute_rows(head_dim: int) -> Callable[[np.ndarray], np.ndarray]:
         return x.reshape(-1, 2, head_dim // 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
 
     return permute
-
-
-def unpermute_rows(head_dim: int) -> Callable[[np.ndarray], np.ndarray]:
-    """The inverse of permute_rows (GGUF `llama` q/k rows back to HF order)."""
-
-    def unpermute(x: np.ndarray) -> np.ndarray:
-        return x.reshape(-1, head_dim // 2, 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
-
-    return unpermute
 
 
 def with_rope_permutation(spec: ModelSpec, mappings: list[TensorMapping]) -> list[TensorMapping]:
@@ -136,20 +125,16 @@ def tiny_llama() -> dict[str, Any]:
     }
 
 
-FAMILY = register(
-    Family(
-        name=NAME,
-        arch=ARCH,
-        tensor_map=tensor_map,
-        hparams=hparams,
-        architectures=HF_ARCHITECTURES,
-        config=CONFIG,
-        reference="llama",
-        tiny=(TinyRecipe("llama", tiny_llama), TinyRecipe("llama-awq", tiny_llama, awq=True)),
-        tiny_tokenizer=TinyTokenizer(sentencepiece=True),
-    )
+FAMILY = Family(
+    name=NAME,
+    arch=ARCH,
+    tensor_map=tensor_map,
+    hparams=hparams,
+    architectures=HF_ARCHITECTURES,
+    config=CONFIG,
+    reference="llama",
+    tiny=(TinyRecipe("llama", tiny_llama), TinyRecipe("llama-awq", tiny_llama, awq=True)),
+    tiny_tokenizer=TinyTokenizer(sentencepiece=True),
 )
-EXAONE_AS_LLAMA = register_alternate(
-    exaone3.NAME,
-    Family(exaone3.NAME, ARCH, exaone_tensor_map, hparams, reference="llama"),  # permuted q/k: the Llama forward
-)
+# EXAONE 3.x also written as `llama` (registry.ALTERNATES): permuted q/k, the Llama forward.
+EXAONE_AS_LLAMA = Family(exaone3.NAME, ARCH, exaone_tensor_map, hparams, reference="llama")

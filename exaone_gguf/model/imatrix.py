@@ -24,8 +24,8 @@ from typing import Callable
 
 import numpy as np
 
-from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.errors import InputError
+from exaone_gguf.families import load_checkpoint
 from exaone_gguf.gguf_io.writer import check_output_path
 from exaone_gguf.model import forward, ops
 from exaone_gguf.model.texts import checkpoint_calibration_text, read_text_file

@@ -54,13 +54,3 @@ def read_manifest(path: Path) -> dict[str, str]:
             )
         digests[name] = digest
     return digests
-
-
-def verify_manifest(path: Path) -> list[str]:
-    """Names whose hash differs from the manifest (or that are missing); [] when all match."""
-    path = Path(path)
-    return [
-        name
-        for name, digest in read_manifest(path).items()
-        if not (path.parent / name).is_file() or sha256_file(path.parent / name) != digest
-    ]

@@ -66,23 +66,3 @@ def render_modelfile(
     if license_text:
         lines += ["", f"LICENSE {_quote(license_text)}"]
     return "\n".join(lines) + "\n"
-
-
-def parse_modelfile(text: str) -> dict[str, object]:
-    """FROM, TEMPLATE, SYSTEM, LICENSE and PARAMETER values of a Modelfile (as Ollama reads them); FROM is the
-    first FROM line (the model), FROMS every one (a vision model's projector follows)."""
-    import re
-
-    out: dict[str, object] = {"PARAMETER": [], "FROMS": []}
-    body = re.sub(r"(?m)^#.*$", "", text)
-    for m in re.finditer(r'(?m)^(FROM|TEMPLATE|SYSTEM|LICENSE|PARAMETER)\s+("""(.*?)"""|([^\n]+))$', body, re.S):
-        cmd, value = m.group(1), m.group(3) if m.group(3) is not None else m.group(4).strip()
-        if cmd == "PARAMETER":
-            k, _, v = value.partition(" ")
-            out["PARAMETER"].append((k, v.strip()))  # type: ignore[union-attr]
-        elif cmd == "FROM":
-            out["FROMS"].append(value)  # type: ignore[union-attr]
-            out.setdefault("FROM", value)
-        else:
-            out[cmd] = value
-    return out

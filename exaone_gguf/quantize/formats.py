@@ -15,7 +15,7 @@ from exaone_gguf.errors import InputError
 
 T = GGMLQuantizationType
 
-# Tensor types this package can produce (ggml backend; numpy for a subset, see numpy_kernels).
+# Tensor types this package can produce (through ggml, quantize/kernels.py).
 SUPPORTED_TYPES: frozenset[GGMLQuantizationType] = frozenset(
     {
         T.F32,

@@ -73,22 +73,11 @@ def available() -> bool:
     return _lib() is not None
 
 
-def library_path() -> Path | None:
-    """Where the ggml library was found (for diagnostics)."""
-    return _find_library() if available() else None
-
-
-def requires_imatrix(qtype: GGMLQuantizationType) -> bool:
-    """ggml_quantize_requires_imatrix: types ggml refuses to quantize without importance weights."""
-    lib = _require()
-    return bool(lib.ggml_quantize_requires_imatrix(int(qtype)))
-
-
 def _require() -> ctypes.CDLL:
     lib = _lib()
     if lib is None:
         raise RuntimeError(
-            "llama-cpp-python's libggml-base was not found; install llama-cpp-python or use backend='numpy'"
+            "llama-cpp-python's libggml-base was not found; install llama-cpp-python (a dependency of exaone-gguf)"
         )
     return lib
 

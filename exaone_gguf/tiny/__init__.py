@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from exaone_gguf.checkpoint.spec import ModelSpec, parse_config
+from exaone_gguf.checkpoint.spec import ModelSpec
 from exaone_gguf.checkpoint.st_writer import TensorSource, write_checkpoint_weights
-from exaone_gguf.elements import f32_to_bf16_bits as fp32_to_bf16_bits
+from exaone_gguf.elements import f32_to_bf16_bits
 from exaone_gguf.errors import InputError
-from exaone_gguf.families import Family, family_for, tiny_recipe, tiny_recipes
+from exaone_gguf.families import Family, family_for, parse_config, tiny_recipe, tiny_recipes
 from exaone_gguf.tiny.tokenizer import write_tokenizer_files
 
 FAMILIES = tiny_recipes()  # every make-tiny family name the family modules declare
@@ -160,7 +160,7 @@ def _signed_gains(seed: int, key: tuple, n: int, dtype: str):
     def produce():
         rng = np.random.default_rng([seed, *key])
         g = (1.0 + 0.1 * rng.standard_normal(n, dtype=np.float32)) * rng.choice(np.float32([-1, 1]), n)
-        yield fp32_to_bf16_bits(g) if dtype == "BF16" else g.astype(np.float16 if dtype == "F16" else np.float32)
+        yield f32_to_bf16_bits(g) if dtype == "BF16" else g.astype(np.float16 if dtype == "F16" else np.float32)
 
     return produce
 
@@ -187,7 +187,7 @@ def _random_rows(seed: int, key: tuple, shape: tuple[int, ...], mean: float, std
             x = rng.standard_normal((n, row_len), dtype=np.float32) * np.float32(std) + np.float32(mean)
             if row_scale is not None:
                 x *= row_scale[start : start + n, None]
-            yield fp32_to_bf16_bits(x) if dtype == "BF16" else x.astype(np.float16 if dtype == "F16" else np.float32)
+            yield f32_to_bf16_bits(x) if dtype == "BF16" else x.astype(np.float16 if dtype == "F16" else np.float32)
 
     return produce
 
@@ -253,7 +253,7 @@ def make_tiny(
         import importlib
 
         importlib.import_module(f"exaone_gguf.tiny.{fam.tiny_tokenizer.writer}").write_tokenizer(
-            out, _chat_template(fam, family)
+            out, _chat_template(fam, family), fam.tiny_tokenizer
         )
     else:
         template = _chat_template(fam, family)

@@ -12,38 +12,41 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
-from exaone_gguf.families.exaone_moe import EOT, PRE_REGEX
+from exaone_gguf.families import TinyTokenizer
 from exaone_gguf.tiny.tokenizer import N_MERGE_VOCAB, TRAINING_TEXT, with_added_tokens
 
 _ROLES = ["<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|tool_declare|>"]
 _TAGS = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_result>", "</tool_result>"]
 
 
-def added_tokens() -> list[tuple[str, bool]]:
-    """(content, special) for ids 0..63; <|endofturn|> at 53."""
+def added_tokens(eot: str) -> list[tuple[str, bool]]:
+    """(content, special) for ids 0..63; the end-of-turn token `eot` at 53."""
     out = [("[PAD]", True), ("[BOS]", True), ("[EOS]", True), ("[UNK]", True), ("<|endoftext|>", True)]
     out += [(f"[unused{i}]", True) for i in range(53 - len(out) - len(_ROLES) - len(_TAGS))]
-    out += [(t, False) for t in _TAGS] + [(t, True) for t in _ROLES] + [(EOT, True)]
+    out += [(t, False) for t in _TAGS] + [(t, True) for t in _ROLES] + [(eot, True)]
     out += [(f"[extra_id_{i}]", True) for i in range(64 - len(out))]
-    assert len(out) == 64 and out[53][0] == EOT
+    assert len(out) == 64 and out[53][0] == eot
     return out
 
 
-def pre_tokenizer():
+def pre_tokenizer(regex: str):
     """K-EXAONE's pre-tokenizer as the tokenizers library runs it: the regex split, then byte-level bytes."""
     return pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(PRE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
 
 
-def write_tokenizer(out_dir: Path, chat_template: str, added: list[tuple[str, bool]] | None = None) -> int:
-    """tokenizer.json + tokenizer_config.json + chat_template.jinja; returns the vocabulary size.
-    `added`: the added tokens in id order (default K-EXAONE's, `added_tokens()`)."""
+def write_tokenizer(
+    out_dir: Path, chat_template: str, tt: TinyTokenizer, added: list[tuple[str, bool]] | None = None
+) -> int:
+    """tokenizer.json + tokenizer_config.json + chat_template.jinja (+ the family's extra files); returns the
+    vocabulary size. `tt`: the family's tiny tokenizer (end-of-turn token, pre-tokenizer regex); `added`: the added
+    tokens in id order (default K-EXAONE's, `added_tokens(tt.eot)`)."""
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizer()
+    tok.pre_tokenizer = pre_tokenizer(tt.pre_regex)
     trainer = trainers.BpeTrainer(
         vocab_size=N_MERGE_VOCAB,
         min_frequency=1,
@@ -51,7 +54,7 @@ def write_tokenizer(out_dir: Path, chat_template: str, added: list[tuple[str, bo
         show_progress=False,
     )
     tok.train_from_iterator([TRAINING_TEXT] * 4, trainer=trainer)
-    added = added if added is not None else added_tokens()
+    added = added if added is not None else added_tokens(tt.eot)
     tj = with_added_tokens(json.loads(tok.to_str()), added)
     vocab = tj["model"]["vocab"]
     out_dir = Path(out_dir)
@@ -62,7 +65,7 @@ def write_tokenizer(out_dir: Path, chat_template: str, added: list[tuple[str, bo
         "added_tokens_decoder": {str(i): {"content": c, "special": s} for i, (c, s) in enumerate(added)},
         "bos_token": "[BOS]",
         "clean_up_tokenization_spaces": False,
-        "eos_token": EOT,
+        "eos_token": tt.eot,
         "model_max_length": 262144,
         "pad_token": "[PAD]",
         "tokenizer_class": "GPT2Tokenizer",
@@ -72,4 +75,6 @@ def write_tokenizer(out_dir: Path, chat_template: str, added: list[tuple[str, bo
     (out_dir / "tokenizer_config.json").write_text(
         json.dumps(cfg, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
     )
+    for name, data in tt.files:
+        (out_dir / name).write_text(json.dumps(data, indent=2) + "\n")
     return len(vocab)

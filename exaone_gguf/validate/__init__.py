@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from exaone_gguf.checkpoint import load_checkpoint
 from exaone_gguf.cores import resolve_threads
 from exaone_gguf.errors import InputError
-from exaone_gguf.families import without_mtp, writes_as
+from exaone_gguf.families import load_checkpoint, without_mtp, writes_as
 from exaone_gguf.gguf_io.split import open_model
 from exaone_gguf.model.texts import load_text
 from exaone_gguf.quantize.imatrix import load_imatrix

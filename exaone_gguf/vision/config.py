@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exaone_gguf.errors import InputError
+from exaone_gguf.families import families, family_of_architecture
 
 # the vision tower is known by its own config type (the architecture name belongs to the family registry)
 VISION_MODEL_TYPES = ("exaone4_5_vision",)
@@ -22,6 +23,7 @@ class VisionSpec:
     """Everything the projector file and the reference forward need to know about the vision tower."""
 
     name: str
+    architecture: str  # HF architectures[0]: its family declares the tower's tensor table (Family.vision_tower)
     depth: int
     hidden_size: int
     intermediate_size: int
@@ -117,6 +119,15 @@ def read_vision_spec(directory: Path | str) -> VisionSpec:
             f"{cfg_path}: has {found}; --mmproj converts EXAONE 4.5's vision tower "
             f"(vision_config model_type {', '.join(VISION_MODEL_TYPES)})."
         )
+    archs = cfg.get("architectures")
+    arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
+    fam = family_of_architecture(arch)
+    if fam is None or fam.vision_tower is None:
+        towers = [a for f in families().values() if f.vision_tower for a in f.architectures]
+        raise InputError(
+            f"{cfg_path}: architecture {arch!r} has no vision tower this tool converts; --mmproj converts "
+            f"{', '.join(towers)}."
+        )
     text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else {}
     w = "vision_config"
     depth = _int(v, "depth", cfg_path, w)
@@ -168,6 +179,7 @@ def read_vision_spec(directory: Path | str) -> VisionSpec:
             raise InputError(f"{pre_path}: {key} is {val!r}; it must be a list of three numbers.")
     return VisionSpec(
         name=str(cfg.get("_name_or_path") or directory.resolve().name),
+        architecture=arch,
         depth=depth,
         hidden_size=hidden,
         intermediate_size=_int(v, "intermediate_size", cfg_path, w),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import gguf
 from gguf import GGMLQuantizationType as T
 
-from exaone_gguf.families.exaone4_5 import tower_shapes
+from exaone_gguf.families import family_of_architecture
 from exaone_gguf.vision.config import VisionSpec
 
 PROJECTOR_TYPE = "exaone4_5"  # gguf 0.19 has no VisionProjectorType for it; clip.cpp's PROJECTOR_TYPE_EXAONE4_5
@@ -82,7 +82,7 @@ class VisionTensor:
 def expected_shapes(spec: VisionSpec) -> dict[str, tuple[int, ...]]:
     """Source tensor (without prefix) -> its torch shape, as the config implies (the family's own table, which
     also tells the text converter which tensors to leave to the projector)."""
-    return tower_shapes(spec)
+    return family_of_architecture(spec.architecture).vision_tower(spec)
 
 
 def gguf_names_of(short: str) -> list[str]:
