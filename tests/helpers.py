@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -67,3 +69,15 @@ def verify_manifest(path: Path) -> list[str]:
         for name, digest in read_manifest(path).items()
         if not (path.parent / name).is_file() or sha256_file(path.parent / name) != digest
     ]
+
+
+def cli_command(*args: object) -> list[str]:
+    """The command line `python -m exaone_gguf ARGS` (for Popen: tests that interrupt a run)."""
+    return [sys.executable, "-m", "exaone_gguf", *map(str, args)]
+
+
+def run_cli(*args: object, **kw) -> subprocess.CompletedProcess:
+    """`python -m exaone_gguf ARGS` in a child process, as a user runs it (this checkout's package through
+    PYTHONPATH or the editable install): exit code, stdout and stderr as text. `kw` goes to subprocess.run
+    (cwd, env, timeout, preexec_fn). Every test that runs the CLI in a child process goes through here."""
+    return subprocess.run(cli_command(*args), capture_output=True, text=True, **kw)

@@ -6,12 +6,11 @@ config.json in ../shared/fixtures passes, with the warnings listed here."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, fixture_path
+from helpers import run_cli
 
 from exaone_gguf.checkpoint.spec import read_config
 from exaone_gguf.errors import InputError
@@ -44,10 +43,6 @@ def test_the_list_covers_every_fixture_config():
 def test_real_configs_pass_with_their_warnings(name):
     path = fixture_path(name)
     assert check_config_keys(read_config(path), path) == FIXTURE_WARNINGS[name]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "exaone_gguf", *args], capture_output=True, text=True)
 
 
 def edited(src: Path, dst: Path, **keys) -> Path:

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
+from helpers import run_cli
 
 
 def run_convert(src, out, *extra):
-    return subprocess.run(
-        [sys.executable, "-m", "exaone_gguf", "convert", str(src), "-o", str(out), *extra],
-        capture_output=True,
-        text=True,
-    )
+    return run_cli("convert", src, "-o", out, *extra)
 
 
 @pytest.fixture

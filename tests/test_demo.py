@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from helpers import run_cli
+
 
 def test_demo_runs_and_prints_the_table(tmp_path):
     res = subprocess.run(
@@ -29,7 +31,5 @@ def test_demo_runs_and_prints_the_table(tmp_path):
 
 
 def test_demo_rejects_an_unknown_family(tmp_path):
-    res = subprocess.run(
-        [sys.executable, "-m", "exaone_gguf", "demo", "--families", "exaone9"], capture_output=True, text=True
-    )
+    res = run_cli("demo", "--families", "exaone9")
     assert res.returncode == 2 and "exaone9" in res.stderr and "Traceback" not in res.stderr

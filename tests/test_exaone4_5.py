@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import fixture_path, llama_cpp_logits
 from gguf_edit import DROP, rewrite
+from helpers import run_cli
 
 from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.gguf_io import read_gguf
@@ -176,10 +175,6 @@ def test_text_only_exaone4_config_with_mtp_gives_the_same_tensors(tiny, tmp_path
     f = read_gguf(out)
     assert f.get("exaone4.block_count") == 65 and f.get("exaone4.nextn_predict_layers") == 1
     f.close()
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "exaone_gguf", *args], capture_output=True, text=True)
 
 
 def validate_cli(gguf: Path, *args: str) -> tuple[int, dict[str, tuple[str, str]]]:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import ctypes
 import json
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from gguf_edit import rewrite, swap_experts
+from helpers import run_cli
 
 from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.families import load_checkpoint
@@ -97,8 +96,7 @@ def test_agreement_counts_near_ties_and_missing_layers():
 
 def run_validate(path, ckpt, tmp_path):
     out = tmp_path / f"{path.stem}.json"
-    cmd = [sys.executable, "-m", "exaone_gguf", "validate", str(path), "--reference", str(ckpt), "--json", str(out)]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = run_cli("validate", path, "--reference", ckpt, "--json", out)
     report = json.loads(out.read_text()) if out.exists() else None
     return p, report
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 
 import pytest
+from helpers import run_cli
 
 from exaone_gguf.checkpoint import read_front_matter
 from exaone_gguf.convert.driver import ConvertOptions, convert
@@ -67,12 +66,7 @@ def test_broken_front_matter_is_refused_with_exit_2(tiny_dir, tmp_path, front, w
     shutil.copytree(tiny_dir("exaone4"), src)
     (src / "README.md").write_text(front + _BODY)
     out = tmp_path / "m.gguf"
-    res = subprocess.run(
-        [sys.executable, "-m", "exaone_gguf", "convert", str(src), "-o", str(out)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    res = run_cli("convert", src, "-o", out)
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr and "README.md" in res.stderr
     for w in words:

@@ -10,17 +10,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
 from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 from exaone_gguf.checkpoint.hub import HUB_FILES, is_repo_id
 from exaone_gguf.families import load_checkpoint
 
-CLI = [sys.executable, "-m", "exaone_gguf"]
 REV = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -54,7 +53,7 @@ def hf_env(tmp_path: Path, offline: bool = True, **extra: str) -> dict[str, str]
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+    return run_cli(*args, env=env, cwd=cwd, timeout=600)
 
 
 def one_sentence(stderr: str) -> str:

@@ -5,13 +5,12 @@ means over ulp-dithered copies of each matrix: a single tiny file's KLD is noisi
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 from conftest import llama_cpp_logits
+from helpers import run_cli
 
 from exaone_gguf.chat_template import render
 from exaone_gguf.convert.from_gguf import quantize_gguf
@@ -219,15 +218,6 @@ def test_builtin_text_renders_chat_turns(tiny_dir, tmp_path):
     assert all(v[1][0] == 512 for n, v in data.items() if n.endswith(".counts"))
 
 
-def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "exaone_gguf", "imatrix", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=os.environ,
-    )
-
-
 def test_bad_input_exit_2_nothing_written(tiny_dir, tmp_path):
     src = tiny_dir("exaone4")
     out = tmp_path / "i.gguf"
@@ -238,13 +228,13 @@ def test_bad_input_exit_2_nothing_written(tiny_dir, tmp_path):
         (["--text", short], "fewer than one chunk"),
         (["--text", tmp_path / "missing.txt"], "not found"),
     ):
-        run = _cli(src, "-o", out, *args)
+        run = run_cli("imatrix", src, "-o", out, *args)
         assert run.returncode == 2 and msg in run.stderr, run.stderr
         assert not out.exists()
     out.write_bytes(b"keep")
-    run = _cli(src, "-o", out, "--ctx", "64", "--chunks", "1")
+    run = run_cli("imatrix", src, "-o", out, "--ctx", "64", "--chunks", "1")
     assert run.returncode == 2 and out.read_bytes() == b"keep"
-    run = _cli(src, "-o", out, "--ctx", "64", "--chunks", "1", "--force", "--json")
+    run = run_cli("imatrix", src, "-o", out, "--ctx", "64", "--chunks", "1", "--force", "--json")
     assert run.returncode == 0, run.stderr
     assert read_imatrix(out)[0]["imatrix.chunk_count"] == 1
 
@@ -305,8 +295,10 @@ def test_overflowing_activations_exit_2(tiny_dir, tmp_path):
     tensors[name] = tensors[name] * 1e30
     save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
     out = tmp_path / "i.gguf"
-    run = _cli(src, "-o", out, "--ctx", "64", "--chunks", "1")
+    run = run_cli("imatrix", src, "-o", out, "--ctx", "64", "--chunks", "1")
     assert run.returncode == 2 and f"{src}: the activations entering blk.0.attn_q.weight are not finite" in run.stderr
     assert not out.exists()
-    run = _cli(tiny_dir("exaone4"), "-o", out, "--ctx", "64", "--chunks", "1")  # the same run on the real one
+    run = run_cli(
+        "imatrix", tiny_dir("exaone4"), "-o", out, "--ctx", "64", "--chunks", "1"
+    )  # the same run on the real one
     assert run.returncode == 0, run.stderr

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 from exaone_gguf.gguf_io import read_gguf
 
@@ -24,11 +25,7 @@ NAMING_KEYS = {"general.name"}
 
 
 def run_convert(src, out, *extra):
-    return subprocess.run(
-        [sys.executable, "-m", "exaone_gguf", "convert", str(src), "-o", str(out), "--mmproj", *extra],
-        capture_output=True,
-        text=True,
-    )
+    return run_cli("convert", src, "-o", out, "--mmproj", *extra)
 
 
 def llama_mmproj(tools: dict, src: Path, out: Path, outtype: str) -> Path:

@@ -5,13 +5,12 @@ multimodal generation with a text GGUF."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import gguf
 import numpy as np
 import pytest
 from gguf_edit import rewrite
+from helpers import run_cli
 
 from exaone_gguf.model.forwards import exaone4_5_vision
 from exaone_gguf.validate.mmproj import EMBEDDING_LIMITS, builtin_image, embedding_metrics, validate_mmproj
@@ -21,10 +20,6 @@ from exaone_gguf.vision import source_weights
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 
 
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "exaone_gguf", *map(str, args)], capture_output=True, text=True)
-
-
 @pytest.fixture(scope="module")
 def files(tiny45_dir, tmp_path_factory):
     """The projector at every type, and a stand-in text model of the projector's hidden size."""
@@ -32,7 +27,7 @@ def files(tiny45_dir, tmp_path_factory):
     out = {}
     for t in OUTTYPES:
         out[t] = root / f"mmproj-{t}.gguf"
-        res = run("convert", tiny45_dir, "--mmproj", "-o", out[t], "--outtype", t)
+        res = run_cli("convert", tiny45_dir, "--mmproj", "-o", out[t], "--outtype", t)
         assert res.returncode == 0, res.stderr
     out["text"] = write_standin_text_model(root / "text.gguf", 256)
     return out
@@ -90,7 +85,7 @@ def test_libmtmd_embedding(outtype, files, tiny45_dir, transformers_embedding):
 
 def test_validate_passes_with_json_report(files, tiny45_dir, tmp_path):
     report = tmp_path / "r.json"
-    res = run("validate", files["f32"], "--reference", tiny45_dir, "--json", report)
+    res = run_cli("validate", files["f32"], "--reference", tiny45_dir, "--json", report)
     assert res.returncode == 0, res.stderr
     data = json.loads(report.read_text())
     checks = {c["name"]: c for c in data["checks"]}
@@ -121,7 +116,7 @@ def failed(res, report):
 def test_wrong_n_wa_pattern_fails(outtype, files, tiny45_dir, tmp_path):
     bad = rewrite(files[outtype], tmp_path / "bad.gguf", kv={"clip.vision.n_wa_pattern": 4})
     report = tmp_path / "r.json"
-    names = failed(run("validate", bad, "--reference", tiny45_dir, "--json", report), report)
+    names = failed(run_cli("validate", bad, "--reference", tiny45_dir, "--json", report), report)
     assert "window pattern" in names
     assert "image embedding" in names  # llama.cpp then windows block 1 and 2 that the source runs globally
 
@@ -129,14 +124,14 @@ def test_wrong_n_wa_pattern_fails(outtype, files, tiny45_dir, tmp_path):
 def test_qwen25vl_projector_type_fails(files, tiny45_dir, tmp_path):
     bad = rewrite(files["f32"], tmp_path / "bad.gguf", kv={"clip.projector_type": gguf.VisionProjectorType.QWEN25VL})
     report = tmp_path / "r.json"
-    names = failed(run("validate", bad, "--reference", tiny45_dir, "--json", report), report)
+    names = failed(run_cli("validate", bad, "--reference", tiny45_dir, "--json", report), report)
     assert "projector type" in names
 
 
 def test_swapped_patch_embedding_halves_fail(files, tiny45_dir, tmp_path):
     bad = rewrite(files["f32"], tmp_path / "bad.gguf", swap=("v.patch_embd.weight", "v.patch_embd.weight.1"))
     report = tmp_path / "r.json"
-    res = run("validate", bad, "--reference", tiny45_dir, "--json", report)
+    res = run_cli("validate", bad, "--reference", tiny45_dir, "--json", report)
     assert failed(res, report) == {"patch embedding"}  # a still image repeats its frame: only the tensors tell
     assert "swapped" in json.dumps(json.loads(report.read_text()))
 
@@ -147,23 +142,25 @@ def test_changed_tensor_fails(files, tiny45_dir, tmp_path):
 
     bad = rewrite(files["f32"], tmp_path / "bad.gguf", tensors={"v.blk.2.ffn_up.weight": scale})
     report = tmp_path / "r.json"
-    names = failed(run("validate", bad, "--reference", tiny45_dir, "--json", report), report)
+    names = failed(run_cli("validate", bad, "--reference", tiny45_dir, "--json", report), report)
     assert "tensor values" in names
 
 
 def test_wrong_hyperparameter_fails(files, tiny45_dir, tmp_path):
     bad = rewrite(files["f32"], tmp_path / "bad.gguf", kv={"clip.vision.image_max_pixels": 1003520})
     report = tmp_path / "r.json"
-    assert "vision hyperparameters" in failed(run("validate", bad, "--reference", tiny45_dir, "--json", report), report)
+    assert "vision hyperparameters" in failed(
+        run_cli("validate", bad, "--reference", tiny45_dir, "--json", report), report
+    )
 
 
 def test_text_model_with_multimodal_generation(files, tiny_dir, tmp_path):
     # a text GGUF of the projector's hidden size (make-tiny exaone4: 256) with the projector, no reference:
     # the text checks, the projector's own checks, and a few tokens generated after the image
     text = tmp_path / "text.gguf"
-    assert run("convert", tiny_dir("exaone4"), "-o", text, "--outtype", "f32").returncode == 0
+    assert run_cli("convert", tiny_dir("exaone4"), "-o", text, "--outtype", "f32").returncode == 0
     report = tmp_path / "r.json"
-    res = run("validate", text, "--mmproj", files["q8_0"], "--json", report)
+    res = run_cli("validate", text, "--mmproj", files["q8_0"], "--json", report)
     assert res.returncode == 0, res.stderr
     checks = {c["name"]: c for c in json.loads(report.read_text())["checks"]}
     assert checks["multimodal generation"]["status"] == "pass"
@@ -173,7 +170,7 @@ def test_text_model_with_multimodal_generation(files, tiny_dir, tmp_path):
 
 def test_text_model_of_another_size_refused(files, tmp_path):
     text = write_standin_text_model(tmp_path / "text128.gguf", 128)
-    res = run("validate", text, "--mmproj", files["f32"])
+    res = run_cli("validate", text, "--mmproj", files["f32"])
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr and "mmproj-f32.gguf" in res.stderr
 
@@ -183,7 +180,7 @@ def test_exaone45_release_with_projector_validates(tiny_dir, tmp_path):
     # a second FROM line), and validate TEXT --mmproj MMPROJ --reference SRC passes every text and vision check
     src = tiny_dir("exaone4.5")
     out = tmp_path / "rel"
-    res = run("convert", src, "-o", f"{out}/", "--outtype", "q8_0")
+    res = run_cli("convert", src, "-o", f"{out}/", "--outtype", "q8_0")
     assert res.returncode == 0, res.stderr
     [text] = out.glob("*-Q8_0.gguf")
     [projector] = out.glob("mmproj-*-F16.gguf")
@@ -192,7 +189,7 @@ def test_exaone45_release_with_projector_validates(tiny_dir, tmp_path):
     modelfile = (out / text.name.replace(".gguf", ".Modelfile")).read_text().splitlines()
     assert modelfile[1:3] == [f"FROM ./{text.name}", f"FROM ./{projector.name}"]
     report = tmp_path / "r.json"
-    res = run("validate", text, "--mmproj", projector, "--reference", src, "--json", report)
+    res = run_cli("validate", text, "--mmproj", projector, "--reference", src, "--json", report)
     assert res.returncode == 0, res.stderr
     checks = {c["name"]: c["status"] for c in json.loads(report.read_text())["checks"]}
     assert checks["image embedding"] == "pass" and checks["multimodal generation"] == "pass"
@@ -208,7 +205,7 @@ def test_exaone45_release_with_bad_vision_config_writes_nothing(tiny_dir, tmp_pa
     cfg["vision_config"]["fullatt_block_indexes"] = [1, 2]
     (src / "config.json").write_text(json.dumps(cfg))
     out = tmp_path / "rel"
-    res = run("convert", src, "-o", f"{out}/", "--outtype", "q8_0")
+    res = run_cli("convert", src, "-o", f"{out}/", "--outtype", "q8_0")
     assert res.returncode == 2, res.stderr
     assert "fullatt_block_indexes" in res.stderr and "Traceback" not in res.stderr
     assert not out.exists() or not any(out.iterdir())
@@ -219,7 +216,7 @@ def test_exaone45_release_validate_checks_the_projector(tiny_dir, tmp_path):
     # and a generation with the first text file, its own report (in SHA256SUMS) and a row in the card
     src = tiny_dir("exaone4.5")
     out = tmp_path / "rel"
-    res = run("convert", src, "-o", f"{out}/", "--outtype", "q8_0", "--validate", "--json")
+    res = run_cli("convert", src, "-o", f"{out}/", "--outtype", "q8_0", "--validate", "--json")
     assert res.returncode == 0, res.stderr
     [projector] = out.glob("mmproj-*-F16.gguf")
     report = out / projector.name.replace(".gguf", ".validation.json")
@@ -288,14 +285,14 @@ def test_exaone45_release_projector_failure_leaves_nothing(tiny_dir, tmp_path):
     save_file(tensors, st, metadata={"format": "pt"})
     before = {p.name: p.read_bytes() for p in src.iterdir() if p.is_file()}
     out = tmp_path / "rel"
-    res = run("convert", src, "-o", f"{out}/", "--outtype", "q8_0,bf16")
+    res = run_cli("convert", src, "-o", f"{out}/", "--outtype", "q8_0,bf16")
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr and "up_proj" in res.stderr
     assert not out.exists()
     kept = tmp_path / "kept"  # a folder that was there before: left, with only what it held
     kept.mkdir()
     (kept / "notes.txt").write_text("mine")
-    res = run("convert", src, "-o", f"{kept}/", "--outtype", "q8_0")
+    res = run_cli("convert", src, "-o", f"{kept}/", "--outtype", "q8_0")
     assert res.returncode == 2, res.stderr
     assert [p.name for p in kept.iterdir()] == ["notes.txt"]
     assert {p.name: p.read_bytes() for p in src.iterdir() if p.is_file()} == before

@@ -6,13 +6,12 @@ release of several types)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from conftest import llama_cpp_logits
 from gguf_edit import rewrite
+from helpers import run_cli
 
 from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.gguf_io import read_gguf
@@ -66,10 +65,6 @@ def test_no_mtp_logits_equal_the_full_files(pair):
     a, b = llama_cpp_logits(full, TOKENS), llama_cpp_logits(short, TOKENS)
     assert a.shape == b.shape and np.isfinite(a).all()
     assert np.array_equal(a, b)
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "exaone_gguf", *args], capture_output=True, text=True)
 
 
 def validate(gguf, ckpt) -> tuple[int, dict[str, tuple[str, str]]]:

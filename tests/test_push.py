@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import cli_command, run_cli
 from hub_standin import HubStandIn, Repo, User
-from test_hub_source import CLI, hf_env, one_sentence, run
+from test_hub_source import hf_env, one_sentence, run
 
 from exaone_gguf.publish.card import CardInfo, front_matter
 from exaone_gguf.publish.manifest import MANIFEST_NAME, read_manifest, sha256_file, write_manifest
@@ -28,11 +29,16 @@ REPO = "alice/tiny-exaone4-GGUF"
 def release(tiny_dir, tmp_path_factory) -> Path:
     """A real release of tiny EXAONE 4.0 (two quantized files, validated, with chart and card), made by the CLI."""
     out = tmp_path_factory.mktemp("release") / "out"
-    res = subprocess.run(
-        [*CLI, "convert", str(tiny_dir("exaone4")), "-o", f"{out}/", "--outtype", "q8_0,q4_k_m", "--validate"]
-        + ["--quantized-by", "Alice Kim"],
-        capture_output=True,
-        text=True,
+    res = run_cli(
+        "convert",
+        tiny_dir("exaone4"),
+        "-o",
+        f"{out}/",
+        "--outtype",
+        "q8_0,q4_k_m",
+        "--validate",
+        "--quantized-by",
+        "Alice Kim",
         timeout=600,
     )
     assert res.returncode == 0, res.stderr[-3000:]
@@ -109,7 +115,7 @@ def test_interrupted_mid_file_then_resumed(release, tmp_path, hub):
     first, victim = lfs_oid(release / ggufs[0]), lfs_oid(release / ggufs[1])
     halfway = hub.state.interrupt[victim] = threading.Event()
     proc = subprocess.Popen(
-        [*CLI, "push", str(release), REPO],
+        cli_command("push", release, REPO),
         env=env(tmp_path, hub),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

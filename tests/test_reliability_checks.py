@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from broken_inputs import link_copy, make_base, poke_value
 from conftest import fixture_path
-from helpers import template_for
+from helpers import run_cli, template_for
 
 from exaone_gguf.chat_template import TemplateError
 from exaone_gguf.checkpoint.finite import all_finite
@@ -65,10 +63,10 @@ def test_allow_nonfinite_converts_with_a_warning(tmp_path: Path) -> None:
     poke_value(src, "model.layers.0.mlp.gate_proj.weight", 9, 0x7FC0)
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "PYTHONPATH": str(ROOT)}
     out = tmp_path / "nan.gguf"
-    args = [sys.executable, "-m", "exaone_gguf", "convert", str(src), "-o", str(out), "--json"]
-    refused = subprocess.run(args, env=env, capture_output=True, text=True)
+    args = ["convert", src, "-o", out, "--json"]
+    refused = run_cli(*args, env=env)
     assert refused.returncode == 2 and "contains NaN or infinity" in refused.stderr and not out.exists()
-    allowed = subprocess.run(args + ["--allow-nonfinite"], env=env, capture_output=True, text=True)
+    allowed = run_cli(*args, "--allow-nonfinite", env=env)
     assert allowed.returncode == 0, allowed.stderr
     assert "warning:" in allowed.stderr and "model.layers.0.mlp.gate_proj.weight" in allowed.stderr
     assert json.loads(allowed.stdout)["nonfinite"] == ["model.layers.0.mlp.gate_proj.weight"]
@@ -88,11 +86,11 @@ def test_allow_nonfinite_quantizes_with_a_warning(tmp_path: Path) -> None:
     src.write_bytes(bytes(data))
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "PYTHONPATH": str(ROOT)}
     out = tmp_path / "q.gguf"
-    args = [sys.executable, "-m", "exaone_gguf", "quantize", str(src), str(out), "q8_0", "--json"]
-    refused = subprocess.run(args, env=env, capture_output=True, text=True)
+    args = ["quantize", src, out, "q8_0", "--json"]
+    refused = run_cli(*args, env=env)
     assert refused.returncode == 2 and "blk.0.ffn_up.weight' contains NaN or infinity" in refused.stderr
     assert not out.exists()
-    allowed = subprocess.run(args + ["--allow-nonfinite"], env=env, capture_output=True, text=True)
+    allowed = run_cli(*args, "--allow-nonfinite", env=env)
     assert allowed.returncode == 0, allowed.stderr
     assert "warning:" in allowed.stderr and "quantized anyway" in allowed.stderr
     assert json.loads(allowed.stdout)["nonfinite"] == ["blk.0.ffn_up.weight"]
@@ -170,12 +168,7 @@ def test_force_over_a_hard_link_to_the_source_leaves_the_source_intact(tmp_path:
     os.link(src / "model.safetensors", out)
     before = tree_digest(src)
     env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
-    r = subprocess.run(
-        [sys.executable, "-m", "exaone_gguf", "convert", str(src), "-o", str(out), "--force"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    r = run_cli("convert", src, "-o", out, "--force", env=env)
     assert r.returncode == 0, r.stderr
     assert tree_digest(src) == before
     assert not os.path.samefile(out, src / "model.safetensors")

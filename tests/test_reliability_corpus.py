@@ -12,10 +12,10 @@ import os
 import re
 import resource
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
+import helpers
 import pytest
 from broken_inputs import CASES, Env, make_base, tree_digest
 
@@ -36,15 +36,7 @@ def run_cli(args: list[str], cwd: Path, preexec=_limit_memory, timeout: float = 
         "OPENBLAS_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "exaone_gguf", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        preexec_fn=preexec,
-        timeout=timeout,
-    )
+    return helpers.run_cli(*args, cwd=cwd, env=env, preexec_fn=preexec, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

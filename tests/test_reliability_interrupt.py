@@ -12,12 +12,12 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from broken_inputs import make_base, tree_digest
+from helpers import cli_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,10 +29,6 @@ def _env() -> dict[str, str]:
         "COLUMNS": "200",
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "exaone_gguf", *map(str, args)]
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +82,7 @@ def test_convert_interrupted(slow_source: Path, tmp_path: Path, sig: signal.Sign
     partial = out / "model.gguf.partial"
     before = tree_digest(slow_source)
     proc = subprocess.Popen(
-        _cli("convert", slow_source, "-o", target, "--outtype", "q4_k_m"),
+        cli_command("convert", slow_source, "-o", target, "--outtype", "q4_k_m"),
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -118,13 +114,13 @@ def test_convert_interrupted(slow_source: Path, tmp_path: Path, sig: signal.Sign
 
 def test_quantize_interrupted_mid_data(slow_source: Path, tmp_path: Path) -> None:
     src = tmp_path / "bf16.gguf"
-    r = subprocess.run(_cli("convert", slow_source, "-o", src), env=_env(), capture_output=True, text=True)
+    r = subprocess.run(cli_command("convert", slow_source, "-o", src), env=_env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     out = tmp_path / "out"
     out.mkdir()
     partial = out / "q.gguf.partial"
     proc = subprocess.Popen(
-        _cli("quantize", src, out / "q.gguf", "q4_k_m"),
+        cli_command("quantize", src, out / "q.gguf", "q4_k_m"),
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -157,7 +153,7 @@ def test_full_disk(slow_source: Path, tmp_path: Path, outtype: str) -> None:
     out = tmp_path / "out"
     out.mkdir()
     r = subprocess.run(
-        _cli("convert", slow_source, "-o", out / "model.gguf", "--outtype", outtype),
+        cli_command("convert", slow_source, "-o", out / "model.gguf", "--outtype", outtype),
         env=_env(),
         capture_output=True,
         text=True,
@@ -192,7 +188,7 @@ def test_split_and_release_interrupted_mid_data(slow_source: Path, tmp_path: Pat
     out = tmp_path / "out"
     out.mkdir()
     proc = subprocess.Popen(
-        _cli("convert", slow_source, *RUNS[run](out)),
+        cli_command("convert", slow_source, *RUNS[run](out)),
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -222,7 +218,7 @@ def test_split_and_release_full_disk(slow_source: Path, tmp_path: Path, run: str
     out = tmp_path / "out"
     out.mkdir()
     r = subprocess.run(
-        _cli("convert", slow_source, *RUNS[run](out)),
+        cli_command("convert", slow_source, *RUNS[run](out)),
         env=_env(),
         capture_output=True,
         text=True,
@@ -236,7 +232,7 @@ def test_split_and_release_full_disk(slow_source: Path, tmp_path: Path, run: str
 
 
 def _run_ok(*args: str) -> None:
-    r = subprocess.run(_cli(*args), env=_env(), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cli_command(*args), env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
 
 

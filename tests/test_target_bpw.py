@@ -4,14 +4,13 @@ than Q4_K_M with the same imatrix; convert and quantize write the same bytes; ba
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
+from helpers import run_cli
 
 from exaone_gguf.errors import InputError
 from exaone_gguf.quantize.formats import block_size
@@ -227,13 +226,6 @@ def test_target_at_q4_k_m_size_beats_q4_k_m(tiny, tmp_path):
     assert again.output.read_bytes() == tv.files[0].read_bytes()
 
 
-def _cli(*args):
-    env = dict(os.environ)
-    return subprocess.run(
-        [sys.executable, "-m", "exaone_gguf", *map(str, args)], capture_output=True, text=True, env=env
-    )
-
-
 def test_cli_bad_targets_exit_2_nothing_written(tiny, tmp_path):
     src, f32, imx = tiny
     out = tmp_path / "out.gguf"
@@ -279,7 +271,7 @@ def test_cli_bad_targets_exit_2_nothing_written(tiny, tmp_path):
             "below the smallest",
         ),
     ):
-        run = _cli(*args)
+        run = run_cli(*args)
         assert run.returncode == 2 and msg in run.stderr, (args, run.stderr)
         assert len(run.stderr.strip().splitlines()) <= 3, run.stderr  # one sentence (rich may wrap it)
         assert not out.exists() and not list(tmp_path.glob("*.gguf*"))

@@ -6,19 +6,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
+from helpers import run_cli
 
-CLI = [sys.executable, "-m", "exaone_gguf"]
 CPUS = sorted(os.sched_getaffinity(0))
 
 
 def run_pinned(args: list[str], cpus: set[int]) -> subprocess.CompletedProcess:
     """The CLI in a child process whose CPU affinity is `cpus` (as taskset would set it)."""
-    res = subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, preexec_fn=lambda: os.sched_setaffinity(0, cpus), timeout=600
-    )
+    res = run_cli(*args, preexec_fn=lambda: os.sched_setaffinity(0, cpus), timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     return res
 

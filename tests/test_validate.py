@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from conftest import TINY_FAMILIES
 from gguf import GGUFValueType
 from gguf_edit import DROP, rewrite, scale_f32
-from helpers import template_for
+from helpers import run_cli, template_for
 
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.validate import validate
@@ -161,28 +159,20 @@ def test_one_weight_tensor_scaled_by_one_percent(family, tensor, tiny_dir, tiny_
 
 def test_cli_exit_codes_and_json(tiny_dir, tiny_gguf, tmp_path):
     good = tiny_gguf("exaone4", "q8_0")
-    cmd = [sys.executable, "-m", "exaone_gguf", "validate", str(good), "--reference", str(tiny_dir("exaone4"))]
-    ok = subprocess.run(cmd + ["--json", str(tmp_path / "r.json")], capture_output=True, text=True)
+    cmd = ["validate", good, "--reference", tiny_dir("exaone4")]
+    ok = run_cli(*cmd, "--json", tmp_path / "r.json")
     assert ok.returncode == 0, ok.stderr
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["passed"] and data["file_type"] == "Q8_0" and data["metrics"]["same_top1"] >= 90
 
     bad = _broken(tiny_gguf, tmp_path, "exaone4", kv={"tokenizer.ggml.eos_token_id": 2})
-    res = subprocess.run(
-        [sys.executable, "-m", "exaone_gguf", "validate", str(bad), "--reference", str(tiny_dir("exaone4"))],
-        capture_output=True,
-        text=True,
-    )
+    res = run_cli("validate", bad, "--reference", tiny_dir("exaone4"))
     assert res.returncode == 1 and "metadata: special tokens" in res.stderr and "Traceback" not in res.stderr
 
-    res = subprocess.run(cmd + ["--threshold", "max_mean_kld=abc"], capture_output=True, text=True)
+    res = run_cli(*cmd, "--threshold", "max_mean_kld=abc")
     assert res.returncode == 2 and "--threshold" in res.stderr
 
-    res = subprocess.run(
-        [sys.executable, "-m", "exaone_gguf", "validate", str(tmp_path / "missing.gguf")],
-        capture_output=True,
-        text=True,
-    )
+    res = run_cli("validate", tmp_path / "missing.gguf")
     assert res.returncode == 2 and "missing.gguf" in res.stderr and "Traceback" not in res.stderr
 
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from gguf import GGMLQuantizationType as T
 from gguf import GGUFValueType as V
 from gguf_edit import DROP, rewrite
-from helpers import template_for
+from helpers import run_cli, template_for
 
 from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.convert.from_gguf import quantize_gguf
@@ -143,8 +142,7 @@ def test_template_of_another_family_fails(outtype, chatml_dir, chatml_gguf, tiny
 
 def test_cli_exit_1_names_the_cause(chatml_dir, chatml_gguf, tmp_path):
     bad = rewrite(chatml_gguf("q8_0"), tmp_path / "eos.gguf", kv={"tokenizer.ggml.eos_token_id": 2})
-    cmd = [sys.executable, "-m", "exaone_gguf", "validate", str(bad), "--reference", str(chatml_dir)]
-    res = subprocess.run(cmd + ["--json", str(tmp_path / "r.json")], capture_output=True, text=True)
+    res = run_cli("validate", bad, "--reference", chatml_dir, "--json", tmp_path / "r.json")
     assert res.returncode == 1 and SPECIAL in res.stderr, res.stderr[-2000:]
     failed = {
         c["name"]: c["detail"] for c in json.loads((tmp_path / "r.json").read_text())["checks"] if c["status"] == "fail"

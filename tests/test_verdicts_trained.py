@@ -5,11 +5,10 @@ llama-quantize, directly from its F32 file and through its F16 file."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 from test_llamacpp_files import llama_convert, llama_quantize
 
 from exaone_gguf.validate import validate
@@ -20,7 +19,7 @@ LLAMACPP = ("Q8_0", "Q4_K_M", "Q2_K")
 
 
 def cli(*args: str) -> None:
-    res = subprocess.run([sys.executable, "-m", "exaone_gguf", *args], capture_output=True, text=True)
+    res = run_cli(*args)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
 
 
