@@ -31,6 +31,8 @@ from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.tiny.awq import _materialize
 from exaone_gguf.validate import validate
 
+pytestmark = pytest.mark.slow  # validate --reference (numpy forwards and llama.cpp runs)
+
 
 def test_pack_layout_bit_by_bit():
     """Nibble i of word j holds column 8j + AWQ_ORDER[i] (section 7), checked with plain integer shifts."""

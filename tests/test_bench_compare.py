@@ -7,6 +7,8 @@ import importlib.util
 import shutil
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_publish.py"
 
 
@@ -17,6 +19,7 @@ def load_bench():
     return mod
 
 
+@pytest.mark.slow
 def test_same_tensors_catches_every_difference(tiny_gguf, tmp_path):
     from exaone_gguf.gguf_io.reader import read_gguf
 

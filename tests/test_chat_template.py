@@ -125,6 +125,7 @@ def test_exaone4_unknown_role_is_a_template_error():
         ("exaone-deep", REAL["exaone-deep"]),
     ],
 )
+@pytest.mark.slow
 def test_our_template_renders_like_the_real_one(family, real):
     real_tmpl, ours = fixture_text(real), template_for(family)
     convs = conversations_for(real_tmpl)
@@ -159,6 +160,7 @@ def test_template_markers_pick_the_llama_cpp_builtin_family():
 # --- transformers' semantics -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_matches_transformers_render_on_real_templates():
     from transformers.utils.chat_template_utils import render_jinja_template
 
@@ -276,6 +278,7 @@ RUNAWAY = {
 
 
 @pytest.mark.parametrize("name", list(RUNAWAY))
+@pytest.mark.slow
 def test_runaway_template_raises(name):
     with pytest.raises(TemplateError, match="stopped"):
         render(RUNAWAY[name], [], timeout_s=3)  # the memory, output or time bound of the child process

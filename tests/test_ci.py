@@ -11,6 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the CLI in child processes over tiny models
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_TEST = "tests/test_deep.py::test_deep_template_is_lg_llamacpp_one"  # reads ../shared/fixtures/exaone-deep
 

@@ -17,6 +17,8 @@ from exaone_gguf.errors import InputError
 from exaone_gguf.families import check_config_keys, parse_config
 from exaone_gguf.tiny import make_tiny
 
+pytestmark = pytest.mark.slow  # torch / transformers
+
 # every config.json under ../shared/fixtures -> the unknown keys its check reports (a warning; no refusal)
 FIXTURE_WARNINGS: dict[str, list[str]] = {
     "exaone-3.0-7.8B-instruct/config.json": [],

@@ -38,6 +38,7 @@ def assert_refused(res, out, *words):
     assert not out.exists() and not out.with_name(out.name + ".partial").exists()
 
 
+@pytest.mark.slow
 def test_unsupported_architecture_lists_supported(src, tmp_path):
     edit_config(src, architectures=["Qwen2ForCausalLM"])
     out = tmp_path / "o.gguf"
@@ -70,6 +71,7 @@ def test_shape_disagreeing_with_config(src, tmp_path):
     assert_refused(run_convert(src, out), out, "mlp.gate_proj.weight", "shape")
 
 
+@pytest.mark.slow
 def test_existing_output_needs_force_and_input_is_never_output(src, tmp_path):
     out = tmp_path / "o.gguf"
     out.write_bytes(b"keep me")
@@ -89,6 +91,7 @@ def test_unknown_outtype(src, tmp_path):
     assert_refused(run_convert(src, out, "--outtype", "q9_9"), out, "q9_9")
 
 
+@pytest.mark.slow
 def test_make_tiny_is_deterministic_and_refuses_unknown_family(tmp_path):
     from exaone_gguf.errors import InputError
     from exaone_gguf.tiny import make_tiny

@@ -23,6 +23,8 @@ from exaone_gguf.gguf_io import writer
 from exaone_gguf.gguf_io.writer import FileSpan, GGUFPlan, write_gguf
 from exaone_gguf.tiny import make_tiny
 
+pytestmark = pytest.mark.slow  # torch / transformers
+
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -10,6 +10,8 @@ from conftest import TINY_FAMILIES, llama_cpp_logits
 from gguf_edit import rewrite
 from hf_models import transformers_logits
 
+pytestmark = pytest.mark.slow  # torch / transformers
+
 pytest.importorskip("torch", reason="needs the reference extra (torch, transformers)")
 
 N_TOKENS = 48

@@ -46,6 +46,7 @@ def _strip_quant(cfg_path, tmp_path):
 
 
 @pytest.mark.parametrize("fixture,arch,want", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.slow
 def test_real_config_metadata(fixture, arch, want, tmp_path):
     cfg_path, cfg = _strip_quant(fixture_path(fixture, "config.json"), tmp_path)
     src = make_tiny(None, tmp_path / "ck", from_config=cfg_path, **SHRINK)
@@ -96,6 +97,7 @@ def test_real_config_metadata(fixture, arch, want, tmp_path):
     assert not any(k.startswith(f"{arch}.attention.sliding_window") for k in md)
 
 
+@pytest.mark.slow
 def test_hybrid_sliding_window_keys(tiny_gguf):
     md = read_gguf(tiny_gguf("exaone4-hybrid", "f32")).metadata
     assert md["exaone4.block_count"] == 64
@@ -104,6 +106,7 @@ def test_hybrid_sliding_window_keys(tiny_gguf):
     assert pattern == [i % 4 != 3 for i in range(64)]  # LLLG
 
 
+@pytest.mark.slow
 def test_exaone3_writes_rms_epsilon_key_that_llama_cpp_requires(tiny_gguf):
     # llama.cpp's own converter omits this key for EXAONE 3.x and llama.cpp then refuses the file
     md = read_gguf(tiny_gguf("exaone3", "f32")).metadata

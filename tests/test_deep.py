@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import fixture_path
 from helpers import template_for
 
 from exaone_gguf.families import load_checkpoint
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.validate import validate
+
+pytestmark = pytest.mark.slow  # validate --reference (numpy forwards and llama.cpp runs)
 
 TEMPLATE_CHECKS = ("chat_template.renders", "chat_template.matches_source", "chat_template.llama_cpp_python")
 

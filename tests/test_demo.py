@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from helpers import run_cli
+
+pytestmark = pytest.mark.slow  # the CLI in child processes over tiny models
 
 
 def test_demo_runs_and_prints_the_table(tmp_path):

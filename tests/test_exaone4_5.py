@@ -21,6 +21,8 @@ from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.tiny import make_tiny
 
+pytestmark = pytest.mark.slow  # torch / transformers
+
 # 72.. avoids the added tokens (image pad 67); 80 tokens cross the tiny window of 8 many times
 TOKENS = [int(t) for t in np.random.default_rng(45).integers(72, 3072, size=80)]
 

@@ -215,6 +215,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.slow
 def test_go_template_parity_with_lg_template(lg):
     convs = validate_conversations(lg)
     assert [c.name for c in convs] == list(EXPECTED)

@@ -13,6 +13,8 @@ from exaone_gguf.convert.from_gguf import quantize_gguf
 from exaone_gguf.quantize.imatrix import load_imatrix
 from exaone_gguf.tiny import make_tiny
 
+pytestmark = pytest.mark.slow  # converts and quantizes of tiny models
+
 
 @pytest.fixture(scope="module")
 def e45(tmp_path_factory):

@@ -14,6 +14,8 @@ from conftest import llama_cpp_logits
 from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.tiny import make_tiny
 
+pytestmark = pytest.mark.slow  # torch / transformers
+
 TOKENS = [int(t) for t in np.random.default_rng(12).integers(64, 3064, size=60)]  # crosses the window of 16
 
 

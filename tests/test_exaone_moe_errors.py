@@ -10,6 +10,8 @@ from test_convert_errors import assert_refused, edit_config, run_convert
 
 from exaone_gguf.tiny import make_tiny
 
+pytestmark = pytest.mark.slow  # torch / transformers
+
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):

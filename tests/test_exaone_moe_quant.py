@@ -17,6 +17,8 @@ from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.quantize.imatrix import load_imatrix
 from exaone_gguf.tiny import make_tiny
 
+pytestmark = pytest.mark.slow  # converts and quantizes of tiny models
+
 
 @pytest.fixture(scope="module")
 def moe(tmp_path_factory):

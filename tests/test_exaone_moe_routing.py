@@ -22,6 +22,8 @@ from exaone_gguf.tiny import make_tiny
 from exaone_gguf.validate import validate
 from exaone_gguf.validate.routing import NEAR_TIE, _Tensor, agreement, routing_floor
 
+pytestmark = pytest.mark.slow  # validate --reference (numpy forwards and llama.cpp runs)
+
 ROUTING = "routing: same experts as the reference"
 MOE_LAYERS = (1, 2, 3)
 

@@ -10,6 +10,8 @@ from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.tiny import make_tiny
 from exaone_gguf.validate import validate
 
+pytestmark = pytest.mark.slow  # validate --reference (numpy forwards and llama.cpp runs)
+
 A = "exaone-moe"
 
 

@@ -11,6 +11,8 @@ from exaone_gguf.checkpoint import read_front_matter
 from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.gguf_io import read_gguf
 
+pytestmark = pytest.mark.slow  # the CLI in child processes over tiny models
+
 _BODY = "\n# A model\n\nText with --- in it.\n"
 FRONT = {
     "flow": "---\nlicense: other\nlicense_name: exaone\nlanguage: [en, ko]\ntags: [exaone, 'lg-ai']\n"

@@ -213,6 +213,7 @@ def test_unquantizable_type_and_bad_paths(tmp_path: Path) -> None:
 # -- speed ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_large_vocab_parses_fast(tmp_path: Path) -> None:
     n_vocab, n_merges = 102400, 100_000
     path = tmp_path / "vocab.gguf"
@@ -532,6 +533,7 @@ FUZZ_HEADER = FUZZ_BASE.index(b"q8") + 40  # mutations past the tensor table rar
     big=st.lists(st.tuples(st.integers(0, FUZZ_HEADER), st.sampled_from([0xFF, 0x7F, 0x80, 0x40])), max_size=2),
     cut=st.one_of(st.none(), st.integers(0, len(FUZZ_BASE))),
 )
+@pytest.mark.slow
 def test_fuzz_mutated_bytes(tmp_path: Path, edits, big, cut) -> None:
     data = bytearray(FUZZ_BASE)
     for pos, val in edits:

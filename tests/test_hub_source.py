@@ -20,6 +20,8 @@ from helpers import run_cli
 from exaone_gguf.checkpoint.hub import HUB_FILES, is_repo_id
 from exaone_gguf.families import load_checkpoint
 
+pytestmark = pytest.mark.slow  # the CLI in child processes over tiny models
+
 REV = "0123456789abcdef0123456789abcdef01234567"
 
 

@@ -23,6 +23,8 @@ from exaone_gguf.model.texts import CHATS, CODE, EVAL_TEXT, MATHS, PROSE, calibr
 from exaone_gguf.quantize.imatrix import write_imatrix
 from exaone_gguf.validate.metrics import compare_logits
 
+pytestmark = pytest.mark.slow  # validate --reference (numpy forwards and llama.cpp runs)
+
 CTX, CHUNKS = 64, 8
 
 

@@ -66,6 +66,7 @@ def test_segment_lengths_must_cover_the_tokens():
 
 
 @pytest.mark.parametrize("family", ["exaone4-hybrid", "exaone3", "k-exaone"])
+@pytest.mark.slow
 def test_segmented_forward_equals_one_forward_per_chunk(family, tiny_dir):
     """Three chunks laid end to end as one batch give each chunk's own logits: RoPE positions restart at each chunk,
     attention (the hybrid's window of 8, K-EXAONE's of 16, EXAONE 3's full causal one) stays inside it, and
@@ -95,6 +96,7 @@ def test_without_logits_skips_only_the_head(tiny_dir):
 
 
 @pytest.mark.parametrize("family", ["exaone4-hybrid", "k-exaone"])
+@pytest.mark.slow
 def test_grouped_imatrix_equals_one_chunk_at_a_time(family, tiny_dir, tmp_path, monkeypatch):
     """Eight chunks of 64 in groups (as collect_imatrix runs them) give the matrix of eight single-chunk forwards:
     the same counts, sums equal to float32 rounding (K-EXAONE: per expert, routing included)."""

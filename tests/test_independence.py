@@ -22,6 +22,8 @@ from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.families import registry
 from exaone_gguf.validate import validate
 
+pytestmark = pytest.mark.slow  # validate --reference (numpy forwards and llama.cpp runs)
+
 FAMILY = "llama"  # q/k rows permuted for llama.cpp's interleaved RoPE: a table with a transform to get wrong
 SOURCE_CHECK = "source: its own forward vs llama.cpp"
 

@@ -77,6 +77,7 @@ UPWARD = [
 
 
 @pytest.mark.parametrize(("module", "line", "chain"), UPWARD, ids=[u[0] for u in UPWARD])
+@pytest.mark.slow
 def test_an_upward_import_breaks_the_contract(copy_tree: Path, module: str, line: str, chain: str):
     assert _lint(copy_tree).returncode == 0  # the copy keeps it, as the package does
     target = copy_tree / "exaone_gguf" / module

@@ -17,6 +17,8 @@ from exaone_gguf.tiny.llama import KULLM3_SYSTEM_PROMPT, train_sentencepiece
 from exaone_gguf.validate import validate
 from exaone_gguf.validate.tokenizer_check import TOKENIZER_CORPUS
 
+pytestmark = pytest.mark.slow  # llama.cpp runs of the tiny models
+
 
 def test_permutation_pairs_rotate_half_dims():
     """Per head, new row 2i = old row i and new row 2i+1 = old row D/2 + i (llama.cpp's converter)."""

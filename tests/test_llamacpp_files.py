@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 from exaone_gguf.cli import app
 from exaone_gguf.gguf_io import read_gguf
 
+pytestmark = pytest.mark.slow  # torch / transformers
+
 TOKENIZER = "exaone-4.0-1.2B"
 RMS_EPS_MISSING = "exaone.attention.layer_norm_rms_epsilon is missing, so llama.cpp refuses to load the file"
 

@@ -19,6 +19,8 @@ from helpers import run_cli
 
 from exaone_gguf.gguf_io import read_gguf
 
+pytestmark = pytest.mark.slow  # converts and quantizes of tiny models
+
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 # keys llama.cpp's converter writes from the folder name / a parameter count that need not match ours
 NAMING_KEYS = {"general.name"}

@@ -17,6 +17,8 @@ from exaone_gguf.validate.mmproj import EMBEDDING_LIMITS, builtin_image, embeddi
 from exaone_gguf.validate.mtmd_run import mtmd_image_embeddings, write_standin_text_model
 from exaone_gguf.vision import source_weights
 
+pytestmark = pytest.mark.slow  # torch / transformers
+
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 
 

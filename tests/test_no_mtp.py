@@ -18,6 +18,8 @@ from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.publish import publish
 from exaone_gguf.tiny import make_tiny
 
+pytestmark = pytest.mark.slow  # validate --reference (numpy forwards and llama.cpp runs)
+
 # (make-tiny recipe, GGUF arch, layers); tokens past the tiny windows (16 and 8), below the added tokens' ids
 CASES = {"k-exaone": ("exaone-moe", 4), "exaone4.5": ("exaone4", 64)}
 TOKENS = [int(t) for t in np.random.default_rng(7).integers(72, 3000, size=40)]

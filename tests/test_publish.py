@@ -15,6 +15,8 @@ from exaone_gguf.convert.driver import ConvertOptions, convert, parse_outtypes
 from exaone_gguf.errors import InputError
 from exaone_gguf.publish import publish
 
+pytestmark = pytest.mark.slow  # validate --reference (numpy forwards and llama.cpp runs)
+
 TYPES = ["bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m"]
 
 

@@ -22,6 +22,8 @@ from test_hub_source import hf_env, one_sentence, run
 from exaone_gguf.publish.card import CardInfo, front_matter
 from exaone_gguf.publish.manifest import MANIFEST_NAME, read_manifest, sha256_file, write_manifest
 
+pytestmark = pytest.mark.slow  # the CLI in child processes over tiny models
+
 REPO = "alice/tiny-exaone4-GGUF"
 
 

@@ -139,6 +139,7 @@ def model(request, tmp_path_factory):
 
 
 @pytest.mark.parametrize("ftype", list(formats.FILE_TYPES))
+@pytest.mark.slow
 def test_types_and_bytes_match_llama_quantize(model, ftype, tmp_path):
     m, src, data = model
     out = tmp_path / f"{ftype}.gguf"

@@ -15,6 +15,8 @@ from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.quantize.mixtures import TypeOverrides, parse_ggml_type, parse_tensor_types, plan_types
 
+pytestmark = pytest.mark.slow  # converts and quantizes of tiny models
+
 # (llama-quantize flags, the same as TypeOverrides, file type)
 CASES = {
     "tensor-type": (

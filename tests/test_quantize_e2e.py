@@ -18,6 +18,8 @@ from exaone_gguf.convert.from_gguf import quantize_gguf
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.quantize.imatrix import load_imatrix
 
+pytestmark = pytest.mark.slow  # converts and quantizes of tiny models
+
 TYPES = [
     "q8_0",
     "q4_0",

@@ -36,6 +36,8 @@ from exaone_gguf.families import family_for, load_checkpoint, parse_config
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.validate import validate
 
+pytestmark = pytest.mark.slow  # torch / transformers
+
 TOKENIZER = "exaone-4.0-1.2B"  # llama.cpp's converter knows this pre-tokenizer by hash
 CT_FIXTURE = "exaone-4.0-1.2B-w4a16-compressed-tensors"
 

@@ -24,6 +24,8 @@ from exaone_gguf.families import load_checkpoint
 from exaone_gguf.model import forward
 from exaone_gguf.model.source import forward_source
 
+pytestmark = pytest.mark.slow  # torch / transformers
+
 VOCAB = 384
 SEQ = 48
 TOL = 1e-3  # max |ref - hf| <= TOL * max |hf logit|

@@ -23,6 +23,8 @@ from exaone_gguf.chat_template import TemplateError
 from exaone_gguf.checkpoint.finite import all_finite
 from exaone_gguf.convert.vocab import check_chat_template
 
+pytestmark = pytest.mark.slow  # the CLI in child processes over tiny models
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # (dtype, storage numpy type, non-finite bit patterns, largest finite patterns)

@@ -19,6 +19,8 @@ import helpers
 import pytest
 from broken_inputs import CASES, Env, make_base, tree_digest
 
+pytestmark = pytest.mark.slow  # the CLI in child processes over tiny models
+
 ROOT = Path(__file__).resolve().parents[1]
 MEMORY_LIMIT = 2 << 30  # RLIMIT_AS, bytes
 

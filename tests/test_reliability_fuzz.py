@@ -65,6 +65,7 @@ def test_valid_base_reads(tmp_path: Path) -> None:
     cut=st.one_of(st.none(), st.integers(0, len(BASE))),
     length=st.one_of(st.none(), st.integers(0, 2**64 - 1)),
 )
+@pytest.mark.slow
 def test_fuzz_mutated_bytes(tmp_path: Path, edits, cut, length) -> None:
     data = bytearray(BASE)
     for pos, byte in edits:
@@ -103,6 +104,7 @@ _entry = st.fixed_dictionaries(
     ),
     n_data=st.integers(0, 96),
 )
+@pytest.mark.slow
 def test_fuzz_header_fields(tmp_path: Path, entries, n_data) -> None:
     """Well-formed JSON with hostile field values: types, negative or huge sizes, overlapping spans."""
     raw = json.dumps(entries).encode()

@@ -19,6 +19,8 @@ import pytest
 from broken_inputs import make_base, tree_digest
 from helpers import cli_command
 
+pytestmark = pytest.mark.slow  # the CLI in child processes over tiny models
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -9,6 +9,8 @@ import pytest
 from conftest import llama_cpp_logits
 from hf_models import transformers_logits
 
+pytestmark = pytest.mark.slow  # torch / transformers
+
 pytest.importorskip("torch", reason="needs the reference extra (torch, transformers)")
 
 PROMPT = "The capital of France is"

@@ -24,6 +24,8 @@ from exaone_gguf.gguf_io.split import (
     shard_path,
 )
 
+pytestmark = pytest.mark.slow  # validate --reference (numpy forwards and llama.cpp runs)
+
 TOKENS = [1, 1002, 2003, 3004, 4005, 5006, 6007, 7008, 8009, 361]
 
 

@@ -28,6 +28,8 @@ from exaone_gguf.quantize.target import (
     probe_groups,
 )
 
+pytestmark = pytest.mark.slow  # validate --reference (numpy forwards and llama.cpp runs)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

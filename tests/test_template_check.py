@@ -70,6 +70,7 @@ def test_conversations_for_decides_format_from_markers():
 
 
 @pytest.mark.parametrize("family", list(REAL))
+@pytest.mark.slow
 def test_llama_cpp_python_formatter_equals_reference(family):
     tmpl = fixture_text(REAL[family])
     for conv in tc.conversations_for(tmpl):

@@ -25,6 +25,8 @@ from exaone_gguf.families import load_checkpoint
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.validate.tensor_check import _nan_free, check_tensors
 
+pytestmark = pytest.mark.slow  # validate --reference (numpy forwards and llama.cpp runs)
+
 TYPES = ["q4_k_m", "q8_0", "bf16"]
 
 

@@ -10,6 +10,8 @@ import subprocess
 import pytest
 from helpers import run_cli
 
+pytestmark = pytest.mark.slow  # the CLI in child processes over tiny models
+
 CPUS = sorted(os.sched_getaffinity(0))
 
 

@@ -9,6 +9,8 @@ from exaone_gguf.checkpoint.tokenizer import load_tokenizer
 from exaone_gguf.families import BPE_PRE_TOKENIZERS
 from exaone_gguf.validate.tokenizer_check import TOKENIZER_CORPUS, compare_tokenization, llama_tokenize
 
+pytestmark = pytest.mark.slow  # llama.cpp runs of the tiny models
+
 ROLE_MARKERS = ["[|system|]", "[|user|]", "[|assistant|]", "[|tool|]", "[|endofturn|]"]  # EXAONE 4.0's
 
 

@@ -14,6 +14,8 @@ from helpers import run_cli, template_for
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.validate import validate
 
+pytestmark = pytest.mark.slow  # validate --reference (numpy forwards and llama.cpp runs)
+
 
 def statuses(report) -> dict[str, str]:
     return {c.name: c.status for c in report.checks}

@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 from exaone_gguf.cli import app
 from exaone_gguf.model.texts import load_text
 
+pytestmark = pytest.mark.slow  # validate --reference (numpy forwards and llama.cpp runs)
+
 CTX, CHUNKS = 64, 4  # 4 chunks x 31 scored tokens = 124: llama-perplexity prints statistics from 100 on
 
 LLAMA_FIGURES = {  # our metric -> llama-perplexity's line

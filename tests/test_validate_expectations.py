@@ -25,6 +25,8 @@ from exaone_gguf.quantize.mixtures import TypeOverrides, parse_tensor_types
 from exaone_gguf.validate import validate
 from exaone_gguf.validate.metadata_check import check_metadata
 
+pytestmark = pytest.mark.slow  # validate --reference (numpy forwards and llama.cpp runs)
+
 TYPES = "metadata: tensor types vs file type"
 SPECIAL = "metadata: special tokens"
 CHAT = "tokenizer: chat template tokens"

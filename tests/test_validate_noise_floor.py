@@ -36,6 +36,8 @@ from exaone_gguf.validate.metrics import (
     rounds_activations,
 )
 
+pytestmark = pytest.mark.slow  # validate --reference (numpy forwards and llama.cpp runs)
+
 SHAPE = {"layers": 10, "hidden": 1024, "intermediate": 2048}
 HYBRID_SHAPE = {"hidden": 512, "intermediate": 1024}
 STRUCTURE = "structure: file weights, source config"

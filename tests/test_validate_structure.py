@@ -20,6 +20,8 @@ from exaone_gguf.cli import app
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.quantize.kernels import quantize
 
+pytestmark = pytest.mark.slow  # validate --reference (numpy forwards and llama.cpp runs)
+
 FAMILIES = ("exaone3", "exaone3.5", "exaone4", "exaone4-hybrid", "llama")
 TYPES = ("q2_k", "q4_k_m", "q8_0")
 # the tests' sizes, and another width with another seed (make-tiny --hidden 512 --seed 1; the hybrid's 64 layers

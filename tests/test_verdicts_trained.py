@@ -13,6 +13,8 @@ from test_llamacpp_files import llama_convert, llama_quantize
 
 from exaone_gguf.validate import validate
 
+pytestmark = pytest.mark.slow  # validate --reference (numpy forwards and llama.cpp runs)
+
 HONEST = ("f32", "bf16", "q8_0", "q6_k", "q4_k_m", "q3_k_m", "q2_k")
 LAYOUTS = ("exaone3", "llama")
 LLAMACPP = ("Q8_0", "Q4_K_M", "Q2_K")
