@@ -18,9 +18,10 @@ from helpers import run_cli
 
 from exaone_gguf.convert.driver import ConvertOptions, convert
 from exaone_gguf.families import load_checkpoint
+from exaone_gguf.runtime.routes import _Tensor
 from exaone_gguf.tiny import make_tiny
 from exaone_gguf.validate import validate
-from exaone_gguf.validate.routing import NEAR_TIE, _Tensor, agreement, routing_floor
+from exaone_gguf.validate.routing import NEAR_TIE, agreement, routing_floor
 
 pytestmark = pytest.mark.slow  # validate --reference (numpy forwards and llama.cpp runs)
 
@@ -180,8 +181,9 @@ def test_a_ggml_tensor_mirror_of_another_layout_fails_loudly(moe, mirror):
     """The routes are read through a ctypes mirror of struct ggml_tensor; with a mirror that does not match the
     loaded ggml, reading them raises an error naming the field, and the routing check fails with it."""
     from exaone_gguf.model import forward
-    from exaone_gguf.validate.routing import check_routing, llama_routes
-    from exaone_gguf.validate.runner import Runner
+    from exaone_gguf.runtime.logits import Runner
+    from exaone_gguf.runtime.routes import llama_routes
+    from exaone_gguf.validate.routing import check_routing
 
     ckpt, files = moe
     with Runner(files["q8_0"], n_ctx=256) as runner:

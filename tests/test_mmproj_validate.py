@@ -13,8 +13,8 @@ from gguf_edit import rewrite
 from helpers import run_cli
 
 from exaone_gguf.model.forwards import exaone4_5_vision
+from exaone_gguf.runtime.mtmd import mtmd_image_embeddings, write_standin_text_model
 from exaone_gguf.validate.mmproj import EMBEDDING_LIMITS, builtin_image, embedding_metrics, validate_mmproj
-from exaone_gguf.validate.mtmd_run import mtmd_image_embeddings, write_standin_text_model
 from exaone_gguf.vision import source_weights
 
 pytestmark = pytest.mark.slow  # torch / transformers

@@ -214,8 +214,8 @@ def test_real_network_q4_k_m_passes_within_its_floor_and_a_wrong_rope_base_fails
     from exaone_gguf.families import load_checkpoint
     from exaone_gguf.gguf_io.split import open_model
     from exaone_gguf.model.texts import load_text
+    from exaone_gguf.runtime.logits import Runner
     from exaone_gguf.validate import check_structure
-    from exaone_gguf.validate.runner import Runner
 
     real = smollm2("exaone3")
     ckpt = load_checkpoint(real)

@@ -24,6 +24,8 @@ from exaone_gguf.families import load_checkpoint, without_mtp, writes_as
 from exaone_gguf.gguf_io.split import open_model
 from exaone_gguf.model.texts import load_text
 from exaone_gguf.quantize.imatrix import load_imatrix
+from exaone_gguf.runtime.logits import Runner, check_device
+from exaone_gguf.runtime.routes import llama_routes
 from exaone_gguf.validate.metadata_check import check_metadata, file_type_name, nextn_blocks
 from exaone_gguf.validate.metrics import (
     NOISE_FLOOR_FACTOR,
@@ -39,8 +41,7 @@ from exaone_gguf.validate.metrics import (
 )
 from exaone_gguf.validate.report import Report
 from exaone_gguf.validate.results import CheckResult
-from exaone_gguf.validate.routing import check_routing, llama_routes
-from exaone_gguf.validate.runner import Runner, check_device
+from exaone_gguf.validate.routing import check_routing
 from exaone_gguf.validate.template_check import check_templates
 from exaone_gguf.validate.tensor_check import check_tensors
 from exaone_gguf.validate.tokenizer_check import (

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.runtime.logits import Runner
+from exaone_gguf.runtime.routes import llama_routes
 from exaone_gguf.validate.metadata_check import file_type_name
 from exaone_gguf.validate.metrics import LogitComparison, StructureLimit, compare_logits, judge_structure
 from exaone_gguf.validate.results import CheckResult
-from exaone_gguf.validate.routing import llama_routes
-from exaone_gguf.validate.runner import Runner
 
 # Limits on the source forward (numpy float32, as transformers computes) against llama.cpp on the conversion or
 # on a float file, about 3x the worst honest measurement (256 tokens; tiny Llama, exaone4 and K-EXAONE at the

@@ -24,8 +24,8 @@ from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.gguf_io.writer import GGUFPlan
 from exaone_gguf.model.forwards import exaone4_5_vision
 from exaone_gguf.model.weights import FileWeights, dequantize
+from exaone_gguf.runtime.mtmd import mtmd_generate, mtmd_image_embeddings, write_standin_text_model
 from exaone_gguf.validate.metadata_check import file_type_name
-from exaone_gguf.validate.mtmd_run import mtmd_generate, mtmd_image_embeddings, write_standin_text_model
 from exaone_gguf.validate.report import Report
 from exaone_gguf.validate.results import CheckResult
 from exaone_gguf.vision import PROJECTOR_TYPE, source_weights
