@@ -9,11 +9,10 @@ from pathlib import Path
 from exaone_gguf.checkpoint.hub import resolve_source
 from exaone_gguf.commands import Interrupted, Ui, parse_overrides
 from exaone_gguf.convert import driver
-from exaone_gguf.convert.driver import ConvertOptions, parse_outtypes
+from exaone_gguf.convert.options import ConvertOptions, parse_outtypes, parse_split_limits
 from exaone_gguf.convert.pipeline import ConvertResult
 from exaone_gguf.cores import resolve_threads
 from exaone_gguf.errors import InputError, ValidationFailed
-from exaone_gguf.gguf_io.split import parse_split_size
 from exaone_gguf.publish import PublishResult, publish, report_path, validate_output
 from exaone_gguf.quantize.mixtures import TypeOverrides
 from exaone_gguf.quantize.target import Target, parse_target
@@ -71,9 +70,7 @@ class ConvertJob:
         text_only = [f"--{k.replace('_', '-')}" for k in _TEXT_ONLY if given[k]]
         if mmproj and text_only:
             raise InputError(f"{text_only[0]}: applies to the text model, not to --mmproj; leave it out.")
-        if split_max_size is not None and split_max_tensors is not None:
-            raise InputError("--split-max-size and --split-max-tensors: give one of them, not both.")
-        split = (parse_split_size(split_max_size) if split_max_size is not None else None, split_max_tensors)
+        split = parse_split_limits(split_max_size, split_max_tensors)
         return cls(
             src_dir, output_arg, types, resolve_threads(threads), split, imatrix, validate_out or push_to is not None,
             arch, force, as_json, allow_nonfinite,

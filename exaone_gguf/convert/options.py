@@ -48,18 +48,20 @@ class ConvertOptions:
 
     def split_limits(self) -> tuple[int | None, int | None]:
         """(bytes, tensors) per shard, at most one of them given."""
-        if self.split_max_size is not None and self.split_max_tensors is not None:
-            raise InputError("--split-max-size and --split-max-tensors: give one of them, not both.")
-        size = parse_split_size(self.split_max_size) if isinstance(self.split_max_size, str) else self.split_max_size
-        if self.split_max_tensors is not None and self.split_max_tensors < 1:
-            raise InputError(
-                f"--split-max-tensors {self.split_max_tensors}: give a positive number of tensors per shard."
-            )
-        return size, self.split_max_tensors
+        return parse_split_limits(self.split_max_size, self.split_max_tensors)
 
     def inputs(self, src: Path) -> list[Path]:
         """The files and folders no output may overwrite or lie in."""
         return [Path(src)] + ([Path(self.imatrix)] if self.imatrix else [])
+
+
+def parse_split_limits(size: str | int | None, tensors: int | None) -> tuple[int | None, int | None]:
+    """--split-max-size / --split-max-tensors -> (bytes, tensors) per shard, at most one of them given."""
+    if size is not None and tensors is not None:
+        raise InputError("--split-max-size and --split-max-tensors: give one of them, not both.")
+    if tensors is not None and tensors < 1:
+        raise InputError(f"--split-max-tensors {tensors}: give a positive number of tensors per shard.")
+    return (parse_split_size(size) if isinstance(size, str) else size), tensors
 
 
 def parse_outtypes(text: str) -> list[str]:
