@@ -49,7 +49,8 @@ def chat_reply(gguf: Path, prompt: str = PROMPT, max_tokens: int = 8) -> str:
 
 
 def run_demo(workdir: Path | None, console: Console, families=DEFAULT_FAMILIES, types=DEFAULT_TYPES) -> list[DemoRow]:
-    from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.convert.driver import convert
+    from exaone_gguf.convert.options import ConvertOptions
     from exaone_gguf.tiny import make_tiny
     from exaone_gguf.validate import validate
 

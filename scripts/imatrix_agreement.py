@@ -55,8 +55,9 @@ def main() -> None:
     import train_small
     from tokenizers import Tokenizer
 
-    from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.convert.driver import convert
     from exaone_gguf.convert.from_gguf import quantize_gguf
+    from exaone_gguf.convert.options import ConvertOptions
     from exaone_gguf.families import load_checkpoint
     from exaone_gguf.model import forward
     from exaone_gguf.model.imatrix import collect_imatrix

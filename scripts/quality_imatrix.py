@@ -48,8 +48,9 @@ def llama_logits(gguf: Path, tokens: list[int]):
 
 
 def measure(name: str, src: Path, tokens: list[int], work: Path, ctx: int = 128) -> list[dict]:
-    from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.convert.driver import convert
     from exaone_gguf.convert.from_gguf import quantize_gguf
+    from exaone_gguf.convert.options import ConvertOptions
     from exaone_gguf.families import load_checkpoint
     from exaone_gguf.gguf_io.inspect import inspect_gguf
     from exaone_gguf.model import forward

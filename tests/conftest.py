@@ -77,7 +77,8 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_gguf(tiny_dir, tmp_path_factory):
     """tiny_gguf(family, outtype, tokenizer=None) -> converted GGUF path, built once per session."""
-    from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.convert.driver import convert
+    from exaone_gguf.convert.options import ConvertOptions
 
     root = tmp_path_factory.mktemp("gguf")
     cache: dict[tuple, Path] = {}

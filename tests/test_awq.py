@@ -24,7 +24,8 @@ from exaone_gguf.checkpoint.awq import (
 from exaone_gguf.checkpoint.awq_q4_1 import encode_q4_1, q4_1_exactness
 from exaone_gguf.checkpoint.spec import read_config
 from exaone_gguf.checkpoint.st_writer import TensorSource, write_checkpoint_weights
-from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.convert.driver import convert
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.errors import InputError
 from exaone_gguf.families import load_checkpoint, parse_config
 from exaone_gguf.gguf_io import read_gguf

@@ -87,7 +87,8 @@ def test_a_new_key_converts_with_a_warning(k_exaone, tmp_path):
 
 
 def test_python_api_warns_without_a_callback(k_exaone, tmp_path):
-    from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.convert.driver import convert
+    from exaone_gguf.convert.options import ConvertOptions
 
     src = edited(k_exaone, tmp_path / "new", brand_new_key=1)
     with pytest.warns(UserWarning, match="brand_new_key"):

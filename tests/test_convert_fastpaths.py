@@ -17,7 +17,8 @@ import pytest
 from gguf import GGMLQuantizationType as T
 
 from exaone_gguf.convert import pipeline
-from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.convert.driver import convert
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.elements import bf16_bits_to_f32 as bf16_to_f32
 from exaone_gguf.gguf_io import writer
 from exaone_gguf.gguf_io.writer import FileSpan, GGUFPlan, write_gguf

@@ -58,7 +58,8 @@ def source(tiny_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def converted(source, tmp_path_factory):
-    from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.convert.driver import convert
+    from exaone_gguf.convert.options import ConvertOptions
 
     root = tmp_path_factory.mktemp("logits-gguf")
     made = {}

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from conftest import fixture_path
 
-from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.convert.driver import convert
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.tiny import make_tiny
 

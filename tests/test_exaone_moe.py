@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from conftest import llama_cpp_logits
 
-from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.convert.driver import convert
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.tiny import make_tiny
 
 pytestmark = pytest.mark.slow  # torch / transformers

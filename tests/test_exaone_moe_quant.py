@@ -11,8 +11,9 @@ from test_quant_imatrix import llama_quantize_with_imatrix, write_gguf_imatrix
 from test_quant_mixtures import llama_quantize
 from test_quantize_e2e import TYPES, tensors
 
-from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.convert.driver import convert
 from exaone_gguf.convert.from_gguf import quantize_gguf
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.quantize.imatrix import load_imatrix
 from exaone_gguf.tiny import make_tiny

@@ -16,7 +16,8 @@ import pytest
 from gguf_edit import rewrite, swap_experts
 from helpers import run_cli
 
-from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.convert.driver import convert
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.families import load_checkpoint
 from exaone_gguf.runtime.routes import _Tensor
 from exaone_gguf.tiny import make_tiny

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from gguf_edit import rewrite, swap_experts
 
-from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.convert.driver import convert
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.tiny import make_tiny
 from exaone_gguf.validate import validate
 

@@ -8,7 +8,8 @@ import pytest
 from helpers import run_cli
 
 from exaone_gguf.checkpoint import read_front_matter
-from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.convert.driver import convert
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.gguf_io import read_gguf
 
 pytestmark = pytest.mark.slow  # the CLI in child processes over tiny models

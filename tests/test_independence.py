@@ -18,7 +18,8 @@ import dataclasses
 import pytest
 from hf_models import cast_checkpoint
 
-from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.convert.driver import convert
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.families import registry
 from exaone_gguf.validate import validate
 

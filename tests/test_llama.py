@@ -8,7 +8,8 @@ from conftest import llama_cpp_logits
 from helpers import unpermute_rows
 
 from exaone_gguf.checkpoint.sentencepiece import SentencePieceData
-from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.convert.driver import convert
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.errors import InputError
 from exaone_gguf.families import load_checkpoint
 from exaone_gguf.families.llama import permute_rows

@@ -243,7 +243,7 @@ def test_exaone45_release_with_failing_projector_fails(tiny_dir, tmp_path, monke
     import os
 
     import exaone_gguf.publish as pub
-    from exaone_gguf.convert.driver import ConvertOptions
+    from exaone_gguf.convert.options import ConvertOptions
     from exaone_gguf.errors import ValidationFailed
 
     real = pub.write_release_projector

@@ -13,7 +13,8 @@ from conftest import llama_cpp_logits
 from gguf_edit import rewrite
 from helpers import run_cli
 
-from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.convert.driver import convert
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.publish import publish
 from exaone_gguf.tiny import make_tiny

@@ -11,7 +11,8 @@ from helpers import parse_modelfile, verify_manifest
 from typer.testing import CliRunner
 
 from exaone_gguf.cli import app
-from exaone_gguf.convert.driver import ConvertOptions, convert, parse_outtypes
+from exaone_gguf.convert.driver import convert
+from exaone_gguf.convert.options import ConvertOptions, parse_outtypes
 from exaone_gguf.errors import InputError
 from exaone_gguf.publish import publish
 

@@ -9,8 +9,9 @@ import subprocess
 import pytest
 from gguf import GGMLQuantizationType as T
 
-from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.convert.driver import convert
 from exaone_gguf.convert.from_gguf import quantize_gguf
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.quantize.mixtures import TypeOverrides, parse_ggml_type, parse_tensor_types, plan_types

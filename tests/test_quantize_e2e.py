@@ -13,8 +13,9 @@ from conftest import TINY_FAMILIES
 from test_quant_imatrix import llama_quantize_with_imatrix, write_gguf_imatrix
 from test_quant_mixtures import llama_quantize
 
-from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.convert.driver import convert
 from exaone_gguf.convert.from_gguf import quantize_gguf
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.quantize.imatrix import load_imatrix
 

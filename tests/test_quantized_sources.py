@@ -30,7 +30,8 @@ from exaone_gguf.checkpoint.grouped import GroupedTensor, pack_bits, unpack_bits
 from exaone_gguf.checkpoint.safetensors import SafetensorsFile
 from exaone_gguf.checkpoint.spec import read_config
 from exaone_gguf.cli import app
-from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.convert.driver import convert
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.errors import InputError
 from exaone_gguf.families import family_for, load_checkpoint, parse_config
 from exaone_gguf.gguf_io import read_gguf

@@ -34,7 +34,8 @@ def test_transformers_completes_the_prompt(smollm2):
 def test_layouts_agree_and_f32_file_matches_transformers(smollm2, tmp_path):
     from transformers import AutoTokenizer
 
-    from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.convert.driver import convert
+    from exaone_gguf.convert.options import ConvertOptions
 
     exaone3, llama = smollm2("exaone3"), smollm2("llama")
     tokens = AutoTokenizer.from_pretrained(llama)(

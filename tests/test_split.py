@@ -11,7 +11,8 @@ import pytest
 from conftest import llama_cpp_logits
 from gguf import GGUFValueType as V
 
-from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.convert.driver import convert
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.errors import InputError
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.gguf_io.inspect import inspect_gguf

@@ -188,8 +188,8 @@ def _llama_kld(src: Path, gguf: Path) -> float:
 def test_target_at_q4_k_m_size_beats_q4_k_m(tiny, tmp_path):
     """A release with a target-bpw variant at Q4_K_M's size: within 1 %, lower KLD, in the card; quantize from
     the F32 file gives the same bytes."""
-    from exaone_gguf.convert.driver import ConvertOptions
     from exaone_gguf.convert.from_gguf import quantize_gguf
+    from exaone_gguf.convert.options import ConvertOptions
     from exaone_gguf.families import load_checkpoint
     from exaone_gguf.gguf_io import read_gguf
     from exaone_gguf.gguf_io.inspect import inspect_gguf

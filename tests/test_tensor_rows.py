@@ -19,8 +19,9 @@ from gguf_edit import noisy_sibling, rewrite, rewrite_checkpoint, set_rows, swap
 from typer.testing import CliRunner
 
 from exaone_gguf.cli import app
-from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.convert.driver import convert
 from exaone_gguf.convert.from_gguf import quantize_gguf
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.families import load_checkpoint
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.validate.tensor_check import _nan_free, check_tensors

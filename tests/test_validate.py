@@ -126,7 +126,8 @@ def test_sliding_window_keys_dropped_on_hybrid(tiny_dir, tiny_gguf, tmp_path):
 
 
 def test_hybrid_with_a_layer_count_llama_cpp_runs_as_global(tiny_dir, tmp_path):
-    from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.convert.driver import convert
+    from exaone_gguf.convert.options import ConvertOptions
     from exaone_gguf.tiny import make_tiny
 
     src = make_tiny("exaone4-hybrid", tmp_path / "ck32", layers=32)

@@ -115,7 +115,8 @@ def test_against_another_model_fails_by_default(tiny_gguf, text_file, tmp_path, 
     so the file fails without flags (exit 1), each gross figure named; Q2_K's loose limits still catch it. (Both
     random networks find the text about equally unlikely, so the perplexity ratio says nothing here; the real
     network's test below fails on it too.)"""
-    from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.convert.driver import convert
+    from exaone_gguf.convert.options import ConvertOptions
     from exaone_gguf.tiny import make_tiny
 
     other = tmp_path / "other.gguf"
@@ -187,7 +188,8 @@ def test_against_a_random_network_with_the_real_vocabulary_fails_and_the_real_q2
     """The trained SmolLM2-135M (EXAONE 3.x layout, BF16) as BASE: a random 2-layer network written with its config
     and tokenizer (same vocabulary) fails without flags on every gross figure, perplexity included; the real
     network's own honest Q2_K file passes."""
-    from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.convert.driver import convert
+    from exaone_gguf.convert.options import ConvertOptions
     from exaone_gguf.tiny import make_tiny
 
     real = smollm2("exaone3")

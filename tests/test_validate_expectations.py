@@ -18,8 +18,9 @@ from gguf import GGUFValueType as V
 from gguf_edit import DROP, rewrite
 from helpers import run_cli, template_for
 
-from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.convert.driver import convert
 from exaone_gguf.convert.from_gguf import quantize_gguf
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.gguf_io import read_gguf
 from exaone_gguf.quantize.mixtures import TypeOverrides, parse_tensor_types
 from exaone_gguf.validate import validate

@@ -48,7 +48,8 @@ MAX_TOKENS = "128"
 def wide(tmp_path_factory):
     """wide(kind) -> (checkpoint, BF16 GGUF): kind "1.2b" (the real config at SHAPE) or "hybrid" (the tiny
     sliding-window EXAONE 4.0, 64 layers, at HYBRID_SHAPE), each built once."""
-    from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.convert.driver import convert
+    from exaone_gguf.convert.options import ConvertOptions
     from exaone_gguf.tiny import make_tiny
 
     root = tmp_path_factory.mktemp("noise_floor")
@@ -184,7 +185,8 @@ def test_a_chaotic_file_over_the_ceiling_fails(tmp_path):
     tiny EXAONE 4.0 at BF16 with every q/k norm weight scaled by 30 (attention logits 900x sharper) measures
     structure about 0.13 / mean KLD 0.01 with a floor as high (3x would pass it); the ceiling fails it. The same
     file unscaled passes."""
-    from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.convert.driver import convert
+    from exaone_gguf.convert.options import ConvertOptions
     from exaone_gguf.tiny import make_tiny
 
     # stored in float32: a BF16 file of a BF16 source gets the source check instead of the structure check
@@ -210,7 +212,8 @@ def test_real_network_q4_k_m_passes_within_its_floor_and_a_wrong_rope_base_fails
     activations flip more than on random weights (measured 0.092 / mean KLD 0.0099, over the static 0.08, with a
     floor of 0.096 / 0.010), so the structure check judges it against 3x its floor and passes it; the same file with
     RoPE base 10000 (measured KLD 0.11) still fails against the raised limit."""
-    from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.convert.driver import convert
+    from exaone_gguf.convert.options import ConvertOptions
     from exaone_gguf.families import load_checkpoint
     from exaone_gguf.gguf_io.split import open_model
     from exaone_gguf.model.texts import load_text

@@ -34,7 +34,8 @@ MAX_TOKENS = "128"  # past the hybrid's 8-token window many times over; half the
 @pytest.fixture(scope="session")
 def model(tmp_path_factory):
     """model(family, outtype, size="tests") -> (checkpoint dir, GGUF path), each built once per session."""
-    from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.convert.driver import convert
+    from exaone_gguf.convert.options import ConvertOptions
     from exaone_gguf.tiny import make_tiny
 
     root = tmp_path_factory.mktemp("structure")
@@ -173,7 +174,8 @@ def test_fidelity_below_thresholds_is_a_warning_unless_gated(model, tmp_path):
 def test_imatrix_file_is_identical_with_its_imatrix_and_within_band_without(model, tmp_path):
     from test_quant_imatrix import write_gguf_imatrix
 
-    from exaone_gguf.convert.driver import ConvertOptions, convert
+    from exaone_gguf.convert.driver import convert
+    from exaone_gguf.convert.options import ConvertOptions
     from exaone_gguf.validate import validate
 
     ckpt, f32 = model("exaone4", "f32")

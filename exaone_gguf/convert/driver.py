@@ -20,7 +20,7 @@ from typing import Any
 from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.checkpoint.finite import check_finite
 from exaone_gguf.convert.multiwrite import Variant, assign_paths, plan_variants, write_variants
-from exaone_gguf.convert.options import ConvertOptions, parse_outtypes
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.convert.pipeline import ConvertResult
 from exaone_gguf.errors import InputError
 from exaone_gguf.families import check_config_keys, load_checkpoint, without_mtp
@@ -28,8 +28,6 @@ from exaone_gguf.gguf_io.writer import check_output_path
 from exaone_gguf.model.sensitivity import kld_probe
 from exaone_gguf.quantize.imatrix import load_imatrix
 from exaone_gguf.quantize.target import split_outtype
-
-__all__ = ["ConvertOptions", "parse_outtypes", "load_source", "plan_variants_for", "write_planned", "convert"]
 
 
 def load_source(src: Path, opts: ConvertOptions) -> Checkpoint:

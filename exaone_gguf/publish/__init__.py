@@ -18,8 +18,8 @@ from pathlib import Path
 
 from exaone_gguf.checkpoint import Checkpoint
 from exaone_gguf.convert import driver
-from exaone_gguf.convert.driver import ConvertOptions
 from exaone_gguf.convert.multiwrite import assign_paths
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.errors import InputError, ValidationFailed
 from exaone_gguf.gguf_io.split import parse_shard_name
 from exaone_gguf.gguf_io.writer import GGUFPlan, check_output_path

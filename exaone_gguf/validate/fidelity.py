@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from exaone_gguf.convert.driver import ConvertOptions, convert
+from exaone_gguf.convert.driver import convert
+from exaone_gguf.convert.options import ConvertOptions
 from exaone_gguf.runtime.logits import Runner
 from exaone_gguf.runtime.routes import llama_routes
 from exaone_gguf.validate.metadata_check import file_type_name
