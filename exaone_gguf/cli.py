@@ -185,6 +185,12 @@ def validate(
         False, "--quality-gate", help="Fail (exit 1) when fidelity is below the type's thresholds; default: a warning."
     ),
     imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="The imatrix the file was quantized with."),
+    structure: bool = typer.Option(
+        False,
+        "--structure",
+        help="--reference, quantized file: also run the reference forward on the file's own weights against "
+        "llama.cpp on the file (a check of ggml's quantized kernels; one more forward). 16-bit files get it anyway.",
+    ),
     full_tensors: bool = typer.Option(False, "--full-tensors", hidden=True, help="Deprecated: every row is checked."),
     against: Optional[Path] = typer.Option(
         None,
@@ -202,8 +208,8 @@ def validate(
         help="The vision projector of this text model (EXAONE 4.5): checked too, and a short generation with both.",
     ),
 ) -> None:
-    """Check a GGUF: metadata, tokenizer, chat template; with --reference its tensors, its structure (logits of its
-    own weights) and its fidelity (logits against the source). A projector file (clip) gets the vision checks and
+    """Check a GGUF: metadata, tokenizer, chat template; with --reference every row of its tensors, the source's own
+    forward against llama.cpp on our float conversion of it, and its fidelity (logits against that conversion). A projector file (clip) gets the vision checks and
     libmtmd's image embedding against the reference. Exit 1: the file is wrong."""
     args = dict(locals())
     from exaone_gguf.commands.validate import ValidateJob, validate

@@ -2,7 +2,7 @@
 
 The family's tensor table is broken in this process (gate and up swapped; q permuted twice), for the converter
 that makes the files and for validate alike, as a bug in the table would be: the tensor check (a fresh
-quantization through the same table), the structure check (the file's own weights) and llama.cpp's fidelity
+quantization through the same table), the structure check when it runs (the file's own weights) and llama.cpp's fidelity
 against the float conversion (made through the same table) all agree with such a file. Only the source's own
 forward (model/source.py: HF names and config keys, nothing of the table) sees it, and the
 `source:` check fails the BF16 and Q4_K_M files. The honest files of the same checkpoint pass it.
@@ -147,8 +147,8 @@ def test_the_float_conversion_is_deleted_after_use_and_after_an_interruption(
     from exaone_gguf.validate import fidelity
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # $TMPDIR for this test
-    logits, kind, _ = fidelity.float_conversion_logits(tiny_dir(FAMILY), None, [1, 2, 3], 1)
-    assert logits.shape[0] == 3 and kind == "F16" and list(tmp_path.iterdir()) == []
+    base = fidelity.float_conversion_logits(tiny_dir(FAMILY), None, [1, 2, 3], 1)
+    assert base.logits.shape[0] == 3 and base.type_name == "F16" and list(tmp_path.iterdir()) == []
 
     seen: list[Path] = []
 

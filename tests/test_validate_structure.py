@@ -1,5 +1,9 @@
 """Structure separated from rounding (issue 14): at every bit width the validator passes an honest file and fails a
-broken one through the CLI, with the tensor or structure check naming the cause.
+broken one through the CLI, with the tensor, metadata or structure check naming the cause.
+
+A quantized file gets the structure check (the numpy forward on its own weights) with --structure; without it, a
+wrong computation key is named by the metadata checks (against config.json, and against the keys of the source's
+float conversion that llama.cpp runs for the fidelity figures).
 
 Tiny models of each family at the tests' sizes and at another width and seed, quantized to Q2_K, Q4_K_M and Q8_0.
 Each checkpoint and each file is built once per session; the broken files are edits of the honest ones.
@@ -12,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gguf import GGMLQuantizationType
+from gguf import GGMLQuantizationType, GGUFValueType
 from gguf_edit import rewrite
 from typer.testing import CliRunner
 
@@ -75,6 +79,7 @@ def failed(report: dict) -> set[str]:
 
 
 TENSORS, STRUCTURE = "tensors: match source", "structure: file weights, source config"
+GRAPH_KEYS, HPARAMS = "metadata: graph keys as the source's float conversion", "metadata: hyperparameters"
 # Each defect at Q2_K (the coarsest type, where fidelity alone cannot tell) for every family, and at the other two
 # types for one family each: every (defect, family) and (defect, type) pair, at a third of the full matrix's cost.
 DEFECT_CASES = {
@@ -88,7 +93,7 @@ DEFECT_CASES = {
 @pytest.mark.parametrize("family", FAMILIES)
 def test_honest_quantized_file_passes(family, outtype, size, model, tmp_path):
     ckpt, gguf = model(family, outtype, size)
-    code, report = run_cli(gguf, ckpt, tmp_path)
+    code, report = run_cli(gguf, ckpt, tmp_path, "--structure")
     s = check(report, STRUCTURE)
     print(
         f"{family} {outtype} {size}: structure {s['data']['rel_logit_diff']:.3g} rel, "
@@ -99,6 +104,14 @@ def test_honest_quantized_file_passes(family, outtype, size, model, tmp_path):
     assert t["status"] == "pass" and all(v["identical"] for v in t["data"]["tensors"]), t["detail"]
     assert "identical to a fresh quantization of the source" in t["detail"]
     assert s["status"] == "pass"
+    assert check(report, GRAPH_KEYS)["status"] == "pass", check(report, GRAPH_KEYS)["detail"]
+
+
+def test_without_structure_a_quantized_file_gets_no_forward_of_its_own_weights(model, tmp_path):
+    ckpt, gguf = model("exaone4", "q4_k_m")
+    code, report = run_cli(gguf, ckpt, tmp_path)
+    names = {c["name"] for c in report["checks"]}
+    assert code == 0 and STRUCTURE not in names and GRAPH_KEYS in names
 
 
 def _requantize_scaled(f, name: str, factor: float):
@@ -135,7 +148,7 @@ def test_one_tensor_scaled_by_two_percent_fails_the_tensor_check(family, outtype
 
 
 @pytest.mark.parametrize("family,outtype", DEFECT_CASES["rope"])
-def test_rope_base_changed_fails_the_structure_check(family, outtype, model, tmp_path):
+def test_rope_base_changed_fails_the_metadata_and_structure_checks(family, outtype, model, tmp_path):
     ckpt, gguf = model(family, outtype)
     with read_gguf(gguf) as f:
         arch = f.get("general.architecture")
@@ -143,22 +156,45 @@ def test_rope_base_changed_fails_the_structure_check(family, outtype, model, tmp
         base = f.get(key)
     # 10000, Llama's default, the value a converter falls back to when it misses the config's rope_theta
     bad = rewrite(gguf, tmp_path / "rope.gguf", kv={key: 10000.0 if base != 10000.0 else 1e6})
-    code, report = run_cli(bad, ckpt, tmp_path)
+    code, report = run_cli(bad, ckpt, tmp_path, "--structure")
     s = check(report, STRUCTURE)
     print(s["detail"])
     assert code == 1 and s["status"] == "fail"
+    for name in (HPARAMS, GRAPH_KEYS):  # named without the forward too
+        assert check(report, name)["status"] == "fail" and key in check(report, name)["detail"]
     assert check(report, TENSORS)["status"] == "pass"  # every tensor is right: only the computation differs
 
 
 @pytest.mark.parametrize("outtype", TYPES)
-def test_sliding_window_changed_fails_the_structure_check(outtype, model, tmp_path):
+def test_sliding_window_changed_fails_the_metadata_and_structure_checks(outtype, model, tmp_path):
     ckpt, gguf = model("exaone4-hybrid", outtype)
-    bad = rewrite(gguf, tmp_path / "window.gguf", kv={"exaone4.attention.sliding_window": 16})
-    code, report = run_cli(bad, ckpt, tmp_path)
+    key = "exaone4.attention.sliding_window"
+    bad = rewrite(gguf, tmp_path / "window.gguf", kv={key: 16})
+    code, report = run_cli(bad, ckpt, tmp_path, "--structure")
     s = check(report, STRUCTURE)
     print(s["detail"])
     assert code == 1 and s["status"] == "fail"
+    assert check(report, "metadata: sliding window")["status"] == "fail"
+    assert check(report, GRAPH_KEYS)["status"] == "fail" and key in check(report, GRAPH_KEYS)["detail"]
     assert check(report, TENSORS)["status"] == "pass"
+
+
+def test_a_graph_key_only_in_the_file_is_named(model, tmp_path):
+    """A key the source's conversion does not have (here llama.cpp's linear RoPE scaling, which config.json does
+    not ask for and no other metadata check reads) is named: llama.cpp would run it, nothing compared it."""
+    ckpt, gguf = model("llama", "q4_k_m")
+    extra = {
+        "llama.rope.scaling.type": (GGUFValueType.STRING, "linear"),
+        "llama.rope.scaling.factor": (GGUFValueType.FLOAT32, 4.0),
+    }
+    bad = rewrite(gguf, tmp_path / "scaled.gguf", kv=extra)
+    code, report = run_cli(bad, ckpt, tmp_path)
+    g = check(report, GRAPH_KEYS)
+    print(g["detail"])
+    assert g["status"] == "fail" and code == 1 and all(k in g["detail"] for k in extra)
+    assert {c["name"] for c in report["checks"] if c["status"] == "fail" and c["name"].startswith("metadata")} == {
+        GRAPH_KEYS
+    }
 
 
 def test_fidelity_below_thresholds_is_a_warning_unless_gated(model, tmp_path):

@@ -28,17 +28,22 @@ class ValidateJob:
     imatrix: Path | None = None
     ctx: int = 512
     chunks: int | None = None
+    structure: bool = False  # the reference forward on a quantized file's own weights too
 
     @classmethod
     def parse(
         cls, model, reference, device, json_path, text, max_tokens, threshold, quality_gate, imatrix, against, ctx,
-        chunks, threads, mmproj,
+        chunks, threads, mmproj, structure=False,
     ) -> ValidateJob:  # fmt: skip
         if against is not None and reference is not None:
             raise InputError("--against and --reference: give one of them (a base GGUF or the source checkpoint).")
+        if structure and reference is None:
+            raise InputError(
+                "--structure needs --reference: the forward runs the source's config on the file's weights."
+            )
         return cls(
             model, resolve_threads(threads), reference, against, mmproj, device, json_path, text, max_tokens,
-            parse_thresholds(threshold), quality_gate, imatrix, ctx, chunks,
+            parse_thresholds(threshold), quality_gate, imatrix, ctx, chunks, structure,
         )  # fmt: skip
 
 
@@ -74,6 +79,7 @@ def validate(job: ValidateJob, ui: Ui):
             threads=job.threads,
             quality_gate=job.quality_gate,
             imatrix=job.imatrix,
+            structure=job.structure,
         )
     if job.mmproj is not None:  # the projector, run by libmtmd with this text model, and both files together
         vision = validate_mmproj(job.mmproj, source, text_model=job.model, threads=job.threads, generate=True)

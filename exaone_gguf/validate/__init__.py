@@ -1,9 +1,13 @@
 """validate: prove a GGUF matches its source — metadata, tokenizer, chat template, tensors and logits.
 
-With a source checkpoint, three comparisons: tensors (each dequantized tensor against a fresh quantization
-of its source tensor, tensor_check.py), structure (the reference forward on the file's own weights against
-llama.cpp's logits on the file) and fidelity (the reference forward on the source against llama.cpp: the
-quality report, KLD, top-1, perplexity).
+With a source checkpoint: tensors (every row of each tensor against a fresh quantization of its source rows,
+tensor_check.py); source (the source's own numpy forward against llama.cpp on our float conversion of it, or on
+the file itself when it is a float file: the converter computes the source's network); metadata against that
+conversion (a quantized file: llama.cpp builds the same graph from it); fidelity (llama.cpp on the file against
+llama.cpp on the conversion: the quality report, KLD, top-1, perplexity, fidelity.py). Structure (the numpy
+forward on the file's own weights against llama.cpp on the file) runs for 16-bit files of another precision's
+source, and for quantized files on request (`structure=True`: a check of ggml's quantized kernels, one more
+forward).
 
 `validate(model, reference)` runs every check and returns a Report; a failed check is a result, not an
 exception. Bad input (unreadable files, bad options) raises InputError.
@@ -11,8 +15,9 @@ exception. Bad input (unreadable files, bad options) raises InputError.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
+import gc
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,9 +29,9 @@ from exaone_gguf.families import load_checkpoint, without_mtp, writes_as
 from exaone_gguf.gguf_io.split import open_model
 from exaone_gguf.model.texts import load_text
 from exaone_gguf.quantize.imatrix import load_imatrix
-from exaone_gguf.runtime.logits import Runner, check_device
+from exaone_gguf.runtime.logits import Runner, check_device, trim_heap
 from exaone_gguf.runtime.routes import llama_routes
-from exaone_gguf.validate.metadata_check import check_metadata, file_type_name, nextn_blocks
+from exaone_gguf.validate.metadata_check import check_against_conversion, check_metadata, file_type_name, nextn_blocks
 from exaone_gguf.validate.metrics import (
     NOISE_FLOOR_FACTOR,
     Thresholds,
@@ -65,14 +70,6 @@ def override_thresholds(base: Thresholds, overrides: dict[str, float] | None) ->
     if unknown:
         raise InputError(f"--threshold {unknown[0]}: unknown threshold; choose from {', '.join(sorted(fields))}.")
     return dataclasses.replace(base, **overrides)
-
-
-def _trim_heap() -> None:
-    """glibc keeps freed medium-sized blocks in the process heap; malloc_trim hands them back (no-op elsewhere)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def check_chat_stop(runner: Runner, eos: int | None) -> CheckResult:
@@ -150,15 +147,17 @@ def check_logits(
     routes: dict | None = None,
     why: str = "",
     device: str = "cpu",
+    structure: bool = False,
 ) -> tuple[list[CheckResult], dict | None]:
     """llama.cpp's logits `got` on the file against the source (fidelity.py). A float file (F32, F16, BF16) is
-    compared with the source's own forward directly, and that is its fidelity too; the structure check runs
+    compared with the source's own forward directly, and that is its fidelity too; its structure check runs
     unless the file holds the source's values exactly (F32, or the source's own precision: the same comparison
-    with the same weights). A quantized file: the structure check (the reference forward on the file's
-    weights), then llama.cpp on our float conversion of the source (the `base`, proven against the source's own
-    forward), and fidelity = `got` against `base`. Run after llama.cpp has let go of the file, so the two never
-    hold memory at once; numpy products on `threads` BLAS threads. `routes`: a MoE file's expert choice per
-    layer as llama.cpp made it (None with `why` when it could not be read)."""
+    with the same weights). A quantized file: llama.cpp on our float conversion of the source (the `base`,
+    proven against the source's own forward), the file's metadata against the conversion's, and fidelity =
+    `got` against `base`; with `structure`, the reference forward on the file's weights too. Run after llama.cpp
+    has let go of the file, so the two never hold memory at once; numpy products on `threads` BLAS threads.
+    `routes`: a MoE file's expert choice per layer as llama.cpp made it (None with `why` when it could not be
+    read)."""
     from threadpoolctl import threadpool_limits
 
     if ckpt is None:
@@ -173,22 +172,26 @@ def check_logits(
     float_file = ft in ("F32", "F16", "BF16")
     results = []
     with threadpool_limits(limits=threads):
-        if ft != "F32" and ft != source_precision(ckpt):  # weights rounded from the source's: the structure check
-            structure, _ = check_structure(f, ckpt, got, tokens, file_type, routes)
-            results.append(structure)
-            _trim_heap()
+        rounded = ft != "F32" and ft != source_precision(ckpt)  # weights rounded from the source's
+        if rounded and (float_file or structure):
+            check, _ = check_structure(f, ckpt, got, tokens, file_type, routes)
+            results.append(check)
+            trim_heap()
         if float_file:
             base, base_type, base_routes = got, ft, routes
         else:
             moe = any(t.name.endswith(".ffn_gate_inp.weight") for t in f.tensors)
-            base, base_type, base_routes = float_conversion_logits(ckpt.path, as_arch, tokens, threads, device, moe)
+            no_mtp = bool(ckpt.spec.extras.get("mtp_dropped"))  # a file converted with --no-mtp
+            conversion = float_conversion_logits(ckpt.path, as_arch, tokens, threads, device, moe, no_mtp)
+            base, base_type, base_routes = conversion.logits, conversion.type_name, conversion.routes
+            results.append(check_against_conversion(f, conversion.keys))
         source, source_c = check_source(ckpt, base, base_type, tokens, float_file, base_routes)
         routing: dict = {}  # a MoE reference forward records its expert choice per layer
         if routes is not None or why:
             from exaone_gguf.model import forward
 
             forward(ckpt, tokens, as_arch, routing)
-    comparison = source_c if float_file else compare_logits(base, got, tokens)
+        comparison = source_c if float_file else compare_logits(base, got, tokens)
     # fidelity: how much the type costs this model; below the thresholds a warning unless the gate is on or the
     # figure is far outside any honest file of the type
     results += [source] + [
@@ -204,6 +207,12 @@ def check_logits(
     return results, metrics
 
 
+def spilled(a: np.ndarray, path: Path) -> np.ndarray:
+    """`a` written to `path` and mapped back read-only: its pages leave the process until they are read again."""
+    np.save(path, a)
+    return np.load(path, mmap_mode="r")
+
+
 def validate(
     model: Path | str,
     reference: Path | str | None = None,
@@ -214,8 +223,11 @@ def validate(
     threads: int | None = None,
     quality_gate: bool = False,
     imatrix: Path | str | None = None,
+    structure: bool = False,
 ) -> Report:
-    """Exit status semantics: a "fail" means the file is wrong (tensors, structure, metadata, tokenizer,
+    """`structure`: run the reference forward on a quantized file's own weights too (see check_logits).
+
+    Exit status semantics: a "fail" means the file is wrong (tensors, structure, metadata, tokenizer,
     template); fidelity (logits vs the source) below the type's thresholds fails only with `quality_gate`
     or threshold overrides, else it is a warning."""
     start = time.perf_counter()
@@ -245,7 +257,7 @@ def validate(
     checks += check_metadata(f, ckpt)
     if ckpt is not None:
         checks.append(check_tensors(f, ckpt, imatrix_weights, threads))
-        _trim_heap()  # the tensor check's freed chunks go back to the system before llama.cpp loads the file
+        trim_heap()  # the tensor check's freed chunks go back to the system before llama.cpp loads the file
 
     eos = f.get("tokenizer.ggml.eos_token_id")
     # chat tokens and template: the source's own tokenizer files and template, else the file's own
@@ -283,7 +295,16 @@ def validate(
             except RuntimeError as e:
                 why = str(e)
     gate = quality_gate or bool(threshold_overrides)
-    results, metrics = check_logits(got, f, ckpt, tokens, thresholds, ft, gate, threads, routes, why, device)
+    with tempfile.TemporaryDirectory(prefix="exaone-gguf-logits-") as tmp:
+        # the file's logits wait on disk (and llama-cpp-python's buffer is let go) while llama.cpp maps the
+        # source's float conversion, which at the 1.2B shape is 2.5 GB on its own
+        got = spilled(got, Path(tmp) / "file-logits.npy")
+        del runner
+        gc.collect()  # llama-cpp-python's Llama sits in reference cycles: its buffer goes only at a collection
+        results, metrics = check_logits(
+            got, f, ckpt, tokens, thresholds, ft, gate, threads, routes, why, device, structure
+        )
+        del got
     checks += results
     report.metrics = metrics
     report.seconds = time.perf_counter() - start

@@ -18,13 +18,16 @@ the file itself, at the limits of its type, and that comparison is its fidelity.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from exaone_gguf.convert.driver import convert
 from exaone_gguf.convert.options import ConvertOptions
-from exaone_gguf.runtime.logits import Runner
+from exaone_gguf.gguf_io import read_gguf
+from exaone_gguf.runtime.logits import Runner, trim_heap
 from exaone_gguf.runtime.routes import llama_routes
 from exaone_gguf.validate.metadata_check import file_type_name
 from exaone_gguf.validate.metrics import LogitComparison, StructureLimit, compare_logits, judge_structure
@@ -48,24 +51,46 @@ SOURCE_LIMITS = {
 }
 
 
+@dataclass
+class FloatBase:
+    """llama.cpp on our float conversion of the source: its logits [T, V], its type name (F32 / F16 / BF16), a
+    MoE's expert choice per layer on it (None when it cannot be read) and its metadata under the architecture's
+    prefix (`{arch}.*`: what llama.cpp builds the graph from)."""
+
+    logits: np.ndarray
+    type_name: str
+    routes: dict | None
+    keys: dict[str, Any]
+
+
 def float_conversion_logits(
-    src: Path, arch: str | None, tokens: list[int], threads: int, device: str = "cpu", moe: bool = False
-) -> tuple[np.ndarray, str, dict | None]:
-    """llama.cpp's logits [T, V] on our converter's float conversion of `src` (written as GGUF architecture
-    `arch`, None: the family's own), the conversion's type name (F32 / F16 / BF16) and, for a MoE (`moe`),
-    llama.cpp's expert choice per layer on it (None when it cannot be read)."""
+    src: Path,
+    arch: str | None,
+    tokens: list[int],
+    threads: int,
+    device: str = "cpu",
+    moe: bool = False,
+    no_mtp: bool = False,
+) -> FloatBase:
+    """llama.cpp's logits on our converter's float conversion of `src` (written as GGUF architecture `arch`,
+    None: the family's own; without MTP blocks with `no_mtp`, as the file is); `moe`: also read its expert
+    choice."""
     with tempfile.TemporaryDirectory(prefix="exaone-gguf-float-") as tmp:
         out = Path(tmp) / "source-float.gguf"
-        result = convert(src, out, ConvertOptions(outtype="auto", threads=threads, arch=arch))
+        result = convert(src, out, ConvertOptions(outtype="auto", threads=threads, arch=arch, no_mtp=no_mtp))
+        with read_gguf(out) as g:
+            prefix = f"{g.architecture}."
+            keys = {k: v for k, v in g.metadata.items() if k.startswith(prefix)}
+        trim_heap()  # the converter's freed buffers go back before llama.cpp maps the whole float model
         with Runner(out, n_ctx=max(256, len(tokens)), device=device, threads=threads) as runner:
-            logits = runner.logits(tokens)
+            logits = runner.logits(tokens, copy=False)  # llama-cpp-python's own buffer, kept after close: no copy
             routes = None
             if moe:
                 try:
                     routes = llama_routes(runner.llm, tokens)
                 except RuntimeError:  # the routing check reports why; the source forward then routes on its own
                     pass
-    return logits, file_type_name(result.file_type).upper().removeprefix("MOSTLY_"), routes
+    return FloatBase(logits, file_type_name(result.file_type).upper().removeprefix("MOSTLY_"), routes, keys)
 
 
 def source_precision(ckpt) -> str | None:

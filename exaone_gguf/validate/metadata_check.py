@@ -482,3 +482,44 @@ def check_metadata(f: GGUFFile, ckpt: Checkpoint | None) -> list[CheckResult]:
     out.append(check_special_ids(f, ckpt))
     out.append(check_tensor_types(f, n_layers, n_gqa))
     return out
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.array_equal(np.asarray(a), np.asarray(b))
+    return a == b
+
+
+def check_against_conversion(f: GGUFFile, conversion: dict[str, object]) -> CheckResult:
+    """The file's `{arch}.*` keys (what llama.cpp builds the graph from: sizes, RoPE, norms, window, experts)
+    against those of our float conversion of the source, which the source check proves computes the source's
+    network: the same keys with the same values. A key only one of them has fails too (llama.cpp would run its
+    default for it, or a setting the source does not ask for). llama.cpp's own converter writes exactly our keys
+    for Llama and EXAONE 4.0 (measured on SmolLM2 and the tiny exaone4 and exaone4-hybrid)."""
+    name = "metadata: graph keys as the source's float conversion"
+    arch = f.get("general.architecture")
+    conv_arch = next(iter(conversion), ".").split(".")[0]
+    if arch != conv_arch:
+        return CheckResult(name, "fail", f"architecture {arch!r}, the source converts as {conv_arch!r}")
+    mine = {k: v for k, v in f.metadata.items() if k.startswith(f"{arch}.")}
+    both = sorted(mine.keys() & conversion.keys())
+    problems = [
+        f"{k} = {_short(mine[k])}, the conversion {_short(conversion[k])}"
+        for k in both
+        if not _same(mine[k], conversion[k])
+    ]
+    problems += [f"{k} = {_short(mine[k])} only in the file" for k in sorted(mine.keys() - conversion.keys())]
+    problems += [
+        f"{k} missing (the conversion: {_short(conversion[k])})" for k in sorted(conversion.keys() - mine.keys())
+    ]
+    if problems:
+        return CheckResult(
+            name, "fail", "; ".join(problems) + ": llama.cpp would run another network than the source's"
+        )
+    return CheckResult(name, "pass", f"{len(both)} keys equal")
+
+
+def _short(v: object) -> str:
+    if isinstance(v, np.ndarray):
+        return f"[{', '.join(str(x) for x in v.reshape(-1)[:8])}{', ...' if v.size > 8 else ''}]"
+    return repr(v)

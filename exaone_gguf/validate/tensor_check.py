@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -339,6 +340,7 @@ def check_tensors(
     """One result for all tensors; the per-tensor verdicts are in its data."""
 
     name = "tensors: match source"
+    start = time.perf_counter()
     arch = f.get("general.architecture")
     spec = ckpt.spec
     try:
@@ -356,7 +358,8 @@ def check_tensors(
                 missing.append(m.gguf_name)  # named by "metadata: tensors"
                 continue
             verdicts.append(compare_tensor(f, ckpt, m, imatrix, pool, exact))
-    data = {"tensors": [v.to_dict() for v in verdicts], "not_compared": missing}
+    seconds = round(time.perf_counter() - start, 2)  # about one quantization of the file's types: its cost
+    data = {"tensors": [v.to_dict() for v in verdicts], "not_compared": missing, "seconds": seconds}
     status = "fail" if missing or any(not v.ok for v in verdicts) else "pass"
     return CheckResult(name, status, _summary(verdicts, missing, made_with, exact), data)
 
