@@ -304,9 +304,13 @@ def test_target_claims_are_checked(kind, target_files, tmp_path):
     chosen = list(f.get("quantize.target.types"))
     f.close()
     lie = {"bpw": {"quantize.target.bpw": 8.0}, "size": {"quantize.target.size": size // 2}}[kind]
+    # a claim the file fills only 0.84 of: below TARGET_FILL (0.87; honest plans measure 0.938 and more)
+    real_bpw = 8 * sum(t.nbytes for t in f.tensors) / sum(t.n_elements for t in f.tensors)
+    loose = {"bpw": {"quantize.target.bpw": real_bpw / 0.84}, "size": {"quantize.target.size": int(f.file_size / 0.84)}}
     other = int(T.Q2_K) if chosen[0] != int(T.Q2_K) else int(T.Q8_0)
     for kv, cause in [
         (lie, "claims a size target"),  # the claimed size against the real one
+        (loose[kind], "below 0.87 of it"),
         ({"quantize.target.types": [other] + chosen[1:]}, "differ from"),  # a plan its tensors are not
         ({"quantize.target.types": DROP}, "records no plan"),
     ]:

@@ -227,9 +227,12 @@ def check_special_ids(f: GGUFFile, ckpt: Checkpoint | None) -> CheckResult:
 
 
 # An honest target file fills its budget to at least this fraction: the plan steps tensors up while a step fits,
-# but the steps can be coarse (measured: tiny exaone4, whose tied embedding holds 85 % of the weights, --target-bpw 5
-# gives 4.37 bits, 0.873; at Q4_K_M's size 0.992); about twice the worst gap measured
-TARGET_FILL = 0.75
+# and the steps can be coarse where one tensor holds most weights. Measured on honest files with an imatrix (the
+# plan's header and vocabulary counted since issue 21's fix): tiny exaone4 (its tied embedding 85 % of the weights)
+# --target-bpw 4 0.938 and --target-size 1.2x its Q4_K_M 0.940, its other targets (bpw 3-7, 0.6-1.0x) 0.9975 and
+# more; exaone3, exaone4-hybrid (bpw 5, 6; 0.8x, 1.0x) and SmolLM2-135M (bpw 5) 0.9998 and more. About twice
+# the worst gap below 1.
+TARGET_FILL = 0.87
 _SHOWN = 8  # tensors named in a message
 
 
