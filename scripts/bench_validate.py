@@ -41,6 +41,8 @@ Measured (session 9, 1.2B shape, 2 threads, an idle 2-core machine, load average
   1.60x (met), Q4_K_M 7.21x (missed: its tensor check alone is 1.22x llama-quantize, which is 3.6x llama.cpp's
   two runs; the rest 2.84x), --against 0.98x. Peak RSS met (was 3209 MB: the runner now decodes 64 tokens at a
   time, and the file's logits wait on disk while llama.cpp maps the BF16 conversion).
+  SmolLM2-135M as EXAONE 3.x (--checkpoint, load average 3): BF16 6.0 s = 2.31x, Q4_K_M 10.2 s = 3.94x (tensor
+  check 1.8 s = 1.20x llama-quantize, the rest 3.26x), --against 1.36x; peak RSS 536 MB.
 No assertions: it prints a table and the ratios. Every multi-GB file is deleted at the end unless --keep.
 """
 
