@@ -209,8 +209,9 @@ def validate(
     ),
 ) -> None:
     """Check a GGUF: metadata, tokenizer, chat template; with --reference every row of its tensors, the source's own
-    forward against llama.cpp on our float conversion of it, and its fidelity (logits against that conversion). A projector file (clip) gets the vision checks and
-    libmtmd's image embedding against the reference. Exit 1: the file is wrong."""
+    forward against llama.cpp on our float conversion of it, and its fidelity (logits against that conversion). A
+    projector file (clip) gets the vision checks and libmtmd's image embedding against the reference. Exit 1: the
+    file is wrong."""
     args = dict(locals())
     from exaone_gguf.commands.validate import ValidateJob, validate
 

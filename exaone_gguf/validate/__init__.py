@@ -184,7 +184,7 @@ def check_logits(
             no_mtp = bool(ckpt.spec.extras.get("mtp_dropped"))  # a file converted with --no-mtp
             conversion = float_conversion_logits(ckpt.path, as_arch, tokens, threads, device, moe, no_mtp)
             base, base_type, base_routes = conversion.logits, conversion.type_name, conversion.routes
-            results.append(check_against_conversion(f, conversion.keys))
+            results.append(check_against_conversion(f, conversion.arch, conversion.keys))
         source, source_c = check_source(ckpt, base, base_type, tokens, float_file, base_routes)
         routing: dict = {}  # a MoE reference forward records its expert choice per layer
         if routes is not None or why:

@@ -54,12 +54,13 @@ SOURCE_LIMITS = {
 @dataclass
 class FloatBase:
     """llama.cpp on our float conversion of the source: its logits [T, V], its type name (F32 / F16 / BF16), a
-    MoE's expert choice per layer on it (None when it cannot be read) and its metadata under the architecture's
-    prefix (`{arch}.*`: what llama.cpp builds the graph from)."""
+    MoE's expert choice per layer on it (None when it cannot be read), its architecture and its metadata under
+    that prefix (`{arch}.*`: what llama.cpp builds the graph from)."""
 
     logits: np.ndarray
     type_name: str
     routes: dict | None
+    arch: str
     keys: dict[str, Any]
 
 
@@ -79,8 +80,8 @@ def float_conversion_logits(
         out = Path(tmp) / "source-float.gguf"
         result = convert(src, out, ConvertOptions(outtype="auto", threads=threads, arch=arch, no_mtp=no_mtp))
         with read_gguf(out) as g:
-            prefix = f"{g.architecture}."
-            keys = {k: v for k, v in g.metadata.items() if k.startswith(prefix)}
+            conv_arch = g.architecture
+            keys = {k: v for k, v in g.metadata.items() if k.startswith(f"{conv_arch}.")}
         trim_heap()  # the converter's freed buffers go back before llama.cpp maps the whole float model
         with Runner(out, n_ctx=max(256, len(tokens)), device=device, threads=threads) as runner:
             logits = runner.logits(tokens, copy=False)  # llama-cpp-python's own buffer, kept after close: no copy
@@ -90,7 +91,7 @@ def float_conversion_logits(
                     routes = llama_routes(runner.llm, tokens)
                 except RuntimeError:  # the routing check reports why; the source forward then routes on its own
                     pass
-    return FloatBase(logits, file_type_name(result.file_type).upper().removeprefix("MOSTLY_"), routes, keys)
+    return FloatBase(logits, file_type_name(result.file_type).upper().removeprefix("MOSTLY_"), routes, conv_arch, keys)
 
 
 def source_precision(ckpt) -> str | None:

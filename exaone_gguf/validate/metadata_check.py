@@ -493,7 +493,7 @@ def _same(a: object, b: object) -> bool:
     return a == b
 
 
-def check_against_conversion(f: GGUFFile, conversion: dict[str, object]) -> CheckResult:
+def check_against_conversion(f: GGUFFile, conv_arch: str, conversion: dict[str, object]) -> CheckResult:
     """The file's `{arch}.*` keys (what llama.cpp builds the graph from: sizes, RoPE, norms, window, experts)
     against those of our float conversion of the source, which the source check proves computes the source's
     network: the same keys with the same values. A key only one of them has fails too (llama.cpp would run its
@@ -501,7 +501,6 @@ def check_against_conversion(f: GGUFFile, conversion: dict[str, object]) -> Chec
     for Llama and EXAONE 4.0 (measured on SmolLM2 and the tiny exaone4 and exaone4-hybrid)."""
     name = "metadata: graph keys as the source's float conversion"
     arch = f.get("general.architecture")
-    conv_arch = next(iter(conversion), ".").split(".")[0]
     if arch != conv_arch:
         return CheckResult(name, "fail", f"architecture {arch!r}, the source converts as {conv_arch!r}")
     mine = {k: v for k, v in f.metadata.items() if k.startswith(f"{arch}.")}
